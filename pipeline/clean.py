@@ -1,0 +1,188 @@
+"""`kadn clean`: the 2007-2019 range and the paper's four cleaning rules (§2.1), in order.
+
+0. unreadable: a stored date or runtime that cannot be read is dropped under its own reason, never guessed.
+   out_of_range: release date (else the year) outside [date_min, date_max].
+1. rerelease: records of one film (same normalised title, a shared director) collapse to the one with the
+   latest release; re-release dates (重映) never count as a film's release date (see records.first_release).
+2. non_film: 歌舞 records whose title names a concert, gala, tour... (keyword list in params).
+3. missing_labels: a record missing any required group.
+4. few_raters: no score shown (rating null) or fewer than `min_votes` raters when the count is known.
+
+Writes the cleaned table (parquet) and a report of what each rule removed, both atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import defaultdict
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import store
+from pipeline.errors import KadnError, RecordError
+from pipeline.io import atomic_path, load_params, write_json
+from pipeline.records import date_sort_key, parse_date, parse_runtime
+
+log = logging.getLogger(__name__)
+RULES = ("unreadable", "out_of_range", "rerelease", "non_film", "missing_labels", "few_raters")
+# The columns of the cleaned table; list columns hold names (and person ids, None where unknown).
+COLUMNS = ("douban_id", "title", "year", "release_date", "runtime_min", "rating", "votes", "review_count",
+           "comment_count", "directors", "director_ids", "writers", "writer_ids", "actors", "actor_ids",
+           "genres", "countries", "languages")
+
+
+def normalise_title(title: str) -> str:
+    """Width, case, spacing and punctuation folded, so '小森林 夏秋篇' and '小森林：夏秋篇' meet."""
+    text = unicodedata.normalize("NFKC", title).casefold()
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] in "LN")
+
+
+def _release_key(rec: dict) -> tuple:
+    return date_sort_key(rec["release_date"]) if rec["release_date"] else (0, 0, 0)
+
+
+def _in_range(rec: dict, lo: tuple, hi: tuple) -> bool:
+    if rec["release_date"]:
+        key = date_sort_key(rec["release_date"])
+        # A partial date ('2019' or '2019-12') is in range when its period overlaps the range.
+        depth = 1 if key[1] == 0 else 2 if key[2] == 0 else 3
+        return lo[:depth] <= key[:depth] <= hi[:depth]
+    if rec["year"] is not None:
+        return lo[0] <= rec["year"] <= hi[0]
+    return True  # no date at all: rule 3 (missing release date) decides
+
+
+def _readable(rec: dict) -> str | None:
+    """None if the record's dates and runtime read cleanly, else which field does not."""
+    try:
+        for d in rec["release_dates"]:
+            parse_date(d["date"], "release_dates")
+        parse_runtime(rec["runtime_min"])
+    except RecordError as exc:
+        return exc.field
+    return None
+
+
+def _find(parent: dict[int, int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def collapse_rereleases(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Group records of one film (same normalised title, a shared director); keep the latest release."""
+    by_title: dict[str, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        by_title[normalise_title(rec["title"])].append(i)
+    keep = set(range(len(records)))
+    for members in by_title.values():
+        if len(members) < 2:
+            continue
+        # Union-find over "shares a director" within one title; records without directors stand alone.
+        parent = {i: i for i in members}
+        find = partial(_find, parent)
+        first_with: dict[str, int] = {}
+        for i in members:
+            for name, pid in zip(records[i]["directors"], records[i]["director_ids"]):
+                key = store.person_key(name, pid)
+                for k in {key, f"name:{name}"}:  # an id on one record and a bare name on the other still meet
+                    if k in first_with:
+                        parent[find(i)] = find(first_with[k])
+                    else:
+                        first_with[k] = i
+        groups: dict[int, list[int]] = defaultdict(list)
+        for i in members:
+            groups[find(i)].append(i)
+        for group in groups.values():
+            if len(group) > 1:
+                winner = max(group, key=lambda i: (_release_key(records[i]), records[i]["douban_id"]))
+                keep -= set(group) - {winner}
+    kept = [r for i, r in enumerate(records) if i in keep]
+    dropped = [r for i, r in enumerate(records) if i not in keep]
+    return kept, dropped
+
+
+def apply_rules(records: list[dict], params: dict) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Apply the range and the four rules in order; returns (kept, removed records per rule)."""
+    lo = date_sort_key(parse_date(str(params["date_min"])))
+    hi = date_sort_key(parse_date(str(params["date_max"])))
+    removed: dict[str, list[dict]] = {rule: [] for rule in RULES}
+
+    def split(rule: str, current: list[dict], drop) -> list[dict]:
+        kept = []
+        for rec in current:
+            (removed[rule] if drop(rec) else kept).append(rec)
+        return kept
+
+    current = split("unreadable", records, lambda r: _readable(r) is not None)
+    current = split("out_of_range", current, lambda r: not _in_range(r, lo, hi))
+    current, removed["rerelease"] = collapse_rereleases(current)
+
+    genre = params["non_film"]["genre"]
+    keywords = [k.casefold() for k in params["non_film"]["keywords"]]
+    current = split("non_film", current, lambda r: genre in r["genres"]
+                    and any(k in r["title"].casefold() for k in keywords))
+
+    required = params["required"]
+    unknown = set(required) - {"directors", "writers", "actors", "genres", "countries", "languages",
+                               "release_date", "runtime_min"}
+    if unknown:
+        raise KadnError(f"params.yaml: clean.required names unknown groups {sorted(unknown)}")
+    current = split("missing_labels", current, lambda r: any(not r[g] for g in required))
+
+    min_votes = int(params["min_votes"])
+    current = split("few_raters", current,
+                    lambda r: r["rating"] is None or (r["votes"] is not None and r["votes"] < min_votes))
+    return current, removed
+
+
+def to_frame(records: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records([{c: r[c] for c in COLUMNS} for r in records], columns=list(COLUMNS))
+    for col in ("year", "runtime_min", "votes", "review_count", "comment_count"):
+        frame[col] = frame[col].astype("Int64")
+    frame["rating"] = frame["rating"].astype("float64")
+    frame["douban_id"] = frame["douban_id"].astype("int64")
+    return frame.sort_values("douban_id", kind="stable").reset_index(drop=True)
+
+
+def run_clean(database_url: str | None, params: dict, out_table: Path, out_report: Path) -> dict:
+    engine = store.connect(database_url, create=False)
+    records = store.load_records(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if not records:
+        raise KadnError(f"database {where} holds no movies: nothing to clean")
+    kept, removed = apply_rules(records, params)
+    report = {
+        "stored": len(records),
+        "removed": {rule: len(recs) for rule, recs in removed.items()},
+        "kept": len(kept),
+        # A few titles per rule, so a reader can check the rules did what they say.
+        "examples": {rule: [f"{r['douban_id']} {r['title']}" for r in recs[:5]] for rule, recs in removed.items()},
+    }
+    if not kept:
+        detail = ", ".join(f"{rule} removed {n}" for rule, n in report["removed"].items() if n)
+        raise KadnError(f"every one of the {len(records)} stored movies was removed ({detail}); check params.yaml clean")
+    with atomic_path(out_table, ".parquet") as tmp:
+        to_frame(kept).to_parquet(tmp, index=False)
+    write_json(out_report, report)
+    return report
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="apply the date range and the paper's four cleaning rules")
+    p.add_argument("--database-url", help="SQLAlchemy URL (default: $DATABASE_URL or the snapshot)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", default="data/clean/movies.parquet")
+    p.add_argument("--report", default="data/clean/report.json")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    report = run_clean(args.database_url, load_params(args.params, "clean"), Path(args.out), Path(args.report))
+    removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items())
+    print(f"clean: {report['stored']} stored, removed {removed}; {report['kept']} kept -> {args.out}")
+    return 0

@@ -1,0 +1,49 @@
+"""`kadn import` and `kadn export`: moving records between files and the store."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline import store
+from pipeline.export import WRITERS, export
+from pipeline.importer import FORMATS, read_export
+from pipeline.io import atomic_path
+
+
+def register(sub, name: str) -> None:
+    if name == "import":
+        p = sub.add_parser("import", help="upsert an existing export (ours, the CC0 CSV, moviedata-10m)")
+        p.add_argument("file", help="JSONL/JSON/CSV file")
+        p.add_argument("--format", choices=FORMATS, help="skip detection from the header")
+        p.add_argument("--database-url", help="SQLAlchemy URL (default: $DATABASE_URL or the snapshot)")
+        p.set_defaults(func=run_import)
+    else:
+        p = sub.add_parser("export", help="print one record per stored movie")
+        p.add_argument("--format", choices=sorted(WRITERS), default="jsonl")
+        p.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
+        p.add_argument("--database-url", help="SQLAlchemy URL (default: $DATABASE_URL or the snapshot)")
+        p.set_defaults(func=run_export)
+
+
+def run_import(args) -> int:
+    fmt, records = read_export(args.file, args.format)  # fully checked before the store is touched
+    engine = store.connect(args.database_url)
+    before = store.count_movies(engine)
+    store.upsert_records(engine, records, source=f"import:{fmt}")
+    after = store.count_movies(engine)
+    print(f"imported {len(records)} records from {args.file} ({fmt} format): "
+          f"{after - before} new, {len(records) - (after - before)} updated; {after} movies stored",
+          file=sys.stderr)
+    return 0
+
+
+def run_export(args) -> int:
+    engine = store.connect(args.database_url, create=False)
+    records = store.load_records(engine)
+    if args.output:
+        with atomic_path(args.output) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+            n = export(records, args.format, out)
+    else:
+        n = export(records, args.format, sys.stdout)
+    print(f"exported {n} movies", file=sys.stderr)
+    return 0

@@ -1,0 +1,231 @@
+"""`kadn encode`: the cleaned table -> feature groups as padded index arrays, vocabularies and splits.
+
+Feature groups (paper §1.1, DESIGN.md): directors, writers, actors (first K billed), genres, countries,
+languages, runtime bucket, release year, release month. People are keyed by Douban person id when known,
+else by name. Index 0 pads a group's row; index 1 is the group's out-of-vocabulary id.
+
+The stored vocabulary keeps every token seen; `min_count` is applied per training set by `restrict`, so a
+cross-validation fold never learns which people occur only in its held-out part. Training reads the
+arrays with numpy alone (`load_encoded`), no pandas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import KadnError
+from pipeline.io import atomic_path, load_params, write_json
+from pipeline.store import person_key
+
+PAD, OOV = 0, 1
+PEOPLE = ("directors", "writers", "actors")
+LISTS = ("genres", "countries", "languages")
+SCALAR_GROUPS = ("runtime", "year", "month")
+GROUPS = PEOPLE + LISTS + SCALAR_GROUPS
+SPLITS = {"train": 0, "val": 1, "test": 2}
+POPULARITY = ("votes", "review_count", "comment_count")
+
+
+def runtime_bucket(minutes, edges: list[int]) -> str:
+    if minutes is None or pd.isna(minutes):
+        return "unknown"
+    for lo, hi in zip(edges, edges[1:]):
+        if lo <= minutes < hi:
+            return f"{lo}-{hi}"
+    return f">={edges[-1]}" if minutes >= edges[-1] else f"<{edges[0]}"
+
+
+def _as_list(value) -> list:
+    """Parquet hands list cells back as numpy arrays; JSON as lists; missing as None."""
+    return [] if value is None else list(value)
+
+
+def film_tokens(row: dict, params: dict) -> dict[str, list[str]]:
+    """One film's tokens per group (row: a cleaned-table row or a record in the export's field names)."""
+    tokens: dict[str, list[str]] = {}
+    limits = params["max_len"]
+    for group in PEOPLE:
+        names = _as_list(row.get(group))
+        ids = _as_list(row.get(group[:-1] + "_ids")) or [None] * len(names)
+        tokens[group] = [person_key(n, p) for n, p in zip(names, ids)][: limits[group]]
+    for group in LISTS:
+        tokens[group] = _as_list(row.get(group))[: limits[group]]
+    date = row.get("release_date")
+    year = row.get("year")
+    tokens["runtime"] = [runtime_bucket(row.get("runtime_min"), params["runtime_edges"])]
+    tokens["year"] = [str(date)[:4] if date else (str(int(year)) if year is not None and not pd.isna(year)
+                                                  else "unknown")]
+    tokens["month"] = [str(date)[5:7] if date and len(str(date)) >= 7 else "unknown"]
+    return tokens
+
+
+def make_split(frame: pd.DataFrame, split: dict) -> np.ndarray:
+    """0/1/2 for train/val/test: seeded random (the paper's), or by release date (latest films tested)."""
+    n = len(frame)
+    n_test, n_val = round(n * split["test"]), round(n * split["val"])
+    if split["method"] == "random":
+        order = np.random.default_rng(split["seed"]).permutation(n)
+    elif split["method"] == "time":
+        order = np.argsort(frame["release_date"].astype(str).to_numpy(), kind="stable")[::-1]
+    else:
+        raise KadnError(f"params.yaml: encode.split.method must be 'random' or 'time', not {split['method']!r}")
+    labels = np.zeros(n, dtype=np.int8)
+    labels[order[:n_test]] = SPLITS["test"]
+    labels[order[n_test : n_test + n_val]] = SPLITS["val"]
+    return labels
+
+
+def encode_frame(frame: pd.DataFrame, params: dict) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Index arrays per group (N x width, 0-padded) and the vocabularies (token list; id = position + 2)."""
+    rows = frame.to_dict("records")
+    per_film = [film_tokens(r, params) for r in rows]
+    vocab: dict[str, list[str]] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for group in GROUPS:
+        seen: dict[str, int] = {}
+        for toks in per_film:
+            for t in toks[group]:
+                seen.setdefault(t, len(seen) + 2)
+        # Vocabulary in first-seen order of films sorted by id: stable across runs.
+        vocab[group] = list(seen)
+        width = max(1, max((len(t[group]) for t in per_film), default=1))
+        arr = np.zeros((len(rows), width), dtype=np.int32)
+        for i, toks in enumerate(per_film):
+            ids = [seen[t] for t in toks[group]]
+            arr[i, : len(ids)] = ids
+        arrays[group] = arr
+    return arrays, vocab
+
+
+def popularity_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """log1p of rater, review and short-comment counts; NaN where a count is unknown."""
+    cols = [frame[c].astype("Float64").to_numpy(dtype="float64", na_value=np.nan) for c in POPULARITY]
+    return np.log1p(np.stack(cols, axis=1)).astype(np.float32)
+
+
+def run_encode(table: Path, params: dict, out_dir: Path) -> dict:
+    frame = pd.read_parquet(table)
+    if frame.empty:
+        raise KadnError(f"{table}: the cleaned table is empty")
+    arrays, vocab = encode_frame(frame, params)
+    split = make_split(frame, params["split"])
+    counts = {name: int((split == code).sum()) for name, code in SPLITS.items()}
+    for name, n in counts.items():
+        if n == 0:
+            raise KadnError(f"{table}: {len(frame)} films leave the {name} split empty; lower encode.split "
+                            "fractions or clean fewer films away")
+    payload = {f"x_{g}": arrays[g] for g in GROUPS}
+    payload.update(
+        douban_id=frame["douban_id"].to_numpy(np.int64),
+        rating=frame["rating"].to_numpy(np.float32),
+        split=split,
+        popularity=popularity_matrix(frame),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "arrays.npz", ".npz") as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, **payload)
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+    write_json(out_dir / "vocab.json", {"digest": digest, "groups": vocab})
+    meta = {
+        "films": len(frame),
+        "split": counts,
+        "vocab_digest": digest,
+        "groups": {g: {"tokens": len(vocab[g]), "width": int(arrays[g].shape[1])} for g in GROUPS},
+        "popularity_known": {c: int(np.isfinite(payload["popularity"][:, i]).sum()) for i, c in enumerate(POPULARITY)},
+        "params": params,
+    }
+    write_json(out_dir / "meta.json", meta)
+    return meta
+
+
+@dataclass
+class Encoded:
+    """The encode stage's outputs, loaded with numpy (see `load_encoded`)."""
+
+    x: dict[str, np.ndarray]
+    rating: np.ndarray
+    split: np.ndarray
+    douban_id: np.ndarray
+    popularity: np.ndarray
+    vocab: dict[str, list[str]]
+    params: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rating)
+
+    def index(self, name: str) -> np.ndarray:
+        return np.flatnonzero(self.split == SPLITS[name])
+
+    def restrict(self, train_rows: np.ndarray, min_count: int) -> Restricted:
+        """Map tokens seen fewer than `min_count` times in `train_rows` to OOV, renumbered densely."""
+        maps, freqs, x = {}, {}, {}
+        for g, arr in self.x.items():
+            size = len(self.vocab[g]) + 2
+            counts = np.bincount(arr[train_rows].ravel(), minlength=size)
+            counts[PAD] = 0
+            keep = np.flatnonzero(counts >= max(1, min_count))
+            keep = keep[keep > OOV]
+            remap = np.full(size, OOV, dtype=np.int32)
+            remap[PAD] = PAD
+            remap[keep] = np.arange(2, 2 + len(keep), dtype=np.int32)
+            maps[g] = remap
+            x[g] = remap[arr]
+            freq = np.bincount(x[g][train_rows].ravel(), minlength=2 + len(keep)).astype(np.float32)
+            freq[PAD] = 0
+            freqs[g] = freq
+        return Restricted(x=x, remap=maps, freq=freqs)
+
+
+@dataclass
+class Restricted:
+    """Arrays re-indexed to a training set's vocabulary; `freq[g][i]` counts token i in that set."""
+
+    x: dict[str, np.ndarray]
+    remap: dict[str, np.ndarray]
+    freq: dict[str, np.ndarray]
+
+    def sizes(self) -> dict[str, int]:
+        return {g: len(f) for g, f in self.freq.items()}
+
+
+def load_encoded(out_dir: str | Path) -> Encoded:
+    out_dir = Path(out_dir)
+    try:
+        data = np.load(out_dir / "arrays.npz")
+        vocab = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))
+        meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise KadnError(f"{exc.filename}: missing; run `kadn encode` (or `dvc repro`) first") from None
+    if vocab["digest"] != meta["vocab_digest"]:
+        raise KadnError(f"{out_dir}: vocab.json does not belong to these arrays (digest "
+                        f"{vocab['digest']} != {meta['vocab_digest']}); re-run `kadn encode`")
+    x = {g: data[f"x_{g}"] for g in GROUPS}
+    for g in GROUPS:
+        if x[g].size and int(x[g].max()) >= len(vocab["groups"][g]) + 2:
+            raise KadnError(f"{out_dir}: group {g} holds ids beyond its vocabulary; re-run `kadn encode`")
+    return Encoded(x=x, rating=data["rating"], split=data["split"], douban_id=data["douban_id"],
+                   popularity=data["popularity"], vocab=vocab["groups"], params=meta["params"])
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="build feature groups, vocabularies and splits from the cleaned table")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--table", default="data/clean/movies.parquet")
+    p.add_argument("--out", default="data/encoded")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    table = Path(args.table)
+    if not table.exists():
+        raise KadnError(f"{table}: missing; run `kadn clean` first")
+    meta = run_encode(table, load_params(args.params, "encode"), Path(args.out))
+    groups = ", ".join(f"{g} {v['tokens']}" for g, v in meta["groups"].items())
+    print(f"encode: {meta['films']} films, split {meta['split']}; tokens {groups} -> {args.out}")
+    return 0

@@ -1,0 +1,38 @@
+"""`kadn export`: one record per stored movie, in the canonical field order (pipeline.records.FIELDS)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from typing import IO
+
+from pipeline.records import FIELDS
+
+
+def write_jsonl(records: Iterable[dict], out: IO[str]) -> int:
+    n = 0
+    for rec in records:
+        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        n += 1
+    return n
+
+
+def write_csv(records: Iterable[dict], out: IO[str]) -> int:
+    """Lists and release dates go into cells as JSON, so names holding ',' or '/' survive a round trip."""
+    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    n = 0
+    for rec in records:
+        writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list) else
+                             ("" if v is None else v)) for k, v in rec.items()})
+        n += 1
+    return n
+
+
+WRITERS = {"jsonl": write_jsonl, "csv": write_csv}
+
+
+def export(records: Iterable[dict], fmt: str = "jsonl", out: IO[str] | None = None) -> int:
+    return WRITERS[fmt](records, out or sys.stdout)

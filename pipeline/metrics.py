@@ -1,0 +1,59 @@
+"""`kadn metrics`: gather every stage's figures into the one metrics.json that `dvc metrics diff` compares.
+
+The data section comes from the clean report and the encode stage's split sizes; model sections come from
+the JSON files the evaluate stage leaves in a folder (each a fragment of the final layout, deep-merged).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.errors import KadnError
+from pipeline.io import write_json
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KadnError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
+    except json.JSONDecodeError as exc:
+        raise KadnError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+
+
+def deep_merge(into: dict, other: dict) -> dict:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            deep_merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def gather(report: Path, encoded_meta: Path, fragments: list[Path]) -> dict:
+    clean, meta = _read(report), _read(encoded_meta)
+    # DESIGN.md's order: the range first, then the paper's four rules.
+    removed = {k: clean["removed"][k] for k in
+               ("out_of_range", "rerelease", "non_film", "missing_labels", "few_raters", "unreadable")}
+    metrics = {"data": {"stored": clean["stored"], "removed": removed, "kept": clean["kept"],
+                        "split": meta["split"]}}
+    for path in sorted(fragments):
+        deep_merge(metrics, _read(path))
+    return metrics
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="gather data and model figures into metrics.json")
+    p.add_argument("--report", default="data/clean/report.json")
+    p.add_argument("--encoded-meta", default="data/encoded/meta.json")
+    p.add_argument("--fragments", nargs="*", default=[], help="JSON fragments to merge (evaluate's outputs)")
+    p.add_argument("--out", default="metrics.json")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    metrics = gather(Path(args.report), Path(args.encoded_meta), [Path(p) for p in args.fragments])
+    write_json(args.out, metrics)
+    print(f"metrics: wrote {args.out}")
+    return 0

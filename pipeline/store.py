@@ -1,0 +1,330 @@
+"""The movie store: one SQLAlchemy 2.x schema used by the spider, the importers, export and the clean stage.
+
+Movies are keyed by Douban subject id; people by Douban person id when known, else by name. Every write is
+an idempotent upsert: storing the same film twice updates it, never duplicates it. Scalars that the
+incoming record leaves unknown (None) keep their stored value, and lists the record leaves empty keep
+theirs, so a partial export never erases what a crawl found.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pipeline.errors import KadnError, SchemaError
+from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
+
+SCHEMA_VERSION = "1"
+DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
+ROLE_NAME = {"directors": "director", "writers": "writer", "actors": "actor"}
+ATTR_NAME = {"genres": "genre", "countries": "country", "languages": "language"}
+_CHUNK = 500  # keeps IN (...) lists under SQLite's bound-parameter limit
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "kadn_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class Movie(Base):
+    __tablename__ = "movies"
+    douban_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    title: Mapped[str] = mapped_column(String(512))
+    year: Mapped[int | None] = mapped_column(Integer)
+    runtime_min: Mapped[int | None] = mapped_column(Integer)
+    rating: Mapped[float | None] = mapped_column(Float)
+    votes: Mapped[int | None] = mapped_column(Integer)
+    review_count: Mapped[int | None] = mapped_column(Integer)
+    comment_count: Mapped[int | None] = mapped_column(Integer)
+    imdb_id: Mapped[str | None] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(64))
+    first_fetched: Mapped[datetime | None] = mapped_column(DateTime)
+    last_fetched: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Person(Base):
+    __tablename__ = "people"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # 'id:<douban person id>' or 'name:<name>': one unique key for both ways of knowing a person.
+    person_key: Mapped[str] = mapped_column(String(300), unique=True)
+    douban_person_id: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))
+
+
+class Credit(Base):
+    __tablename__ = "credits"
+    movie_id: Mapped[int] = mapped_column(ForeignKey("movies.douban_id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    billing: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+
+
+class ReleaseDate(Base):
+    __tablename__ = "release_dates"
+    movie_id: Mapped[int] = mapped_column(ForeignKey("movies.douban_id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    date: Mapped[str] = mapped_column(String(10))
+    region: Mapped[str | None] = mapped_column(String(128))
+    rerelease: Mapped[bool] = mapped_column(Boolean)
+
+
+class Attribute(Base):
+    __tablename__ = "attributes"
+    movie_id: Mapped[int] = mapped_column(ForeignKey("movies.douban_id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
+SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id")
+
+
+def database_url(url: str | None = None) -> str:
+    """The explicit URL, else $DATABASE_URL, else the shipped SQLite snapshot."""
+    return url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def connect(url: str | None = None, *, create: bool = True) -> Engine:
+    """Open the store, creating the schema in an empty database; refuse a database of another schema."""
+    url = database_url(url)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///"))
+        if not create and not path.exists():
+            raise KadnError(f"database {path} does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = create_engine(url)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise KadnError(f"cannot open database {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        _check_schema(engine, create=create)
+    except SQLAlchemyError as exc:
+        raise KadnError(f"cannot use database {engine.url!r}: {exc.__class__.__name__}: {exc.orig}") from None
+    return engine
+
+
+def _check_schema(engine: Engine, *, create: bool) -> None:
+    tables = set(inspect(engine).get_table_names())
+    where = engine.url.render_as_string(hide_password=True)
+    if not tables:
+        if not create:
+            raise SchemaError(f"database {where} is empty: run `kadn import` or `scrapy crawl douban` first")
+        Base.metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(_insert(engine, Meta).values(key="schema_version", value=SCHEMA_VERSION))
+        return
+    if Meta.__tablename__ not in tables:
+        raise SchemaError(
+            f"database {where} was not written by douban-kadn (no kadn_meta table; it has "
+            f"{', '.join(sorted(tables)[:6])}); point DATABASE_URL at a douban-kadn store or an empty database"
+        )
+    with engine.connect() as conn:
+        version = conn.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"database {where} has schema version {version}, this douban-kadn expects {SCHEMA_VERSION}")
+    missing = set(Base.metadata.tables) - tables
+    if missing:
+        raise SchemaError(f"database {where} lacks tables {', '.join(sorted(missing))}")
+
+
+def _insert(engine_or_conn, table):
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL both do)."""
+    name = engine_or_conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise KadnError(f"unsupported database dialect {name!r}: use SQLite or PostgreSQL")
+
+
+def _chunks(items: list, size: int = _CHUNK) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def person_key(name: str, pid: str | None) -> str:
+    return f"id:{pid}" if pid else f"name:{name}"
+
+
+def upsert_records(
+    engine: Engine, records: Iterable[dict], *, source: str, fetched_at: datetime | None = None, conn=None
+) -> int:
+    """Store canonical records (see pipeline.records) in one transaction; returns how many were written."""
+    records = list(records)
+    if not records:
+        return 0
+    if conn is None:
+        with engine.begin() as conn:
+            return _upsert(conn, records, source, fetched_at)
+    return _upsert(conn, records, source, fetched_at)
+
+
+def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None) -> int:
+    # Later duplicates of one id in a batch win, as they would across batches.
+    by_id = {rec["douban_id"]: rec for rec in records}
+    records = list(by_id.values())
+
+    rows = [
+        {"douban_id": r["douban_id"], **{k: r[k] for k in SCALARS}, "source": source,
+         "first_fetched": fetched_at, "last_fetched": fetched_at}
+        for r in records
+    ]
+    stmt = _insert(conn, Movie)
+    table = Movie.__table__
+    updates = {k: func.coalesce(stmt.excluded[k], table.c[k]) for k in SCALARS}
+    updates["source"] = stmt.excluded.source
+    updates["first_fetched"] = func.coalesce(table.c.first_fetched, stmt.excluded.first_fetched)
+    updates["last_fetched"] = func.coalesce(stmt.excluded.last_fetched, table.c.last_fetched)
+    # executemany with one compiled statement: far cheaper than a multi-VALUES statement per chunk.
+    conn.execute(stmt.on_conflict_do_update(index_elements=["douban_id"], set_=updates), rows)
+
+    person_ids = _person_ids(conn, records)
+
+    credit_rows, replace_roles = [], defaultdict(list)
+    for r in records:
+        for role in ROLES:
+            if not r[role]:
+                continue
+            replace_roles[ROLE_NAME[role]].append(r["douban_id"])
+            for billing, (name, pid) in enumerate(zip(r[role], r[ID_FIELD[role]])):
+                credit_rows.append({"movie_id": r["douban_id"], "role": ROLE_NAME[role], "billing": billing,
+                                    "person_id": person_ids[person_key(name, pid)]})
+    for role, ids in replace_roles.items():
+        for chunk in _chunks(ids):
+            conn.execute(delete(Credit).where(Credit.movie_id.in_(chunk), Credit.role == role))
+    if credit_rows:
+        conn.execute(Credit.__table__.insert(), credit_rows)
+
+    attr_rows, replace_attrs = [], defaultdict(list)
+    for r in records:
+        for attr in ATTRIBUTES:
+            if r[attr]:
+                replace_attrs[ATTR_NAME[attr]].append(r["douban_id"])
+                attr_rows += [{"movie_id": r["douban_id"], "kind": ATTR_NAME[attr], "position": i, "value": v}
+                              for i, v in enumerate(r[attr])]
+    for kind, ids in replace_attrs.items():
+        for chunk in _chunks(ids):
+            conn.execute(delete(Attribute).where(Attribute.movie_id.in_(chunk), Attribute.kind == kind))
+    if attr_rows:
+        conn.execute(Attribute.__table__.insert(), attr_rows)
+
+    with_dates = [r for r in records if r["release_dates"]]
+    for chunk in _chunks([r["douban_id"] for r in with_dates]):
+        conn.execute(delete(ReleaseDate).where(ReleaseDate.movie_id.in_(chunk)))
+    date_rows = [{"movie_id": r["douban_id"], "position": i, **d}
+                 for r in with_dates for i, d in enumerate(r["release_dates"])]
+    if date_rows:
+        conn.execute(ReleaseDate.__table__.insert(), date_rows)
+    return len(records)
+
+
+def _person_ids(conn, records: list[dict]) -> dict[str, int]:
+    people: dict[str, dict] = {}
+    for r in records:
+        for role in ROLES:
+            for name, pid in zip(r[role], r[ID_FIELD[role]]):
+                key = person_key(name, pid)
+                people.setdefault(key, {"person_key": key, "douban_person_id": pid, "name": name})
+    rows = list(people.values())
+    stmt = _insert(conn, Person)
+    if rows:
+        # A person known by id keeps one row; the newest spelling of their name wins.
+        conn.execute(stmt.on_conflict_do_update(index_elements=["person_key"], set_={"name": stmt.excluded.name}),
+                     rows)
+    ids: dict[str, int] = {}
+    keys = list(people)
+    for chunk in _chunks(keys):
+        ids.update(conn.execute(select(Person.person_key, Person.id).where(Person.person_key.in_(chunk))).all())
+    return ids
+
+
+def count_movies(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(Movie)) or 0
+
+
+def load_records(engine: Engine, ids: Iterable[int] | None = None) -> list[dict]:
+    """Every stored movie (or those with `ids`) as canonical records, ordered by Douban id."""
+    wanted = None if ids is None else set(ids)
+    with engine.connect() as conn:
+        movies = conn.execute(select(Movie).order_by(Movie.douban_id)).mappings().all()
+        people = dict(conn.execute(select(Person.id, Person.douban_person_id)).all())
+        names = dict(conn.execute(select(Person.id, Person.name)).all())
+        credits = defaultdict(lambda: defaultdict(list))
+        for movie_id, role, _billing, person_id in conn.execute(
+            select(Credit.movie_id, Credit.role, Credit.billing, Credit.person_id).order_by(
+                Credit.movie_id, Credit.role, Credit.billing)
+        ):
+            credits[movie_id][role].append(person_id)
+        attrs = defaultdict(lambda: defaultdict(list))
+        for movie_id, kind, value in conn.execute(
+            select(Attribute.movie_id, Attribute.kind, Attribute.value).order_by(
+                Attribute.movie_id, Attribute.kind, Attribute.position)
+        ):
+            attrs[movie_id][kind].append(value)
+        dates = defaultdict(list)
+        for movie_id, date, region, rerelease in conn.execute(
+            select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region, ReleaseDate.rerelease).order_by(
+                ReleaseDate.movie_id, ReleaseDate.position)
+        ):
+            dates[movie_id].append({"date": date, "region": region, "rerelease": bool(rerelease)})
+
+    out = []
+    for m in movies:
+        mid = m["douban_id"]
+        if wanted is not None and mid not in wanted:
+            continue
+        rec = {"douban_id": mid, **{k: m[k] for k in SCALARS}}
+        for role in ROLES:
+            pids = credits[mid][ROLE_NAME[role]]
+            rec[role] = [names[p] for p in pids]
+            rec[ID_FIELD[role]] = [people[p] for p in pids]
+        for attr in ATTRIBUTES:
+            rec[attr] = attrs[mid][ATTR_NAME[attr]]
+        rec["release_dates"] = dates[mid]
+        rec["release_date"] = first_release(dates[mid])
+        out.append({f: rec[f] for f in FIELDS})
+    return out
+
+
+def fetched_before(engine: Engine, cutoff: datetime) -> list[int]:
+    """Ids of stored films last fetched before `cutoff` (or never fetched by the crawler)."""
+    with engine.connect() as conn:
+        q = select(Movie.douban_id).where((Movie.last_fetched.is_(None)) | (Movie.last_fetched < cutoff))
+        return [row[0] for row in conn.execute(q.order_by(Movie.douban_id))]

@@ -1,0 +1,71 @@
+import pytest
+
+from pipeline.errors import RecordError
+from pipeline.records import first_release, normalise_record, parse_date, parse_runtime, split_list
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2010-09-01", "2010-09-01"), ("2010-9-1", "2010-09-01"), ("2011", "2011"), ("1992-09", "1992-09"),
+    ("", None), (None, None),
+])
+def test_parse_date(text, expected):
+    assert parse_date(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["2010-13-01", "soon", "2010-09-01(中国大陆)", "20100901"])
+def test_parse_date_rejects(bad):
+    with pytest.raises(RecordError) as exc:
+        parse_date(bad)
+    assert exc.value.field == "release_date"
+
+
+@pytest.mark.parametrize("text, minutes", [
+    ("148", 148), ("148分钟", 148), ("95 分钟", 95), ("约60min", 60), ("117分钟(中国大陆)", 117), ("", None), (0, None),
+])
+def test_parse_runtime(text, minutes):
+    assert parse_runtime(text) == minutes
+
+
+def test_parse_runtime_rejects_text_without_number():
+    with pytest.raises(RecordError):
+        parse_runtime("unknown")
+
+
+def test_split_list():
+    assert split_list("剧情, 喜剧") == ["剧情", "喜剧"]
+    assert split_list("汉语普通话 / 英语 / ") == ["汉语普通话", "英语"]
+    assert split_list(None) == []
+
+
+def test_first_release_ignores_rereleases_and_sorts_partial_dates():
+    dates = [
+        {"date": "2020-08-28", "region": "中国大陆重映", "rerelease": True},
+        {"date": "2010-09-01", "region": "中国大陆", "rerelease": False},
+        {"date": "2010-07-16", "region": "美国", "rerelease": False},
+    ]
+    assert first_release(dates) == "2010-07-16"
+    assert first_release([{"date": "2011", "region": None, "rerelease": False},
+                          {"date": "2011-03-02", "region": None, "rerelease": False}]) == "2011"
+    assert first_release([{"date": "2020-01-01", "region": "重映", "rerelease": True}]) is None
+
+
+def test_normalise_fills_year_and_nulls_unknowns():
+    rec = normalise_record({"douban_id": "42", "title": " 片 ", "directors": ["A", "A"],
+                            "release_dates": [{"date": "2015-02-14", "region": "日本"}],
+                            "rating": "", "votes": None, "imdb_id": ""})
+    assert rec["douban_id"] == 42 and rec["title"] == "片"
+    assert rec["directors"] == ["A"] and rec["director_ids"] == [None]
+    assert rec["year"] == 2015 and rec["release_date"] == "2015-02-14"
+    assert rec["rating"] is None and rec["votes"] is None and rec["imdb_id"] is None
+    assert rec["genres"] == [] and rec["runtime_min"] is None
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rating", "9.x"), ("rating", 11), ("votes", "many"), ("votes", -3), ("douban_id", None),
+    ("imdb_id", "1375666"), ("director_ids", ["12", "34"]), ("title", ""),
+])
+def test_normalise_names_the_bad_field(field, value):
+    raw = {"douban_id": 1, "title": "t", "directors": ["A"], field: value}
+    with pytest.raises(RecordError) as exc:
+        normalise_record(raw)
+    assert exc.value.field == field

@@ -1,0 +1,72 @@
+import sqlite3
+
+import pytest
+from sqlalchemy import func, select
+
+from pipeline import store
+from pipeline.errors import SchemaError
+
+
+def test_upsert_is_idempotent(stored, make_film):
+    films = [make_film(i) for i in range(1, 6)]
+    engine = stored(films)
+    store.upsert_records(engine, films, source="test")
+    assert store.count_movies(engine) == 5
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(store.Credit)) == 5 * 4
+        assert conn.scalar(select(func.count()).select_from(store.ReleaseDate)) == 5
+    assert store.load_records(engine) == films
+
+
+def test_upsert_updates_a_changed_rating(stored, make_film):
+    engine = stored([make_film(7, rating=6.1, votes=100)])
+    store.upsert_records(engine, [make_film(7, rating=6.8, votes=250)], source="crawl")
+    (rec,) = store.load_records(engine)
+    assert (rec["rating"], rec["votes"]) == (6.8, 250)
+
+
+def test_unknown_values_never_erase_stored_ones(stored, make_film):
+    engine = stored([make_film(8, imdb_id="tt0000008", review_count=33)])
+    partial = make_film(8, imdb_id=None, review_count=None, genres=[], actors=[], actor_ids=None)
+    store.upsert_records(engine, [partial], source="import:cc0")
+    (rec,) = store.load_records(engine)
+    assert rec["imdb_id"] == "tt0000008" and rec["review_count"] == 33
+    assert rec["genres"] == ["剧情"] and len(rec["actors"]) == 2
+
+
+def test_people_keyed_by_id_else_name(stored, make_film):
+    a = make_film(1, directors=["同名"], director_ids=["501"])
+    b = make_film(2, directors=["同名"], director_ids=["502"])   # a namesake with another id
+    c = make_film(3, directors=["同名"], director_ids=[None])    # known by name only
+    d = make_film(4, directors=["同名 "], director_ids=["501"])  # same id again
+    engine = stored([a, b, c, d])
+    with engine.connect() as conn:
+        keys = set(conn.scalars(select(store.Person.person_key).where(store.Person.name == "同名")))
+    assert keys == {"id:501", "id:502", "name:同名"}
+
+
+def test_billing_order_kept(stored, make_film):
+    cast = [f"演员{i}" for i in range(12)]
+    engine = stored([make_film(1, actors=cast, actor_ids=None)])
+    assert store.load_records(engine)[0]["actors"] == cast
+
+
+def test_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("create table movies (id integer primary key, name text)")
+    with pytest.raises(SchemaError, match="not written by douban-kadn"):
+        store.connect(f"sqlite:///{path}")
+
+
+def test_other_schema_version_is_refused(db_url):
+    engine = store.connect(db_url)
+    with engine.begin() as conn:
+        conn.execute(store.Meta.__table__.update().values(value="0"))
+    with pytest.raises(SchemaError, match="schema version 0"):
+        store.connect(db_url)
+
+
+def test_empty_database_is_not_created_for_readers(tmp_path):
+    with pytest.raises(Exception, match="does not exist"):
+        store.connect(f"sqlite:///{tmp_path / 'none.sqlite'}", create=False)
