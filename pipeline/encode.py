@@ -118,8 +118,8 @@ def run_encode(table: Path, params: dict, out_dir: Path) -> dict:
     counts = {name: int((split == code).sum()) for name, code in SPLITS.items()}
     for name, n in counts.items():
         if n == 0:
-            raise KadnError(f"{table}: {len(frame)} films leave the {name} split empty; lower encode.split "
-                            "fractions or clean fewer films away")
+            raise KadnError(f"{table}: {len(frame)} films leave the {name} split empty; store more films or "
+                            "change the fractions in params.yaml encode.split")
     payload = {f"x_{g}": arrays[g] for g in GROUPS}
     payload.update(
         douban_id=frame["douban_id"].to_numpy(np.int64),
