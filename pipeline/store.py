@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
@@ -189,6 +189,8 @@ def upsert_records(
     records = list(records)
     if not records:
         return 0
+    if fetched_at is not None and fetched_at.tzinfo is not None:
+        fetched_at = fetched_at.astimezone(timezone.utc).replace(tzinfo=None)  # stored as naive UTC
     if conn is None:
         with engine.begin() as conn:
             return _upsert(conn, records, source, fetched_at)
@@ -196,9 +198,10 @@ def upsert_records(
 
 
 def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None) -> int:
-    # Later duplicates of one id in a batch win, as they would across batches.
+    # Later duplicates of one id in a batch win, as they would across batches. Sorting by id makes every
+    # writer take row locks in the same order, so concurrent crawlers on PostgreSQL cannot deadlock.
     by_id = {rec["douban_id"]: rec for rec in records}
-    records = list(by_id.values())
+    records = [by_id[k] for k in sorted(by_id)]
 
     rows = [
         {"douban_id": r["douban_id"], **{k: r[k] for k in SCALARS}, "source": source,
@@ -211,8 +214,19 @@ def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None)
     updates["source"] = stmt.excluded.source
     updates["first_fetched"] = func.coalesce(table.c.first_fetched, stmt.excluded.first_fetched)
     updates["last_fetched"] = func.coalesce(stmt.excluded.last_fetched, table.c.last_fetched)
+    # A fetch older than what is stored (a slower concurrent crawler) must not overwrite newer values.
+    newer = (table.c.last_fetched.is_(None) | stmt.excluded.last_fetched.is_(None)
+             | (stmt.excluded.last_fetched >= table.c.last_fetched))
     # executemany with one compiled statement: far cheaper than a multi-VALUES statement per chunk.
-    conn.execute(stmt.on_conflict_do_update(index_elements=["douban_id"], set_=updates), rows)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["douban_id"], set_=updates, where=newer), rows)
+    if fetched_at is not None:
+        # The movie rows are locked by this transaction now; keep only films whose stored fetch is ours.
+        stored_at: dict[int, datetime | None] = {}
+        for chunk in _chunks([r["douban_id"] for r in records]):
+            stored_at.update(conn.execute(select(Movie.douban_id, Movie.last_fetched)
+                                          .where(Movie.douban_id.in_(chunk))).all())
+        records = [r for r in records if stored_at[r["douban_id"]] is None
+                   or stored_at[r["douban_id"]] <= fetched_at]
 
     person_ids = _person_ids(conn, records)
 
@@ -251,7 +265,7 @@ def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None)
                  for r in with_dates for i, d in enumerate(r["release_dates"])]
     if date_rows:
         conn.execute(ReleaseDate.__table__.insert(), date_rows)
-    return len(records)
+    return len(by_id)
 
 
 def _person_ids(conn, records: list[dict]) -> dict[str, int]:
@@ -261,7 +275,7 @@ def _person_ids(conn, records: list[dict]) -> dict[str, int]:
             for name, pid in zip(r[role], r[ID_FIELD[role]]):
                 key = person_key(name, pid)
                 people.setdefault(key, {"person_key": key, "douban_person_id": pid, "name": name})
-    rows = list(people.values())
+    rows = [people[k] for k in sorted(people)]  # one lock order for every writer
     stmt = _insert(conn, Person)
     if rows:
         # A person known by id keeps one row; the newest spelling of their name wins.

@@ -70,3 +70,22 @@ def test_other_schema_version_is_refused(db_url):
 def test_empty_database_is_not_created_for_readers(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         store.connect(f"sqlite:///{tmp_path / 'none.sqlite'}", create=False)
+
+
+def test_an_older_fetch_never_overwrites_a_newer_one(stored, make_film):
+    from datetime import datetime, timedelta, timezone
+
+    new = datetime(2026, 5, 2, 12, 0, tzinfo=timezone.utc)
+    engine = stored([])
+    store.upsert_records(engine, [make_film(9, rating=8.0, actors=["新"], actor_ids=None)], source="crawl",
+                         fetched_at=new)
+    # A slower crawler commits its older page afterwards.
+    store.upsert_records(engine, [make_film(9, rating=6.0, actors=["旧"], actor_ids=None)], source="crawl",
+                         fetched_at=new - timedelta(hours=1))
+    (rec,) = store.load_records(engine)
+    assert rec["rating"] == 8.0 and rec["actors"] == ["新"]
+    store.upsert_records(engine, [make_film(9, rating=8.2)], source="crawl", fetched_at=new + timedelta(days=1))
+    assert store.load_records(engine)[0]["rating"] == 8.2
+    with engine.connect() as conn:
+        first, last = conn.execute(select(store.Movie.first_fetched, store.Movie.last_fetched)).one()
+    assert first == new.replace(tzinfo=None) and last == (new + timedelta(days=1)).replace(tzinfo=None)
