@@ -1,0 +1,67 @@
+"""Time and peak memory of the clean and encode stages on mock catalogues of growing size.
+
+Each catalogue comes from the mock site's generator, written straight into a fresh SQLite store (no crawl);
+then `kadn clean` and `kadn encode` run as separate processes, so each one's peak RSS is its own.
+
+    .venv/bin/python bench/pipeline_scaling.py                 # 10k, 50k, 140k films
+    .venv/bin/python bench/pipeline_scaling.py --sizes 2000    # a quick look
+
+Target (issue 4): clean + encode under 60 s and 2 GiB at 140k films on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crawler.mock_catalogue import generate_catalogue, store_catalogue  # noqa: E402
+
+
+def run_stage(args: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one `kadn` stage run in a child process."""
+    code = ("import resource, sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
+            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr}")
+    peak_kb = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("PEAK")))
+    return elapsed, peak_kb / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 140_000])
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    print(f"{'films':>8} {'stored':>8} {'kept':>7} {'gen+store s':>12} {'clean s':>8} {'clean MiB':>10} "
+          f"{'encode s':>9} {'encode MiB':>11} {'total s':>8}")
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            url = f"sqlite:///{tmp / 'mock.sqlite'}"
+            start = time.perf_counter()
+            stored = store_catalogue(generate_catalogue(n, seed=args.seed), url)
+            gen_s = time.perf_counter() - start
+            env = {**os.environ, "DATABASE_URL": url}
+            clean_s, clean_mb = run_stage(["clean", "--out", str(tmp / "clean.parquet"),
+                                           "--report", str(tmp / "report.json")], env)
+            encode_s, encode_mb = run_stage(["encode", "--table", str(tmp / "clean.parquet"),
+                                             "--out", str(tmp / "enc")], env)
+            kept = json.loads((tmp / "report.json").read_text())["kept"]
+            print(f"{n:>8} {stored:>8} {kept:>7} {gen_s:>12.1f} {clean_s:>8.1f} {clean_mb:>10.0f} "
+                  f"{encode_s:>9.1f} {encode_mb:>11.0f} {clean_s + encode_s:>8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
