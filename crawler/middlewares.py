@@ -1,0 +1,168 @@
+"""Downloader middlewares: ban detection with pause-and-retry, retry backoff, and the optional cookie.
+
+Methods take `spider=None` so both older Scrapy (which passes the spider) and 2.13+ (which does not) work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from urllib.parse import urlsplit
+
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+log = logging.getLogger(__name__)
+
+
+def close_spider(crawler, reason: str) -> None:
+    """Stop the crawl from outside a spider callback (where CloseSpider does not apply)."""
+    engine = crawler.engine
+    if hasattr(engine, "close_spider_async"):  # Scrapy >= 2.14
+        deferred_from_coro(engine.close_spider_async(reason=reason))
+    else:
+        engine.close_spider(crawler.spider, reason)
+
+
+class BanMiddleware:
+    """Douban answers crawlers with 403/418/429 or a redirect to sec.douban.com or a login page.
+
+    On such an answer: count it (`douban/banned`, per kind under `douban/banned/<kind>`), pause the whole
+    engine (the ban is per IP, so every request would fail alike) for DOUBAN_BAN_PAUSE seconds, doubling
+    while bans continue up to DOUBAN_BAN_PAUSE_MAX, and retry the request. A request banned more than
+    DOUBAN_BAN_RETRIES times is dropped (`douban/ban_gave_up`); DOUBAN_BAN_MAX_CONSECUTIVE bans in a row
+    with no good answer between stop the crawl with reason `banned`. Sits above RedirectMiddleware (600)
+    so it sees the redirect itself, and above RetryMiddleware so 429 is a ban, not a plain retry.
+    """
+
+    def __init__(self, crawler):
+        s = crawler.settings
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.codes = {int(c) for c in s.getlist("DOUBAN_BAN_CODES", [403, 418, 429])}
+        self.location_re = re.compile(s.get("DOUBAN_BAN_LOCATION_RE"))
+        self.pause_s = s.getfloat("DOUBAN_BAN_PAUSE", 60.0)
+        self.pause_max = s.getfloat("DOUBAN_BAN_PAUSE_MAX", 900.0)
+        self.retries = s.getint("DOUBAN_BAN_RETRIES", 5)
+        self.max_consecutive = s.getint("DOUBAN_BAN_MAX_CONSECUTIVE", 50)
+        self.consecutive = 0
+        self.paused = False
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def ban_kind(self, response) -> str | None:
+        if response.status in self.codes:
+            return str(response.status)
+        if 300 <= response.status < 400:
+            location = response.headers.get("Location", b"").decode("latin-1")
+            if self.location_re.search(location):
+                return "login" if re.search(r"login|accounts|passport", location) else "sec"
+        elif self.location_re.search(response.url):
+            return "login"  # already redirected (e.g. by a proxy) onto a login or sec page
+        return None
+
+    def process_response(self, request, response, spider=None):
+        kind = self.ban_kind(response)
+        if kind is None:
+            if response.status < 400:
+                self.consecutive = 0
+            return response
+        self.consecutive += 1
+        self.stats.inc_value("douban/banned")
+        self.stats.inc_value(f"douban/banned/{kind}")
+        tries = request.meta.get("ban_retries", 0) + 1
+        if self.consecutive > self.max_consecutive:
+            log.error("banned %d times in a row (last: %s on %s): stopping the crawl; resume later with the "
+                      "same JOBDIR", self.consecutive, kind, request.url)
+            close_spider(self.crawler, "banned")
+            raise IgnoreRequest("crawl stopped: banned")
+        self._pause(kind, request.url)
+        if tries > self.retries:
+            self.stats.inc_value("douban/ban_gave_up")
+            log.error("giving up on %s after %d bans (%s)", request.url, tries - 1, kind)
+            raise IgnoreRequest(f"banned {tries - 1} times: {request.url}")
+        meta = dict(request.meta, ban_retries=tries)
+        return request.replace(meta=meta, dont_filter=True)
+
+    def _pause(self, kind: str, url: str) -> None:
+        if self.paused:
+            return  # requests already in flight when the ban began: retried after the same pause
+        delay = min(self.pause_max, self.pause_s * 2 ** min(self.consecutive - 1, 20))
+        log.warning("ban detected (%s on %s): pausing the crawl for %.1f s", kind, url, delay)
+        self.paused = True
+        self.crawler.engine.pause()
+
+        def resume():
+            self.paused = False
+            self.crawler.engine.unpause()
+
+        reactor.callLater(delay, resume)
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """Scrapy's retries (5xx, timeouts, dropped connections), waiting RETRY_BACKOFF_BASE * 2**(n-1) seconds
+    (capped by RETRY_BACKOFF_MAX) before the n-th retry, so a struggling server gets room to recover."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.base = settings.getfloat("RETRY_BACKOFF_BASE", 1.0)
+        self.cap = settings.getfloat("RETRY_BACKOFF_MAX", 30.0)
+
+    async def _wait(self, result):
+        if self.base > 0 and hasattr(result, "meta") and result.meta.get("retry_times"):
+            delay = min(self.cap, self.base * 2 ** (result.meta["retry_times"] - 1))
+            await maybe_deferred_to_future(deferLater(reactor, delay, lambda: None))
+        return result
+
+    async def process_response(self, request, response, spider=None):
+        return await self._wait(super().process_response(request, response))
+
+    async def process_exception(self, request, exception, spider=None):
+        return await self._wait(super().process_exception(request, exception))
+
+
+class CookieMiddleware:
+    """Sends $DOUBAN_COOKIE (a browser's Cookie header) with requests to the Douban base host.
+
+    The header is added just before download and removed from the request object as soon as the answer
+    (or error) comes back, so retried requests written to a JOBDIR queue never carry it, and it is never
+    logged. Sits closest to the downloader (highest order) for that reason.
+    """
+
+    def __init__(self, cookie: str, host: str):
+        self.cookie = cookie
+        self.host = host
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        cookie = os.environ.get("DOUBAN_COOKIE", "").strip()
+        if not cookie:
+            raise NotConfigured
+        crawler.stats.set_value("douban/cookie", "from environment")
+        return cls(cookie, urlsplit(crawler.settings.get("DOUBAN_BASE_URL")).hostname or "")
+
+    def process_request(self, request, spider=None):
+        if urlsplit(request.url).hostname == self.host:
+            existing = request.headers.get("Cookie")
+            value = f"{existing.decode('latin-1')}; {self.cookie}" if existing else self.cookie
+            request.headers["Cookie"] = value
+            request.meta["_douban_cookie"] = True
+        return None
+
+    def _strip(self, request):
+        if request.meta.pop("_douban_cookie", None):
+            request.headers.pop("Cookie", None)
+
+    def process_response(self, request, response, spider=None):
+        self._strip(request)
+        return response
+
+    def process_exception(self, request, exception, spider=None):
+        self._strip(request)
+        return None

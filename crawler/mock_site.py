@@ -1,0 +1,441 @@
+"""`kadn mock-douban`: a local stand-in for movie.douban.com serving the synthetic catalogue.
+
+It serves subject pages in Douban's markup (our own markup, written from DESIGN.md's description, with
+every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt, on
+127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
+pages (a changed layout), and a ban window (403/418/429 and redirects to a sec/login page).
+
+The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well under a millisecond,
+HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from html import escape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+from crawler.mock_catalogue import YEAR_RANGE, generate_catalogue
+from pipeline.errors import KadnError
+from pipeline.records import normalise_record
+
+log = logging.getLogger(__name__)
+
+# Absolute links in the mock's pages, robots.txt, sitemaps and listing use this never-resolving host, as
+# the real pages use movie.douban.com: a crawler that follows them instead of its base URL fails loudly.
+CANONICAL = "https://movie.douban.invalid"
+LISTING_PATH = "/j/new_search_subjects"
+PAGE_SIZE = 20
+SITEMAP_CHUNK = 1000
+ROBOTS = {
+    "default": "User-agent: *\nDisallow: /subject_search\nDisallow: /search\nDisallow: /misc/\n",
+    "no-listing": "User-agent: *\nDisallow: /subject_search\nDisallow: /search\nDisallow: /j/\n",
+    "closed": "User-agent: *\nDisallow: /\n",
+    "open": "User-agent: *\nDisallow:\n",
+}
+BAN_KINDS = ("403", "418", "429", "sec", "login")
+
+
+def _share(key: str, seed: int, rate: float) -> bool:
+    """A stable pseudo-random choice of a `rate` share of keys (the same page always misbehaves)."""
+    if rate <= 0:
+        return False
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < rate
+
+
+def _person_link(name: str, pid: str | None, rel: str = "") -> str:
+    rel_attr = f' rel="{rel}"' if rel else ""
+    if pid is None:
+        href = f"/subject_search?search_text={quote(name)}"
+    elif int(pid) >= 27_000_000:
+        href = f"https://www.douban.com/personage/{pid}/"
+    else:
+        href = f"/celebrity/{pid}/"
+    return f'<a href="{href}"{rel_attr}>{escape(name)}</a>'
+
+
+def _ld_person(name: str, pid: str | None) -> dict:
+    url = f"/celebrity/{pid}/" if pid else f"/subject_search?search_text={quote(name)}"
+    return {"@type": "Person", "url": url, "name": name}
+
+
+def render_subject(entry: dict) -> str:
+    """One catalogue entry as a subject page. Which markup variant a page uses follows from its id."""
+    did = entry["douban_id"]
+    v = did % 20  # the variant selector: each variant covers a stable share of pages
+    is_tv = entry["kind"] == "tv"
+    lines = []
+    for label, role, rel in (("导演", "directors", "v:directedBy"), ("编剧", "writers", ""),
+                             ("主演", "actors", "v:starring")):
+        names, ids = entry[role], entry[role[:-1] + "_ids"]
+        if not names:
+            continue
+        links = [_person_link(n, p, rel) for n, p in zip(names, ids)]
+        if role == "actors" and len(links) > 5:
+            # Long casts: every name in its own span, the later ones hidden, plus a 更多 toggle.
+            spans = [f"<span>{a} / </span>" if i < 5 else f'<span style="display: none;">{a} / </span>'
+                     for i, a in enumerate(links[:-1])]
+            spans.append(f'<span style="display: none;">{links[-1]}</span>')
+            body = "".join(spans) + '<a href="javascript:;" class="more-actor" title="更多主演">更多...</a>'
+        else:
+            body = " / ".join(links)
+        cls = ' class="actor"' if role == "actors" else ""
+        lines.append(f"<span{cls}><span class='pl'>{label}</span>: <span class='attrs'>{body}</span></span><br/>")
+    genres_in_info = v != 7  # variant 7: #info lacks 类型, JSON-LD has the genres
+    if entry["genres"] and genres_in_info:
+        lines.append('<span class="pl">类型:</span> '
+                     + " / ".join(f'<span property="v:genre">{escape(g)}</span>' for g in entry["genres"]) + "<br/>")
+    if entry["countries"]:
+        lines.append(f'<span class="pl">制片国家/地区:</span> {escape(" / ".join(entry["countries"]))}<br/>')
+    if entry["languages"]:
+        lines.append(f'<span class="pl">语言:</span> {escape(" / ".join(entry["languages"]))}<br/>')
+    dates = []
+    for d in entry["release_dates"]:
+        text = f"{d['date']}({d['region']})" if d["region"] else d["date"]
+        dates.append(f'<span property="v:initialReleaseDate" content="{escape(text)}">{escape(text)}</span>')
+    if dates:
+        lines.append(f'<span class="pl">{"首播" if is_tv else "上映日期"}:</span> {" / ".join(dates)}<br/>')
+    if is_tv:
+        lines.append(f'<span class="pl">集数:</span> {entry["episodes"]}<br/>')
+        lines.append(f'<span class="pl">单集片长:</span> {entry["episode_min"]}分钟<br/>')
+    elif entry["runtime_min"] and v != 11:  # variant 11: no 片长 line, JSON-LD duration only
+        rt = entry["runtime_min"]
+        if v in (3, 13):
+            lines.append(f'<span class="pl">片长:</span> 约{rt}分钟<br/>')  # no v:runtime property
+        else:
+            lines.append(f'<span class="pl">片长:</span> <span property="v:runtime" content="{rt}">{rt}分钟</span><br/>')
+    lines.append(f'<span class="pl">又名:</span> {escape(entry["title"])}(国际版)<br/>')
+    if entry["imdb_id"]:
+        if v % 2:
+            lines.append(f'<span class="pl">IMDb:</span> {entry["imdb_id"]}<br>')
+        else:
+            lines.append(f'<span class="pl">IMDb链接:</span> <a href="https://www.imdb.invalid/title/'
+                         f'{entry["imdb_id"]}" target="_blank" rel="nofollow">{entry["imdb_id"]}</a><br>')
+
+    ld = {"@context": "http://schema.org", "@type": "TVSeries" if is_tv else "Movie",
+          "name": entry["title"], "url": f"/subject/{did}/",
+          "director": [_ld_person(n, p) for n, p in zip(entry["directors"], entry["director_ids"])],
+          "author": [_ld_person(n, p) for n, p in zip(entry["writers"], entry["writer_ids"])],
+          "actor": [_ld_person(n, p) for n, p in zip(entry["actors"], entry["actor_ids"])],
+          "datePublished": entry["release_date"] or "", "genre": entry["genres"],
+          "duration": f"PT{entry['runtime_min'] // 60}H{entry['runtime_min'] % 60}M" if entry["runtime_min"] else "",
+          "description": f"{entry['title']}的剧情简介。\n第二行。",
+          "aggregateRating": {"@type": "AggregateRating", "ratingCount": str(entry["votes"] or ""),
+                              "bestRating": "10", "worstRating": "2",
+                              "ratingValue": "" if entry["rating"] is None else f"{entry['rating']:.1f}"}}
+    # Raw newlines inside strings, as on real pages (parsers must read JSON-LD leniently).
+    ld_text = json.dumps(ld, ensure_ascii=v % 3 == 0, indent=2).replace("\\n", "\n")
+
+    if entry["rating"] is None:
+        why = "暂无评分" if v % 2 else '<a href="collections">评价人数不足</a>'
+        rating = (f'<strong class="ll rating_num" property="v:average"> </strong>\n'
+                  f'<div class="rating_sum">{why}</div>')
+    else:
+        rating = (f'<strong class="ll rating_num" property="v:average">{entry["rating"]:.1f}</strong>\n'
+                  f'<div class="rating_sum"><a href="collections" class="rating_people">'
+                  f'<span property="v:votes">{entry["votes"]}</span>人评价</a></div>')
+    year = f'<span class="year">({entry["year"]})</span>' if entry["year"] else ""
+    # Filler of roughly a real page's weight outside #info (comments, recommendations).
+    filler = "\n".join(f'<div class="comment-item"><span class="comment-info"><a href="/people/u{did % 997 + i}/">'
+                       f"用户{i}</a></span><p class=\"comment-content\">{escape(entry['title'])}看完的第{i}条感想，"
+                       "节奏、表演与摄影都值得再说几句。</p></div>" for i in range(12))
+    recs = "".join(f'<dd><a href="{CANONICAL}/subject/{did + k * 7}/">推荐{k}</a></dd>' for k in range(1, 9))
+    kind_word = "电视剧" if is_tv else "电影"
+    return f"""<!DOCTYPE html>
+<html lang="zh-CN" class="ua-linux">
+<head>
+<meta http-equiv="Content-Type" content="text/html; charset=utf-8">
+<title>
+    {escape(entry["title"])} (豆瓣)
+</title>
+<meta name="keywords" content="{escape(entry["title"])},{kind_word},影评">
+<script type="application/ld+json">
+{ld_text}
+</script>
+</head>
+<body>
+<div id="wrapper">
+<div id="content">
+<h1>
+  <span property="v:itemreviewed">{escape(entry["title"])}</span>
+  {year}
+</h1>
+<div class="grid-16-8 clearfix">
+<div class="article">
+<div class="subject clearfix">
+<div id="info">
+  {chr(10).join("  " + line for line in lines)}
+</div>
+</div>
+<div id="interest_sectl">
+<div class="rating_wrap clearbox">
+{rating}
+</div>
+</div>
+<div id="comments-section">
+<h2><i>短评</i> <span class="pl">( <a href="{CANONICAL}/subject/{did}/comments?status=P">全部 {entry["comment_count"]} 条</a> )</span></h2>
+{filler}
+</div>
+<section class="reviews mod movie-content">
+<h2><i>影评</i> <span class="pl">( <a href="reviews">全部 {entry["review_count"]} 条</a> )</span></h2>
+</section>
+</div>
+<div class="aside"><div class="recommendations-bd"><dl>{recs}</dl></div>
+<div class="subject-others-interests-ft"><a href="{CANONICAL}/subject/{did}/comments?status=P">{(entry["votes"] or 0) * 2}人看过</a></div>
+</div>
+</div>
+</div>
+</div>
+</body>
+</html>
+"""
+
+
+def render_broken(entry: dict) -> str:
+    """A page whose layout changed: the facts are there, #info is not."""
+    return (f"<!DOCTYPE html><html><head><title>{escape(entry['title'])} (豆瓣)</title></head><body>"
+            f"<section class=\"subject-meta\"><dl><dt>导演</dt><dd>{escape(', '.join(entry['directors']))}</dd>"
+            f"</dl></section></body></html>\n")
+
+
+LOGIN_PAGE = ("<!DOCTYPE html><html><head><title>登录豆瓣</title></head><body><form action=\"/accounts/login\" "
+              "method=\"post\"><input name=\"username\"><input name=\"password\" type=\"password\"></form>"
+              "</body></html>\n")
+SEC_PAGE = ("<!DOCTYPE html><html><head><title>禁止访问</title></head><body><p>检测到有异常请求从你的 IP 发出"
+            "</p></body></html>\n")
+
+
+class MockDouban:
+    """The catalogue, the fault plan, and request counters; `serve()` starts the HTTP server."""
+
+    def __init__(self, n_movies: int = 2000, seed: int = 0, *, catalogue: list[dict] | None = None,
+                 error_rate: float = 0.0, error_repeats: int = 2, slow_rate: float = 0.0, slow_ms: int = 0,
+                 truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
+                 robots: str = "default", files: dict[int, Path] | None = None):
+        if robots not in ROBOTS:
+            raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
+        self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
+        self.by_id = {e["douban_id"]: e for e in self.catalogue}
+        self.by_year: dict[int, list[dict]] = defaultdict(list)
+        for e in self.catalogue:
+            if e["year"] is not None:
+                self.by_year[e["year"]].append(e)
+        self.seed = seed
+        self.error_rate, self.error_repeats = error_rate, error_repeats
+        self.slow_rate, self.slow_ms = slow_rate, slow_ms
+        self.truncate_rate, self.broken_rate = truncate_rate, broken_rate
+        self.ban_after, self.ban_for = ban_after, ban_for
+        self.robots = robots
+        self.files = dict(files or {})
+        self.lock = threading.Lock()
+        self.hits: dict[str, int] = defaultdict(int)  # per path: how often it was requested
+        self.counts: dict[str, int] = defaultdict(int)  # what was served: ok, 5xx, ban, truncated, ...
+        self.n_requests = 0
+        self.server: ThreadingHTTPServer | None = None
+
+    # -- what a correct crawl should store ------------------------------------------------------------
+    def is_broken(self, douban_id: int) -> bool:
+        return _share(f"broken:{douban_id}", self.seed, self.broken_rate)
+
+    def expected_films(self, years: tuple[int, int] = YEAR_RANGE) -> list[dict]:
+        """Films the listing serves for `years` whose pages parse: the truth a crawl must reproduce."""
+        return [normalise_record(e) for e in self.catalogue
+                if e["kind"] == "film" and e["year"] is not None and years[0] <= e["year"] <= years[1]
+                and not self.is_broken(e["douban_id"])]
+
+    # -- serving --------------------------------------------------------------------------------------
+    def handle(self, path: str, query: dict) -> tuple[int, dict, bytes]:
+        with self.lock:
+            self.hits[path] += 1
+            attempt = self.hits[path]
+            if path != "/robots.txt":
+                self.n_requests += 1
+            n = self.n_requests
+        if path != "/robots.txt" and self.ban_for and self.ban_after <= n < self.ban_after + self.ban_for:
+            self._count("ban")
+            return self._ban(BAN_KINDS[n % len(BAN_KINDS)], path)
+        if _share(f"slow:{path}", self.seed, self.slow_rate):
+            self._count("slow")
+            time.sleep(self.slow_ms / 1000)
+        if attempt <= self.error_repeats and _share(f"error:{path}", self.seed, self.error_rate):
+            self._count("5xx")
+            return (500, 502, 503)[attempt % 3], {"Content-Type": "text/html"}, b"<html>server error</html>"
+
+        if path == "/robots.txt":
+            return self._text(ROBOTS[self.robots] + f"Sitemap: {CANONICAL}/sitemap_index.xml\n", "text/plain")
+        if path == LISTING_PATH:
+            return self._listing(query)
+        if path == "/sitemap_index.xml":
+            return self._sitemap_index()
+        if path.startswith("/sitemap/subjects_") and path.endswith(".xml"):
+            return self._sitemap(path)
+        if path.startswith("/subject/"):
+            return self._subject(path, attempt)
+        if path.startswith(("/accounts/", "/sec/")):
+            return self._text(LOGIN_PAGE if path.startswith("/accounts/") else SEC_PAGE, "text/html")
+        return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
+
+    def _count(self, what: str) -> None:
+        with self.lock:
+            self.counts[what] += 1
+
+    @staticmethod
+    def _text(text: str, ctype: str, status: int = 200) -> tuple[int, dict, bytes]:
+        return status, {"Content-Type": f"{ctype}; charset=utf-8"}, text.encode("utf-8")
+
+    def _ban(self, kind: str, path: str) -> tuple[int, dict, bytes]:
+        if kind == "sec":
+            return 302, {"Location": f"/sec/b?r={quote(path)}"}, b""
+        if kind == "login":
+            return 302, {"Location": f"/accounts/login?redir={quote(path)}"}, b""
+        return int(kind), {"Content-Type": "text/html"}, SEC_PAGE.encode("utf-8")
+
+    def _listing(self, query: dict) -> tuple[int, dict, bytes]:
+        try:
+            lo, hi = (int(x) for x in query.get("year_range", [""])[0].split(","))
+            start = int(query.get("start", ["0"])[0])
+        except ValueError:
+            return self._text(json.dumps({"msg": "bad year_range or start"}), "application/json", 400)
+        entries = [e for y in range(lo, hi + 1) for e in self.by_year.get(y, [])]
+        page = entries[start : start + PAGE_SIZE]
+        data = [{"id": str(e["douban_id"]), "title": e["title"], "url": f"{CANONICAL}/subject/{e['douban_id']}/",
+                 "rate": "" if e["rating"] is None else f"{e['rating']:.1f}", "directors": e["directors"],
+                 "casts": e["actors"][:4], "cover": ""} for e in page]
+        self._count("listing")
+        return self._text(json.dumps({"data": data}, ensure_ascii=False), "application/json")
+
+    def _sitemap_index(self) -> tuple[int, dict, bytes]:
+        n = (len(self.catalogue) + SITEMAP_CHUNK - 1) // SITEMAP_CHUNK
+        body = "".join(f"<sitemap><loc>{CANONICAL}/sitemap/subjects_{k}.xml</loc></sitemap>" for k in range(n))
+        return self._text('<?xml version="1.0" encoding="UTF-8"?>\n<sitemapindex xmlns='
+                          f'"http://www.sitemaps.org/schemas/sitemap/0.9">{body}</sitemapindex>\n', "application/xml")
+
+    def _sitemap(self, path: str) -> tuple[int, dict, bytes]:
+        try:
+            k = int(path.removeprefix("/sitemap/subjects_").removesuffix(".xml"))
+        except ValueError:
+            return 404, {}, b""
+        chunk = self.catalogue[k * SITEMAP_CHUNK : (k + 1) * SITEMAP_CHUNK]
+        body = "".join(f"<url><loc>{CANONICAL}/subject/{e['douban_id']}/</loc><changefreq>weekly</changefreq></url>"
+                       for e in chunk)
+        # A non-subject URL, as real sitemaps list more than subjects; the crawler must ignore it.
+        body += f"<url><loc>{CANONICAL}/celebrity/1000001/</loc></url>"
+        return self._text('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns='
+                          f'"http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>\n', "application/xml")
+
+    def _subject(self, path: str, attempt: int) -> tuple[int, dict, bytes]:
+        parts = [p for p in path.split("/") if p]
+        if len(parts) != 2 or not parts[1].isdigit():
+            return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
+        did = int(parts[1])
+        if did in self.files:
+            self._count("file")
+            return self._text(Path(self.files[did]).read_text(encoding="utf-8"), "text/html")  # read at request time
+        entry = self.by_id.get(did)
+        if entry is None:
+            return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
+        if self.is_broken(did):
+            self._count("broken")
+            return self._text(render_broken(entry), "text/html")
+        html = render_subject(entry)
+        if attempt == 1 and _share(f"truncate:{path}", self.seed, self.truncate_rate):
+            # A cut page that still arrives as a complete HTTP response (the proxy-truncated case).
+            self._count("truncated")
+            return self._text(html[: len(html) // 3], "text/html")
+        self._count("subject")
+        return self._text(html, "text/html")
+
+    def serve(self, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        """Start serving in a daemon thread; returns the server (its port is server.server_address[1])."""
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise KadnError("the mock Douban site serves loopback only (127.0.0.1)")
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the crawler reuses connections
+
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                parts = urlsplit(self.path)
+                status, headers, body = site.handle(parts.path, parse_qs(parts.query))
+                self.send_response(status)
+                for k, val in headers.items():
+                    self.send_header(k, val)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):  # quiet: thousands of requests per test
+                log.debug("mock-douban: " + fmt, *args)
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="mock-douban", daemon=True).start()
+        self.server = server
+        return server
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None, "call serve() first"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+def _page_arg(text: str) -> tuple[int, Path]:
+    sid, _, path = text.partition("=")
+    if not sid.isdigit() or not path:
+        raise KadnError(f"--page wants ID=PATH, got {text!r}")
+    return int(sid), Path(path)
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=8300, help="0 picks a free port (printed on start)")
+    p.add_argument("--movies", type=int, default=2000, help="films in the catalogue (TV subjects come extra)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of URLs answering 5xx at first")
+    p.add_argument("--error-repeats", type=int, default=2, help="how many first attempts of such URLs fail")
+    p.add_argument("--slow-rate", type=float, default=0.0, help="share of URLs answering slowly")
+    p.add_argument("--slow-ms", type=int, default=500)
+    p.add_argument("--truncate-rate", type=float, default=0.0, help="share of pages cut short on first serve")
+    p.add_argument("--broken-rate", type=float, default=0.0, help="share of pages always in a changed layout")
+    p.add_argument("--ban-after", type=int, default=0, help="requests before the ban window opens")
+    p.add_argument("--ban-for", type=int, default=0, help="requests the ban window lasts (0: no ban)")
+    p.add_argument("--robots", choices=sorted(ROBOTS), default="default")
+    p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
+                   help="serve this HTML file at /subject/ID/ (read at request time)")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    site = MockDouban(args.movies, args.seed, error_rate=args.error_rate, error_repeats=args.error_repeats,
+                      slow_rate=args.slow_rate, slow_ms=args.slow_ms, truncate_rate=args.truncate_rate,
+                      broken_rate=args.broken_rate, ban_after=args.ban_after, ban_for=args.ban_for,
+                      robots=args.robots, files=dict(_page_arg(p) for p in args.page))
+    try:
+        site.serve(args.port)
+    except OSError as exc:
+        raise KadnError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
+    n_tv = sum(e["kind"] == "tv" for e in site.catalogue)
+    print(f"mock Douban: {len(site.catalogue) - n_tv} films and {n_tv} TV subjects at {site.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        site.close()
+    return 0

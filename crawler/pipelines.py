@@ -1,0 +1,61 @@
+"""Persistence: films go to the shared store through pipeline.store, in small batches.
+
+Batches keep SQLite transactions short (a killed crawl loses at most one batch, which a resumed crawl
+re-fetches); the last partial batch is flushed when the spider closes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline import store
+from pipeline.errors import KadnError
+
+log = logging.getLogger(__name__)
+
+
+class StorePipeline:
+    def __init__(self, url: str, batch: int, stats):
+        self.url = url
+        self.batch_size = max(1, batch)
+        self.stats = stats
+        self.buffer: list[dict] = []
+        self.engine = None
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        url = store.database_url(crawler.settings.get("DATABASE_URL"))
+        return cls(url, crawler.settings.getint("DOUBAN_STORE_BATCH", 50), crawler.stats)
+
+    def open_spider(self, spider=None):
+        try:
+            self.engine = store.connect(self.url)
+        except KadnError as exc:
+            # A wrong DATABASE_URL must stop the crawl before it fetches anything.
+            raise RuntimeError(f"cannot open the movie store: {exc}") from None
+        where = self.engine.url.render_as_string(hide_password=True)
+        self.stats.set_value("douban/database", where)
+        log.info("storing films in %s", where)
+
+    def process_item(self, item, spider=None):
+        self.buffer.append(item)
+        if len(self.buffer) >= self.batch_size:
+            self._flush()
+        return item
+
+    def _flush(self):
+        if not self.buffer:
+            return
+        items, self.buffer = self.buffer, []
+        # One fetch time per batch: the newest in it, so a refresh's newer fetch wins in the store.
+        fetched_at = max(i["fetched_at"] for i in items)
+        written = store.upsert_records(self.engine, [i["record"] for i in items], source="douban-crawl",
+                                       fetched_at=fetched_at)
+        self.stats.inc_value("douban/stored", written)
+
+    def close_spider(self, spider=None):
+        try:
+            self._flush()
+        finally:
+            if self.engine is not None:
+                self.engine.dispose()
