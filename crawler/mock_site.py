@@ -239,6 +239,7 @@ class MockDouban:
         self.hits: dict[str, int] = defaultdict(int)  # per path: how often it was requested
         self.counts: dict[str, int] = defaultdict(int)  # what was served: ok, 5xx, ban, truncated, ...
         self.n_requests = 0
+        self.cookies: list[str] = []  # Cookie headers received (tests check what a crawler sends)
         self.server: ThreadingHTTPServer | None = None
 
     # -- what a correct crawl should store ------------------------------------------------------------
@@ -364,6 +365,10 @@ class MockDouban:
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
                 parts = urlsplit(self.path)
+                cookie = self.headers.get("Cookie")
+                if cookie:
+                    with site.lock:
+                        site.cookies.append(cookie)
                 status, headers, body = site.handle(parts.path, parse_qs(parts.query))
                 self.send_response(status)
                 for k, val in headers.items():

@@ -1,0 +1,289 @@
+"""End-to-end: real `scrapy crawl douban` runs against the mock Douban site on 127.0.0.1.
+
+Each test starts the mock in this process (so it can read the mock's counters) and the crawl as a
+subprocess with DATABASE_URL pointing at a temporary SQLite file. Politeness is switched off and pauses
+shortened so the runs stay within seconds; loopback only, never the internet.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crawler.mock_catalogue import films, generate_catalogue, store_catalogue
+from crawler.mock_site import MockDouban
+from pipeline import store
+from tests.conftest import SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRAPY = str(Path(sys.executable).with_name("scrapy"))
+FAST = {
+    "AUTOTHROTTLE_ENABLED": "0", "DOWNLOAD_DELAY": "0", "CONCURRENT_REQUESTS": "32",
+    "CONCURRENT_REQUESTS_PER_DOMAIN": "32", "RETRY_BACKOFF_BASE": "0.02", "RETRY_BACKOFF_MAX": "0.2",
+    "DOUBAN_BAN_PAUSE": "0.1", "DOUBAN_BAN_PAUSE_MAX": "0.5", "DOWNLOAD_TIMEOUT": "10",
+}
+
+
+class Crawl:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.returncode = proc.returncode
+        self.log = proc.stderr + proc.stdout
+        self.stats = parse_stats(self.log)
+
+    def __getitem__(self, key):
+        return self.stats.get(key, 0)
+
+
+def parse_stats(log: str) -> dict:
+    m = re.search(r"Dumping Scrapy stats:\n(\{.*?\})\n", log, re.DOTALL)
+    if not m:
+        return {}
+    # The dump is a dict repr with datetime values; keep only the literal-safe entries.
+    body = re.sub(r"datetime\.datetime\([^)]*\)", "None", m.group(1))
+    return ast.literal_eval(body)
+
+
+def crawl_cmd(base: str, *args: str, **settings: str) -> list[str]:
+    cmd = [SCRAPY, "crawl", "douban", "-s", f"DOUBAN_BASE_URL={base}"]
+    for key, value in {**FAST, **settings}.items():
+        cmd += ["-s", f"{key}={value}"]
+    for arg in args:
+        cmd += ["-a", arg]
+    return cmd
+
+
+def run_crawl(base: str, db_url: str, *args: str, env: dict | None = None, timeout: float = 240,
+              **settings: str) -> Crawl:
+    full_env = {**os.environ, "DATABASE_URL": db_url, **(env or {})}
+    proc = subprocess.run(crawl_cmd(base, *args, **settings), cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+    return Crawl(proc)
+
+
+@pytest.fixture
+def mock():
+    sites = []
+
+    def start(*args, **kwargs) -> MockDouban:
+        site = MockDouban(*args, **kwargs)
+        site.serve(0)
+        sites.append(site)
+        return site
+
+    yield start
+    for site in sites:
+        site.close()
+
+
+def stored(db_url: str) -> list[dict]:
+    return store.load_records(store.connect(db_url))
+
+
+def in_years_tv(site: MockDouban, lo=2007, hi=2019) -> int:
+    return sum(e["kind"] == "tv" and e["year"] is not None and lo <= e["year"] <= hi for e in site.catalogue)
+
+
+REAL = SHARED / "douban_pages" / "subject_3541415.html"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="../shared/douban_pages absent")
+def test_real_page_by_id(mock, db_url):
+    site = mock(catalogue=[], files={3541415: REAL})  # the file is read from ../shared at request time
+    result = run_crawl(site.base_url, db_url, "ids=3541415")
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/stored"] == 1 and result["douban/discovery"] == "ids"
+    (rec,) = stored(db_url)
+    assert rec["douban_id"] == 3541415 and rec["title"] == "盗梦空间" and rec["year"] == 2010
+    assert rec["directors"] == ["克里斯托弗·诺兰"] and rec["director_ids"] == ["1054524"]
+    assert rec["actors"][0] == "莱昂纳多·迪卡普里奥" and len(rec["actors"]) == len(rec["actor_ids"]) > 10
+    assert rec["genres"] == ["剧情", "科幻", "悬疑", "冒险"] and rec["countries"] == ["美国", "英国"]
+    assert rec["runtime_min"] == 148 and rec["release_date"] == "2010-07-16"
+    assert any(d["rerelease"] and d["region"] == "中国大陆重映" for d in rec["release_dates"])
+    assert rec["rating"] == 9.4 and rec["votes"] > 1_000_000 and rec["imdb_id"] == "tt1375666"
+    assert rec["comment_count"] > rec["review_count"] > 0
+
+
+@pytest.mark.slow
+def test_full_crawl_stores_exactly_the_catalogue(mock, db_url):
+    site = mock(2500, seed=21)
+    result = run_crawl(site.base_url, db_url)
+    assert result.returncode == 0, result.log[-3000:]
+    expected = site.expected_films()
+    got = stored(db_url)
+    assert [r["douban_id"] for r in got] == [r["douban_id"] for r in expected]  # none missing, none extra
+    assert got == expected  # every field equal to the catalogue's truth
+    assert result["douban/discovery"] == "listing"
+    assert result["douban/stored"] == len(expected)  # each film written once
+    assert result["douban/tv_skipped"] == in_years_tv(site) > 0
+    assert result["douban/parse_failed"] == 0 and result["douban/banned"] == 0
+    assert "douban crawl finished: discovery=listing" in result.log
+    # The catalogue's special cases went through the real crawl too.
+    traits = {t for e in site.catalogue if e["kind"] == "film" and 2007 <= e["year"] <= 2019 for t in e["traits"]}
+    assert {"no_score", "rerelease", "concert", "no_actors", "year_only", "no_date"} <= traits
+
+
+@pytest.mark.slow
+def test_crawl_with_faults(mock, db_url):
+    site = mock(600, seed=5, error_rate=0.08, slow_rate=0.02, slow_ms=300, truncate_rate=0.05,
+                ban_after=150, ban_for=12)
+    result = run_crawl(site.base_url, db_url)
+    assert result.returncode == 0, result.log[-3000:]
+    assert site.counts["5xx"] > 0 and site.counts["truncated"] > 0 and site.counts["ban"] == 12
+    assert stored(db_url) == site.expected_films()
+    assert result["douban/banned"] == 12
+    assert result["retry/count"] > 0  # 5xx answers were retried
+    assert result["douban/parse_retried"] == site.counts["truncated"]  # cut pages fetched again
+    assert result["douban/parse_failed"] == 0
+    assert "ban detected" in result.log
+
+
+@pytest.mark.slow
+def test_broken_pages_never_overwrite_and_refresh_updates_counts(mock, db_url):
+    site = mock(400, seed=8, broken_rate=0.06)
+    truth = {r["douban_id"]: r for r in films(site.catalogue)}
+    # The store already holds every film, fetched long ago, with stale scores and counts.
+    # (Only known values go stale: the store keeps a stored value when a new record leaves it unknown.)
+    stale = [dict(r, votes=r["votes"] and r["votes"] + 7, rating=r["rating"] and 5.0, comment_count=1)
+             for r in truth.values()]
+    engine = store.connect(db_url)
+    store.upsert_records(engine, stale, source="old", fetched_at=datetime.datetime(2020, 1, 1))
+    before = {r["douban_id"]: r for r in stored(db_url)}
+
+    result = run_crawl(site.base_url, db_url, "refresh=1", DOUBAN_REFRESH_DAYS="30")
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/discovery"] == "refresh"
+    after = {r["douban_id"]: r for r in stored(db_url)}
+    broken = {d for d in truth if site.is_broken(d)}
+    assert broken and result["douban/parse_failed"] == len(broken)
+    for did, rec in after.items():
+        if did in broken:
+            assert rec == before[did]  # a page that did not parse leaves the stored film as it was
+        else:
+            assert rec == truth[did]  # score and counts refreshed
+    assert "page did not parse, nothing stored for it" in result.log
+
+    # Just refreshed: a second refresh with the same age finds nothing stale except the broken films.
+    again = run_crawl(site.base_url, db_url, "refresh=1", DOUBAN_REFRESH_DAYS="30")
+    assert again["douban/subjects_requested"] == len(broken)
+
+
+def test_discovery_skips_recently_fetched_films(mock, db_url):
+    site = mock(150, seed=4)
+    expected = site.expected_films()
+    store_catalogue(site.catalogue, db_url, fetched_at=datetime.datetime.utcnow())  # fresh copies
+    result = run_crawl(site.base_url, db_url)
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/fresh_skipped"] == len(expected)
+    assert result["douban/subjects_requested"] == in_years_tv(site)  # only subjects not stored yet
+
+
+@pytest.mark.slow
+def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
+    site = mock(1200, seed=13, slow_rate=1.0, slow_ms=8)  # slow enough to interrupt mid-way
+    expected = site.expected_films()
+    jobdir = tmp_path / "job"
+    settings = {"JOBDIR": str(jobdir), "CONCURRENT_REQUESTS": "8", "CONCURRENT_REQUESTS_PER_DOMAIN": "8",
+                "DOUBAN_STORE_BATCH": "10"}
+    env = {**os.environ, "DATABASE_URL": db_url}
+    proc = subprocess.Popen(crawl_cmd(site.base_url, **settings), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    engine = store.connect(db_url)
+    deadline = time.monotonic() + 120
+    while store.count_movies(engine) < len(expected) // 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "crawl ended before it could be killed"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # one Ctrl-C: Scrapy stops gracefully and keeps the JOBDIR state
+    out, _ = proc.communicate(timeout=120)
+    first = parse_stats(out)
+    assert first.get("finish_reason") == "shutdown", out[-3000:]
+    assert 0 < store.count_movies(engine) < len(expected)
+
+    second = run_crawl(site.base_url, db_url, **settings)
+    assert second.returncode == 0, second.log[-3000:]
+    assert second["finish_reason"] == "finished"
+    assert stored(db_url) == expected
+    # Exactly once: the two runs together stored each film one time and fetched no subject twice.
+    assert first.get("douban/stored", 0) + second["douban/stored"] == len(expected)
+    subject_hits = [n for path, n in site.hits.items() if path.startswith("/subject/")]
+    assert max(subject_hits) == 1
+
+
+def test_sitemap_discovery_when_robots_disallows_listing(mock, db_url):
+    site = mock(250, seed=3, robots="no-listing")
+    result = run_crawl(site.base_url, db_url)
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/discovery"] == "sitemap"
+    assert "discovery: sitemap (robots.txt disallows the listing /j/new_search_subjects" in result.log
+    assert site.hits.get("/j/new_search_subjects", 0) == 0
+    assert stored(db_url) == site.expected_films()
+    outside = sum(e["kind"] == "film" and not 2007 <= e["year"] <= 2019 for e in site.catalogue)
+    assert result["douban/out_of_years"] == outside > 0
+
+
+@pytest.mark.parametrize("robots, discovery", [("closed", "auto"), ("no-listing", "listing")])
+def test_blocked_discovery_stops_plainly(mock, db_url, robots, discovery):
+    site = mock(50, seed=1, robots=robots)
+    result = run_crawl(site.base_url, db_url, DOUBAN_DISCOVERY=discovery)
+    assert result["finish_reason"] == "discovery_blocked"
+    assert result["douban/discovery"] == "blocked"
+    assert "discovery blocked:" in result.log and "nothing was crawled" in result.log
+    assert not [p for p in site.hits if p.startswith(("/subject/", "/j/"))]
+    assert stored(db_url) == []
+
+
+def test_robots_can_be_overridden(mock, db_url):
+    site = mock(60, seed=2, robots="closed")
+    result = run_crawl(site.base_url, db_url, ROBOTSTXT_OBEY="False")
+    assert result["douban/discovery"] == "listing"
+    assert stored(db_url) == site.expected_films()
+
+
+def test_cookie_is_sent_but_never_logged_or_stored(mock, db_url, tmp_path):
+    secret = "dbcl2=s3cr3t-cookie-value"
+    site = mock(40, seed=6, error_rate=0.3)  # retries put requests back into the JOBDIR queue
+    jobdir = tmp_path / "job"
+    result = run_crawl(site.base_url, db_url, env={"DOUBAN_COOKIE": secret}, JOBDIR=str(jobdir),
+                       LOG_LEVEL="DEBUG")
+    assert result.returncode == 0, result.log[-3000:]
+    assert site.cookies and all(secret in c for c in site.cookies)
+    assert secret not in result.log
+    for path in [*jobdir.rglob("*"), Path(db_url.removeprefix("sqlite:///"))]:
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_limit_and_years(mock, db_url):
+    site = mock(300, seed=9)
+    result = run_crawl(site.base_url, db_url, "years=2012", "limit=7")
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/subjects_requested"] == 7
+    got = stored(db_url)
+    assert 0 < len(got) <= 7 and all(r["year"] == 2012 for r in got)
+
+
+def test_bad_arguments_fail_clearly(db_url):
+    result = run_crawl("http://127.0.0.1:9", db_url, "years=twenty")
+    assert result.returncode != 0
+    assert "years must look like 2007-2019" in result.log
+
+
+def test_catalogue_pages_parse_back_to_truth():
+    # Every markup variant the mock renders parses back to the catalogue's record (no network needed).
+    from crawler.mock_site import render_subject
+    from crawler.parsing import parse_subject
+
+    for entry in generate_catalogue(600, seed=17):
+        result = parse_subject(render_subject(entry), f"http://127.0.0.1/subject/{entry['douban_id']}/")
+        if entry["kind"] == "tv":
+            assert result.kind == "tv"
+        else:
+            assert result.kind == "film" and result.record == films([entry])[0], entry["douban_id"]
