@@ -1,0 +1,52 @@
+"""Repeated k-fold cross-validation: the snapshot is small, so one split's figures are mostly noise.
+
+Folds run over every film (train, val and test of the fixed split alike) and are identical for every model
+(seeded by `train.common.cv.seed`). Inside a fold, the vocabularies are rebuilt from the fold's training
+rows, and a seeded slice of those rows is held back as the nets' validation set (early stopping and the
+best checkpoint); the baselines are fitted on exactly the nets' training rows.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from models.data import kfold
+from pipeline.encode import Encoded
+
+
+def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(rows)
+    n_val = max(1, round(len(rows) * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    e = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
+    return float(np.abs(e).mean()), float(np.sqrt((e**2).mean()))
+
+
+def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: bool = False) -> dict:
+    """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs."""
+    from models.train import fit_model
+
+    spec = common["cv"]
+    y = enc.rating.astype(np.float32)
+    folds = kfold(len(y), int(spec["folds"]), int(spec["repeats"]), int(spec["seed"]))
+    result: dict[str, dict[str, list[float]]] = {}
+    bar = tqdm(folds, desc=f"{name} CV", file=sys.stderr, disable=not progress, leave=False)
+    for k, (train_rows, held_rows) in enumerate(bar):
+        fit_rows, val_rows = inner_split(train_rows, spec["val"], int(spec["seed"]) + k)
+        restricted = enc.restrict(fit_rows, common["min_count"])
+        trained = fit_model(name, cfg, common, restricted.x, restricted.freq, y, fit_rows, val_rows,
+                            int(common["seed"]) + 1000 * (k + 1))
+        for out, pred in trained.scores(held_rows).items():
+            mae, rmse = errors(pred, y[held_rows])
+            result.setdefault(out, {"mae": [], "rmse": []})
+            result[out]["mae"].append(round(mae, 6))
+            result[out]["rmse"].append(round(rmse, 6))
+        primary = "student" if "student" in result else "out"
+        bar.set_postfix(mae=f"{np.mean(result[primary]['mae']):.4f}")
+    return result

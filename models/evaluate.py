@@ -1,0 +1,199 @@
+"""`kadn evaluate`: every trained model on the fixed test split, its cross-validation figures, the paper's
+Table 2 (teacher against student), and the data behind the plots (paper figures 3-5).
+
+Writes a metrics fragment (merged into metrics.json by `kadn metrics --fragments`) and CSVs for
+`dvc plots show`. Timings are the only figures that change between identical runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.artifacts import Loaded, load_model
+from models.config import REPORTED
+from models.cv import errors
+from models.fit import set_determinism
+from models.nets import count_params, predict_scores
+from models.train import encoded_digest
+from pipeline.encode import GROUPS, OOV, Encoded, load_encoded
+from pipeline.errors import KadnError
+from pipeline.io import atomic_path, load_params, write_json
+
+
+def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
+    """The encoded arrays in the model's own ids (tokens it never trained on -> OOV)."""
+    x = {}
+    for g in GROUPS:
+        known = loaded.vocab["groups"][g]
+        remap = np.array([0, OOV] + [known.get(t, OOV) for t in enc.vocab[g]], dtype=np.int32)
+        x[g] = remap[enc.x[g]]
+    return x
+
+
+def cv_summary(cv: dict) -> dict:
+    mae, rmse = np.asarray(cv["mae"]), np.asarray(cv["rmse"])
+    return {"cv_mae_mean": round(float(mae.mean()), 4), "cv_mae_std": round(float(mae.std()), 4),
+            "cv_rmse_mean": round(float(rmse.mean()), 4), "cv_rmse_std": round(float(rmse.std()), 4),
+            "cv_folds": int(len(mae))}
+
+
+def _seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: first calls allocate
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, train_rows: np.ndarray,
+                   y: np.ndarray, cfg: dict) -> dict:
+    """Table 2 for teacher and student: parameters, size of the serialised weights, inference and training time.
+
+    Each net is timed alone (shared layers + its private MLP). Training time is one net trained alone for one
+    epoch of the training rows, times the epochs the joint run took, so the two are comparable.
+    """
+    from models.data import tensors
+    from models.loss import joint_loss
+
+    net = loaded.nets[0]
+    repeats = int(cfg["timing_repeats"])
+    test_x = tensors(x, rows)
+    big = np.resize(rows, int(cfg["timing_films"]))
+    big_x = tensors(x, big)
+    train_x, train_y = tensors(x, train_rows), torch.from_numpy(y[train_rows])
+    epochs = float(np.mean(loaded.meta.get("epochs_run", [0])))
+    out = {}
+    for name in ("teacher", "student"):
+        branch = net.branch(name)
+        buf = io.BytesIO()
+        torch.save(branch.state_dict(), buf)
+        per_epoch = _epoch_seconds(branch, loaded.head, train_x, train_y, loaded.meta["config"], joint_loss)
+        out[name] = {
+            "params": count_params(branch),
+            "size_kb": round(len(buf.getvalue()) / 1024, 1),
+            "infer_s": round(_seconds(lambda b=branch: predict_scores(b, loaded.head, test_x), repeats), 5),
+            "infer_10k_s": round(_seconds(lambda b=branch: predict_scores(b, loaded.head, big_x), repeats)
+                                 * 10000 / len(big), 4),
+            "train_s": round(per_epoch * epochs, 3),
+        }
+    return out
+
+
+def _epoch_seconds(branch, head, xt, y, cfg, joint_loss) -> float:
+    import copy
+
+    net = copy.deepcopy(branch)  # the saved weights stay untouched
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    n, batch = len(y), int(cfg["batch"])
+    start = time.perf_counter()
+    for b in range(0, n, batch):
+        xb = {g: v[b : b + batch] for g, v in xt.items()}
+        loss, _ = joint_loss(net(xb), y[b : b + batch], head)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def write_csv(path: Path, header: list[str], rows: list) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    with atomic_path(path, ".csv") as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path) -> dict:
+    cfg = params["evaluate"]
+    set_determinism(params["train"]["common"]["threads"])
+    enc = load_encoded(encoded_dir)
+    digest = encoded_digest(encoded_dir)
+    names = list(params["models"]["baselines"]) + list(params["models"]["nets"])
+    test = enc.index("test")
+    y = enc.rating.astype(np.float64)
+    loaded: dict[str, Loaded] = {}
+    for name in names:
+        loaded[name] = load_model(models_dir, name)
+        if loaded[name].vocab["vocab_digest"] != digest:
+            raise KadnError(f"{models_dir / name}: trained on another encoding (vocabulary digest "
+                            f"{loaded[name].vocab['vocab_digest']} != {digest}); retrain with `dvc repro`")
+    models: dict[str, dict] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for reported, (artifact, output) in REPORTED.items():
+        if artifact not in loaded:
+            continue
+        model = loaded[artifact]
+        pred = model.score(model_view(enc, model), output)[test]
+        predictions[reported] = pred
+        mae, rmse = errors(pred, y[test])
+        models[reported] = {"mae": round(mae, 4), "rmse": round(rmse, 4), **cv_summary(model.meta["cv"][output])}
+        if model.nets is not None:
+            models[reported]["head"] = model.meta["head"]
+    fragment: dict = {"models": models}
+    if "kadn" in loaded:
+        kadn = loaded["kadn"]
+        table = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"), y.astype(np.float32), cfg)
+        teacher, student = table["teacher"], table["student"]
+        fragment["distillation"] = {
+            "teacher": teacher, "student": student,
+            "param_reduction": round(1 - student["params"] / teacher["params"], 4),
+            "size_reduction": round(1 - student["size_kb"] / teacher["size_kb"], 4),
+            "speedup": round(teacher["infer_10k_s"] / max(student["infer_10k_s"], 1e-9), 2),
+            "joint_train_s": kadn.meta["train_s"],
+            "test_films": int(len(test)),
+        }
+        write_csv(plots_dir / "predicted_vs_actual.csv", ["douban_id", "actual", "predicted"],
+                  [[int(enc.douban_id[i]), round(float(y[i]), 2), round(float(p), 3)]
+                   for i, p in zip(test, predictions["kadn"])])
+        write_csv(plots_dir / "learning_curves.csv", ["epoch", "train_loss", "val_loss", "val_mae_student",
+                                                      "val_mae_teacher"],
+                  [[r["epoch"], round(r["train_loss"], 5), round(r["val_loss"], 5), round(r["val_mae_student"], 5),
+                    round(r["val_mae_teacher"], 5)] for r in _history(models_dir / "kadn")])
+    write_csv(plots_dir / "model_errors.csv", ["model", "metric", "value"],
+              [[m, k, v[k]] for m, v in models.items() for k in ("mae", "rmse")]
+              + [[m, f"cv_{k}", v[f"cv_{k}_mean"]] for m, v in models.items() for k in ("mae", "rmse")])
+    write_json(out, fragment)
+    return fragment
+
+
+def _history(folder: Path) -> list[dict]:
+    import json
+
+    return json.loads((folder / "history.json").read_text(encoding="utf-8"))
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="score every trained model on the test split; Table 2; plot data")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--encoded", default="data/encoded")
+    p.add_argument("--models", default="artifacts/models")
+    p.add_argument("--out", default="artifacts/metrics/evaluate.json")
+    p.add_argument("--plots", default="plots")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    params = load_params(args.params)
+    for section in ("train", "models", "evaluate"):
+        if section not in params:
+            raise KadnError(f"{args.params}: no '{section}' section")
+    fragment = run_evaluate(params, Path(args.encoded), Path(args.models), Path(args.out), Path(args.plots))
+    for name, m in fragment["models"].items():
+        print(f"{name:13s} test MAE {m['mae']:.4f} RMSE {m['rmse']:.4f} | CV MAE {m['cv_mae_mean']:.4f} "
+              f"± {m['cv_mae_std']:.4f} RMSE {m['cv_rmse_mean']:.4f}", file=sys.stderr)
+    if "distillation" in fragment:
+        d = fragment["distillation"]
+        print(f"distillation: params {d['teacher']['params']} -> {d['student']['params']} "
+              f"(-{100 * d['param_reduction']:.1f}%), speed-up x{d['speedup']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,129 @@
+"""Training loop for the neural models: Adam, mini-batches, validation several times per epoch, the best
+validation checkpoint kept (paper §2.3.1), early stopping, adaptive regularisation (eq. 3), eq. 6 loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.data import tensors
+from models.heads import Head
+from models.layers import adaptive_l2
+from models.loss import joint_loss
+from models.nets import build, predict_scores
+
+SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a regression head
+
+
+def set_determinism(threads: int) -> None:
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def make_head(kind: str, cfg: dict, centre: float) -> Head:
+    head = "regression" if kind in SCALAR_NETS else cfg["head"]
+    return Head(head, centre, low=cfg["bins"]["low"], high=cfg["bins"]["high"], width=cfg["bins"]["width"],
+                sigma=cfg["soft_sigma"], loss=cfg["regression_loss"])
+
+
+@dataclass
+class Fitted:
+    kind: str
+    model: torch.nn.Module
+    head: Head
+    primary: str  # the output the checkpoint is chosen by (the student for a pair)
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    train_s: float = 0.0
+
+
+def fit_net(kind: str, x: dict[str, np.ndarray], freq: dict[str, np.ndarray], y: np.ndarray,
+            train_rows: np.ndarray, val_rows: np.ndarray, cfg: dict, seed: int, progress: bool = False,
+            label: str = "") -> Fitted:
+    torch.manual_seed(seed)
+    sizes = {g: len(f) for g, f in freq.items()}
+    head = make_head(kind, cfg, float(y[train_rows].mean()))
+    model = build(kind, sizes, cfg, head.out_dim)
+    primary = "student" if "student" in model.outputs else "out"
+    freq_t = model.features.row_frequencies(freq)
+    xt, yt = tensors(x, train_rows), torch.from_numpy(y[train_rows])
+    xv, yv = tensors(x, val_rows), torch.from_numpy(y[val_rows])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+    gen = torch.Generator().manual_seed(seed)
+    n, batch = len(train_rows), int(cfg["batch"])
+    n_batches = max(1, -(-n // batch))
+    evals = max(1, int(cfg["evals_per_epoch"]))
+    eval_at = {round(n_batches * (k + 1) / evals) - 1 for k in range(evals)}
+    fitted = Fitted(kind, model, head, primary)
+    best_state, best_mae, stale = None, float("inf"), 0
+    patience = cfg.get("patience")
+    started = time.perf_counter()
+    for epoch in range(int(cfg["epochs"])):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        running, seen = 0.0, 0
+        bar = tqdm(range(n_batches), desc=f"{label or kind} epoch {epoch + 1}", leave=False, file=sys.stderr,
+                   disable=not progress, mininterval=0.5)
+        stop = False
+        for b in bar:
+            idx = order[b * batch : (b + 1) * batch]
+            xb = {g: v[idx] for g, v in xt.items()}
+            loss, _ = joint_loss(model(xb), yt[idx], head, cfg["hint_weight"], cfg["block_gradient"])
+            if cfg["adaptive_l2"]:
+                ids, mask, _ = model.features.flat_ids(xb)
+                loss = loss + cfg["adaptive_l2"] * adaptive_l2(model.features.embedding.weight, ids, mask, freq_t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+            if b in eval_at:
+                record = _validate(model, head, xv, yv, cfg)
+                record.update(epoch=round(epoch + (sorted(eval_at).index(b) + 1) / evals, 4),
+                              train_loss=running / max(seen, 1))
+                running, seen = 0.0, 0
+                fitted.history.append(record)
+                mae = record[f"val_mae_{primary}"]
+                bar.set_postfix(val_mae=f"{mae:.4f}")
+                if mae < best_mae - 1e-6:
+                    best_mae, stale = mae, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                    fitted.best = dict(record)
+                else:
+                    stale += 1
+                    stop = patience is not None and stale >= patience
+        bar.close()
+        if progress and fitted.history:
+            print(f"{label or kind} epoch {epoch + 1}: val MAE {fitted.history[-1][f'val_mae_{primary}']:.4f} "
+                  f"(best {best_mae:.4f})", file=sys.stderr)
+        if stop:
+            break
+    fitted.train_s = time.perf_counter() - started
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return fitted
+
+
+@torch.no_grad()
+def _validate(model, head, xv, yv, cfg) -> dict:
+    model.eval()
+    outputs = model(xv)
+    loss, _ = joint_loss(outputs, yv, head, cfg["hint_weight"], cfg["block_gradient"])
+    record = {"val_loss": float(loss)}
+    for name, raw in outputs.items():
+        record[f"val_mae_{name}"] = float((head.score(raw) - yv).abs().mean())
+    model.train()
+    return record
+
+
+def net_scores(fitted: Fitted, x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v.numpy().astype(np.float64) for k, v in predict_scores(fitted.model, fitted.head,
+                                                                       tensors(x, rows)).items()}

@@ -1,0 +1,138 @@
+"""The paper's neural models as short compositions of `models.layers`.
+
+Every model maps a batch (dict group -> LongTensor) to a dict of raw outputs: `{"out": ...}` for a single
+net, `{"teacher": z, "student": l}` for the jointly trained pair (KD with sum pooling, K-ADN with attention).
+FM and DeepFM output one number each (their original form); the others follow the configured head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.layers import MLP, FeaturesEmbedding, FeaturesLinear, FMInteraction
+
+
+class FM(nn.Module):
+    """Rendle's factorisation machine: bias + per-token weights + pairwise interactions of all tokens."""
+
+    outputs = ("out",)
+
+    def __init__(self, sizes: dict[str, int], dim: int, **_):
+        super().__init__()
+        self.features = FeaturesEmbedding(sizes, dim, "sum")
+        self.linear = FeaturesLinear(self.features.embedding.num_embeddings)
+        self.fm = FMInteraction()
+
+    def forward(self, x):
+        ids = self.features.flat_ids(x)[0]
+        tokens = self.features.embedding(ids)  # [B, W, D]; the padding row is zero
+        return {"out": (self.linear(ids) + self.fm(tokens)).unsqueeze(-1)}
+
+
+class DeepFM(FM):
+    """FM plus an MLP over the sum-pooled group embeddings, sharing one embedding table (Guo et al.)."""
+
+    def __init__(self, sizes: dict[str, int], dim: int, hidden: list[int], dropout: float = 0.0, **_):
+        super().__init__(sizes, dim)
+        self.mlp = MLP(len(sizes) * dim, hidden, 1, dropout)
+
+    def forward(self, x):
+        ids = self.features.flat_ids(x)[0]
+        tokens = self.features.embedding(ids)
+        deep = self.mlp(self.features(x).flatten(1)).squeeze(-1)
+        return {"out": (self.linear(ids) + self.fm(tokens) + deep).unsqueeze(-1)}
+
+
+class AttentionNet(nn.Module):
+    """AT: attention-pooled embeddings -> the teacher's MLP, trained alone (the paper's ablation)."""
+
+    outputs = ("out",)
+
+    def __init__(self, sizes, dim, hidden, out_dim, dropout=0.0, attention_hidden=36, linear=False, **_):
+        super().__init__()
+        self.features = FeaturesEmbedding(sizes, dim, "attention", attention_hidden)
+        self.mlp = MLP(len(sizes) * dim, hidden, out_dim, dropout)
+        self.linear = FeaturesLinear(self.features.embedding.num_embeddings) if linear else None
+
+    def forward(self, x):
+        pooled = self.features(x)
+        return {"out": self.mlp(pooled.flatten(1)) + _wide(self.linear, self.features, x)}
+
+
+class TeacherStudent(nn.Module):
+    """Shared embedding (+ attention) layers feeding a private teacher MLP and a private student MLP.
+
+    Trained jointly with eq. 6 (see `models.loss.joint_loss`); `branch(name)` is one net alone, for
+    prediction, parameter counts and timing.
+    """
+
+    outputs = ("teacher", "student")
+
+    def __init__(self, sizes, dim, teacher, student, out_dim, pooling="attention", dropout=0.0,
+                 attention_hidden=36, linear=False, **_):
+        super().__init__()
+        self.features = FeaturesEmbedding(sizes, dim, pooling, attention_hidden)
+        self.teacher = MLP(len(sizes) * dim, teacher, out_dim, dropout)
+        self.student = MLP(len(sizes) * dim, student, out_dim, dropout)
+        # Optional shared first-order ("wide") term, added to both nets' outputs.
+        self.linear = FeaturesLinear(self.features.embedding.num_embeddings) if linear else None
+
+    def forward(self, x):
+        pooled = self.features(x).flatten(1)
+        wide = _wide(self.linear, self.features, x)
+        return {"teacher": self.teacher(pooled) + wide, "student": self.student(pooled) + wide}
+
+    def branch(self, name: str) -> Branch:
+        return Branch(self.features, getattr(self, name), name, self.linear)
+
+
+class Branch(nn.Module):
+    """One net of a teacher-student pair: the shared layers plus that net's private MLP."""
+
+    def __init__(self, features: FeaturesEmbedding, mlp: MLP, name: str, linear: FeaturesLinear | None = None):
+        super().__init__()
+        self.features, self.mlp, self.name, self.linear = features, mlp, name, linear
+        self.outputs = (name,)
+
+    def forward(self, x):
+        return {self.name: self.mlp(self.features(x).flatten(1)) + _wide(self.linear, self.features, x)}
+
+
+def _wide(linear: FeaturesLinear | None, features: FeaturesEmbedding, x) -> torch.Tensor | float:
+    if linear is None:
+        return 0.0
+    return linear(features.flat_ids(x)[0]).unsqueeze(-1)
+
+
+def build(kind: str, sizes: dict[str, int], cfg: dict, out_dim: int) -> nn.Module:
+    """kind: fm, deepfm, at, kd (sum pooling), kadn (attention pooling)."""
+    common = {"dim": cfg["dim"], "dropout": cfg.get("dropout", 0.0), "attention_hidden": cfg["attention_hidden"],
+              "linear": cfg.get("linear", False)}
+    if kind == "fm":
+        return FM(sizes, **common)
+    if kind == "deepfm":
+        return DeepFM(sizes, hidden=cfg["deepfm_hidden"], **common)
+    if kind == "at":
+        return AttentionNet(sizes, hidden=cfg["teacher"], out_dim=out_dim, **common)
+    if kind in ("kd", "kadn"):
+        return TeacherStudent(sizes, teacher=cfg["teacher"], student=cfg["student"], out_dim=out_dim,
+                              pooling="sum" if kind == "kd" else "attention", **common)
+    raise ValueError(f"unknown neural model {kind!r}")
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, head, x: dict[str, torch.Tensor], batch: int = 4096) -> dict[str, torch.Tensor]:
+    """Scores [N] per output of `model`, in eval mode, in batches."""
+    model.eval()
+    n = next(iter(x.values())).shape[0]
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in model.outputs}
+    for start in range(0, n, batch):
+        out = model({g: v[start : start + batch] for g, v in x.items()})
+        for name, raw in out.items():
+            parts[name].append(head.score(raw))
+    return {name: torch.cat(p) if p else torch.zeros(0) for name, p in parts.items()}

@@ -1,0 +1,118 @@
+"""`kadn train MODEL`: fit one model on the fixed split's training rows (the nets keep their best validation
+checkpoint), save it under artifacts/models/MODEL/, then run repeated k-fold cross-validation of the same
+model on the same features (vocabularies rebuilt inside every fold, so no fold leaks).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.artifacts import net_bytes, save_model, vocab_payload
+from models.baselines import BASELINES, fit_baseline
+from models.config import MODELS, model_config
+from models.data import multi_hot
+from models.fit import fit_net, net_scores, set_determinism
+from pipeline.encode import Encoded, load_encoded
+from pipeline.errors import KadnError
+from pipeline.io import load_params
+
+
+@dataclass
+class Trained:
+    """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
+
+    name: str
+    x: dict
+    sizes: dict
+    estimator: object | None = None
+    fits: list = field(default_factory=list)
+    train_s: float = 0.0
+
+    def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self.estimator is not None:
+            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows)), np.float64)}
+        per_seed = [net_scores(f, self.x, rows) for f in self.fits]
+        return {k: np.mean([p[k] for p in per_seed], 0) for k in per_seed[0]}
+
+
+def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.ndarray, train_rows: np.ndarray,
+              val_rows: np.ndarray, seed: int, progress: bool = False) -> Trained:
+    sizes = {g: len(f) for g, f in freq.items()}
+    trained = Trained(name, x, sizes)
+    started = time.perf_counter()
+    if name in BASELINES:
+        # The baselines need no validation rows: they see exactly the nets' training rows.
+        trained.estimator = fit_baseline(name, multi_hot(x, sizes, train_rows), y[train_rows], cfg, seed,
+                                         common["threads"])
+    else:
+        for k in range(int(cfg.get("seeds", 1))):
+            label = f"{name} seed {k + 1}/{cfg.get('seeds', 1)}"
+            trained.fits.append(fit_net(name, x, freq, y, train_rows, val_rows, cfg, seed + k, progress, label))
+    trained.train_s = time.perf_counter() - started
+    return trained
+
+
+def encoded_digest(encoded_dir: Path) -> str:
+    return json.loads((Path(encoded_dir) / "meta.json").read_text(encoding="utf-8"))["vocab_digest"]
+
+
+def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progress: bool = False) -> dict:
+    from models.cv import cross_validate
+
+    train = params["train"]
+    common = train["common"]
+    set_determinism(common["threads"])
+    cfg = model_config(train, name)
+    enc: Encoded = load_encoded(encoded_dir)
+    digest = encoded_digest(encoded_dir)
+    y = enc.rating.astype(np.float32)
+    train_rows, val_rows = enc.index("train"), enc.index("val")
+    restricted = enc.restrict(train_rows, common["min_count"])
+    trained = fit_model(name, cfg, common, restricted.x, restricted.freq, y, train_rows, val_rows,
+                        common["seed"], progress)
+    cv = cross_validate(name, enc, cfg, common, progress)
+    meta = {"name": name, "kind": name, "config": cfg, "train_s": round(trained.train_s, 3),
+            "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
+    history: list = []
+    if trained.estimator is not None:
+        payload, suffix = pickle.dumps(trained.estimator, protocol=4), ".pkl"
+    else:
+        fits = trained.fits
+        meta["epochs_run"] = [f.history[-1]["epoch"] if f.history else 0 for f in fits]
+        meta["best"] = [f.best for f in fits]
+        meta["head"] = fits[0].head.kind
+        history = fits[0].history
+        payload = net_bytes(name, cfg, restricted.sizes(), fits[0].head, [f.model.state_dict() for f in fits])
+        suffix = ".pt"
+    save_model(Path(out_root) / name, payload, suffix, vocab_payload(enc, restricted, digest), meta, history)
+    return meta
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="train one model (and cross-validate it) on the encoded features")
+    p.add_argument("model", help=f"one of {', '.join(MODELS)}")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--encoded", default="data/encoded")
+    p.add_argument("--out", default="artifacts/models")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    if args.model not in MODELS:
+        raise KadnError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
+    params = load_params(args.params)
+    if "train" not in params:
+        raise KadnError(f"{args.params}: no 'train' section")
+    meta = run_train(args.model, params, Path(args.encoded), Path(args.out), progress=not args.quiet)
+    summary = ", ".join(f"{out} MAE {np.mean(v['mae']):.4f} ± {np.std(v['mae']):.4f}" for out, v in meta["cv"].items())
+    print(f"train {args.model}: {meta['train_s']:.1f}s on {meta['train_rows']} films; CV {summary} "
+          f"-> {Path(args.out) / args.model}", file=sys.stderr)
+    return 0
