@@ -13,10 +13,17 @@ from urllib.parse import urlsplit
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 log = logging.getLogger(__name__)
+
+
+def _reactor():
+    # Imported late: importing twisted.internet.reactor at module load would install the default reactor
+    # before Scrapy installs the asyncio one (the spider module imports this one).
+    from twisted.internet import reactor
+
+    return reactor
 
 
 def close_spider(crawler, reason: str) -> None:
@@ -26,6 +33,44 @@ def close_spider(crawler, reason: str) -> None:
         deferred_from_coro(engine.close_spider_async(reason=reason))
     else:
         engine.close_spider(crawler.spider, reason)
+
+
+class DuplicateRequest(IgnoreRequest):
+    """A page already downloaded in this run (see DedupeMiddleware); not an error."""
+
+
+class DedupeMiddleware:
+    """One download per page per run, by `meta["dedupe_key"]`, instead of Scrapy's dupefilter.
+
+    The spider marks its requests dont_filter and re-runs discovery when a JOBDIR crawl resumes: after a
+    hard kill (SIGKILL, power loss) Scrapy's queue is gone but its seen-set survives, and the seen-set
+    would then silently drop every page not yet fetched. Here the first request for a page in this run
+    is downloaded and later first attempts (e.g. the same page both in the resumed queue and rediscovered)
+    are dropped. Retries (5xx, ban, parse) and redirects always pass. Requests of a discovery path the
+    spider abandoned (`spider.abandoned`) are dropped too.
+    """
+
+    RETRY_KEYS = ("retry_times", "ban_retries", "parse_retries", "redirect_times")
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+        self.keys: set[str] = set()
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def process_request(self, request, spider=None):
+        if request.meta.get("discovery") in getattr(self.crawler.spider, "abandoned", ()):
+            raise IgnoreRequest(f"discovery path {request.meta['discovery']} abandoned: {request.url}")
+        key = request.meta.get("dedupe_key")
+        if key is None or any(request.meta.get(k) for k in self.RETRY_KEYS):
+            return None
+        if key in self.keys:
+            self.crawler.stats.inc_value("douban/duplicate_skipped")
+            raise DuplicateRequest(f"already downloaded in this run: {request.url}")
+        self.keys.add(key)
+        return None
 
 
 class BanMiddleware:
@@ -100,9 +145,14 @@ class BanMiddleware:
 
         def resume():
             self.paused = False
-            self.crawler.engine.unpause()
+            engine = self.crawler.engine
+            engine.unpause()
+            # unpause() only clears a flag; the engine would look for work again at its next 5 s heartbeat.
+            nextcall = getattr(getattr(engine, "_slot", None), "nextcall", None)
+            if nextcall is not None:
+                nextcall.schedule()
 
-        reactor.callLater(delay, resume)
+        _reactor().callLater(delay, resume)
 
 
 class BackoffRetryMiddleware(RetryMiddleware):
@@ -117,7 +167,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
     async def _wait(self, result):
         if self.base > 0 and hasattr(result, "meta") and result.meta.get("retry_times"):
             delay = min(self.cap, self.base * 2 ** (result.meta["retry_times"] - 1))
-            await maybe_deferred_to_future(deferLater(reactor, delay, lambda: None))
+            await maybe_deferred_to_future(deferLater(_reactor(), delay, lambda: None))
         return result
 
     async def process_response(self, request, response, spider=None):

@@ -213,13 +213,21 @@ SEC_PAGE = ("<!DOCTYPE html><html><head><title>禁止访问</title></head><body>
             "</p></body></html>\n")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A crawler that times out or is killed drops connections mid-answer: not worth a traceback.
+        log.debug("mock-douban: connection from %s ended early", client_address)
+
+
 class MockDouban:
     """The catalogue, the fault plan, and request counters; `serve()` starts the HTTP server."""
 
     def __init__(self, n_movies: int = 2000, seed: int = 0, *, catalogue: list[dict] | None = None,
                  error_rate: float = 0.0, error_repeats: int = 2, slow_rate: float = 0.0, slow_ms: int = 0,
                  truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
-                 robots: str = "default", files: dict[int, Path] | None = None):
+                 robots: str = "default", block_listing: bool = False, files: dict[int, Path] | None = None):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
         self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
@@ -234,6 +242,7 @@ class MockDouban:
         self.truncate_rate, self.broken_rate = truncate_rate, broken_rate
         self.ban_after, self.ban_for = ban_after, ban_for
         self.robots = robots
+        self.block_listing = block_listing  # /j/ answers 403 although robots.txt allows it
         self.files = dict(files or {})
         self.lock = threading.Lock()
         self.hits: dict[str, int] = defaultdict(int)  # per path: how often it was requested
@@ -263,9 +272,13 @@ class MockDouban:
         if path != "/robots.txt" and self.ban_for and self.ban_after <= n < self.ban_after + self.ban_for:
             self._count("ban")
             return self._ban(BAN_KINDS[n % len(BAN_KINDS)], path)
-        if _share(f"slow:{path}", self.seed, self.slow_rate):
+        if attempt == 1 and _share(f"slow:{path}", self.seed, self.slow_rate):
+            # A stalled first answer; a retry is answered promptly (so a timeout-and-retry recovers).
             self._count("slow")
             time.sleep(self.slow_ms / 1000)
+        if self.block_listing and path.startswith("/j/"):
+            self._count("listing_blocked")
+            return 403, {"Content-Type": "text/html"}, SEC_PAGE.encode("utf-8")
         if attempt <= self.error_repeats and _share(f"error:{path}", self.seed, self.error_rate):
             self._count("5xx")
             return (500, 502, 503)[attempt % 3], {"Content-Type": "text/html"}, b"<html>server error</html>"
@@ -380,8 +393,7 @@ class MockDouban:
             def log_message(self, fmt, *args):  # quiet: thousands of requests per test
                 log.debug("mock-douban: " + fmt, *args)
 
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
+        server = _QuietServer((host, port), Handler)
         threading.Thread(target=server.serve_forever, name="mock-douban", daemon=True).start()
         self.server = server
         return server
@@ -414,13 +426,14 @@ def register(sub, name: str) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--error-rate", type=float, default=0.0, help="share of URLs answering 5xx at first")
     p.add_argument("--error-repeats", type=int, default=2, help="how many first attempts of such URLs fail")
-    p.add_argument("--slow-rate", type=float, default=0.0, help="share of URLs answering slowly")
+    p.add_argument("--slow-rate", type=float, default=0.0, help="share of URLs whose first answer stalls")
     p.add_argument("--slow-ms", type=int, default=500)
     p.add_argument("--truncate-rate", type=float, default=0.0, help="share of pages cut short on first serve")
     p.add_argument("--broken-rate", type=float, default=0.0, help="share of pages always in a changed layout")
     p.add_argument("--ban-after", type=int, default=0, help="requests before the ban window opens")
     p.add_argument("--ban-for", type=int, default=0, help="requests the ban window lasts (0: no ban)")
     p.add_argument("--robots", choices=sorted(ROBOTS), default="default")
+    p.add_argument("--block-listing", action="store_true", help="answer 403 on /j/ (robots.txt still allows it)")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
                    help="serve this HTML file at /subject/ID/ (read at request time)")
     p.set_defaults(func=_run)
@@ -430,7 +443,7 @@ def _run(args) -> int:
     site = MockDouban(args.movies, args.seed, error_rate=args.error_rate, error_repeats=args.error_repeats,
                       slow_rate=args.slow_rate, slow_ms=args.slow_ms, truncate_rate=args.truncate_rate,
                       broken_rate=args.broken_rate, ban_after=args.ban_after, ban_for=args.ban_for,
-                      robots=args.robots, files=dict(_page_arg(p) for p in args.page))
+                      robots=args.robots, block_listing=args.block_listing, files=dict(_page_arg(p) for p in args.page))
     try:
         site.serve(args.port)
     except OSError as exc:

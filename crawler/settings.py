@@ -61,6 +61,7 @@ DOUBAN_BAN_RETRIES = 5  # per request
 DOUBAN_BAN_MAX_CONSECUTIVE = 50  # bans in a row with no good answer: stop (resume later with JOBDIR)
 
 DOWNLOADER_MIDDLEWARES = {
+    "crawler.middlewares.DedupeMiddleware": 120,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawler.middlewares.BackoffRetryMiddleware": 550,
     "crawler.middlewares.BanMiddleware": 650,

@@ -133,14 +133,16 @@ def test_full_crawl_stores_exactly_the_catalogue(mock, db_url):
 
 @pytest.mark.slow
 def test_crawl_with_faults(mock, db_url):
-    site = mock(600, seed=5, error_rate=0.08, slow_rate=0.02, slow_ms=300, truncate_rate=0.05,
+    site = mock(600, seed=5, error_rate=0.08, slow_rate=0.02, slow_ms=1500, truncate_rate=0.05,
                 ban_after=150, ban_for=12)
-    result = run_crawl(site.base_url, db_url)
+    result = run_crawl(site.base_url, db_url, DOWNLOAD_TIMEOUT="1")
     assert result.returncode == 0, result.log[-3000:]
     assert site.counts["5xx"] > 0 and site.counts["truncated"] > 0 and site.counts["ban"] == 12
+    assert site.counts["slow"] > 0
     assert stored(db_url) == site.expected_films()
     assert result["douban/banned"] == 12
-    assert result["retry/count"] > 0  # 5xx answers were retried
+    assert sum(v for k, v in result.stats.items() if k.startswith("retry/reason_count/") and "Timeout" in k) > 0  # stalled answers retried
+    assert result["retry/count"] > site.counts["slow"]  # and 5xx answers too
     assert result["douban/parse_retried"] == site.counts["truncated"]  # cut pages fetched again
     assert result["douban/parse_failed"] == 0
     assert "ban detected" in result.log
@@ -215,6 +217,53 @@ def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
     assert first.get("douban/stored", 0) + second["douban/stored"] == len(expected)
     subject_hits = [n for path, n in site.hits.items() if path.startswith("/subject/")]
     assert max(subject_hits) == 1
+
+
+@pytest.mark.slow
+def test_hard_kill_then_resume_loses_nothing(mock, db_url, tmp_path):
+    # SIGKILL leaves Scrapy's seen-set on disk without its queue; the crawl must still finish the job.
+    site = mock(700, seed=14, slow_rate=1.0, slow_ms=8)
+    expected = site.expected_films()
+    settings = {"JOBDIR": str(tmp_path / "job"), "CONCURRENT_REQUESTS": "8",
+                "CONCURRENT_REQUESTS_PER_DOMAIN": "8", "DOUBAN_STORE_BATCH": "10"}
+    proc = subprocess.Popen(crawl_cmd(site.base_url, **settings), cwd=ROOT,
+                            env={**os.environ, "DATABASE_URL": db_url}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    engine = store.connect(db_url)
+    deadline = time.monotonic() + 120
+    while store.count_movies(engine) < len(expected) // 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "crawl ended before it could be killed"
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=30)
+    killed_at = store.count_movies(engine)
+    assert killed_at < len(expected)
+
+    second = run_crawl(site.base_url, db_url, **settings)
+    assert second.returncode == 0, second.log[-3000:]
+    assert "resuming the crawl begun" in second.log
+    assert stored(db_url) == expected
+    assert second["douban/stored"] == len(expected) - killed_at  # what was stored stays stored
+    # Only pages in flight or in the unflushed batch at the kill can be fetched twice.
+    twice = sum(n > 1 for path, n in site.hits.items() if path.startswith("/subject/"))
+    assert twice <= 10 + 8 + in_years_tv(site)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("discovery", ["auto", "listing"])
+def test_blocked_listing_falls_back_or_stops(mock, db_url, discovery):
+    site = mock(200, seed=12, block_listing=True)  # robots.txt allows /j/, the server answers 403
+    result = run_crawl(site.base_url, db_url, DOUBAN_DISCOVERY=discovery, DOUBAN_BAN_RETRIES="1")
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/banned"] > 0
+    if discovery == "auto":
+        assert result["douban/discovery"] == "sitemap"
+        assert "discovery: sitemap (the listing /j/new_search_subjects is blocked" in result.log
+        assert stored(db_url) == site.expected_films()
+    else:
+        assert result["finish_reason"] == "discovery_blocked"
+        assert "discovery blocked: the listing /j/new_search_subjects failed before" in result.log
+        assert stored(db_url) == []
 
 
 def test_sitemap_discovery_when_robots_disallows_listing(mock, db_url):

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from protego import Protego
@@ -23,6 +24,7 @@ from scrapy.spiders import SitemapSpider
 from sqlalchemy import select
 
 from crawler.items import MovieItem
+from crawler.middlewares import DuplicateRequest, close_spider
 from crawler.parsing import SUBJECT_URL_RE, parse_subject
 from pipeline import store
 from pipeline.errors import KadnError
@@ -68,7 +70,11 @@ class DoubanSpider(SitemapSpider):
             raise ValueError("limit must be a positive number of subject pages")
         self.refresh = str(refresh).lower() in ("1", "true", "yes") if refresh is not None else False
         self.requested = 0  # subject pages scheduled (for limit)
-        self.fresh: set[int] = set()  # stored films fetched recently: not re-fetched by discovery
+        self.skip: set[int] = set()  # stored films not to fetch again (fresh, or stored earlier in this crawl)
+        self.seen: set[int] = set()  # subjects requested in this run (a film listed twice is fetched once)
+        self.sitemaps: list[str] = []
+        self.abandoned: set[str] = set()  # discovery paths given up (their queued requests are dropped)
+        self.marker: Path | None = None
 
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
@@ -95,28 +101,62 @@ class DoubanSpider(SitemapSpider):
         parts = urlsplit(path)
         return self.base + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
-    def subject_request(self, douban_id: int, **meta) -> Request | None:
-        if douban_id in self.fresh:
-            self.crawler.stats.inc_value("douban/fresh_skipped")
+    def subject_request(self, douban_id: int) -> Request | None:
+        stats = self.crawler.stats
+        if douban_id in self.skip:
+            stats.inc_value("douban/fresh_skipped")
+            return None
+        if douban_id in self.seen:
+            stats.inc_value("douban/duplicate_skipped")
             return None
         if self.limit is not None and self.requested >= self.limit:
-            self.crawler.stats.inc_value("douban/over_limit")
+            stats.inc_value("douban/over_limit")
             return None
+        self.seen.add(douban_id)
         self.requested += 1
-        self.crawler.stats.inc_value("douban/subjects_requested")
+        stats.inc_value("douban/subjects_requested")
+        # dont_filter: de-duplication is DedupeMiddleware's (see there why not Scrapy's dupefilter).
         return Request(self.url(f"/subject/{douban_id}/"), callback=self.parse_subject,
-                       errback=self.subject_failed, meta=meta)
+                       errback=self.subject_failed, dont_filter=True,
+                       meta={"dedupe_key": f"subject:{douban_id}"})
 
     def listing_request(self, year: int, start: int) -> Request:
         query = urlencode({"sort": "U", "range": "0,10", "tags": "电影", "start": start,
                            "year_range": f"{year},{year}"})
         return Request(self.url(f"{self.listing_path}?{query}"), callback=self.parse_listing,
-                       errback=self.discovery_failed, meta={"year": year, "start": start})
+                       errback=self.discovery_failed, dont_filter=True,
+                       meta={"year": year, "start": start, "discovery": "listing",
+                             "dedupe_key": f"listing:{year}:{start}"})
+
+    def sitemap_request(self, url: str) -> Request:
+        url = self.url(url)
+        return Request(url, callback=self._parse_sitemap, errback=self.discovery_failed, dont_filter=True,
+                       meta={"discovery": "sitemap", "dedupe_key": f"sitemap:{url}"})
 
     # -- start ---------------------------------------------------------------------------------------
     async def start(self):
         stats = self.crawler.stats
+        try:
+            engine = store.connect(self.db_url)
+        except KadnError as exc:
+            raise CloseSpider(f"cannot open the movie store: {exc}") from None
+        now = _utcnow()
+        cutoff = now - timedelta(days=self.refresh_days)
+        started = self._resume_marker(now)
+        try:
+            with engine.connect() as conn:
+                fetched = dict(conn.execute(select(store.Movie.douban_id, store.Movie.last_fetched)).all())
+        finally:
+            engine.dispose()
+        stale = {i for i, t in fetched.items() if t is None or t < cutoff}
+        # A resumed crawl never fetches again what it already stored, whatever DOUBAN_REFRESH_DAYS says,
+        # nor the TV subjects it found (kept in the JOBDIR's spider state after a graceful stop).
+        done = {i for i, t in fetched.items() if started and t and t >= started}
+        if started:
+            done |= set(getattr(self, "state", {}).get("tv_ids", ()))
+
         if self.ids:
+            self.skip = done
             stats.set_value("douban/discovery", "ids")
             log.info("discovery: none, fetching the %d subject(s) given with -a ids", len(self.ids))
             for did in self.ids:
@@ -124,33 +164,42 @@ class DoubanSpider(SitemapSpider):
                 if req:
                     yield req
             return
-        try:
-            engine = store.connect(self.db_url)
-        except KadnError as exc:
-            raise CloseSpider(f"cannot open the movie store: {exc}") from None
-        try:
-            cutoff = _utcnow() - timedelta(days=self.refresh_days)
-            stale = set(store.fetched_before(engine, cutoff))
-            with engine.connect() as conn:
-                known = {row[0] for row in conn.execute(select(store.Movie.douban_id))}
-        finally:
-            engine.dispose()
         if self.refresh:
+            self.skip = done
             stats.set_value("douban/discovery", "refresh")
             log.info("discovery: none, refreshing %d stored film(s) last fetched before %s",
-                     len(stale), cutoff.isoformat(timespec="seconds"))
-            for did in sorted(stale):
+                     len(stale - done), cutoff.isoformat(timespec="seconds"))
+            for did in sorted(stale - done):
                 req = self.subject_request(did)
                 if req:
                     yield req
             return
-        if self.refresh_days > 0:
-            self.fresh = known - stale
-            if self.fresh:
-                log.info("%d stored film(s) fetched within %g days are not re-fetched (DOUBAN_REFRESH_DAYS)",
-                         len(self.fresh), self.refresh_days)
+        self.skip = (set(fetched) - stale if self.refresh_days > 0 else set()) | done
+        if self.skip:
+            log.info("%d stored film(s) are not fetched again (fetched within DOUBAN_REFRESH_DAYS=%g days, or "
+                     "earlier in this resumed crawl)", len(self.skip), self.refresh_days)
         yield Request(self.url("/robots.txt"), callback=self.plan_discovery, errback=self.robots_failed,
                       dont_filter=True, meta={"handle_httpstatus_list": [404, 410], "dont_obey_robotstxt": True})
+
+    def _resume_marker(self, now: datetime) -> datetime | None:
+        """With a JOBDIR: the start time of the crawl this run resumes, or None (and mark a new crawl)."""
+        jobdir = self.crawler.settings.get("JOBDIR")
+        if not jobdir:
+            return None
+        self.marker = Path(jobdir) / "douban-crawl.json"
+        if self.marker.exists():
+            try:
+                started = datetime.fromisoformat(json.loads(self.marker.read_text())["started"])
+            except (ValueError, KeyError, OSError) as exc:
+                log.warning("ignoring unreadable %s (%s): treating this as a new crawl", self.marker, exc)
+            else:
+                self.crawler.stats.set_value("douban/resumed_from", started.isoformat(timespec="seconds"))
+                log.info("resuming the crawl begun %s UTC (JOBDIR %s): films it stored are not fetched again",
+                         started.isoformat(timespec="seconds"), jobdir)
+                return started
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(json.dumps({"started": now.isoformat()}))
+        return None
 
     # -- discovery -----------------------------------------------------------------------------------
     def plan_discovery(self, response):
@@ -181,12 +230,13 @@ class DoubanSpider(SitemapSpider):
             raise CloseSpider("discovery_blocked")
         self.crawler.stats.set_value("douban/discovery", chosen)
         log.info("discovery: %s (%s); years %d-%d", chosen, why, *self.years)
+        self.sitemaps = sitemaps if sitemap_ok else []
         if chosen == "listing":
             for year in range(self.years[0], self.years[1] + 1):
                 yield self.listing_request(year, 0)
         else:
             for url in sitemaps:
-                yield Request(url, callback=self._parse_sitemap, errback=self.discovery_failed)
+                yield self.sitemap_request(url)
 
     def parse_listing(self, response):
         year, start = response.meta["year"], response.meta["start"]
@@ -210,25 +260,18 @@ class DoubanSpider(SitemapSpider):
         if ids and (self.limit is None or self.requested < self.limit):
             yield self.listing_request(year, start + len(ids))
 
-    def sitemap_filter(self, entries):
-        """Rebuild every sitemap URL on DOUBAN_BASE_URL; apply limit and freshness to subjects."""
-        for entry in entries:
-            loc = entry.get("loc", "")
-            m = SUBJECT_URL_RE.search(loc)
-            if m:
-                did = int(m.group(1))
+    def _parse_sitemap(self, response):
+        """SitemapSpider's parsing (index, urlset, gzip), with every URL rebuilt on DOUBAN_BASE_URL and
+        subjects going through subject_request (skip, limit, de-duplication)."""
+        for req in super()._parse_sitemap(response):
+            m = SUBJECT_URL_RE.search(req.url)
+            if m and req.callback == self.parse_subject:
                 self.crawler.stats.inc_value("douban/discovered")
-                if did in self.fresh:
-                    self.crawler.stats.inc_value("douban/fresh_skipped")
-                    continue
-                if self.limit is not None and self.requested >= self.limit:
-                    continue
-                self.requested += 1
-                self.crawler.stats.inc_value("douban/subjects_requested")
-                entry = dict(entry, loc=self.url(f"/subject/{did}/"))
-            else:
-                entry = dict(entry, loc=self.url(loc))
-            yield entry
+                sub = self.subject_request(int(m.group(1)))
+                if sub:
+                    yield sub
+            elif not m:
+                yield self.sitemap_request(req.url)
 
     # -- subjects ------------------------------------------------------------------------------------
     def parse_subject(self, response):
@@ -236,6 +279,9 @@ class DoubanSpider(SitemapSpider):
         result = parse_subject(response.text, response.url)
         if result.kind == "tv":
             stats.inc_value("douban/tv_skipped")
+            state = getattr(self, "state", None)  # set with a JOBDIR: a resumed crawl skips these too
+            if state is not None:
+                state.setdefault("tv_ids", set()).add(result.douban_id)
             return
         if result.kind == "failed":
             tries = response.meta.get("parse_retries", 0)
@@ -258,24 +304,46 @@ class DoubanSpider(SitemapSpider):
         yield MovieItem(record=record, fetched_at=_utcnow())
 
     def subject_failed(self, failure):
+        if failure.check(DuplicateRequest):
+            return
         self.crawler.stats.inc_value("douban/fetch_failed")
         log.error("could not fetch %s: %s", failure.request.url, failure.getErrorMessage())
 
     def discovery_failed(self, failure):
-        self.crawler.stats.inc_value("douban/discovery_failed")
-        log.error("discovery request failed, its pages are not crawled: %s (%s)", failure.request.url,
+        request = failure.request
+        if failure.check(DuplicateRequest) or request.meta.get("discovery") in self.abandoned:
+            return
+        stats = self.crawler.stats
+        stats.inc_value("douban/discovery_failed")
+        log.error("discovery request failed, its pages are not crawled: %s (%s)", request.url,
                   failure.getErrorMessage())
+        if request.meta.get("discovery") != "listing" or stats.get_value("douban/discovered", 0):
+            return
+        # The listing failed before it gave a single film: blocked, not a passing fault.
+        self.abandoned.add("listing")
+        if self.discovery == "auto" and self.sitemaps:
+            stats.set_value("douban/discovery", "sitemap")
+            stats.set_value("douban/discovery_fallback", f"listing failed: {failure.getErrorMessage()}")
+            log.warning("discovery: sitemap (the listing %s is blocked: %s); sitemaps: %s", self.listing_path,
+                        failure.getErrorMessage(), ", ".join(self.sitemaps))
+            for url in self.sitemaps:
+                yield self.sitemap_request(url)
+            return
+        stats.set_value("douban/discovery", "blocked")
+        log.error("discovery blocked: the listing %s failed before giving any film (%s); nothing was crawled. "
+                  "Try -s DOUBAN_DISCOVERY=sitemap, or later (a ban lifts).", self.listing_path,
+                  failure.getErrorMessage())
+        close_spider(self.crawler, "discovery_blocked")
 
     def robots_failed(self, failure):
         log.error("cannot read %s (%s): discovery needs it when ROBOTSTXT_OBEY is on", failure.request.url,
                   failure.getErrorMessage())
         self.crawler.stats.set_value("douban/discovery", "blocked")
-        if self.crawler.engine:
-            from crawler.middlewares import close_spider
-
-            close_spider(self.crawler, "discovery_blocked")
+        close_spider(self.crawler, "discovery_blocked")
 
     def closed(self, reason):
+        if reason == "finished" and self.marker is not None:
+            self.marker.unlink(missing_ok=True)  # the next run with this JOBDIR is a new crawl
         s = self.crawler.stats
         get = s.get_value
         line = (f"douban crawl {reason}: discovery={get('douban/discovery', 'none')}, "
