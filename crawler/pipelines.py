@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from crawler.middlewares import close_spider
 from pipeline import store
 from pipeline.errors import KadnError
 
@@ -15,17 +18,19 @@ log = logging.getLogger(__name__)
 
 
 class StorePipeline:
-    def __init__(self, url: str, batch: int, stats):
+    def __init__(self, url: str, batch: int, crawler):
         self.url = url
         self.batch_size = max(1, batch)
-        self.stats = stats
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.failed = False
         self.buffer: list[dict] = []
         self.engine = None
 
     @classmethod
     def from_crawler(cls, crawler):
         url = store.database_url(crawler.settings.get("DATABASE_URL"))
-        return cls(url, crawler.settings.getint("DOUBAN_STORE_BATCH", 50), crawler.stats)
+        return cls(url, crawler.settings.getint("DOUBAN_STORE_BATCH", 50), crawler)
 
     def open_spider(self, spider=None):
         try:
@@ -49,8 +54,21 @@ class StorePipeline:
         items, self.buffer = self.buffer, []
         # One fetch time per batch: the newest in it, so a refresh's newer fetch wins in the store.
         fetched_at = max(i["fetched_at"] for i in items)
-        written = store.upsert_records(self.engine, [i["record"] for i in items], source="douban-crawl",
-                                       fetched_at=fetched_at)
+        try:
+            written = store.upsert_records(self.engine, [i["record"] for i in items], source="douban-crawl",
+                                           fetched_at=fetched_at)
+        except (SQLAlchemyError, KadnError) as exc:
+            # Nothing of the batch was written (one transaction). Stop rather than fetch pages we cannot keep;
+            # films not stored are fetched again by the next run (a resumed crawl skips only stored ones).
+            ids = [i["record"]["douban_id"] for i in items]
+            self.stats.inc_value("douban/store_failed", len(ids))
+            log.error("could not store %d films (ids %s%s): %s; stopping the crawl, run it again once the "
+                      "database is writable", len(ids), ", ".join(map(str, ids[:5])), "..." if len(ids) > 5 else "",
+                      exc.__class__.__name__ + ": " + str(exc).splitlines()[0])
+            if not self.failed:
+                self.failed = True
+                close_spider(self.crawler, "store_failed")
+            return
         self.stats.inc_value("douban/stored", written)
 
     def close_spider(self, spider=None):

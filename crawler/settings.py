@@ -69,8 +69,8 @@ DOWNLOADER_MIDDLEWARES = {
 }
 ITEM_PIPELINES = {"crawler.pipelines.StorePipeline": 300}
 
-# Resumable crawls: `-s JOBDIR=crawls/douban-1` keeps the queue and seen-requests on disk; stop with one
-# Ctrl-C (or SIGTERM) and run the same command again to resume.
+# Resumable crawls: `-s JOBDIR=crawls/douban-1` keeps the queue on disk; stop with one Ctrl-C or SIGTERM
+# (or lose the process outright) and run the same command again to resume (see the spider's start()).
 
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"

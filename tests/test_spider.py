@@ -336,3 +336,19 @@ def test_catalogue_pages_parse_back_to_truth():
             assert result.kind == "tv"
         else:
             assert result.kind == "film" and result.record == films([entry])[0], entry["douban_id"]
+
+
+def test_store_failure_stops_the_crawl_plainly(mock, db_url):
+    site = mock(200, seed=10)
+    victim = site.expected_films()[60]["douban_id"]
+    engine = store.connect(db_url)
+    with engine.begin() as conn:  # the database refuses one film, as a full disk or a lost server would
+        conn.exec_driver_sql(f"CREATE TRIGGER refuse BEFORE INSERT ON movies WHEN NEW.douban_id = {victim} "
+                             "BEGIN SELECT RAISE(ABORT, 'simulated write failure'); END")
+    result = run_crawl(site.base_url, db_url, DOUBAN_STORE_BATCH="10", CONCURRENT_REQUESTS="4",
+                       CONCURRENT_REQUESTS_PER_DOMAIN="4")
+    assert result["finish_reason"] == "store_failed", result.log[-3000:]
+    assert "could not store 10 films" in result.log and "simulated write failure" in result.log
+    assert result["douban/store_failed"] >= 10
+    ids = {r["douban_id"] for r in stored(db_url)}
+    assert victim not in ids and result["douban/stored"] == len(ids)
