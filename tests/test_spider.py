@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def test_real_page_by_id(mock, db_url):
 
 @pytest.mark.slow
 def test_full_crawl_stores_exactly_the_catalogue(mock, db_url):
-    site = mock(2500, seed=21)
+    site = mock(3000, seed=21)
     result = run_crawl(site.base_url, db_url)
     assert result.returncode == 0, result.log[-3000:]
     expected = site.expected_films()
@@ -352,3 +353,22 @@ def test_store_failure_stops_the_crawl_plainly(mock, db_url):
     assert result["douban/store_failed"] >= 10
     ids = {r["douban_id"] for r in stored(db_url)}
     assert victim not in ids and result["douban/stored"] == len(ids)
+
+
+def test_kadn_mock_douban_command(tmp_path):
+    kadn = str(Path(sys.executable).with_name("kadn"))
+    proc = subprocess.Popen([kadn, "mock-douban", "--port", "0", "--movies", "30", "--seed", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"(\d+) films and (\d+) TV subjects at (http://127\.0\.0\.1:\d+)", line)
+        assert m and m.group(1) == "30", line
+        with urllib.request.urlopen(m.group(3) + "/robots.txt", timeout=5) as answer:
+            assert "Sitemap:" in answer.read().decode()
+        port = m.group(3).rsplit(":", 1)[1]
+        busy = subprocess.run([kadn, "mock-douban", "--port", port, "--movies", "5"], capture_output=True,
+                              text=True, timeout=60)
+        assert busy.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
