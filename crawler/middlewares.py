@@ -76,12 +76,15 @@ class DedupeMiddleware:
 class BanMiddleware:
     """Douban answers crawlers with 403/418/429 or a redirect to sec.douban.com or a login page.
 
-    On such an answer: count it (`douban/banned`, per kind under `douban/banned/<kind>`), pause the whole
-    engine (the ban is per IP, so every request would fail alike) for DOUBAN_BAN_PAUSE seconds, doubling
-    while bans continue up to DOUBAN_BAN_PAUSE_MAX, and retry the request. A request banned more than
-    DOUBAN_BAN_RETRIES times is dropped (`douban/ban_gave_up`); DOUBAN_BAN_MAX_CONSECUTIVE bans in a row
-    with no good answer between stop the crawl with reason `banned`. Sits above RedirectMiddleware (600)
-    so it sees the redirect itself, and above RetryMiddleware so 429 is a ban, not a plain retry.
+    On such an answer: count it (`douban/banned`, per kind under `douban/banned/<kind>`) and retry the
+    request. Once DOUBAN_BAN_PAUSE_AFTER different pages are refused in a row, the ban is taken as per IP,
+    so every request would fail alike: the whole engine pauses for DOUBAN_BAN_PAUSE seconds, doubling while bans continue,
+    up to DOUBAN_BAN_PAUSE_MAX. A request banned more than DOUBAN_BAN_RETRIES times is dropped
+    (`douban/ban_gave_up`); DOUBAN_BAN_MAX_CONSECUTIVE bans in a row with no good answer between stop the
+    crawl with reason `banned`. A page that keeps redirecting to the login page while other pages load is
+    a subject restricted to logged-in users, not a ban: it is dropped at once (`douban/login_required`;
+    DOUBAN_COOKIE lets the crawl see it). Sits above RedirectMiddleware (600) so it sees the redirect
+    itself, and above RetryMiddleware so 429 is a ban, not a plain retry.
     """
 
     def __init__(self, crawler):
@@ -94,7 +97,10 @@ class BanMiddleware:
         self.pause_max = s.getfloat("DOUBAN_BAN_PAUSE_MAX", 900.0)
         self.retries = s.getint("DOUBAN_BAN_RETRIES", 5)
         self.max_consecutive = s.getint("DOUBAN_BAN_MAX_CONSECUTIVE", 50)
+        self.pause_after = s.getint("DOUBAN_BAN_PAUSE_AFTER", 2)
         self.consecutive = 0
+        self.streak: set[str] = set()  # distinct URLs banned since the last good answer
+        self.good = 0  # good answers so far: tells a page-specific login wall from an IP ban
         self.paused = False
 
     @classmethod
@@ -117,8 +123,17 @@ class BanMiddleware:
         if kind is None:
             if response.status < 400:
                 self.consecutive = 0
+                self.streak.clear()
+                self.good += 1
             return response
+        mark = request.meta.get("ban_good_mark")
+        if kind == "login" and mark is not None and self.good - mark >= 3:
+            self.stats.inc_value("douban/login_required")
+            log.warning("login required for %s (other pages load): skipped; DOUBAN_COOKIE would let the crawl "
+                        "see it", request.url)
+            raise IgnoreRequest(f"login required: {request.url}")
         self.consecutive += 1
+        self.streak.add(request.url)
         self.stats.inc_value("douban/banned")
         self.stats.inc_value(f"douban/banned/{kind}")
         tries = request.meta.get("ban_retries", 0) + 1
@@ -127,13 +142,16 @@ class BanMiddleware:
                       "same JOBDIR", self.consecutive, kind, request.url)
             close_spider(self.crawler, "banned")
             raise IgnoreRequest("crawl stopped: banned")
-        self._pause(kind, request.url)
+        if len(self.streak) >= self.pause_after:  # several pages refused: the IP is banned, not one page
+            self._pause(kind, request.url)
         if tries > self.retries:
             self.stats.inc_value("douban/ban_gave_up")
             log.error("giving up on %s after %d bans (%s)", request.url, tries - 1, kind)
             raise IgnoreRequest(f"banned {tries - 1} times: {request.url}")
-        meta = dict(request.meta, ban_retries=tries)
-        return request.replace(meta=meta, dont_filter=True)
+        meta = dict(request.meta, ban_retries=tries, ban_good_mark=self.good)
+        # Lower priority: the retry waits behind the queued pages, whose answers tell an IP ban (they fail
+        # too) from a page-specific login wall (they load).
+        return request.replace(meta=meta, dont_filter=True, priority=request.priority - 1)
 
     def _pause(self, kind: str, url: str) -> None:
         if self.paused:

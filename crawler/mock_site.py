@@ -227,7 +227,8 @@ class MockDouban:
     def __init__(self, n_movies: int = 2000, seed: int = 0, *, catalogue: list[dict] | None = None,
                  error_rate: float = 0.0, error_repeats: int = 2, slow_rate: float = 0.0, slow_ms: int = 0,
                  truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
-                 robots: str = "default", block_listing: bool = False, files: dict[int, Path] | None = None):
+                 robots: str = "default", block_listing: bool = False, login_rate: float = 0.0,
+                 files: dict[int, Path] | None = None):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
         self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
@@ -243,6 +244,7 @@ class MockDouban:
         self.ban_after, self.ban_for = ban_after, ban_for
         self.robots = robots
         self.block_listing = block_listing  # /j/ answers 403 although robots.txt allows it
+        self.login_rate = login_rate  # share of subjects restricted to logged-in users (always -> login)
         self.files = dict(files or {})
         self.lock = threading.Lock()
         self.hits: dict[str, int] = defaultdict(int)  # per path: how often it was requested
@@ -255,11 +257,14 @@ class MockDouban:
     def is_broken(self, douban_id: int) -> bool:
         return _share(f"broken:{douban_id}", self.seed, self.broken_rate)
 
+    def needs_login(self, douban_id: int) -> bool:
+        return _share(f"login:{douban_id}", self.seed, self.login_rate)
+
     def expected_films(self, years: tuple[int, int] = YEAR_RANGE) -> list[dict]:
         """Films the listing serves for `years` whose pages parse: the truth a crawl must reproduce."""
         return [normalise_record(e) for e in self.catalogue
                 if e["kind"] == "film" and e["year"] is not None and years[0] <= e["year"] <= years[1]
-                and not self.is_broken(e["douban_id"])]
+                and not self.is_broken(e["douban_id"]) and not self.needs_login(e["douban_id"])]
 
     # -- serving --------------------------------------------------------------------------------------
     def handle(self, path: str, query: dict) -> tuple[int, dict, bytes]:
@@ -356,6 +361,9 @@ class MockDouban:
         entry = self.by_id.get(did)
         if entry is None:
             return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
+        if self.needs_login(did):
+            self._count("login")
+            return self._ban("login", path)
         if self.is_broken(did):
             self._count("broken")
             return self._text(render_broken(entry), "text/html")
@@ -434,6 +442,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--ban-for", type=int, default=0, help="requests the ban window lasts (0: no ban)")
     p.add_argument("--robots", choices=sorted(ROBOTS), default="default")
     p.add_argument("--block-listing", action="store_true", help="answer 403 on /j/ (robots.txt still allows it)")
+    p.add_argument("--login-rate", type=float, default=0.0,
+                   help="share of subjects that always redirect to the login page (restricted subjects)")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
                    help="serve this HTML file at /subject/ID/ (read at request time)")
     p.set_defaults(func=_run)
@@ -443,7 +453,8 @@ def _run(args) -> int:
     site = MockDouban(args.movies, args.seed, error_rate=args.error_rate, error_repeats=args.error_repeats,
                       slow_rate=args.slow_rate, slow_ms=args.slow_ms, truncate_rate=args.truncate_rate,
                       broken_rate=args.broken_rate, ban_after=args.ban_after, ban_for=args.ban_for,
-                      robots=args.robots, block_listing=args.block_listing, files=dict(_page_arg(p) for p in args.page))
+                      robots=args.robots, block_listing=args.block_listing,
+                      login_rate=args.login_rate, files=dict(_page_arg(p) for p in args.page))
     try:
         site.serve(args.port)
     except OSError as exc:

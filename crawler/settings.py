@@ -55,7 +55,8 @@ RETRY_BACKOFF_MAX = 60.0
 DOUBAN_BAN_CODES = [403, 418, 429]
 # Redirect targets that mean "you are blocked" (the security check, the login page).
 DOUBAN_BAN_LOCATION_RE = r"sec\.douban\.com|/sec/|accounts\.douban\.com|/accounts/|/passport|/login"
-DOUBAN_BAN_PAUSE = 60.0  # first pause after a ban, doubling while bans continue
+DOUBAN_BAN_PAUSE_AFTER = 2  # different pages refused in a row before the crawl pauses (one may be page-specific)
+DOUBAN_BAN_PAUSE = 60.0  # first pause, doubling while bans continue
 DOUBAN_BAN_PAUSE_MAX = 900.0
 DOUBAN_BAN_RETRIES = 5  # per request
 DOUBAN_BAN_MAX_CONSECUTIVE = 50  # bans in a row with no good answer: stop (resume later with JOBDIR)

@@ -149,6 +149,29 @@ def test_crawl_with_faults(mock, db_url):
     assert "ban detected" in result.log
 
 
+def test_login_walled_subjects_are_skipped_not_a_ban(mock, db_url):
+    site = mock(300, seed=19, login_rate=0.03)
+    walled = [e["douban_id"] for e in site.catalogue if site.needs_login(e["douban_id"])
+              and 2007 <= e["year"] <= 2019]  # films and TV subjects alike: the listing serves both
+    assert walled
+    result = run_crawl(site.base_url, db_url, DOUBAN_BAN_PAUSE="5", DOUBAN_BAN_PAUSE_MAX="5",
+                       CONCURRENT_REQUESTS="4", CONCURRENT_REQUESTS_PER_DOMAIN="4")
+    assert result.returncode == 0, result.log[-3000:]
+    assert stored(db_url) == site.expected_films()
+    assert result["douban/login_required"] == len(walled) and "login required for" in result.log
+    # Isolated walls are not taken for an IP ban: at most one pause (5 s each here), not one per wall.
+    assert result.log.count("ban detected") <= 1
+
+
+def test_ban_storm_stops_the_crawl(mock, db_url):
+    site = mock(200, seed=20, ban_after=40, ban_for=100_000)
+    result = run_crawl(site.base_url, db_url, DOUBAN_BAN_MAX_CONSECUTIVE="6", DOUBAN_BAN_PAUSE="0.05",
+                       DOUBAN_BAN_PAUSE_MAX="0.1")
+    assert result["finish_reason"] == "banned", result.log[-3000:]
+    assert "stopping the crawl; resume later" in result.log
+    assert result["douban/banned"] >= 7
+
+
 @pytest.mark.slow
 def test_broken_pages_never_overwrite_and_refresh_updates_counts(mock, db_url):
     site = mock(400, seed=8, broken_rate=0.06)
