@@ -39,6 +39,7 @@ ROBOTS = {
     "no-listing": "User-agent: *\nDisallow: /subject_search\nDisallow: /search\nDisallow: /j/\n",
     "closed": "User-agent: *\nDisallow: /\n",
     "open": "User-agent: *\nDisallow:\n",
+    "no-subjects": "User-agent: *\nDisallow: /subject/\n",
 }
 BAN_KINDS = ("403", "418", "429", "sec", "login")
 

@@ -302,7 +302,8 @@ def test_sitemap_discovery_when_robots_disallows_listing(mock, db_url):
     assert result["douban/out_of_years"] == outside > 0
 
 
-@pytest.mark.parametrize("robots, discovery", [("closed", "auto"), ("no-listing", "listing")])
+@pytest.mark.parametrize("robots, discovery", [("closed", "auto"), ("no-listing", "listing"),
+                                               ("no-subjects", "auto")])
 def test_blocked_discovery_stops_plainly(mock, db_url, robots, discovery):
     site = mock(50, seed=1, robots=robots)
     result = run_crawl(site.base_url, db_url, DOUBAN_DISCOVERY=discovery)

@@ -210,6 +210,11 @@ class DoubanSpider(SitemapSpider):
         sitemaps = [self.url(u) for u in robots.sitemaps] or [self.url("/sitemap_index.xml")]
         sitemap_ok = not self.obey_robots or any(robots.can_fetch(u, self.robots_agent) for u in sitemaps)
         robots_url = response.url
+        if self.obey_robots and not robots.can_fetch(self.url("/subject/1/"), self.robots_agent):
+            log.error("discovery blocked: %s disallows the subject pages (/subject/...) for user agent %r; nothing "
+                      "was crawled.", robots_url, self.robots_agent)
+            self.crawler.stats.set_value("douban/discovery", "blocked")
+            raise CloseSpider("discovery_blocked")
         chosen, why = None, ""
         if self.discovery in ("auto", "listing") and listing_ok:
             chosen = "listing"
