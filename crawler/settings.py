@@ -22,7 +22,6 @@ DOUBAN_STORE_BATCH = 50  # films per store transaction
 # auto: the JSON listing when robots.txt allows it, else the sitemaps; or force "listing" / "sitemap".
 DOUBAN_DISCOVERY = "auto"
 DOUBAN_LISTING_PATH = "/j/new_search_subjects"
-DOUBAN_LISTING_PAGE_SIZE = 20
 # Films stored and fetched within this many days are not re-fetched by a discovery crawl; `-a refresh=1`
 # re-fetches the stored films older than this (their score and counts change). 0: always re-fetch.
 DOUBAN_REFRESH_DAYS = 30.0

@@ -87,7 +87,6 @@ class DoubanSpider(SitemapSpider):
         if spider.discovery not in ("auto", "listing", "sitemap"):
             raise ValueError(f"DOUBAN_DISCOVERY must be auto, listing or sitemap, got {spider.discovery!r}")
         spider.listing_path = s.get("DOUBAN_LISTING_PATH")
-        spider.page_size = s.getint("DOUBAN_LISTING_PAGE_SIZE", 20)
         spider.refresh_days = s.getfloat("DOUBAN_REFRESH_DAYS", 30.0)
         spider.parse_retries = s.getint("DOUBAN_PARSE_RETRIES", 2)
         spider.obey_robots = s.getbool("ROBOTSTXT_OBEY")
