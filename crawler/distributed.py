@@ -19,16 +19,18 @@ and keep the newest fetch).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
 import uuid
+from collections import defaultdict
 
-from scrapy import signals
+from scrapy import Request, signals
 from scrapy.exceptions import DontCloseSpider
 from scrapy_redis.scheduler import Scheduler
+
+from crawler.middlewares import DedupeMiddleware
 
 log = logging.getLogger(__name__)
 LEASE_TOKEN = "douban_lease"
@@ -45,23 +47,63 @@ class RedisFrontier:
         url = redis_url(settings)
         if not url:
             return
-        settings.set("REDIS_URL", url, priority="addon")
-        settings.set("SCHEDULER", "crawler.distributed.LeasedScheduler", priority="addon")
-        settings.set("DUPEFILTER_CLASS", "scrapy_redis.dupefilter.RFPDupeFilter", priority="addon")
+        # "project" priority: these must beat crawler/settings.py (an add-on's own priority is lower), while
+        # an explicit `-s NAME=VALUE` on the command line still wins.
+        settings.set("REDIS_URL", url, priority="project")
+        settings.set("SCHEDULER", "crawler.distributed.LeasedScheduler", priority="project")
+        settings.set("DUPEFILTER_CLASS", "scrapy_redis.dupefilter.RFPDupeFilter", priority="project")
+        # All of a crawl's keys share one prefix (default: the spider's name), so separate crawls can
+        # share a Redis server: DOUBAN_REDIS_PREFIX.
+        prefix = settings.get("DOUBAN_REDIS_PREFIX") or "%(spider)s"
+        settings.set("SCHEDULER_QUEUE_KEY", f"{prefix}:requests", priority="project")
+        settings.set("SCHEDULER_DUPEFILTER_KEY", f"{prefix}:dupefilter", priority="project")
+        # The lease scripts pop from a sorted set: scrapy-redis's priority queue.
+        settings.set("SCHEDULER_QUEUE_CLASS", "scrapy_redis.queue.PriorityQueue", priority="project")
         # Keep the frontier when a worker stops: the others (or a restart) carry on from it.
-        settings.set("SCHEDULER_PERSIST", True, priority="addon")
-        settings.set("DOUBAN_STORE_BATCH", 1, priority="addon")
-        middlewares = settings.getdict("SPIDER_MIDDLEWARES")
-        middlewares["crawler.distributed.LeaseReleaseMiddleware"] = 10  # outermost: sees the output last
-        settings.set("SPIDER_MIDDLEWARES", middlewares, priority="addon")
-        downloader = settings.getdict("DOWNLOADER_MIDDLEWARES")
-        # Below RetryMiddleware (550): its process_exception runs first, so we only see final failures.
-        downloader["crawler.distributed.LeaseDownloadFailureMiddleware"] = 50
-        settings.set("DOWNLOADER_MIDDLEWARES", downloader, priority="addon")
+        settings.set("SCHEDULER_PERSIST", True, priority="project")
+        settings.set("DOUBAN_STORE_BATCH", 1, priority="project")
+        # Outermost spider middleware: it sees the callback's output last, after everything was handled.
+        settings.set_in_component_priority_dict("SPIDER_MIDDLEWARES", LeaseReleaseMiddleware, 10)
+        # Below RetryMiddleware (550): its process_exception runs first, so only final failures reach ours.
+        settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", LeaseDownloadFailureMiddleware, 50)
+
+
+# Pop the best request and lease it in one step: a worker killed between a pop and its lease would
+# otherwise lose the request. KEYS: queue, lease data, lease meta, requeue marks.
+# ARGV: token, now, lease seconds, worker.
+_POP_AND_LEASE = """
+local r = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #r == 0 then return false end
+redis.call('ZREM', KEYS[1], r[1])
+local sha = redis.sha1hex(r[1])
+local attempts = tonumber(redis.call('HGET', KEYS[4], sha) or '0')
+redis.call('HDEL', KEYS[4], sha)
+redis.call('HSET', KEYS[2], ARGV[1], r[1])
+redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({expires = tonumber(ARGV[2]) + tonumber(ARGV[3]),
+    worker = ARGV[4], attempts = attempts, score = tonumber(r[2])}))
+return {r[1], attempts}
+"""
+
+# Put an expired lease's request back, once, in one step (HDEL decides which worker does it).
+# KEYS: queue, lease data, lease meta, requeue marks. ARGV: token, now, max attempts.
+_REQUEUE_IF_EXPIRED = """
+local raw = redis.call('HGET', KEYS[3], ARGV[1])
+if not raw then return false end
+local m = cjson.decode(raw)
+if m.expires > tonumber(ARGV[2]) then return false end
+local data = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if not data then return false end
+if m.attempts + 1 > tonumber(ARGV[3]) then return {'abandoned', data, m.worker} end
+redis.call('ZADD', KEYS[1], m.score, data)
+redis.call('HSET', KEYS[4], redis.sha1hex(data), m.attempts + 1)
+return {'requeued', data, m.worker}
+"""
 
 
 class LeasedScheduler(Scheduler):
-    """scrapy-redis's scheduler, with a lease on every request a worker holds."""
+    """scrapy-redis's scheduler (priority queue), with a lease on every request a worker holds."""
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -69,37 +111,64 @@ class LeasedScheduler(Scheduler):
         instance.lease_s = crawler.settings.getfloat("DOUBAN_LEASE_SECONDS", 600.0)
         instance.max_attempts = crawler.settings.getint("DOUBAN_LEASE_MAX_ATTEMPTS", 3)
         instance._last_sweep = 0.0
+        instance._pop = instance.server.register_script(_POP_AND_LEASE)
+        instance._requeue = instance.server.register_script(_REQUEUE_IF_EXPIRED)
         crawler.douban_scheduler = instance  # how the release middlewares find it
         crawler.signals.connect(instance._on_idle, signal=signals.spider_idle)
         return instance
 
     def open(self, spider):
-        super().open(spider)
-        self.lease_key = f"{spider.name}:leases"
+        prefix = self.queue_key.removesuffix(":requests") % {"spider": spider.name}
+        self.seen_key, self.lease_key = f"{prefix}:seen", f"{prefix}:leases"
+        self.lease_data_key, self.marks_key = f"{prefix}:lease_data", f"{prefix}:requeued"
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        super().open(spider)
         spider.crawler.stats.set_value("douban/frontier", f"redis ({self.queue.key})")
         self.requeue_expired()
 
+    def _keys(self) -> list[str]:
+        return [self.queue.key, self.lease_data_key, self.lease_key, self.marks_key]
+
+    def enqueue_request(self, request) -> bool:
+        # The spider marks its requests dont_filter and de-duplicates by meta["dedupe_key"] in one process
+        # (crawler.middlewares.DedupeMiddleware); across workers that check must happen here, in Redis.
+        key = request.meta.get("dedupe_key")
+        first_attempt = not any(request.meta.get(k) for k in (*DedupeMiddleware.RETRY_KEYS, "douban_lease_attempts"))
+        if key is not None and first_attempt and not self.server.sadd(self.seen_key, key):
+            self.spider.crawler.stats.inc_value("douban/duplicate_skipped")
+            return False
+        return super().enqueue_request(request)
+
     def next_request(self):
-        request = super().next_request()
-        if request is None:
+        token = uuid.uuid4().hex
+        popped = self._pop(keys=self._keys(), args=[token, time.time(), self.lease_s, self.worker])
+        if not popped:
             self._sweep()
             return None
-        old = request.meta.get(LEASE_TOKEN)
-        if old:  # a retry of a leased request supersedes that lease
-            self.server.hdel(self.lease_key, old)
-        token = uuid.uuid4().hex
+        raw, attempts = popped
+        request = self.queue._decode_request(raw)
+        self.release(request)  # a retry of a leased request supersedes that lease
         request.meta[LEASE_TOKEN] = token
-        attempts = request.meta.get("douban_lease_attempts", 0)
-        entry = {"worker": self.worker, "expires": time.time() + self.lease_s, "attempts": attempts,
-                 "request": self.queue._encode_request(request).hex()}
-        self.server.hset(self.lease_key, token, json.dumps(entry))
+        if int(attempts):
+            request.meta["douban_lease_attempts"] = int(attempts)
+            # A lease can also expire on a live but slow worker; that worker has seen this page's key, and
+            # its in-process de-duplication must not drop the copy that now carries the page.
+            request.meta.pop("dedupe_key", None)
+        self.stats.inc_value("scheduler/dequeued/redis")
         return request
 
+    def flush(self) -> None:
+        """SCHEDULER_FLUSH_ON_START=1: a fresh crawl forgets the queue, the seen pages and the leases."""
+        super().flush()
+        self.server.delete(self.seen_key, self.lease_data_key, self.lease_key, self.marks_key)
+
     def release(self, request) -> None:
-        token = request.meta.get(LEASE_TOKEN)
+        self.release_token(request.meta.get(LEASE_TOKEN))
+
+    def release_token(self, token: str | None) -> None:
         if token:
             self.server.hdel(self.lease_key, token)
+            self.server.hdel(self.lease_data_key, token)
 
     def has_pending_requests(self) -> bool:
         # Another worker's leased page may still yield requests: stay open while leases are out.
@@ -113,27 +182,20 @@ class LeasedScheduler(Scheduler):
 
     def requeue_expired(self) -> int:
         """Put back the requests of leases that expired (their worker died); returns how many."""
-        now, requeued = time.time(), 0
-        stats = self.spider.crawler.stats
-        for token, raw in self.server.hgetall(self.lease_key).items():
-            entry = json.loads(raw)
-            if entry["expires"] > now:
-                continue
-            if not self.server.hdel(self.lease_key, token):
-                continue  # another worker took it first
-            request = self.queue._decode_request(bytes.fromhex(entry["request"]))
-            attempts = entry["attempts"] + 1
-            if attempts > self.max_attempts:
+        requeued, stats = 0, self.spider.crawler.stats
+        for token in self.server.hkeys(self.lease_key):
+            result = self._requeue(keys=self._keys(), args=[token, time.time(), self.max_attempts])
+            if not result:
+                continue  # still valid, released meanwhile, or another worker took it
+            outcome, raw, worker = result
+            url = self.queue._decode_request(raw).url
+            if outcome == b"abandoned":
                 stats.inc_value("douban/lease_abandoned")
-                log.error("giving up %s: leased %d times and never finished", request.url, attempts)
+                log.error("giving up %s: leased %d times and never finished", url, self.max_attempts + 1)
                 continue
-            request.meta["douban_lease_attempts"] = attempts
-            request.meta.pop(LEASE_TOKEN, None)
-            request.dont_filter = True  # its fingerprint is already in the shared duplicate filter
-            self.queue.push(request)
             requeued += 1
             stats.inc_value("douban/lease_requeued")
-            log.warning("requeued %s: its worker %s stopped before finishing it", request.url, entry["worker"])
+            log.warning("requeued %s: worker %s stopped before finishing it", url, worker.decode())
         return requeued
 
     def _on_idle(self, spider):
@@ -143,32 +205,50 @@ class LeasedScheduler(Scheduler):
 
 
 class LeaseReleaseMiddleware:
-    """Releases a request's lease once its callback's output has been fully consumed."""
+    """Releases a request's lease once its page is fully handled: the callback's output consumed and every
+    item it yielded through the item pipeline (stored), so a kill at any moment loses nothing."""
 
     def __init__(self, crawler):
         self.crawler = crawler
+        self.pending: dict[str, int] = defaultdict(int)  # lease token -> items still in the pipeline
+        self.consumed: set[str] = set()  # tokens whose callback output has been read to the end
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(self._item_done, signal=signal)
 
     @classmethod
     def from_crawler(cls, crawler):
         return cls(crawler)
 
-    def _release(self, response) -> None:
+    def _release(self, token: str | None) -> None:
         scheduler = getattr(self.crawler, "douban_scheduler", None)
-        if scheduler is not None:
-            scheduler.release(response.request)
+        if token and scheduler is not None:
+            scheduler.release_token(token)
 
-    def process_spider_output(self, response, result, spider):
-        yield from result
-        self._release(response)
+    def _settle(self, token: str | None) -> None:
+        if token in self.consumed and self.pending.get(token, 0) <= 0:
+            self.consumed.discard(token)
+            self.pending.pop(token, None)
+            self._release(token)
 
-    async def process_spider_output_async(self, response, result, spider):
-        async for item in result:
-            yield item
-        self._release(response)
+    def _item_done(self, item=None, response=None, **kwargs):
+        token = response.request.meta.get(LEASE_TOKEN) if response is not None else None
+        if token:
+            self.pending[token] -= 1
+            self._settle(token)
 
-    def process_spider_exception(self, response, exception, spider):
-        self._release(response)  # the page was handled, unsuccessfully; retries come as new requests
-        return None
+    async def process_spider_output(self, response, result):
+        token = response.request.meta.get(LEASE_TOKEN)
+        async for out in result:
+            if token and not isinstance(out, Request):
+                self.pending[token] += 1
+            yield out
+        if token:
+            self.consumed.add(token)
+            self._settle(token)
+
+    def process_spider_exception(self, response, exception):
+        # The page was handled, unsuccessfully; retries come back as new requests with new leases.
+        self._release(response.request.meta.get(LEASE_TOKEN))
 
 
 class LeaseDownloadFailureMiddleware:
@@ -181,7 +261,7 @@ class LeaseDownloadFailureMiddleware:
     def from_crawler(cls, crawler):
         return cls(crawler)
 
-    def process_exception(self, request, exception, spider):
+    def process_exception(self, request, exception, spider=None):
         scheduler = getattr(self.crawler, "douban_scheduler", None)
         if scheduler is not None:
             scheduler.release(request)

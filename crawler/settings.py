@@ -67,6 +67,8 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.BanMiddleware": 650,
     "crawler.middlewares.CookieMiddleware": 950,
 }
+# With REDIS_URL set (setting or environment), N crawlers share one scrapy-redis frontier: crawler/distributed.py.
+ADDONS = {"crawler.distributed.RedisFrontier": 0}
 ITEM_PIPELINES = {"crawler.pipelines.StorePipeline": 300}
 
 # Resumable crawls: `-s JOBDIR=crawls/douban-1` keeps the queue on disk; stop with one Ctrl-C or SIGTERM

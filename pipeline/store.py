@@ -9,6 +9,7 @@ theirs, so a partial export never erases what a crawl found.
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -145,10 +147,8 @@ def _check_schema(engine: Engine, *, create: bool) -> None:
     if not tables:
         if not create:
             raise SchemaError(f"database {where} is empty: run `kadn import` or `scrapy crawl douban` first")
-        Base.metadata.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(_insert(engine, Meta).values(key="schema_version", value=SCHEMA_VERSION))
-        return
+        _create_schema(engine)
+        tables = set(inspect(engine).get_table_names())
     if Meta.__tablename__ not in tables:
         raise SchemaError(
             f"database {where} was not written by douban-kadn (no kadn_meta table; it has "
@@ -161,6 +161,25 @@ def _check_schema(engine: Engine, *, create: bool) -> None:
     missing = set(Base.metadata.tables) - tables
     if missing:
         raise SchemaError(f"database {where} lacks tables {', '.join(sorted(missing))}")
+
+
+def _create_schema(engine: Engine) -> None:
+    """Create the tables once, even when several crawlers open one empty database at the same moment."""
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7241017)"))  # one creator at a time
+                if Meta.__tablename__ in inspect(conn).get_table_names():
+                    return  # another process won the race
+                Base.metadata.create_all(conn)
+                conn.execute(_insert(conn, Meta).values(key="schema_version", value=SCHEMA_VERSION))
+            return
+        except SQLAlchemyError:
+            # SQLite has no advisory lock: a concurrent creator makes CREATE TABLE fail; look again.
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _insert(engine_or_conn, table):

@@ -64,3 +64,11 @@ def stored(db_url):
         return engine
 
     return _store
+
+
+@pytest.fixture(autouse=True)
+def _drop_postgres_test_databases():
+    yield
+    from tests.services import drop_test_databases
+
+    drop_test_databases()

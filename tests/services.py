@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 
 import pytest
 
@@ -20,7 +21,10 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def postgres_url() -> str:
-    """A clean PostgreSQL database for one test, or skip saying why."""
+    """A fresh PostgreSQL database for one test (dropped at exit), or skip saying why.
+
+    A database per test, not a shared one emptied: two test runs on one machine never collide.
+    """
     pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e '.[dev]')")
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
@@ -28,19 +32,35 @@ def postgres_url() -> str:
     url = make_url(POSTGRES_URL)
     if not _port_open(url.host or "127.0.0.1", url.port or 5432):
         pytest.skip(f"no PostgreSQL at {url.host}:{url.port or 5432} (run scripts/services.sh to start one)")
-    engine = create_engine(url)
+    name = f"kadn_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
-        with engine.begin() as conn:
-            # Each test starts from an empty public schema.
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # noqa: BLE001 - any failure here means "no usable server"
         pytest.skip(f"PostgreSQL at {url.host} not usable: {exc.__class__.__name__}")
     finally:
-        engine.dispose()
-    return url.render_as_string(hide_password=False)
+        admin.dispose()
+    _CREATED.append((url, name))
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
-def redis_url() -> str:
+def drop_test_databases() -> None:
+    from sqlalchemy import create_engine, text
+
+    while _CREATED:
+        url, name = _CREATED.pop()
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+_CREATED: list = []
+
+
+def redis_url() -> tuple[str, str]:
+    """(Redis URL, a key prefix of this test's own), or skip saying why."""
     pytest.importorskip("redis", reason="redis client not installed")
     import redis
 
@@ -49,5 +69,4 @@ def redis_url() -> str:
         client.ping()
     except redis.RedisError:
         pytest.skip(f"no Redis at {REDIS_URL} (run scripts/services.sh to start one)")
-    client.flushdb()
-    return REDIS_URL
+    return REDIS_URL, f"kadn-test-{uuid.uuid4().hex[:12]}"
