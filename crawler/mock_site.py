@@ -40,6 +40,7 @@ ROBOTS = {
     "closed": "User-agent: *\nDisallow: /\n",
     "open": "User-agent: *\nDisallow:\n",
     "no-subjects": "User-agent: *\nDisallow: /subject/\n",
+    "crawl-delay": "User-agent: *\nDisallow: /subject_search\nCrawl-delay: 1\n",
 }
 BAN_KINDS = ("403", "418", "429", "sec", "login")
 

@@ -314,6 +314,15 @@ def test_blocked_discovery_stops_plainly(mock, db_url, robots, discovery):
     assert stored(db_url) == []
 
 
+def test_robots_crawl_delay_is_honoured(mock, db_url):
+    site = mock(120, seed=7, robots="crawl-delay")
+    result = run_crawl(site.base_url, db_url, "years=2012", "limit=4", DOWNLOAD_DELAY_JITTER="0")
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/crawl_delay"] == 1.0 and "Crawl-delay: 1 s; honoured" in result.log
+    pages = result["downloader/response_count"]
+    assert pages >= 5 and result["elapsed_time_seconds"] >= (pages - 2) * 1.0  # one request a second
+
+
 def test_robots_can_be_overridden(mock, db_url):
     site = mock(60, seed=2, robots="closed")
     result = run_crawl(site.base_url, db_url, ROBOTSTXT_OBEY="False")

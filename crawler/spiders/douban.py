@@ -214,6 +214,9 @@ class DoubanSpider(SitemapSpider):
                       "was crawled.", robots_url, self.robots_agent)
             self.crawler.stats.set_value("douban/discovery", "blocked")
             raise CloseSpider("discovery_blocked")
+        crawl_delay = robots.crawl_delay(self.robots_agent) if self.obey_robots else None
+        if crawl_delay:
+            self._honour_crawl_delay(float(crawl_delay))
         chosen, why = None, ""
         if self.discovery in ("auto", "listing") and listing_ok:
             chosen = "listing"
@@ -241,6 +244,21 @@ class DoubanSpider(SitemapSpider):
         else:
             for url in sitemaps:
                 yield self.sitemap_request(url)
+
+    def _honour_crawl_delay(self, delay: float) -> None:
+        """robots.txt's Crawl-delay as the floor of every download delay (Scrapy itself ignores it)."""
+        downloader = self.crawler.engine.downloader
+        raised = delay > getattr(downloader, "_delay", 0.0)
+        if raised:
+            downloader._delay = delay  # the delay new download slots start with
+        for slot in getattr(downloader, "slots", {}).values():
+            slot.delay = max(slot.delay, delay)
+        for ext in getattr(self.crawler.extensions, "middlewares", ()):
+            if hasattr(ext, "mindelay"):  # AutoThrottle never goes below its mindelay
+                ext.mindelay = max(ext.mindelay, delay)
+        self.crawler.stats.set_value("douban/crawl_delay", delay)
+        log.info("robots.txt asks for Crawl-delay: %g s%s", delay,
+                 "; honoured as the minimum delay between requests" if raised else " (already slower)")
 
     def parse_listing(self, response):
         year, start = response.meta["year"], response.meta["start"]
