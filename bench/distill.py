@@ -1,0 +1,112 @@
+"""Teacher against student (the paper's Table 2) and K-ADN training throughput on a mock catalogue.
+
+    python bench/distill.py table2                     # the trained artifacts/models/kadn, on the test split
+    python bench/distill.py throughput --films 140000  # train K-ADN on a mock catalogue, films/s per epoch
+
+`table2` times each net alone (shared layers + its own MLP) over the test set repeated to --films films,
+the fastest of several runs, so a busy machine distorts it less. `throughput` builds a deterministic mock
+catalogue (crawler.mock_catalogue), cleans and encodes it as the pipeline does, then times training epochs
+with the params.yaml K-ADN settings (batch size and threads overridable). Not run by the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from models.artifacts import load_model  # noqa: E402
+from models.config import model_config  # noqa: E402
+from models.data import tensors  # noqa: E402
+from models.evaluate import _seconds, model_view  # noqa: E402
+from models.fit import fit_net, set_determinism  # noqa: E402
+from models.nets import count_params, predict_scores  # noqa: E402
+from pipeline.encode import load_encoded, run_encode  # noqa: E402
+from pipeline.io import load_params  # noqa: E402
+
+
+def table2(args) -> None:
+    torch.set_num_threads(args.threads)
+    enc = load_encoded(ROOT / "data" / "encoded")
+    kadn = load_model(ROOT / "artifacts" / "models", "kadn")
+    x = model_view(enc, kadn)
+    test = enc.index("test")
+    big = tensors(x, np.resize(test, args.films))
+    small = tensors(x, test)
+    net = kadn.nets[0]
+    rows = {}
+    for name in ("teacher", "student"):
+        branch = net.branch(name)
+        t_big = min(_seconds(lambda b=branch: predict_scores(b, kadn.head, big), 5) for _ in range(args.rounds))
+        t_test = min(_seconds(lambda b=branch: predict_scores(b, kadn.head, small), 20) for _ in range(args.rounds))
+        rows[name] = (count_params(branch), t_test, t_big * 10000 / args.films)
+    t, s = rows["teacher"], rows["student"]
+    print(f"threads {args.threads}; test set {len(test)} films; per-10k timing on {args.films} films")
+    print("| net | params | test set (s) | per 10k films (s) |\n|---|---:|---:|---:|")
+    for name, (p, a, b) in rows.items():
+        print(f"| {name} | {p:,} | {a:.4f} | {b:.4f} |")
+    print(f"parameter reduction {100 * (1 - s[0] / t[0]):.1f}%; student scores x{t[2] / s[2]:.2f} faster "
+          f"(per 10k films), x{t[1] / s[1]:.2f} on the test set alone")
+
+
+def throughput(args) -> None:
+    from crawler.mock_catalogue import films_in_years, generate_catalogue
+    from pipeline.clean import apply_rules, to_frame
+
+    params = load_params(ROOT / "params.yaml")
+    started = time.perf_counter()
+    kept, _ = apply_rules(films_in_years(generate_catalogue(args.films, args.seed)), params["clean"])
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "movies.parquet"
+        to_frame(kept).to_parquet(table)
+        run_encode(table, params["encode"], Path(tmp) / "enc")
+        enc = load_encoded(Path(tmp) / "enc")
+    prep = time.perf_counter() - started
+    set_determinism(args.threads)
+    cfg = model_config(params["train"], "kadn")
+    cfg.update(epochs=args.epochs, patience=None, seeds=1)
+    if args.batch:
+        cfg["batch"] = args.batch
+    train, val = enc.index("train"), enc.index("val")
+    r = enc.restrict(train, params["train"]["common"]["min_count"])
+    rows = sum(len(f) for f in r.freq.values())
+    fitted = fit_net("kadn", r.x, r.freq, enc.rating, train, val, cfg, seed=0, progress=args.progress)
+    per_epoch = fitted.train_s / args.epochs
+    print(f"mock catalogue: {args.films} generated, {len(enc)} films after cleaning (prep {prep:.0f}s); "
+          f"train {len(train)}, embedding rows {rows:,}")
+    print(f"K-ADN, batch {cfg['batch']}, {args.threads} thread(s): {per_epoch:.1f}s per epoch "
+          f"(validation included) = {len(train) / per_epoch:,.0f} films/s; "
+          f"val MAE student {fitted.history[-1]['val_mae_student']:.3f} "
+          f"teacher {fitted.history[-1]['val_mae_teacher']:.3f} after {args.epochs} epoch(s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("table2")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--films", type=int, default=10000)
+    t.add_argument("--rounds", type=int, default=3)
+    t.set_defaults(func=table2)
+    p = sub.add_parser("throughput")
+    p.add_argument("--films", type=int, default=140000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch", type=int, default=0, help="0: params.yaml's batch size")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--progress", action="store_true")
+    p.set_defaults(func=throughput)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

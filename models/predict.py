@@ -1,0 +1,123 @@
+"""`kadn predict FILE`: score films that are not out yet, from records in the export's field names.
+
+FILE holds JSON (one object or a list) or JSONL. Each film needs the fields the features come from (null
+where unknown); `rating` is not needed. People and values the model never saw fall back to the
+out-of-vocabulary ids, and each output line says how many of the film's feature values were unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.artifacts import load_model
+from models.config import REPORTED
+from pipeline.encode import GROUPS, OOV, film_tokens
+from pipeline.errors import KadnError
+
+REQUIRED = ("directors", "writers", "actors", "genres", "countries", "languages", "runtime_min", "release_date")
+LIST_FIELDS = ("directors", "writers", "actors", "genres", "countries", "languages")
+
+
+def read_films(path: Path) -> list[dict]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KadnError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise KadnError(f"{path}: not UTF-8 text") from None
+    stripped = text.strip()
+    if not stripped:
+        raise KadnError(f"{path}: empty; expected JSON or JSONL film records")
+    try:
+        data = json.loads(stripped)
+        films = data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        films = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                films.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise KadnError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    for i, film in enumerate(films, 1):
+        check_film(film, f"{path}: film {i}")
+    return films
+
+
+def check_film(film, where: str) -> None:
+    if not isinstance(film, dict):
+        raise KadnError(f"{where}: expected an object with the export's fields, got {type(film).__name__}")
+    label = f"{where} ({film.get('douban_id') or film.get('title') or 'no id'})"
+    missing = [f for f in REQUIRED if f not in film]
+    if missing:
+        raise KadnError(f"{label}: missing field(s) {', '.join(missing)} (use null when unknown)")
+    for f in LIST_FIELDS:
+        value = film[f]
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise KadnError(f"{label}: field '{f}' must be a list of strings or null")
+    runtime = film["runtime_min"]
+    if runtime is not None and (isinstance(runtime, bool) or not isinstance(runtime, (int, float))):
+        raise KadnError(f"{label}: field 'runtime_min' must be a number of minutes or null")
+    if film["release_date"] is not None and not isinstance(film["release_date"], str):
+        raise KadnError(f"{label}: field 'release_date' must be 'YYYY-MM-DD', 'YYYY-MM', 'YYYY' or null")
+
+
+def encode_films(films: list[dict], vocab: dict) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
+    """Model-id arrays per group, and per film the count of unknown values per group."""
+    params = vocab["encode_params"]
+    tokens = [film_tokens(f, params) for f in films]
+    x, unknown = {}, [dict() for _ in films]
+    for g in GROUPS:
+        known = vocab["groups"][g]
+        width = max(1, max(len(t[g]) for t in tokens))
+        arr = np.zeros((len(films), width), dtype=np.int32)
+        for i, t in enumerate(tokens):
+            ids = [known.get(tok, OOV) for tok in t[g]]
+            arr[i, : len(ids)] = ids
+            misses = sum(1 for tok, j in zip(t[g], ids) if j == OOV or tok == "unknown")
+            if misses:
+                unknown[i][g] = misses
+        x[g] = arr
+    return x, unknown
+
+
+def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
+    if model not in REPORTED:
+        raise KadnError(f"unknown model {model!r}; choose one of {', '.join(REPORTED)}")
+    artifact, output = REPORTED[model]
+    films = read_films(path)
+    loaded = load_model(models_dir, artifact)
+    x, unknown = encode_films(films, loaded.vocab)
+    scores = loaded.score(x, output)
+    return [{"douban_id": f.get("douban_id"), "title": f.get("title"), "predicted": round(float(s), 3),
+             "unknown": sum(u.values()), "unknown_fields": u} for f, s, u in zip(films, scores, unknown)]
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="score films (JSON/JSONL in the export's field names) with a trained model")
+    p.add_argument("file", help="JSON or JSONL film records; rating not needed")
+    p.add_argument("--model", default="kadn", help=f"kadn (the student, default), kadn_teacher, or any of "
+                   f"{', '.join(m for m in REPORTED if m not in ('kadn', 'kadn_teacher'))}")
+    p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
+    p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    rows = predict(Path(args.file), args.model, Path(args.models))
+    out = sys.stdout
+    if args.format == "jsonl":
+        for r in rows:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")
+        return 0
+    out.write("douban_id\ttitle\tpredicted\tunknown\tunknown_fields\n")
+    for r in rows:
+        detail = ",".join(f"{g}:{n}" for g, n in r["unknown_fields"].items()) or "-"
+        out.write(f"{r['douban_id'] if r['douban_id'] is not None else ''}\t{r['title'] or ''}\t"
+                  f"{r['predicted']:.2f}\t{r['unknown']}\t{detail}\n")
+    return 0

@@ -1,0 +1,35 @@
+"""Helpers for the model tests: a small encoded catalogue and fast training params (not a test module)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from crawler.mock_catalogue import films_in_years, generate_catalogue
+from pipeline.clean import apply_rules, to_frame
+from pipeline.encode import run_encode
+from pipeline.io import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fast_params() -> dict:
+    """The repository's params.yaml with tiny nets, few epochs and 2-fold CV: seconds, not minutes."""
+    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    train = params["train"]
+    train["common"]["cv"] = {"folds": 2, "repeats": 1, "seed": 3, "val": 0.2}
+    train["nets"].update(dim=4, attention_hidden=4, teacher=[16, 8], student=[8], deepfm_hidden=[8],
+                         epochs=3, patience=None, batch=32, dropout=0.0, lr=0.005)
+    train["lightgbm"]["n_estimators"] = 20
+    params["evaluate"] = {"timing_repeats": 1, "timing_films": 200}
+    return params
+
+
+def encoded_catalogue(folder: Path, n: int = 260, seed: int = 5) -> Path:
+    """Mock films (person, genre and country effects + noise), cleaned and encoded into folder/enc."""
+    params = load_params(ROOT / "params.yaml")
+    kept, _ = apply_rules(films_in_years(generate_catalogue(n, seed)), params["clean"])
+    table = folder / "movies.parquet"
+    to_frame(kept).to_parquet(table)
+    run_encode(table, params["encode"], folder / "enc")
+    return folder / "enc"

@@ -1,0 +1,274 @@
+"""Model compositions, heads, the joint loss of eq. 6 (each term and the gradient block), distillation on a
+synthetic task, the training loop, cross-validation folds and the training stage's input checks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import kfold, multi_hot
+from models.fit import fit_net, make_head, set_determinism
+from models.heads import HEADS, Head
+from models.loss import joint_loss
+from models.nets import TeacherStudent, build, count_params, predict_scores
+from models.train import run_train
+from pipeline.encode import load_encoded
+from pipeline.errors import KadnError
+from tests.model_support import encoded_catalogue, fast_params
+
+SIZES = {"directors": 5, "actors": 8, "genres": 4}
+CFG = {"dim": 4, "attention_hidden": 6, "teacher": [32, 16], "student": [8], "deepfm_hidden": [8],
+       "dropout": 0.0}
+
+
+def random_batch(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"directors": torch.randint(1, 5, (n, 1), generator=g),
+            "actors": torch.randint(0, 8, (n, 3), generator=g),
+            "genres": torch.randint(0, 4, (n, 2), generator=g)}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: threads only add overhead
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
+@pytest.mark.parametrize("head_kind", HEADS)
+def test_every_model_scores_every_film_with_every_head(kind, head_kind):
+    head = Head("regression" if kind in ("fm", "deepfm") else head_kind, centre=7.0)
+    model = build(kind, SIZES, CFG, head.out_dim)
+    x = random_batch()
+    out = model(x)
+    assert set(out) == set(model.outputs)
+    for raw in out.values():
+        assert raw.shape == (6, head.out_dim)
+    for scores in predict_scores(model, head, x).values():
+        assert scores.shape == (6,) and torch.isfinite(scores).all()
+
+
+def test_teacher_and_student_share_embedding_and_attention_but_not_mlps():
+    model = TeacherStudent(SIZES, 4, [32, 16], [8], out_dim=1, pooling="attention", attention_hidden=6)
+    teacher, student = model.branch("teacher"), model.branch("student")
+    shared = {id(p) for p in teacher.features.parameters()}
+    assert shared == {id(p) for p in student.features.parameters()}
+    assert not {id(p) for p in teacher.mlp.parameters()} & {id(p) for p in student.mlp.parameters()}
+    x = random_batch()
+    both = model(x)
+    assert torch.equal(both["teacher"], teacher(x)["teacher"])
+    assert torch.equal(both["student"], student(x)["student"])
+    assert count_params(student) < count_params(teacher)
+
+
+def test_kd_pools_by_sum_and_kadn_by_attention():
+    assert build("kd", SIZES, CFG, 1).features.attention is None
+    assert build("kadn", SIZES, CFG, 1).features.attention is not None
+    assert build("at", SIZES, CFG, 1).features.attention is not None
+
+
+def test_binned_heads_score_the_expectation_over_bin_centres():
+    head = Head("classification", centre=7.0, low=0, high=10, width=0.25)
+    assert head.out_dim == 40
+    logits = torch.full((1, 40), -1e4)
+    logits[0, 28] = 0.0  # bin [7.0, 7.25)
+    assert head.score(logits).item() == pytest.approx(7.125)
+    even = head.score(torch.zeros(1, 40)).item()
+    assert even == pytest.approx(5.0)
+    # Hard labels: the true score's bin; soft labels are lowest near the true score.
+    y = torch.tensor([7.1])
+    assert head.loss(logits, y).item() < head.loss(torch.zeros(1, 40), y).item()
+    soft = Head("soft", centre=7.0, sigma=0.3)
+    near, far = torch.zeros(1, 40), torch.zeros(1, 40)
+    near[0, 28], far[0, 10] = 5.0, 5.0
+    assert soft.loss(near, y) < soft.loss(far, y)
+
+
+def test_regression_head_predicts_offsets_from_the_training_mean():
+    head = Head("regression", centre=7.2)
+    assert head.score(torch.zeros(3, 1)).tolist() == pytest.approx([7.2] * 3)
+    y = torch.tensor([7.2, 8.2])
+    assert head.loss(torch.zeros(2, 1), y).item() == pytest.approx(0.5)
+    huber = Head("regression", centre=7.2, loss="huber", huber_delta=0.5)
+    assert huber.loss(torch.zeros(2, 1), y).item() < 0.5
+
+
+@pytest.mark.parametrize("head_kind", HEADS)
+def test_joint_loss_is_both_losses_plus_lambda_times_the_hint(head_kind):
+    head = Head(head_kind, centre=7.0)
+    z, s = torch.randn(5, head.out_dim), torch.randn(5, head.out_dim)
+    y = torch.rand(5) * 4 + 5
+    total, parts = joint_loss({"teacher": z, "student": s}, y, head, hint_weight=0.3)
+    assert set(parts) == {"teacher", "student", "hint"}
+    assert parts["teacher"].item() == pytest.approx(head.loss(z, y).item())
+    assert parts["student"].item() == pytest.approx(head.loss(s, y).item())
+    assert parts["hint"].item() == pytest.approx(0.3 * ((s - z) ** 2).sum(-1).mean().item(), rel=1e-5)
+    assert total.item() == pytest.approx(sum(p.item() for p in parts.values()), rel=1e-5)
+    # No hint without a weight, and none for a single net.
+    assert "hint" not in joint_loss({"teacher": z, "student": s}, y, head, 0.0)[1]
+    assert set(joint_loss({"out": z}, y, head, 0.3)[1]) == {"out"}
+
+
+def _grads(model, x, y, head, hint, block):
+    model.zero_grad()
+    total, _ = joint_loss(model(x), y, head, hint, block)
+    total.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradient_block_keeps_the_hint_out_of_the_teacher():
+    head = Head("regression", centre=7.0)
+    model = build("kadn", SIZES, CFG, 1)
+    x, y = random_batch(), torch.rand(6) * 4 + 5
+    plain = _grads(model, x, y, head, 0.0, True)
+    blocked = _grads(model, x, y, head, 5.0, True)
+    open_ = _grads(model, x, y, head, 5.0, False)
+    teacher = [n for n in plain if n.startswith("teacher.")]
+    student = [n for n in plain if n.startswith("student.")]
+    assert teacher and student
+    for n in teacher:  # blocked: the teacher learns from the labels alone
+        assert torch.allclose(blocked[n], plain[n], atol=1e-7)
+    assert any(not torch.allclose(open_[n], plain[n]) for n in teacher)
+    assert any(not torch.allclose(blocked[n], plain[n]) for n in student)
+    # The shared layers still receive the hint through the student.
+    assert not torch.allclose(blocked["features.embedding.weight"], plain["features.embedding.weight"])
+
+
+def test_distillation_helps_a_student_with_few_noisy_labels_when_the_teacher_knows_better():
+    """The teacher learns an additive rule from plenty of clean films; a fresh student then sees 40 noisy
+    ones. Pulled towards the teacher (eq. 6 hint, gradient blocked) it generalises better than alone."""
+    rng = np.random.default_rng(0)
+    sizes = {"a": 22, "b": 22}
+    effect = {g: rng.normal(0, 1, sizes[g]) for g in sizes}
+
+    def films(n, noise):
+        ids = {g: rng.integers(2, sizes[g], (n, 1)) for g in sizes}
+        y = 7 + sum(effect[g][ids[g][:, 0]] for g in sizes) + rng.normal(0, noise, n)
+        return {g: torch.from_numpy(v) for g, v in ids.items()}, torch.tensor(y, dtype=torch.float32)
+
+    head = Head("regression", centre=7.0)
+    model = TeacherStudent(sizes, 6, [32], [16], out_dim=1, pooling="sum")
+    big_x, big_y = films(800, 0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        joint_loss(model(big_x), big_y, head)[0].backward()
+        opt.step()
+    small_x, small_y = films(40, 1.5)
+    test_x, test_y = films(500, 0.0)
+    teacher_mae = (head.score(model(test_x)["teacher"]) - test_y).abs().mean().item()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def student_mae(hint):
+        model.load_state_dict(start)
+        torch.manual_seed(1)
+        for m in model.student.modules():  # a fresh student on the teacher's (frozen) shared layers
+            if isinstance(m, torch.nn.Linear):
+                m.reset_parameters()
+        opt = torch.optim.Adam(model.student.parameters(), lr=1e-2)
+        for _ in range(150):
+            opt.zero_grad()
+            joint_loss(model(small_x), small_y, head, hint, block_gradient=True)[0].backward()
+            opt.step()
+        with torch.no_grad():
+            return (head.score(model(test_x)["student"]) - test_y).abs().mean().item()
+
+    alone, distilled = student_mae(0.0), student_mae(2.0)
+    print(f"teacher {teacher_mae:.3f} alone {alone:.3f} distilled {distilled:.3f}")
+    assert teacher_mae < alone
+    assert distilled < alone * 0.85
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    return encoded_catalogue(tmp_path_factory.mktemp("models"))
+
+
+def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue):
+    set_determinism(1)
+    enc = load_encoded(catalogue)
+    tr, va = enc.index("train"), enc.index("val")
+    r = enc.restrict(tr, 2)
+    cfg = fast_params()["train"]["nets"] | {"epochs": 4, "evals_per_epoch": 2}
+    a = fit_net("kadn", r.x, r.freq, enc.rating, tr, va, cfg, seed=3)
+    b = fit_net("kadn", r.x, r.freq, enc.rating, tr, va, cfg, seed=3)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    assert len(a.history) == 8 and [h["epoch"] for h in a.history][:2] == [0.5, 1.0]
+    best = min(h["val_mae_student"] for h in a.history)
+    assert a.best["val_mae_student"] == best
+    from models.fit import net_scores
+
+    pred = net_scores(a, r.x, va)["student"]
+    assert np.abs(pred - enc.rating[va]).mean() == pytest.approx(best, abs=1e-4)
+
+
+def test_make_head_keeps_fm_and_deepfm_scalar():
+    cfg = fast_params()["train"]["nets"] | {"head": "soft"}
+    assert make_head("deepfm", cfg, 7.0).kind == "regression"
+    assert make_head("kadn", cfg, 7.0).kind == "soft"
+
+
+def test_kfold_partitions_every_row_identically_for_every_model():
+    folds = kfold(23, 5, 2, seed=4)
+    assert len(folds) == 10
+    for k in range(2):
+        held = np.concatenate([h for _, h in folds[5 * k : 5 * k + 5]])
+        assert sorted(held.tolist()) == list(range(23))
+    for tr, held in folds:
+        assert not set(tr) & set(held) and len(tr) + len(held) == 23
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, kfold(23, 5, 2, seed=4)))
+
+
+def test_multi_hot_has_one_column_per_token_and_counts_oov():
+    x = {g: np.zeros((2, 1), np.int32) for g in ("directors", "writers", "actors", "genres", "countries",
+                                                   "languages", "runtime", "year", "month")}
+    x["actors"] = np.array([[2, 1, 1], [3, 0, 0]], np.int32)
+    sizes = {g: 4 for g in x}
+    m = multi_hot(x, sizes).toarray()
+    assert m.shape == (2, 36)
+    actors = m[:, 8:12]
+    assert actors[0].tolist() == [0, 2, 1, 0] and actors[1].tolist() == [0, 0, 0, 1]
+
+
+def test_training_stage_refuses_inputs_that_do_not_match_their_vocabularies(catalogue, tmp_path):
+    import shutil
+
+    enc_dir = tmp_path / "enc"
+    shutil.copytree(catalogue, enc_dir)
+    vocab = json.loads((enc_dir / "vocab.json").read_text())
+    vocab["groups"]["actors"] = vocab["groups"]["actors"][:3]
+    vocab["digest"] = "0" * 16
+    (enc_dir / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(KadnError, match="vocab.json does not belong"):
+        run_train("ridge", fast_params(), enc_dir, tmp_path / "models")
+    meta = json.loads((enc_dir / "meta.json").read_text())
+    meta["vocab_digest"] = vocab["digest"]  # digests agree, but the arrays hold ids beyond the vocabulary
+    (enc_dir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(KadnError, match="beyond its vocabulary"):
+        run_train("kadn", fast_params(), enc_dir, tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+
+
+def test_unknown_model_and_preset_are_refused(catalogue, tmp_path):
+    with pytest.raises(KadnError, match="unknown model"):
+        run_train("xgboost", fast_params(), catalogue, tmp_path)
+    params = fast_params()
+    params["train"]["nets"]["preset"] = "fastest"
+    with pytest.raises(KadnError, match="preset"):
+        run_train("kadn", params, catalogue, tmp_path)
+
+
+def test_paper_preset_applies_the_papers_training_settings():
+    from models.config import model_config
+
+    params = fast_params()
+    params["train"]["nets"]["preset"] = "paper"
+    cfg = model_config(params["train"], "kadn")
+    assert (cfg["lr"], cfg["batch"], cfg["epochs"], cfg["evals_per_epoch"], cfg["head"]) == \
+        (1e-5, 32, 50, 2, "classification")
+    assert cfg["patience"] is None and cfg["teacher"] == params["train"]["nets"]["teacher"]

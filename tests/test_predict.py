@@ -1,0 +1,139 @@
+"""`kadn predict` on fixture films: scores from the saved student, OOV fallback and its count, and clear
+errors for malformed input, missing fields and untrained models."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from models.evaluate import run_evaluate
+from models.predict import predict
+from models.train import run_train
+from pipeline.cli import main
+from pipeline.errors import KadnError
+from tests.model_support import encoded_catalogue, fast_params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("predict")
+    enc = encoded_catalogue(folder)
+    threads = torch.get_num_threads()
+    for name in ("kadn", "ridge"):
+        run_train(name, fast_params(), enc, folder / "models")
+    torch.set_num_threads(threads)
+    return folder
+
+
+def known_people(folder) -> dict:
+    """Fields naming a director and three actors the saved model knows (by Douban id or by name)."""
+    vocab = json.loads((folder / "models" / "kadn" / "vocab.json").read_text())["groups"]
+    fields = {}
+    for group, n in (("directors", 1), ("actors", 3)):
+        tokens = list(vocab[group])[:n]
+        fields[group] = [t[5:] if t.startswith("name:") else f"某人{i}" for i, t in enumerate(tokens)]
+        fields[group[:-1] + "_ids"] = [t[3:] if t.startswith("id:") else None for t in tokens]
+    return fields
+
+
+def fixture_film(douban_id, **fields):
+    film = {"douban_id": douban_id, "title": f"新片{douban_id}", "directors": ["无名导演"], "writers": ["无名编剧"],
+            "actors": ["无名演员甲", "无名演员乙"], "genres": ["剧情"], "countries": ["中国大陆"],
+            "languages": ["汉语普通话"], "runtime_min": 104, "release_date": "2019-03-08"}
+    film.update(fields)
+    return film
+
+
+def write(path, films, jsonl=False):
+    path.write_text("\n".join(json.dumps(f, ensure_ascii=False) for f in films) if jsonl
+                    else json.dumps(films, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_predict_scores_each_film_and_counts_unknown_values(trained, tmp_path):
+    known = fixture_film(1, writers=[], **known_people(trained))
+    stranger = fixture_film(2)
+    rows = predict(write(tmp_path / "f.json", [known, stranger]), "kadn", trained / "models")
+    assert [r["douban_id"] for r in rows] == [1, 2]
+    assert all(0 < r["predicted"] < 10 for r in rows)
+    # Known people count nothing; a director, writer and two actors nobody has seen count four.
+    assert rows[0]["unknown_fields"].get("directors", 0) == 0 and "actors" not in rows[0]["unknown_fields"]
+    assert rows[1]["unknown_fields"]["directors"] == 1 and rows[1]["unknown_fields"]["actors"] == 2
+    assert rows[1]["unknown"] >= 4
+    # Null values are unknown too, and still scored.
+    blank = fixture_film(3, runtime_min=None, release_date=None, writers=None)
+    (row,) = predict(write(tmp_path / "g.json", [blank]), "kadn", trained / "models")
+    assert row["unknown_fields"]["runtime"] == 1 and row["unknown_fields"]["year"] == 1
+    assert 0 < row["predicted"] < 10
+
+
+def test_predict_reads_jsonl_and_other_models_give_other_scores(trained, tmp_path):
+    films = [fixture_film(i) for i in (4, 5)]
+    path = write(tmp_path / "f.jsonl", films, jsonl=True)
+    student = predict(path, "kadn", trained / "models")
+    teacher = predict(path, "kadn_teacher", trained / "models")
+    ridge = predict(path, "ridge", trained / "models")
+    assert len(student) == len(teacher) == len(ridge) == 2
+    assert student[0]["predicted"] != teacher[0]["predicted"] or student[0]["predicted"] != ridge[0]["predicted"]
+    assert predict(path, "kadn", trained / "models") == student  # deterministic
+
+
+def test_people_the_model_knows_change_the_score(trained, tmp_path):
+    rows = predict(write(tmp_path / "f.json", [fixture_film(6), fixture_film(7, **known_people(trained))]),
+                   "kadn", trained / "models")
+    assert rows[0]["predicted"] != rows[1]["predicted"]
+
+
+def test_cli_prints_one_line_per_film(trained, tmp_path, capsys):
+    path = write(tmp_path / "f.json", [fixture_film(8), fixture_film(9, actors=None)])
+    assert main(["predict", str(path), "--models", str(trained / "models")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split("\t") == ["douban_id", "title", "predicted", "unknown", "unknown_fields"]
+    assert [ln.split("\t")[0] for ln in lines[1:]] == ["8", "9"]
+    assert float(lines[1].split("\t")[2]) > 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"douban_id": 1, "title": ', "not valid JSON"),
+    ('{"douban_id": 1}\n{"douban_id": 2, ', ":2: not valid JSON"),
+    ("", "empty"),
+    ('[1, 2]', "expected an object"),
+])
+def test_malformed_input_is_refused_plainly(trained, tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    assert main(["predict", str(path), "--models", str(trained / "models")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_or_mistyped_fields_are_named(trained, tmp_path):
+    film = fixture_film(10)
+    del film["genres"]
+    with pytest.raises(KadnError, match="missing field.*genres"):
+        predict(write(tmp_path / "a.json", [film]), "kadn", trained / "models")
+    with pytest.raises(KadnError, match="'actors' must be a list"):
+        predict(write(tmp_path / "b.json", [fixture_film(11, actors="某演员")]), "kadn", trained / "models")
+    with pytest.raises(KadnError, match="runtime_min"):
+        predict(write(tmp_path / "c.json", [fixture_film(12, runtime_min="100")]), "kadn", trained / "models")
+
+
+def test_untrained_model_or_unknown_name_is_refused(trained, tmp_path, capsys):
+    path = write(tmp_path / "f.json", [fixture_film(13)])
+    with pytest.raises(KadnError, match="no trained model 'svm'"):
+        predict(path, "svm", trained / "models")
+    with pytest.raises(KadnError, match="unknown model"):
+        predict(path, "gpt", trained / "models")
+    assert main(["predict", str(path), "--models", str(tmp_path / "nothing")]) == 1
+    assert "kadn train kadn" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_models_trained_on_another_encoding(trained, tmp_path):
+    other = encoded_catalogue(tmp_path, n=200, seed=9)
+    models = tmp_path / "models"
+    shutil.copytree(trained / "models", models)
+    params = fast_params()
+    params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
+    with pytest.raises(KadnError, match="another encoding"):
+        run_evaluate(params, other, models, tmp_path / "m.json", tmp_path / "plots")
