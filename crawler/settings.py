@@ -10,6 +10,7 @@ import os
 BOT_NAME = "douban-kadn"
 SPIDER_MODULES = ["crawler.spiders"]
 NEWSPIDER_MODULE = "crawler.spiders"
+COMMANDS_MODULE = "crawler.commands"  # `scrapy crawl` exits 1 when discovery is blocked, banned, store fails
 
 # -- where -------------------------------------------------------------------------------------------
 # Every URL the spider requests is built from this base, so a mirror on 127.0.0.1 can stand in.

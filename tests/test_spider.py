@@ -167,7 +167,7 @@ def test_ban_storm_stops_the_crawl(mock, db_url):
     site = mock(200, seed=20, ban_after=40, ban_for=100_000)
     result = run_crawl(site.base_url, db_url, DOUBAN_BAN_MAX_CONSECUTIVE="6", DOUBAN_BAN_PAUSE="0.05",
                        DOUBAN_BAN_PAUSE_MAX="0.1")
-    assert result["finish_reason"] == "banned", result.log[-3000:]
+    assert result["finish_reason"] == "banned" and result.returncode == 1, result.log[-3000:]
     assert "stopping the crawl; resume later" in result.log
     assert result["douban/banned"] >= 7
 
@@ -278,7 +278,7 @@ def test_hard_kill_then_resume_loses_nothing(mock, db_url, tmp_path):
 def test_blocked_listing_falls_back_or_stops(mock, db_url, discovery):
     site = mock(200, seed=12, block_listing=True)  # robots.txt allows /j/, the server answers 403
     result = run_crawl(site.base_url, db_url, DOUBAN_DISCOVERY=discovery, DOUBAN_BAN_RETRIES="1")
-    assert result.returncode == 0, result.log[-3000:]
+    assert result.returncode == (0 if discovery == "auto" else 1), result.log[-3000:]
     assert result["douban/banned"] > 0
     if discovery == "auto":
         assert result["douban/discovery"] == "sitemap"
@@ -307,7 +307,7 @@ def test_sitemap_discovery_when_robots_disallows_listing(mock, db_url):
 def test_blocked_discovery_stops_plainly(mock, db_url, robots, discovery):
     site = mock(50, seed=1, robots=robots)
     result = run_crawl(site.base_url, db_url, DOUBAN_DISCOVERY=discovery)
-    assert result["finish_reason"] == "discovery_blocked"
+    assert result["finish_reason"] == "discovery_blocked" and result.returncode == 1
     assert result["douban/discovery"] == "blocked"
     assert "discovery blocked:" in result.log and "nothing was crawled" in result.log
     assert not [p for p in site.hits if p.startswith(("/subject/", "/j/"))]
@@ -381,7 +381,7 @@ def test_store_failure_stops_the_crawl_plainly(mock, db_url):
                              "BEGIN SELECT RAISE(ABORT, 'simulated write failure'); END")
     result = run_crawl(site.base_url, db_url, DOUBAN_STORE_BATCH="10", CONCURRENT_REQUESTS="4",
                        CONCURRENT_REQUESTS_PER_DOMAIN="4")
-    assert result["finish_reason"] == "store_failed", result.log[-3000:]
+    assert result["finish_reason"] == "store_failed" and result.returncode == 1, result.log[-3000:]
     assert "could not store 10 films" in result.log and "simulated write failure" in result.log
     assert result["douban/store_failed"] >= 10
     ids = {r["douban_id"] for r in stored(db_url)}

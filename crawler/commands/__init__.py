@@ -1,0 +1,1 @@
+"""Project commands for `scrapy` (COMMANDS_MODULE): `crawl` with an exit status that tells failure apart."""

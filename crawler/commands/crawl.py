@@ -1,0 +1,25 @@
+"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice.
+
+Scrapy exits 0 whatever the finish reason; a cron job refreshing the store should learn that discovery was
+blocked, the site banned the crawler, or the database refused writes. A graceful stop (`shutdown`) stays 0:
+it is the resumable way to pause a JOBDIR crawl.
+"""
+
+from __future__ import annotations
+
+from scrapy.commands.crawl import Command as ScrapyCrawl
+
+FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})
+
+
+class Command(ScrapyCrawl):
+    def _create_crawler(self, spidercls):
+        self._crawler = super()._create_crawler(spidercls)
+        return self._crawler
+
+    def run(self, args, opts):
+        super().run(args, opts)
+        crawler = getattr(self, "_crawler", None)
+        reason = crawler.stats.get_value("finish_reason") if crawler is not None and crawler.stats else None
+        if reason in FAILED:
+            self.exitcode = 1
