@@ -1,0 +1,115 @@
+"""Crawler middlewares and spider helpers in isolation (no network, no reactor)."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+from scrapy import Request
+from scrapy.http import HtmlResponse, Response
+from scrapy.settings import Settings
+from scrapy.statscollectors import MemoryStatsCollector
+
+from crawler import settings as crawler_settings
+from crawler.middlewares import BanMiddleware, CookieMiddleware, DedupeMiddleware, DuplicateRequest
+from crawler.spiders.douban import parse_ids, parse_years
+
+
+def fake_crawler(**overrides):
+    settings = Settings()
+    settings.setmodule(crawler_settings)
+    settings.update(overrides)
+    crawler = SimpleNamespace(settings=settings, spider=SimpleNamespace(abandoned=set()))
+    crawler.stats = MemoryStatsCollector(crawler)
+    crawler.engine = SimpleNamespace(pause=lambda: None, unpause=lambda: None)
+    return crawler
+
+
+@pytest.mark.parametrize("status, headers, url, kind", [
+    (403, {}, "https://movie.douban.com/subject/1/", "403"),
+    (418, {}, "https://movie.douban.com/subject/1/", "418"),
+    (429, {}, "https://movie.douban.com/subject/1/", "429"),
+    (302, {"Location": "https://sec.douban.com/b?r=https%3A%2F%2Fmovie.douban.com%2Fsubject%2F1%2F"},
+     "https://movie.douban.com/subject/1/", "sec"),
+    (302, {"Location": "https://accounts.douban.com/passport/login?redir=x"}, "https://movie.douban.com/subject/1/",
+     "login"),
+    (302, {"Location": "https://movie.douban.com/subject/2/"}, "https://movie.douban.com/subject/1/", None),
+    (200, {}, "https://movie.douban.com/subject/1/", None),
+    (404, {}, "https://movie.douban.com/subject/1/", None),
+    (200, {}, "https://accounts.douban.com/passport/login", "login"),
+])
+def test_ban_kinds(status, headers, url, kind):
+    mw = BanMiddleware(fake_crawler())
+    assert mw.ban_kind(Response(url, status=status, headers=headers)) == kind
+
+
+def test_ban_retry_is_lower_priority_and_counted():
+    crawler = fake_crawler(DOUBAN_BAN_PAUSE_AFTER=99)  # no pause: no reactor here
+    mw = BanMiddleware(crawler)
+    req = Request("https://movie.douban.com/subject/1/", priority=0)
+    retry = mw.process_response(req, Response(req.url, status=418))
+    assert isinstance(retry, Request) and retry.priority == -1 and retry.meta["ban_retries"] == 1
+    assert retry.dont_filter
+    assert crawler.stats.get_value("douban/banned") == 1
+    assert crawler.stats.get_value("douban/banned/418") == 1
+    ok = HtmlResponse(req.url, status=200, body=b"<html></html>")
+    assert mw.process_response(req, ok) is ok and mw.consecutive == 0
+
+
+def test_cookie_added_for_douban_host_only_and_stripped_after(monkeypatch):
+    monkeypatch.setenv("DOUBAN_COOKIE", "bid=abc; dbcl2=secret")
+    crawler = fake_crawler(DOUBAN_BASE_URL="https://movie.douban.com")
+    mw = CookieMiddleware.from_crawler(crawler)
+    req = Request("https://movie.douban.com/subject/1/")
+    mw.process_request(req)
+    assert b"dbcl2=secret" in req.headers["Cookie"]
+    mw.process_response(req, Response(req.url))
+    assert "Cookie" not in req.headers  # a retried copy of this request carries no cookie
+    other = Request("https://img.example.invalid/p.jpg")
+    mw.process_request(other)
+    assert "Cookie" not in other.headers
+    req2 = Request("https://movie.douban.com/subject/2/")
+    mw.process_request(req2)
+    mw.process_exception(req2, TimeoutError())
+    assert "Cookie" not in req2.headers
+
+
+def test_cookie_middleware_off_without_the_variable(monkeypatch):
+    from scrapy.exceptions import NotConfigured
+
+    monkeypatch.delenv("DOUBAN_COOKIE", raising=False)
+    with pytest.raises(NotConfigured):
+        CookieMiddleware.from_crawler(fake_crawler())
+
+
+def test_dedupe_lets_first_attempts_and_retries_through():
+    crawler = fake_crawler()
+    mw = DedupeMiddleware(crawler)
+    first = Request("https://movie.douban.com/subject/1/", meta={"dedupe_key": "subject:1"})
+    assert mw.process_request(first) is None
+    with pytest.raises(DuplicateRequest):
+        mw.process_request(Request(first.url, meta={"dedupe_key": "subject:1"}))
+    for retry_key in DedupeMiddleware.RETRY_KEYS:
+        assert mw.process_request(Request(first.url, meta={"dedupe_key": "subject:1", retry_key: 1})) is None
+    assert mw.process_request(Request("https://movie.douban.com/robots.txt")) is None  # no key: not deduped
+    assert crawler.stats.get_value("douban/duplicate_skipped") == 1
+
+
+def test_spider_arguments():
+    assert parse_years("2007-2019") == (2007, 2019) and parse_years("2012") == (2012, 2012)
+    assert parse_ids("3541415, 26752088,3541415") == [3541415, 26752088]
+    for bad in ("2019-2007", "twenty", "2007-"):
+        with pytest.raises(ValueError):
+            parse_years(bad)
+    with pytest.raises(ValueError):
+        parse_ids("tt123")
+
+
+def test_default_settings_are_polite():
+    s = Settings()
+    s.setmodule(crawler_settings)
+    assert s.getbool("ROBOTSTXT_OBEY") and s.getbool("AUTOTHROTTLE_ENABLED")
+    assert s.getfloat("DOWNLOAD_DELAY") >= 2 and s.getint("CONCURRENT_REQUESTS_PER_DOMAIN") <= 2
+    assert s["DOUBAN_BASE_URL"] == os.environ.get("DOUBAN_BASE_URL", "https://movie.douban.com")
+    assert 429 not in s.getlist("RETRY_HTTP_CODES")  # a rate limit is a ban, handled with a pause
