@@ -36,7 +36,9 @@ class StorePipeline:
         try:
             self.engine = store.connect(self.url)
         except KadnError as exc:
-            # A wrong DATABASE_URL must stop the crawl before it fetches anything.
+            # A wrong DATABASE_URL must stop the crawl before it fetches anything; say so in one line first,
+            # since Scrapy buries the exception in tracebacks.
+            log.error("cannot open the movie store (DATABASE_URL): %s", exc)
             raise RuntimeError(f"cannot open the movie store: {exc}") from None
         where = self.engine.url.render_as_string(hide_password=True)
         self.stats.set_value("douban/database", where)
