@@ -40,6 +40,16 @@ def redis_url(settings) -> str | None:
     return settings.get("REDIS_URL") or os.environ.get("REDIS_URL") or None
 
 
+def release_lease(crawler, request) -> None:
+    """Release `request`'s lease, if the crawl runs on the Redis frontier (a no-op otherwise).
+
+    For pages given up outside the downloader's exception path (errbacks of banned or login-walled
+    pages): without this their lease would run out and the page be fetched again for nothing."""
+    scheduler = getattr(crawler, "douban_scheduler", None)
+    if scheduler is not None:
+        scheduler.release(request)
+
+
 class RedisFrontier:
     """Scrapy add-on: with REDIS_URL set, use the shared Redis frontier; otherwise do nothing."""
 
