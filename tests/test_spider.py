@@ -359,6 +359,14 @@ def test_bad_arguments_fail_clearly(db_url):
     assert "years must look like 2007-2019" in result.log
 
 
+def test_spider_that_cannot_start_gives_one_traceback(db_url):
+    # A spider whose from_crawler fails: Scrapy reports it; our crawl command must not add its own traceback.
+    result = run_crawl("http://127.0.0.1:9", db_url, DOUBAN_DISCOVERY="bogus")
+    assert result.returncode == 1
+    assert "DOUBAN_DISCOVERY must be auto, listing or sitemap" in result.log
+    assert "Crawler.stats is not set yet" not in result.log
+
+
 def test_catalogue_pages_parse_back_to_truth():
     # Every markup variant the mock renders parses back to the catalogue's record (no network needed).
     from crawler.mock_site import render_subject

@@ -19,7 +19,12 @@ class Command(ScrapyCrawl):
 
     def run(self, args, opts):
         super().run(args, opts)
+        if self.crawler_process.bootstrap_failed:
+            return  # the spider never started (Scrapy has said why and set exit code 1): no stats to read
         crawler = getattr(self, "_crawler", None)
-        reason = crawler.stats.get_value("finish_reason") if crawler is not None and crawler.stats else None
+        try:
+            reason = crawler.stats.get_value("finish_reason") if crawler is not None else None
+        except RuntimeError:  # Crawler.stats is not set yet: the crawl did not start
+            reason = None
         if reason in FAILED:
             self.exitcode = 1
