@@ -13,7 +13,7 @@ from scrapy.statscollectors import MemoryStatsCollector
 
 from crawler import settings as crawler_settings
 from crawler.middlewares import BanMiddleware, CookieMiddleware, DedupeMiddleware, DuplicateRequest
-from crawler.spiders.douban import parse_ids, parse_years
+from crawler.spiders.douban import check_arguments, parse_ids, parse_limit, parse_years
 
 
 def fake_crawler(**overrides):
@@ -104,6 +104,13 @@ def test_spider_arguments():
             parse_years(bad)
     with pytest.raises(ValueError):
         parse_ids("tt123")
+    assert parse_limit("7") == 7 and parse_limit(None) is None and parse_limit("") is None
+    for bad in ("abc", "0", "-3", "1.5"):
+        with pytest.raises(ValueError, match="limit must be a positive number"):
+            parse_limit(bad)
+    check_arguments({"years": "2012", "ids": "1,2", "limit": "3", "refresh": "1", "other": "x"})
+    with pytest.raises(ValueError, match=r"-a limit=abc"):
+        check_arguments({"years": "2012", "limit": "abc"})
 
 
 def test_default_settings_are_polite():

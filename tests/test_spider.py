@@ -353,10 +353,17 @@ def test_limit_and_years(mock, db_url):
     assert 0 < len(got) <= 7 and all(r["year"] == 2012 for r in got)
 
 
-def test_bad_arguments_fail_clearly(db_url):
-    result = run_crawl("http://127.0.0.1:9", db_url, "years=twenty")
-    assert result.returncode != 0
-    assert "years must look like 2007-2019" in result.log
+@pytest.mark.parametrize("arg, message", [
+    ("years=twenty", "-a years=twenty: years must look like 2007-2019"),
+    ("ids=x,y", "-a ids=x,y: ids must be Douban subject ids"),
+    ("limit=abc", "-a limit=abc: limit must be a positive number"),
+    ("limit=0", "-a limit=0: limit must be a positive number"),
+])
+def test_bad_arguments_fail_clearly(db_url, arg, message):
+    result = run_crawl("http://127.0.0.1:9", db_url, arg)
+    assert result.returncode == 2  # a usage error, before anything is crawled
+    assert message in result.log
+    assert "Traceback" not in result.log
 
 
 def test_spider_that_cannot_start_gives_one_traceback(db_url):

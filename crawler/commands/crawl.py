@@ -1,4 +1,4 @@
-"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice.
+"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice, and 2 on bad `-a` arguments.
 
 Scrapy exits 0 whatever the finish reason; a cron job refreshing the store should learn that discovery was
 blocked, the site banned the crawler, or the database refused writes. A graceful stop (`shutdown`) stays 0:
@@ -8,6 +8,7 @@ it is the resumable way to pause a JOBDIR crawl.
 from __future__ import annotations
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
+from scrapy.exceptions import UsageError
 
 FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})
 
@@ -18,6 +19,8 @@ class Command(ScrapyCrawl):
         return self._crawler
 
     def run(self, args, opts):
+        if len(args) == 1:
+            self._check_arguments(args[0], opts.spargs)
         super().run(args, opts)
         if self.crawler_process.bootstrap_failed:
             return  # the spider never started (Scrapy has said why and set exit code 1): no stats to read
@@ -28,3 +31,17 @@ class Command(ScrapyCrawl):
             reason = None
         if reason in FAILED:
             self.exitcode = 1
+
+    def _check_arguments(self, spname: str, spargs: dict) -> None:
+        """Bad `-a NAME=VALUE` arguments: a usage error naming the argument (exit 2), not a traceback."""
+        try:
+            spidercls = self.crawler_process.spider_loader.load(spname)
+        except KeyError:
+            return  # Scrapy reports the unknown spider itself
+        check = getattr(spidercls, "check_arguments", None)
+        if check is None:
+            return
+        try:
+            check(spargs)
+        except ValueError as exc:
+            raise UsageError(str(exc), print_help=False) from None

@@ -54,20 +54,42 @@ def parse_ids(text: str) -> list[int]:
     return list(dict.fromkeys(int(t) for t in ids))
 
 
+def parse_limit(text: str | None) -> int | None:
+    if text is None or str(text).strip() == "":
+        return None
+    t = str(text).strip()
+    if not t.isdigit() or int(t) < 1:
+        raise ValueError(f"limit must be a positive number of subject pages, got {text!r}")
+    return int(t)
+
+
+# The spider arguments that are checked (`scrapy crawl` validates them before the crawl starts).
+ARGUMENTS = {"years": parse_years, "ids": lambda text: parse_ids(text) if text else None, "limit": parse_limit}
+
+
+def check_arguments(spargs: dict) -> None:
+    """Raise ValueError naming the first bad spider argument in `spargs` (the `-a NAME=VALUE` options)."""
+    for name, parse in ARGUMENTS.items():
+        if name in spargs:
+            try:
+                parse(spargs[name])
+            except ValueError as exc:
+                raise ValueError(f"bad spider argument -a {name}={spargs[name]}: {exc}") from None
+
+
 class DoubanSpider(SitemapSpider):
     name = "douban"
     # SitemapSpider machinery for the robots-friendly path: subject URLs go to parse_subject, the rest of a
     # sitemap (celebrities, reviews...) is ignored.
     sitemap_rules = [(SUBJECT_URL_RE, "parse_subject")]
+    check_arguments = staticmethod(check_arguments)  # called by the project's `scrapy crawl` before starting
 
     def __init__(self, years: str = "2007-2019", ids: str | None = None, limit: str | None = None,
                  refresh: str | None = None, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.years = parse_years(years)
         self.ids = parse_ids(ids) if ids else None
-        self.limit = int(limit) if limit not in (None, "") else None
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be a positive number of subject pages")
+        self.limit = parse_limit(limit)
         self.refresh = str(refresh).lower() in ("1", "true", "yes") if refresh is not None else False
         self.requested = 0  # subject pages scheduled (for limit)
         self.skip: set[int] = set()  # stored films not to fetch again (fresh, or stored earlier in this crawl)
