@@ -24,7 +24,7 @@ import pandas as pd
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, load_params, write_json
-from pipeline.records import date_sort_key, parse_date, parse_runtime
+from pipeline.records import date_sort_key, first_release, parse_date, parse_runtime
 
 log = logging.getLogger(__name__)
 RULES = ("unreadable", "out_of_range", "rerelease", "non_film", "missing_labels", "few_raters")
@@ -55,15 +55,12 @@ def _in_range(rec: dict, lo: tuple, hi: tuple) -> bool:
     return True  # no date at all: rule 3 (missing release date) decides
 
 
-def _readable(rec: dict) -> str | None:
-    """None if the record's dates and runtime read cleanly, else which field does not."""
-    try:
-        for d in rec["release_dates"]:
-            parse_date(d["date"], "release_dates")
-        parse_runtime(rec["runtime_min"])
-    except RecordError as exc:
-        return exc.field
-    return None
+def _canonical(rec: dict) -> dict:
+    """The record with its dates in canonical form (a store written by another tool may hold '2012/5/1');
+    raises RecordError when a date or the runtime cannot be read."""
+    dates = [{**d, "date": parse_date(d["date"], "release_dates")} for d in rec["release_dates"]]
+    parse_runtime(rec["runtime_min"])
+    return {**rec, "release_dates": dates, "release_date": first_release(dates)}
 
 
 def _find(parent: dict[int, int], i: int) -> int:
@@ -106,8 +103,29 @@ def collapse_rereleases(records: list[dict]) -> tuple[list[dict], list[dict]]:
     return kept, dropped
 
 
+REQUIRABLE = {"directors", "writers", "actors", "genres", "countries", "languages", "release_date", "runtime_min"}
+
+
+def _check_params(params: dict) -> None:
+    """Every key the rules read, checked before any rule runs, so a typo names itself."""
+    try:
+        for key in ("date_min", "date_max"):
+            parse_date(str(params[key]), f"clean.{key}")
+        params["non_film"]["genre"], list(params["non_film"]["keywords"])
+        int(params["min_votes"])
+        unknown = set(params["required"]) - REQUIRABLE
+    except KeyError as exc:
+        raise KadnError(f"params.yaml: clean lacks the key {exc.args[0]!r}") from None
+    except (TypeError, ValueError, RecordError) as exc:
+        raise KadnError(f"params.yaml: clean section: {exc}") from None
+    if unknown:
+        raise KadnError(f"params.yaml: clean.required names unknown groups {sorted(unknown)}; "
+                        f"known: {sorted(REQUIRABLE)}")
+
+
 def apply_rules(records: list[dict], params: dict) -> tuple[list[dict], dict[str, list[dict]]]:
     """Apply the range and the four rules in order; returns (kept, removed records per rule)."""
+    _check_params(params)
     lo = date_sort_key(parse_date(str(params["date_min"])))
     hi = date_sort_key(parse_date(str(params["date_max"])))
     removed: dict[str, list[dict]] = {rule: [] for rule in RULES}
@@ -118,7 +136,12 @@ def apply_rules(records: list[dict], params: dict) -> tuple[list[dict], dict[str
             (removed[rule] if drop(rec) else kept).append(rec)
         return kept
 
-    current = split("unreadable", records, lambda r: _readable(r) is not None)
+    current = []
+    for rec in records:
+        try:
+            current.append(_canonical(rec))
+        except RecordError:
+            removed["unreadable"].append(rec)
     current = split("out_of_range", current, lambda r: not _in_range(r, lo, hi))
     current, removed["rerelease"] = collapse_rereleases(current)
 
@@ -128,10 +151,6 @@ def apply_rules(records: list[dict], params: dict) -> tuple[list[dict], dict[str
                     and any(k in r["title"].casefold() for k in keywords))
 
     required = params["required"]
-    unknown = set(required) - {"directors", "writers", "actors", "genres", "countries", "languages",
-                               "release_date", "runtime_min"}
-    if unknown:
-        raise KadnError(f"params.yaml: clean.required names unknown groups {sorted(unknown)}")
     current = split("missing_labels", current, lambda r: any(not r[g] for g in required))
 
     min_votes = int(params["min_votes"])

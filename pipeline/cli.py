@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from pipeline.errors import KadnError
 
 # name -> module defining register(subparsers); imported lazily so `kadn export` never loads torch.
@@ -55,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KadnError as exc:
         print(f"kadn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        # A database failure no stage anticipated: one line, not a traceback.
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"kadn {args.command}: database error: {exc.__class__.__name__}: {reason}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         # `kadn export | head`: the reader left; say nothing more and exit quietly.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from pipeline import store
+from pipeline.errors import KadnError
 from pipeline.export import WRITERS, export
 from pipeline.importer import FORMATS, read_export
 from pipeline.io import atomic_path
@@ -28,9 +31,15 @@ def register(sub, name: str) -> None:
 def run_import(args) -> int:
     fmt, records = read_export(args.file, args.format)  # fully checked before the store is touched
     engine = store.connect(args.database_url)
-    before = store.count_movies(engine)
-    store.upsert_records(engine, records, source=f"import:{fmt}")
-    after = store.count_movies(engine)
+    try:
+        with engine.begin() as conn:  # one transaction: counts and writes see the same database
+            before = store.count_movies(conn)
+            store.upsert_records(engine, records, source=f"import:{fmt}", conn=conn)
+            after = store.count_movies(conn)
+    except SQLAlchemyError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise KadnError(f"{args.file}: nothing imported, the database {where} refused the write: {reason}") from None
     print(f"imported {len(records)} records from {args.file} ({fmt} format): "
           f"{after - before} new, {len(records) - (after - before)} updated; {after} movies stored",
           file=sys.stderr)

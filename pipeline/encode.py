@@ -197,7 +197,8 @@ class Restricted:
 def load_encoded(out_dir: str | Path) -> Encoded:
     out_dir = Path(out_dir)
     try:
-        data = np.load(out_dir / "arrays.npz")
+        with np.load(out_dir / "arrays.npz") as npz:
+            data = {name: npz[name] for name in npz.files}
         vocab = json.loads((out_dir / "vocab.json").read_text(encoding="utf-8"))
         meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

@@ -15,23 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.records import FIELDS, LIST_FIELDS, normalise_record, parse_date, parse_runtime, split_list
+from pipeline.records import FIELDS, LIST_FIELDS, normalise_record, parse_runtime, split_list
 
 FORMATS = ("kadn", "cc0", "moviedata")
 
 
-def _csv_rows(path: Path) -> tuple[list[str], Iterator[tuple[int, dict]]]:
-    handle = path.open(encoding="utf-8-sig", newline="")
-    reader = csv.DictReader(handle)
-    header = reader.fieldnames or []
+def _csv_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return csv.DictReader(handle).fieldnames or []
 
-    def rows():
-        with handle:
-            for row in reader:
-                # DictReader counts physical lines, so a quoted newline keeps the number right.
-                yield reader.line_num, row
 
-    return header, rows()
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            # DictReader counts physical lines, so a quoted newline keeps the number right.
+            yield reader.line_num, row
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -72,7 +71,6 @@ def _from_kadn_csv(row: dict) -> dict:
 
 
 def _from_cc0(row: dict) -> dict:
-    date = parse_date(row.get("release_date"))
     return {
         "douban_id": row.get("movie_id"),
         "title": row.get("title"),
@@ -85,7 +83,7 @@ def _from_cc0(row: dict) -> dict:
         "countries": split_list(row.get("countries")),
         "languages": split_list(row.get("languages")),
         "runtime_min": parse_runtime(row.get("runtime")),
-        "release_dates": [{"date": date, "region": None, "rerelease": False}] if date else [],
+        "release_date": row.get("release_date"),  # normalise_record makes it the one release date
     }
 
 
@@ -109,7 +107,6 @@ def _from_moviedata(row: dict) -> dict:
     if score is not None and score.strip() in ("0", "0.0"):
         score = None
     directors, actors = split_list(row.get("DIRECTORS"), "/"), split_list(row.get("ACTORS"), "/")
-    date = parse_date(row.get("RELEASE_DATE"))
     mins = row.get("MINS")
     return {
         "douban_id": row.get("MOVIE_ID"),
@@ -125,14 +122,12 @@ def _from_moviedata(row: dict) -> dict:
         "countries": split_list(row.get("REGIONS"), "/"),
         "languages": split_list(row.get("LANGUAGES"), "/"),
         "runtime_min": None if (mins or "").strip() in ("", "0") else mins,
-        "release_dates": [{"date": date, "region": None, "rerelease": False}] if date else [],
+        "release_date": row.get("RELEASE_DATE"),
         "imdb_id": row.get("IMDB_ID"),
     }
 
 
-def detect_format(path: Path, header: list[str] | None) -> str:
-    if header is None:
-        return "kadn"
+def detect_format(path: Path, header: list[str]) -> str:
     cols = {h.strip() for h in header}
     if "douban_id" in cols:
         return "kadn"
@@ -176,7 +171,7 @@ def read_export(path: str | Path, fmt: str | None = None) -> tuple[str, list[dic
                 raise KadnError(f"{path}: JSON input must be in this project's export format")
             rows, convert = _jsonl_rows(path), (lambda r: r)
         else:
-            header, rows = _csv_rows(path)
+            header, rows = _csv_header(path), _csv_rows(path)
             if not header:
                 raise KadnError(f"{path}: empty file (no CSV header)")
             fmt = fmt or detect_format(path, header)

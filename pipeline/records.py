@@ -37,7 +37,9 @@ FIELDS = (
     "comment_count",
     "imdb_id",
 )
-LIST_FIELDS = frozenset(FIELDS[3:12] + ("release_dates",))
+LIST_FIELDS = frozenset(ROLES + ATTRIBUTES + ("director_ids", "writer_ids", "actor_ids", "release_dates"))
+# Longest text the store keeps per kind of value (pipeline.store's column sizes come from here).
+MAX_LEN = {"title": 512, "name": 256, "region": 128, "value": 128}
 ID_FIELD = {"directors": "director_ids", "writers": "writer_ids", "actors": "actor_ids"}
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
@@ -70,8 +72,9 @@ def parse_date(text: str | None, field: str = "release_date") -> str | None:
 
 def date_sort_key(date: str) -> tuple[int, int, int]:
     """Partial dates sort at the start of their period ('2011' before '2011-03-02')."""
-    m = _DATE_RE.match(date)
-    assert m, date
+    m = _DATE_RE.match(date or "")
+    if not m:
+        raise RecordError("release_date", f"{date!r} is not a canonical date (YYYY[-MM[-DD]])")
     return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
 
 
@@ -129,6 +132,12 @@ def _str(value: Any) -> str | None:
     return text or None
 
 
+def _checked(text: str | None, field: str, kind: str) -> str | None:
+    if text is not None and len(text) > MAX_LEN[kind]:
+        raise RecordError(field, f"longer than {MAX_LEN[kind]} characters: {text[:30]!r}...")
+    return text
+
+
 def _str_list(value: Any, field: str) -> list[str]:
     if value is None:
         return []
@@ -136,7 +145,7 @@ def _str_list(value: Any, field: str) -> list[str]:
         raise RecordError(field, f"expected a list, got {type(value).__name__}")
     out: list[str] = []
     for item in value:
-        text = _str(item)
+        text = _checked(_str(item), field, "value")
         if text is not None and text not in out:
             out.append(text)
     return out
@@ -149,7 +158,7 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
     if douban_id is None:
         raise RecordError("douban_id", "missing")
     rec["douban_id"] = douban_id
-    title = _str(raw.get("title"))
+    title = _checked(_str(raw.get("title")), "title", "title")
     if title is None:
         raise RecordError("title", "missing")
     rec["title"] = title
@@ -166,7 +175,7 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
         people: list[tuple[str, str | None]] = []
         seen: set[tuple[str, str | None]] = set()
         for name, pid in zip(names, ids):
-            name, pid = _str(name), _str(pid)
+            name, pid = _checked(_str(name), role, "name"), _str(pid)
             if name is None:
                 continue
             if pid is not None and not pid.isdigit():
@@ -188,7 +197,8 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
         date = parse_date(item.get("date"), f"release_dates[{i}].date")
         if date is None:
             continue
-        entry = {"date": date, "region": _str(item.get("region")), "rerelease": bool(item.get("rerelease"))}
+        region = _checked(_str(item.get("region")), f"release_dates[{i}].region", "region")
+        entry = {"date": date, "region": region, "rerelease": bool(item.get("rerelease"))}
         if entry not in releases:
             releases.append(entry)
     if not releases and raw.get("release_date"):

@@ -8,6 +8,7 @@ theirs, so a partial export never erases what a crawl found.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import defaultdict
@@ -33,11 +34,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipeline.errors import KadnError, SchemaError
-from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
+from pipeline.errors import KadnError, RecordError, SchemaError
+from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release
 
 SCHEMA_VERSION = "1"
 DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
@@ -59,7 +61,7 @@ class Meta(Base):
 class Movie(Base):
     __tablename__ = "movies"
     douban_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    title: Mapped[str] = mapped_column(String(512))
+    title: Mapped[str] = mapped_column(String(MAX_LEN["title"]))
     year: Mapped[int | None] = mapped_column(Integer)
     runtime_min: Mapped[int | None] = mapped_column(Integer)
     rating: Mapped[float | None] = mapped_column(Float)
@@ -78,7 +80,7 @@ class Person(Base):
     # 'id:<douban person id>' or 'name:<name>': one unique key for both ways of knowing a person.
     person_key: Mapped[str] = mapped_column(String(300), unique=True)
     douban_person_id: Mapped[str | None] = mapped_column(String(32))
-    name: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str] = mapped_column(String(MAX_LEN["name"]))
 
 
 class Credit(Base):
@@ -94,7 +96,7 @@ class ReleaseDate(Base):
     movie_id: Mapped[int] = mapped_column(ForeignKey("movies.douban_id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     date: Mapped[str] = mapped_column(String(10))
-    region: Mapped[str | None] = mapped_column(String(128))
+    region: Mapped[str | None] = mapped_column(String(MAX_LEN["region"]))
     rerelease: Mapped[bool] = mapped_column(Boolean)
 
 
@@ -103,7 +105,7 @@ class Attribute(Base):
     movie_id: Mapped[int] = mapped_column(ForeignKey("movies.douban_id", ondelete="CASCADE"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    value: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(String(MAX_LEN["value"]))
 
 
 SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id")
@@ -131,7 +133,11 @@ def connect(url: str | None = None, *, create: bool = True) -> Engine:
     try:
         engine = create_engine(url)
     except (SQLAlchemyError, ImportError) as exc:
-        raise KadnError(f"cannot open database {url!r}: {exc}") from None
+        shown = url
+        with contextlib.suppress(SQLAlchemyError):
+            shown = make_url(url).render_as_string(hide_password=True)
+        raise KadnError(f"cannot open database {shown!r}: {exc.__class__.__name__}: "
+                        f"{str(exc).replace(url, shown)}") from None
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
@@ -249,42 +255,37 @@ def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None)
 
     person_ids = _person_ids(conn, records)
 
-    credit_rows, replace_roles = [], defaultdict(list)
+    credits, attrs, dates = defaultdict(list), defaultdict(list), defaultdict(list)
     for r in records:
+        mid = r["douban_id"]
         for role in ROLES:
-            if not r[role]:
-                continue
-            replace_roles[ROLE_NAME[role]].append(r["douban_id"])
             for billing, (name, pid) in enumerate(zip(r[role], r[ID_FIELD[role]])):
-                credit_rows.append({"movie_id": r["douban_id"], "role": ROLE_NAME[role], "billing": billing,
-                                    "person_id": person_ids[person_key(name, pid)]})
-    for role, ids in replace_roles.items():
-        for chunk in _chunks(ids):
-            conn.execute(delete(Credit).where(Credit.movie_id.in_(chunk), Credit.role == role))
-    if credit_rows:
-        conn.execute(Credit.__table__.insert(), credit_rows)
-
-    attr_rows, replace_attrs = [], defaultdict(list)
-    for r in records:
+                credits[ROLE_NAME[role], mid].append({"movie_id": mid, "role": ROLE_NAME[role], "billing": billing,
+                                                      "person_id": person_ids[person_key(name, pid)]})
         for attr in ATTRIBUTES:
-            if r[attr]:
-                replace_attrs[ATTR_NAME[attr]].append(r["douban_id"])
-                attr_rows += [{"movie_id": r["douban_id"], "kind": ATTR_NAME[attr], "position": i, "value": v}
-                              for i, v in enumerate(r[attr])]
-    for kind, ids in replace_attrs.items():
-        for chunk in _chunks(ids):
-            conn.execute(delete(Attribute).where(Attribute.movie_id.in_(chunk), Attribute.kind == kind))
-    if attr_rows:
-        conn.execute(Attribute.__table__.insert(), attr_rows)
-
-    with_dates = [r for r in records if r["release_dates"]]
-    for chunk in _chunks([r["douban_id"] for r in with_dates]):
-        conn.execute(delete(ReleaseDate).where(ReleaseDate.movie_id.in_(chunk)))
-    date_rows = [{"movie_id": r["douban_id"], "position": i, **d}
-                 for r in with_dates for i, d in enumerate(r["release_dates"])]
-    if date_rows:
-        conn.execute(ReleaseDate.__table__.insert(), date_rows)
+            attrs[ATTR_NAME[attr], mid] += [{"movie_id": mid, "kind": ATTR_NAME[attr], "position": i, "value": v}
+                                           for i, v in enumerate(r[attr])]
+        dates[None, mid] = [{"movie_id": mid, "position": i, **d} for i, d in enumerate(r["release_dates"])]
+    _replace_children(conn, Credit, Credit.role, credits)
+    _replace_children(conn, Attribute, Attribute.kind, attrs)
+    _replace_children(conn, ReleaseDate, None, dates)
     return len(by_id)
+
+
+def _replace_children(conn, model, kind_column, groups: dict[tuple, list[dict]]) -> None:
+    """Replace each (kind, movie)'s child rows by the given ones; an empty list keeps what is stored."""
+    by_kind: dict = defaultdict(list)
+    rows = []
+    for (kind, movie_id), group in groups.items():
+        if group:
+            by_kind[kind].append(movie_id)
+            rows += group
+    for kind, ids in by_kind.items():
+        for chunk in _chunks(ids):
+            where = model.movie_id.in_(chunk)
+            conn.execute(delete(model).where(where if kind_column is None else where & (kind_column == kind)))
+    if rows:
+        conn.execute(model.__table__.insert(), rows)
 
 
 def _person_ids(conn, records: list[dict]) -> dict[str, int]:
@@ -307,24 +308,34 @@ def _person_ids(conn, records: list[dict]) -> dict[str, int]:
     return ids
 
 
-def count_movies(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return conn.scalar(select(func.count()).select_from(Movie)) or 0
+def count_movies(engine_or_conn) -> int:
+    if isinstance(engine_or_conn, Engine):
+        with engine_or_conn.connect() as conn:
+            return count_movies(conn)
+    return engine_or_conn.scalar(select(func.count()).select_from(Movie)) or 0
 
 
-def load_records(engine: Engine, ids: Iterable[int] | None = None) -> list[dict]:
-    """Every stored movie (or those with `ids`) as canonical records, ordered by Douban id."""
-    wanted = None if ids is None else set(ids)
+def _release_date(dates: list[dict]) -> str | None:
+    # A date written by another tool in a form we would not store must not break reading the store;
+    # the clean stage drops such a record under its own reason.
+    try:
+        return first_release(dates)
+    except RecordError:
+        return None
+
+
+def load_records(engine: Engine) -> list[dict]:
+    """Every stored movie as canonical records, ordered by Douban id."""
     with engine.connect() as conn:
         movies = conn.execute(select(Movie).order_by(Movie.douban_id)).mappings().all()
-        people = dict(conn.execute(select(Person.id, Person.douban_person_id)).all())
-        names = dict(conn.execute(select(Person.id, Person.name)).all())
+        people = {pid: (name, dpid) for pid, dpid, name in
+                  conn.execute(select(Person.id, Person.douban_person_id, Person.name))}
         credits = defaultdict(lambda: defaultdict(list))
-        for movie_id, role, _billing, person_id in conn.execute(
-            select(Credit.movie_id, Credit.role, Credit.billing, Credit.person_id).order_by(
+        for movie_id, role, person_id in conn.execute(
+            select(Credit.movie_id, Credit.role, Credit.person_id).order_by(
                 Credit.movie_id, Credit.role, Credit.billing)
         ):
-            credits[movie_id][role].append(person_id)
+            credits[movie_id][role].append(people[person_id])
         attrs = defaultdict(lambda: defaultdict(list))
         for movie_id, kind, value in conn.execute(
             select(Attribute.movie_id, Attribute.kind, Attribute.value).order_by(
@@ -341,23 +352,14 @@ def load_records(engine: Engine, ids: Iterable[int] | None = None) -> list[dict]
     out = []
     for m in movies:
         mid = m["douban_id"]
-        if wanted is not None and mid not in wanted:
-            continue
         rec = {"douban_id": mid, **{k: m[k] for k in SCALARS}}
         for role in ROLES:
-            pids = credits[mid][ROLE_NAME[role]]
-            rec[role] = [names[p] for p in pids]
-            rec[ID_FIELD[role]] = [people[p] for p in pids]
+            people_in_role = credits[mid][ROLE_NAME[role]]
+            rec[role] = [name for name, _ in people_in_role]
+            rec[ID_FIELD[role]] = [dpid for _, dpid in people_in_role]
         for attr in ATTRIBUTES:
             rec[attr] = attrs[mid][ATTR_NAME[attr]]
         rec["release_dates"] = dates[mid]
-        rec["release_date"] = first_release(dates[mid])
+        rec["release_date"] = _release_date(dates[mid])
         out.append({f: rec[f] for f in FIELDS})
     return out
-
-
-def fetched_before(engine: Engine, cutoff: datetime) -> list[int]:
-    """Ids of stored films last fetched before `cutoff` (or never fetched by the crawler)."""
-    with engine.connect() as conn:
-        q = select(Movie.douban_id).where((Movie.last_fetched.is_(None)) | (Movie.last_fetched < cutoff))
-        return [row[0] for row in conn.execute(q.order_by(Movie.douban_id))]

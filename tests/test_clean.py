@@ -1,9 +1,11 @@
 """The range and the paper's four rules, each on a small database we write."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 from pipeline import store
 from pipeline.clean import apply_rules, normalise_title, run_clean
@@ -107,6 +109,36 @@ def test_unreadable_date_is_dropped_not_guessed(make_film):
     film["release_date"] = "2012-13-45"
     kept, removed = apply_rules([film, make_film(62)], PARAMS)
     assert ids(removed["unreadable"]) == [61] and ids(kept) == [62]
+
+
+def test_dates_another_tool_wrote_are_read_or_dropped_not_guessed(stored, db_url, make_film, tmp_path, capsys):
+    engine = stored([make_film(1), make_film(2), make_film(3)])
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE release_dates SET date = '2012/5/1' WHERE movie_id = 1"))
+        conn.execute(text("UPDATE release_dates SET date = 'sometime' WHERE movie_id = 2"))
+    assert main(["export"]) == 0  # reading the store survives both
+    out, report = tmp_path / "movies.parquet", tmp_path / "report.json"
+    run_clean(db_url, PARAMS, out, report)
+    data = json.loads(report.read_text())
+    assert data["removed"]["unreadable"] == 1 and data["examples"]["unreadable"] == ["2 电影2"]
+    frame = pd.read_parquet(out).set_index("douban_id")
+    assert frame.loc[1, "release_date"] == "2012-05-01" and 2 not in frame.index
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"required": ["directors", "cast"]}, "unknown groups ['cast']"),
+    ({"date_min": "2007-13-01"}, "clean section"),
+    ({"min_votes": None}, "clean section"),
+])
+def test_bad_params_name_themselves(make_film, change, message):
+    with pytest.raises(KadnError, match=re.escape(message)):
+        apply_rules([make_film(1)], {**PARAMS, **change})
+
+
+def test_missing_param_key_is_named(make_film):
+    params = {k: v for k, v in PARAMS.items() if k != "non_film"}
+    with pytest.raises(KadnError, match="clean lacks the key 'non_film'"):
+        apply_rules([make_film(1)], params)
 
 
 def test_normalise_title():

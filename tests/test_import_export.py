@@ -2,6 +2,7 @@ import json
 import shutil
 
 import pytest
+from sqlalchemy import text
 
 from pipeline import store
 from pipeline.cli import main
@@ -73,6 +74,35 @@ def test_export_round_trip(fmt, tmp_path, monkeypatch, capsys):
     assert main(["export", "--format", fmt, "-o", str(out2)]) == 0
     assert out1.read_bytes() == out2.read_bytes()
     assert out1.stat().st_size > 500
+
+
+def test_round_trip_keeps_every_field_of_the_original_records(stored, tmp_path, monkeypatch, capsys, make_film):
+    films = [
+        make_film(1, release_dates=[{"date": "2010-09-01", "region": "中国大陆", "rerelease": False},
+                                    {"date": "2020-08-28", "region": "中国大陆重映", "rerelease": True}],
+                  imdb_id="tt0000001"),
+        make_film(2, directors=["甲", "乙"], director_ids=["11", None], review_count=None, runtime_min=None),
+        make_film(3, title="[REC] 3", genres=[], comment_count=0),
+    ]
+    stored(films)
+    for fmt in ("jsonl", "csv"):
+        out = tmp_path / f"all.{fmt}"
+        assert main(["export", "--format", fmt, "-o", str(out)]) == 0
+        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / (fmt + '.sqlite')}")
+        assert main(["import", str(out)]) == 0
+        assert store.load_records(store.connect()) == films
+
+
+def test_a_write_the_database_refuses_leaves_it_unchanged(seeded, db_url, tmp_path, capsys):
+    engine = store.connect(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TRIGGER no_credits BEFORE INSERT ON credits "
+                          "BEGIN SELECT RAISE(ABORT, 'credits are read-only'); END"))
+    path = bad_copy(tmp_path, "山海之间", "山海之间（改）")
+    assert main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing imported" in err and "credits are read-only" in err and len(err.splitlines()) == 1
+    assert snapshot_of(db_url) == seeded
 
 
 def test_export_keeps_release_dates_and_rerelease_flags(stored, capsys, make_film):

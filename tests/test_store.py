@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline import store
-from pipeline.errors import SchemaError
+from pipeline.errors import KadnError, RecordError, SchemaError
 
 
 def test_upsert_is_idempotent(stored, make_film):
@@ -68,8 +68,24 @@ def test_other_schema_version_is_refused(db_url):
 
 
 def test_empty_database_is_not_created_for_readers(tmp_path):
-    with pytest.raises(Exception, match="does not exist"):
+    with pytest.raises(KadnError, match="does not exist"):
         store.connect(f"sqlite:///{tmp_path / 'none.sqlite'}", create=False)
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_password_never_shown_in_errors():
+    with pytest.raises(KadnError) as exc:
+        store.connect("postgresql+nosuchdriver://user:hunter2@db.invalid/kadn")
+    assert "hunter2" not in str(exc.value) and "***" in str(exc.value)
+
+
+def test_values_longer_than_the_store_keeps_are_refused(make_film):
+    with pytest.raises(RecordError) as exc:
+        make_film(1, title="长" * 513)
+    assert exc.value.field == "title"
+    with pytest.raises(RecordError) as exc:
+        make_film(2, actors=["名" * 257], actor_ids=None)
+    assert exc.value.field == "actors"
 
 
 def test_an_older_fetch_never_overwrites_a_newer_one(stored, make_film):
