@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from scrapy import Request
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Response
 from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
@@ -120,3 +121,48 @@ def test_default_settings_are_polite():
     assert s.getfloat("DOWNLOAD_DELAY") >= 2 and s.getint("CONCURRENT_REQUESTS_PER_DOMAIN") <= 2
     assert s["DOUBAN_BASE_URL"] == os.environ.get("DOUBAN_BASE_URL", "https://movie.douban.com")
     assert 429 not in s.getlist("RETRY_HTTP_CODES")  # a rate limit is a ban, handled with a pause
+
+
+@pytest.mark.parametrize("errback, url, meta", [
+    ("subject_failed", "https://movie.douban.com/subject/1/", {"dedupe_key": "subject:1"}),
+    ("discovery_failed", "https://movie.douban.com/j/new_search_subjects?start=0", {"discovery": "listing"}),
+    ("discovery_failed", "https://movie.douban.com/sitemap_index.xml", {"discovery": "sitemap"}),
+    ("robots_failed", "https://movie.douban.com/robots.txt", {}),
+])
+@pytest.mark.parametrize("case", ["login_required", "ban_gave_up", "banned", "duplicate"])
+def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, meta, case):
+    # BanMiddleware drops a page by raising IgnoreRequest from process_response: Scrapy hands that to the
+    # request's errback, never to a downloader middleware, so on the Redis frontier the errback must
+    # release the page's lease (else it expires and the page is fetched again).
+    from twisted.python.failure import Failure
+
+    import crawler.middlewares as middlewares
+    import crawler.spiders.douban as douban
+
+    for module in (douban, middlewares):
+        monkeypatch.setattr(module, "close_spider", lambda crawler, reason: None)  # no engine here
+    crawler = fake_crawler(DOUBAN_BAN_PAUSE_AFTER=99, DOUBAN_BAN_RETRIES=1, DOUBAN_BAN_MAX_CONSECUTIVE=1)
+    released = []
+    crawler.douban_scheduler = SimpleNamespace(release=released.append)
+    spider = douban.DoubanSpider()
+    spider.crawler, spider.discovery, spider.listing_path, spider.obey_robots = crawler, "auto", "/j/x", True
+    mw = BanMiddleware(crawler)
+    req = Request(url, meta={**meta, "douban_lease": "token-1"})
+    if case == "duplicate":
+        exc = DuplicateRequest(url)
+    else:
+        if case == "login_required":
+            req.meta["ban_good_mark"], mw.good = 0, 5
+        elif case == "ban_gave_up":
+            req.meta["ban_retries"] = 1
+        else:  # banned: one ban over DOUBAN_BAN_MAX_CONSECUTIVE stops the crawl
+            mw.consecutive = 1
+        status = 302 if case == "login_required" else 403
+        headers = {"Location": "https://accounts.douban.com/passport/login"} if status == 302 else {}
+        with pytest.raises(IgnoreRequest) as caught:
+            mw.process_response(req, Response(url, status=status, headers=headers))
+        exc = caught.value
+    failure = Failure(exc)
+    failure.request = req
+    list(getattr(spider, errback)(failure) or ())
+    assert released == [req]

@@ -23,6 +23,7 @@ from scrapy.exceptions import CloseSpider
 from scrapy.spiders import SitemapSpider
 from sqlalchemy import select
 
+from crawler.distributed import release_lease
 from crawler.items import MovieItem
 from crawler.middlewares import DuplicateRequest, close_spider
 from crawler.parsing import SUBJECT_URL_RE, parse_subject
@@ -347,7 +348,10 @@ class DoubanSpider(SitemapSpider):
             return
         yield MovieItem(record=record, fetched_at=_utcnow())
 
+    # Errbacks: a page given up here (a ban, a login wall, a failed download) is done with; on the Redis
+    # frontier its lease goes now, or it would expire and the page be fetched again for nothing.
     def subject_failed(self, failure):
+        release_lease(self.crawler, failure.request)
         if failure.check(DuplicateRequest):
             return
         self.crawler.stats.inc_value("douban/fetch_failed")
@@ -355,6 +359,7 @@ class DoubanSpider(SitemapSpider):
 
     def discovery_failed(self, failure):
         request = failure.request
+        release_lease(self.crawler, request)
         if failure.check(DuplicateRequest) or request.meta.get("discovery") in self.abandoned:
             return
         stats = self.crawler.stats
@@ -380,6 +385,7 @@ class DoubanSpider(SitemapSpider):
         close_spider(self.crawler, "discovery_blocked")
 
     def robots_failed(self, failure):
+        release_lease(self.crawler, failure.request)
         log.error("cannot read %s (%s): discovery needs it when ROBOTSTXT_OBEY is on", failure.request.url,
                   failure.getErrorMessage())
         self.crawler.stats.set_value("douban/discovery", "blocked")
