@@ -261,7 +261,8 @@ def parse_subject(html: str, url: str) -> ParseResult:
         agg = ld.get("aggregateRating") or {}
         raw["rating"] = str(agg.get("ratingValue") or "").strip() or None
         raw["votes"] = _int_text(str(agg.get("ratingCount") or "")) if raw["rating"] else None
-        notes.append("rating")
+        if raw["rating"]:
+            notes.append("rating")  # only when JSON-LD supplied the score
     raw["comment_count"] = _count(_COMMENTS_RE, html)
     raw["review_count"] = _count(_REVIEWS_RE, html)
 

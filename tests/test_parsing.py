@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from crawler.parsing import parse_subject
@@ -60,6 +62,22 @@ def test_sparse_film_falls_back_to_json_ld():
     assert rec["rating"] is None and rec["votes"] is None  # 暂无评分
     assert rec["comment_count"] is None and rec["review_count"] is None
     assert rec["imdb_id"] == "tt0123456"  # IMDb链接 with a link
+
+
+_AVERAGE = re.compile(r"<strong[^>]*v:average[^>]*>[^<]*</strong>")
+
+
+@pytest.mark.parametrize("name, rating, votes, noted", [
+    ("film_full.html", 8.1, 48211, True),  # no score block: the JSON-LD aggregateRating supplies it
+    ("film_sparse.html", None, None, False),  # no score block and an empty JSON-LD rating: nothing filled
+])
+def test_rating_from_json_ld_is_noted_only_when_json_ld_has_it(name, rating, votes, noted):
+    html, n = _AVERAGE.subn("", page(name))
+    assert n == 1
+    result = parse_subject(html, "https://movie.douban.com/subject/1234567/")
+    assert result.kind == "film", result.reason
+    assert result.record["rating"] == rating and result.record["votes"] == votes
+    assert ("rating" in result.notes) is noted
 
 
 def test_missing_release_date_keeps_year_and_bare_runtime():
