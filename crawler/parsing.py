@@ -38,6 +38,7 @@ _ISO_DURATION_RE = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?")
 # A JSON-LD person name is "中文名 Latin Name"; #info shows the Chinese part only.
 _LD_NAME_RE = re.compile(r"^(.*?[^\x00-\x7f])\s+[A-Za-z].*$")
 TV_LABELS = frozenset({"集数", "首播", "单集片长"})
+TV_LD_TYPES = frozenset({"TVSeries", "TVSeason", "TVEpisode"})  # JSON-LD @type of TV subjects
 ROLE_LABELS = {"导演": "directors", "编剧": "writers", "主演": "actors"}
 LD_ROLE = {"directors": "director", "writers": "author", "actors": "actor"}
 
@@ -206,8 +207,12 @@ def parse_subject(html: str, url: str) -> ParseResult:
         return ParseResult("failed", douban_id, reason="#info block has no labelled lines (changed layout?)")
     if TV_LABELS & lines.keys():
         return ParseResult("tv", douban_id, reason="TV subject (" + "/".join(sorted(TV_LABELS & lines.keys())) + ")")
-
     ld = _json_ld(html)
+    ld_types = ld.get("@type")
+    ld_types = {ld_types} if isinstance(ld_types, str) else set(ld_types) if isinstance(ld_types, list) else set()
+    if TV_LD_TYPES & ld_types:
+        return ParseResult("tv", douban_id, reason="TV subject (JSON-LD @type " + "/".join(sorted(TV_LD_TYPES & ld_types)) + ")")
+
     notes: list[str] = []
     raw: dict = {"douban_id": douban_id, "title": _title(html, ld)}
     if not raw["title"]:

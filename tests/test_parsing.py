@@ -93,11 +93,19 @@ def test_missing_release_date_keeps_year_and_bare_runtime():
     assert rec["imdb_id"] is None
 
 
-def test_tv_subject_is_recognised():
-    result = parse_subject(page("tv_season.html"), "https://movie.douban.com/subject/4567890/")
-    assert result.kind == "tv"
+@pytest.mark.parametrize("name, why", [
+    ("tv_season.html", "集数"),  # all three TV labels
+    ("tv_episodes_only.html", "集数"),
+    ("tv_premiere_only.html", "首播"),
+    ("tv_episode_length_only.html", "单集片长"),
+    ("tv_json_ld_only.html", "JSON-LD @type TVSeries"),  # #info looks like a film's
+    ("tv_json_ld_season_list.html", "JSON-LD @type TVSeason"),  # @type given as a list
+])
+def test_tv_subject_is_recognised(name, why):
+    result = parse_subject(page(name), "https://movie.douban.com/subject/4567890/")
+    assert result.kind == "tv", result.reason
     assert result.record is None
-    assert "集数" in result.reason
+    assert why in result.reason
 
 
 @pytest.mark.parametrize("name, why", [("login_wall.html", "no #info"), ("changed_layout.html", "no labelled")])
