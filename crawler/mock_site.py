@@ -3,7 +3,8 @@
 It serves subject pages in Douban's markup (our own markup, written from DESIGN.md's description, with
 every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt, on
 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
-pages (a changed layout), and a ban window (403/418/429 and redirects to a sec/login page).
+pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), and an unreadable
+robots.txt.
 
 The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well under a millisecond,
 HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
@@ -229,7 +230,8 @@ class MockDouban:
     def __init__(self, n_movies: int = 2000, seed: int = 0, *, catalogue: list[dict] | None = None,
                  error_rate: float = 0.0, error_repeats: int = 2, slow_rate: float = 0.0, slow_ms: int = 0,
                  truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
-                 robots: str = "default", block_listing: bool = False, login_rate: float = 0.0,
+                 robots: str = "default", robots_status: int = 200, block_listing: bool = False,
+                 login_rate: float = 0.0,
                  files: dict[int, Path] | None = None):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
@@ -245,6 +247,7 @@ class MockDouban:
         self.truncate_rate, self.broken_rate = truncate_rate, broken_rate
         self.ban_after, self.ban_for = ban_after, ban_for
         self.robots = robots
+        self.robots_status = robots_status  # not 200: /robots.txt always answers this error status
         self.block_listing = block_listing  # /j/ answers 403 although robots.txt allows it
         self.login_rate = login_rate  # share of subjects restricted to logged-in users (always -> login)
         self.files = dict(files or {})
@@ -291,6 +294,9 @@ class MockDouban:
             return (500, 502, 503)[attempt % 3], {"Content-Type": "text/html"}, b"<html>server error</html>"
 
         if path == "/robots.txt":
+            if self.robots_status != 200:
+                self._count("robots_error")
+                return self.robots_status, {"Content-Type": "text/html"}, b"<html>robots.txt unavailable</html>"
             return self._text(ROBOTS[self.robots] + f"Sitemap: {CANONICAL}/sitemap_index.xml\n", "text/plain")
         if path == LISTING_PATH:
             return self._listing(query)
@@ -443,6 +449,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--ban-after", type=int, default=0, help="requests before the ban window opens")
     p.add_argument("--ban-for", type=int, default=0, help="requests the ban window lasts (0: no ban)")
     p.add_argument("--robots", choices=sorted(ROBOTS), default="default")
+    p.add_argument("--robots-status", type=int, default=200,
+                   help="answer /robots.txt with this status (e.g. 403 or 503) instead of serving it")
     p.add_argument("--block-listing", action="store_true", help="answer 403 on /j/ (robots.txt still allows it)")
     p.add_argument("--login-rate", type=float, default=0.0,
                    help="share of subjects that always redirect to the login page (restricted subjects)")
@@ -455,7 +463,7 @@ def _run(args) -> int:
     site = MockDouban(args.movies, args.seed, error_rate=args.error_rate, error_repeats=args.error_repeats,
                       slow_rate=args.slow_rate, slow_ms=args.slow_ms, truncate_rate=args.truncate_rate,
                       broken_rate=args.broken_rate, ban_after=args.ban_after, ban_for=args.ban_for,
-                      robots=args.robots, block_listing=args.block_listing,
+                      robots=args.robots, robots_status=args.robots_status, block_listing=args.block_listing,
                       login_rate=args.login_rate, files=dict(_page_arg(p) for p in args.page))
     try:
         site.serve(args.port)

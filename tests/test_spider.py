@@ -330,6 +330,22 @@ def test_robots_can_be_overridden(mock, db_url):
     assert stored(db_url) == site.expected_films()
 
 
+@pytest.mark.parametrize("status", [403, 503])
+@pytest.mark.parametrize("obey", [True, False])
+def test_unreadable_robots_txt_stops_only_when_obeyed(mock, db_url, status, obey):
+    site = mock(60, seed=2, robots_status=status)
+    result = run_crawl(site.base_url, db_url, ROBOTSTXT_OBEY=str(obey), DOUBAN_BAN_RETRIES="1", RETRY_TIMES="1")
+    assert site.counts["robots_error"] > 0
+    if obey:
+        assert result["finish_reason"] == "discovery_blocked" and result.returncode == 1, result.log[-3000:]
+        assert stored(db_url) == []
+    else:  # as if robots.txt were empty
+        assert result.returncode == 0 and result["finish_reason"] == "finished", result.log[-3000:]
+        assert result["douban/discovery"] == "listing"
+        assert "ROBOTSTXT_OBEY is off, so discovery goes on as if it were empty" in result.log
+        assert stored(db_url) == site.expected_films()
+
+
 def test_cookie_is_sent_but_never_logged_or_stored(mock, db_url, tmp_path):
     secret = "dbcl2=s3cr3t-cookie-value"
     site = mock(40, seed=6, error_rate=0.3)  # retries put requests back into the JOBDIR queue

@@ -225,13 +225,15 @@ class DoubanSpider(SitemapSpider):
 
     # -- discovery -----------------------------------------------------------------------------------
     def plan_discovery(self, response):
+        return self._plan_discovery(response.text if response.status == 200 else "", response.url)
+
+    def _plan_discovery(self, robots_txt: str, robots_url: str):
         """Choose the listing or the sitemaps from robots.txt, say which and why, or stop plainly."""
-        robots = Protego.parse(response.text if response.status == 200 else "")
+        robots = Protego.parse(robots_txt)
         listing_url = self.listing_request(self.years[0], 0).url
         listing_ok = not self.obey_robots or robots.can_fetch(listing_url, self.robots_agent)
         sitemaps = [self.url(u) for u in robots.sitemaps] or [self.url("/sitemap_index.xml")]
         sitemap_ok = not self.obey_robots or any(robots.can_fetch(u, self.robots_agent) for u in sitemaps)
-        robots_url = response.url
         if self.obey_robots and not robots.can_fetch(self.url("/subject/1/"), self.robots_agent):
             log.error("discovery blocked: %s disallows the subject pages (/subject/...) for user agent %r; nothing "
                       "was crawled.", robots_url, self.robots_agent)
@@ -386,6 +388,13 @@ class DoubanSpider(SitemapSpider):
 
     def robots_failed(self, failure):
         release_lease(self.crawler, failure.request)
+        if not self.obey_robots:
+            # robots.txt only matters when obeyed: discover as if it were empty (default sitemap index).
+            self.crawler.stats.set_value("douban/robots_failed", failure.getErrorMessage())
+            log.warning("cannot read %s (%s): ROBOTSTXT_OBEY is off, so discovery goes on as if it were empty",
+                        failure.request.url, failure.getErrorMessage())
+            yield from self._plan_discovery("", failure.request.url)
+            return
         log.error("cannot read %s (%s): discovery needs it when ROBOTSTXT_OBEY is on", failure.request.url,
                   failure.getErrorMessage())
         self.crawler.stats.set_value("douban/discovery", "blocked")
