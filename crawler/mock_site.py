@@ -231,7 +231,7 @@ class MockDouban:
                  error_rate: float = 0.0, error_repeats: int = 2, slow_rate: float = 0.0, slow_ms: int = 0,
                  truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
                  robots: str = "default", robots_status: int = 200, block_listing: bool = False,
-                 login_rate: float = 0.0,
+                 login_rate: float = 0.0, listing_ignores_start: bool = False,
                  files: dict[int, Path] | None = None):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
@@ -249,6 +249,7 @@ class MockDouban:
         self.robots = robots
         self.robots_status = robots_status  # not 200: /robots.txt always answers this error status
         self.block_listing = block_listing  # /j/ answers 403 although robots.txt allows it
+        self.listing_ignores_start = listing_ignores_start  # the listing serves its first page at every start
         self.login_rate = login_rate  # share of subjects restricted to logged-in users (always -> login)
         self.files = dict(files or {})
         self.lock = threading.Lock()
@@ -332,6 +333,8 @@ class MockDouban:
         except ValueError:
             return self._text(json.dumps({"msg": "bad year_range or start"}), "application/json", 400)
         entries = [e for y in range(lo, hi + 1) for e in self.by_year.get(y, [])]
+        if self.listing_ignores_start:
+            start = 0
         page = entries[start : start + PAGE_SIZE]
         data = [{"id": str(e["douban_id"]), "title": e["title"], "url": f"{CANONICAL}/subject/{e['douban_id']}/",
                  "rate": "" if e["rating"] is None else f"{e['rating']:.1f}", "directors": e["directors"],
@@ -452,6 +455,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--robots-status", type=int, default=200,
                    help="answer /robots.txt with this status (e.g. 403 or 503) instead of serving it")
     p.add_argument("--block-listing", action="store_true", help="answer 403 on /j/ (robots.txt still allows it)")
+    p.add_argument("--listing-ignores-start", action="store_true",
+                   help="the listing ignores its start parameter (every page repeats the first)")
     p.add_argument("--login-rate", type=float, default=0.0,
                    help="share of subjects that always redirect to the login page (restricted subjects)")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
@@ -464,7 +469,7 @@ def _run(args) -> int:
                       slow_rate=args.slow_rate, slow_ms=args.slow_ms, truncate_rate=args.truncate_rate,
                       broken_rate=args.broken_rate, ban_after=args.ban_after, ban_for=args.ban_for,
                       robots=args.robots, robots_status=args.robots_status, block_listing=args.block_listing,
-                      login_rate=args.login_rate, files=dict(_page_arg(p) for p in args.page))
+                      login_rate=args.login_rate, listing_ignores_start=args.listing_ignores_start, files=dict(_page_arg(p) for p in args.page))
     try:
         site.serve(args.port)
     except OSError as exc:

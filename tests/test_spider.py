@@ -369,6 +369,17 @@ def test_limit_and_years(mock, db_url):
     assert 0 < len(got) <= 7 and all(r["year"] == 2012 for r in got)
 
 
+def test_listing_that_ignores_start_does_not_paginate_forever(mock, db_url):
+    site = mock(300, seed=9, listing_ignores_start=True)  # every listing page repeats the first
+    result = run_crawl(site.base_url, db_url, "years=2012", timeout=60)
+    assert result.returncode == 0 and result["finish_reason"] == "finished", result.log[-3000:]
+    assert site.hits["/j/new_search_subjects"] == 2  # the first page, and the repeat that stopped it
+    assert result["douban/listing_repeated"] == 1
+    assert "brought no film not already listed in this run: year 2012 stops at offset 20" in result.log
+    first_page = [e["douban_id"] for e in site.by_year[2012][:20] if e["kind"] == "film"]
+    assert sorted(r["douban_id"] for r in stored(db_url)) == sorted(first_page)
+
+
 @pytest.mark.parametrize("arg, message", [
     ("years=twenty", "-a years=twenty: years must look like 2007-2019"),
     ("ids=x,y", "-a ids=x,y: ids must be Douban subject ids"),

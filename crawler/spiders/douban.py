@@ -95,6 +95,7 @@ class DoubanSpider(SitemapSpider):
         self.requested = 0  # subject pages scheduled (for limit)
         self.skip: set[int] = set()  # stored films not to fetch again (fresh, or stored earlier in this crawl)
         self.seen: set[int] = set()  # subjects requested in this run (a film listed twice is fetched once)
+        self.listed: set[int] = set()  # subjects the listing gave in this run (pagination stops on repeats)
         self.sitemaps: list[str] = []
         self.abandoned: set[str] = set()  # discovery paths given up (their queued requests are dropped)
         self.marker: Path | None = None
@@ -298,12 +299,20 @@ class DoubanSpider(SitemapSpider):
                       response.url, exc, year, start)
             return
         self.crawler.stats.inc_value("douban/listing_pages")
+        new = [did for did in ids if did not in self.listed]
+        self.listed.update(new)
+        if ids and not new:
+            # An endpoint that ignores `start` (or year_range) repeats itself: paginating would never end.
+            self.crawler.stats.inc_value("douban/listing_repeated")
+            log.warning("listing %s brought no film not already listed in this run: year %d stops at offset %d",
+                        response.url, year, start)
+            return
         self.crawler.stats.inc_value("douban/discovered", len(ids))
         for did in ids:
             req = self.subject_request(did)
             if req:
                 yield req
-        # Paginate until an empty page: the endpoint's page size is not a promise.
+        # Paginate until an empty page (the endpoint's page size is not a promise) or one with nothing new.
         if ids and (self.limit is None or self.requested < self.limit):
             yield self.listing_request(year, start + len(ids))
 
