@@ -143,6 +143,13 @@ class DoubanSpider(SitemapSpider):
                        errback=self.subject_failed, dont_filter=True,
                        meta={"dedupe_key": f"subject:{douban_id}"})
 
+    def subject_requests(self, ids):
+        """subject_request for each id, leaving out the ones it declines (fresh, seen, over the limit)."""
+        for did in ids:
+            req = self.subject_request(did)
+            if req:
+                yield req
+
     def listing_request(self, year: int, start: int) -> Request:
         query = urlencode({"sort": "U", "range": "0,10", "tags": "电影", "start": start,
                            "year_range": f"{year},{year}"})
@@ -182,20 +189,16 @@ class DoubanSpider(SitemapSpider):
             self.skip = done
             stats.set_value("douban/discovery", "ids")
             log.info("discovery: none, fetching the %d subject(s) given with -a ids", len(self.ids))
-            for did in self.ids:
-                req = self.subject_request(did)
-                if req:
-                    yield req
+            for req in self.subject_requests(self.ids):
+                yield req
             return
         if self.refresh:
             self.skip = done
             stats.set_value("douban/discovery", "refresh")
             log.info("discovery: none, refreshing %d stored film(s) last fetched before %s",
                      len(stale - done), cutoff.isoformat(timespec="seconds"))
-            for did in sorted(stale - done):
-                req = self.subject_request(did)
-                if req:
-                    yield req
+            for req in self.subject_requests(sorted(stale - done)):
+                yield req
             return
         self.skip = (set(fetched) - stale if self.refresh_days > 0 else set()) | done
         if self.skip:
@@ -308,10 +311,7 @@ class DoubanSpider(SitemapSpider):
                         response.url, year, start)
             return
         self.crawler.stats.inc_value("douban/discovered", len(ids))
-        for did in ids:
-            req = self.subject_request(did)
-            if req:
-                yield req
+        yield from self.subject_requests(ids)
         # Paginate until an empty page (the endpoint's page size is not a promise) or one with nothing new.
         if ids and (self.limit is None or self.requested < self.limit):
             yield self.listing_request(year, start + len(ids))
@@ -323,9 +323,7 @@ class DoubanSpider(SitemapSpider):
             m = SUBJECT_URL_RE.search(req.url)
             if m and req.callback == self.parse_subject:
                 self.crawler.stats.inc_value("douban/discovered")
-                sub = self.subject_request(int(m.group(1)))
-                if sub:
-                    yield sub
+                yield from self.subject_requests([int(m.group(1))])
             elif not m:
                 yield self.sitemap_request(req.url)
 
