@@ -23,9 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from crawler.mock_catalogue import YEAR_RANGE, generate_catalogue
+from crawler.mock_catalogue import YEAR_RANGE, films_in_years, generate_catalogue
 from pipeline.errors import KadnError
-from pipeline.records import normalise_record
+from pipeline.records import ID_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def render_subject(entry: dict) -> str:
     lines = []
     for label, role, rel in (("导演", "directors", "v:directedBy"), ("编剧", "writers", ""),
                              ("主演", "actors", "v:starring")):
-        names, ids = entry[role], entry[role[:-1] + "_ids"]
+        names, ids = entry[role], entry[ID_FIELD[role]]
         if not names:
             continue
         links = [_person_link(n, p, rel) for n, p in zip(names, ids)]
@@ -268,9 +268,8 @@ class MockDouban:
 
     def expected_films(self, years: tuple[int, int] = YEAR_RANGE) -> list[dict]:
         """Films the listing serves for `years` whose pages parse: the truth a crawl must reproduce."""
-        return [normalise_record(e) for e in self.catalogue
-                if e["kind"] == "film" and e["year"] is not None and years[0] <= e["year"] <= years[1]
-                and not self.is_broken(e["douban_id"]) and not self.needs_login(e["douban_id"])]
+        return [r for r in films_in_years(self.catalogue, *years)
+                if not self.is_broken(r["douban_id"]) and not self.needs_login(r["douban_id"])]
 
     # -- serving --------------------------------------------------------------------------------------
     def handle(self, path: str, query: dict) -> tuple[int, dict, bytes]:

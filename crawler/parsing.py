@@ -17,7 +17,7 @@ from html import unescape
 from parsel import Selector
 
 from pipeline.errors import RecordError
-from pipeline.records import normalise_record, parse_date, parse_runtime
+from pipeline.records import ID_FIELD, normalise_record, parse_date, parse_runtime
 
 SUBJECT_URL_RE = re.compile(r"/subject/(\d+)")
 _PERSON_ID_RE = re.compile(r"/(?:celebrity|personage)/(\d+)")
@@ -166,11 +166,16 @@ def _ld_runtime(duration: str | None) -> int | None:
     return int(m.group(1) or 0) * 60 + int(m.group(2) or 0) or None
 
 
+def _page_title(html: str) -> str:
+    """The page's <title> text, unescaped and stripped ("" without one)."""
+    m = _TITLE_RE.search(html)
+    return unescape(m.group(1)).strip() if m else ""
+
+
 def _title(html: str, ld: dict) -> str | None:
     # <title> holds the Chinese title alone ("盗梦空间 (豆瓣)"), which is what exports and the CC0 data use;
     # v:itemreviewed appends the original title.
-    m = _TITLE_RE.search(html)
-    title = re.sub(r"\s*\(豆瓣\)\s*$", "", unescape(m.group(1)).strip()) if m else ""
+    title = re.sub(r"\s*\(豆瓣\)\s*$", "", _page_title(html))
     if title and "豆瓣" not in title and "登录" not in title:
         return title
     m = _ITEMREVIEWED_RE.search(html)
@@ -196,10 +201,8 @@ def parse_subject(html: str, url: str) -> ParseResult:
     start = _INFO_RE.search(html)
     end = html.find("</div>", start.end()) if start else -1
     if not start or end < 0:
-        m = _TITLE_RE.search(html)
-        title = unescape(m.group(1)).strip() if m else ""
         return ParseResult("failed", douban_id,
-                           reason=f"no #info block (login wall or changed layout; page title {title!r})")
+                           reason=f"no #info block (login wall or changed layout; page title {_page_title(html)!r})")
     info_sel = Selector(text=html[start.start() : end + 6])
     info = info_sel.css("#info")
     lines = _info_lines(info[0].root) if info else {}
@@ -223,7 +226,7 @@ def parse_subject(html: str, url: str) -> ParseResult:
         if not names and ld.get(LD_ROLE[role]):
             names, ids = _ld_people(ld, LD_ROLE[role])
             notes.append(role)
-        raw[role], raw[role[:-1] + "_ids"] = names, ids
+        raw[role], raw[ID_FIELD[role]] = names, ids
 
     raw["genres"] = [g.strip() for g in info.css('span[property="v:genre"]::text').getall() if g.strip()]
     if not raw["genres"] and ld.get("genre"):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.mock_catalogue import films, generate_catalogue, store_catalogue
+from crawler.mock_catalogue import films, films_in_years, generate_catalogue, store_catalogue
 from crawler.mock_site import MockDouban
 from pipeline import store
 from tests.conftest import SHARED
@@ -412,6 +412,17 @@ def test_catalogue_pages_parse_back_to_truth():
             assert result.kind == "tv"
         else:
             assert result.kind == "film" and result.record == films([entry])[0], entry["douban_id"]
+
+
+def test_expected_films_are_the_catalogues_films_in_years_minus_unreachable_pages():
+    site = MockDouban(400, seed=23, broken_rate=0.05, login_rate=0.05)  # not served: no network
+    unreachable = {e["douban_id"] for e in site.catalogue if site.is_broken(e["douban_id"])
+                   or site.needs_login(e["douban_id"])}
+    assert unreachable
+    for years in ((2007, 2019), (2012, 2013)):
+        truth = films_in_years(site.catalogue, *years)
+        assert site.expected_films(years) == [r for r in truth if r["douban_id"] not in unreachable]
+    assert MockDouban(catalogue=site.catalogue).expected_films() == films_in_years(site.catalogue)
 
 
 def test_store_failure_stops_the_crawl_plainly(mock, db_url):
