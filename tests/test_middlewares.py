@@ -123,6 +123,21 @@ def test_default_settings_are_polite():
     assert 429 not in s.getlist("RETRY_HTTP_CODES")  # a rate limit is a ban, handled with a pause
 
 
+def test_store_url_comes_from_the_environment_via_pipeline_store(monkeypatch):
+    from pipeline import store
+
+    s = Settings()
+    s.setmodule(crawler_settings)
+    assert s.get("DATABASE_URL") is None  # one place decides: store.database_url, as for the kadn commands
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////tmp/from-env.sqlite")
+    assert store.database_url(s.get("DATABASE_URL")) == "sqlite:////tmp/from-env.sqlite"
+    monkeypatch.delenv("DATABASE_URL")
+    assert store.database_url(s.get("DATABASE_URL")) == store.DEFAULT_DATABASE_URL
+    s.set("DATABASE_URL", "sqlite:////tmp/explicit.sqlite")  # -s DATABASE_URL=... still wins
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////tmp/from-env.sqlite")
+    assert store.database_url(s.get("DATABASE_URL")) == "sqlite:////tmp/explicit.sqlite"
+
+
 @pytest.mark.parametrize("errback, url, meta", [
     ("subject_failed", "https://movie.douban.com/subject/1/", {"dedupe_key": "subject:1"}),
     ("discovery_failed", "https://movie.douban.com/j/new_search_subjects?start=0", {"discovery": "listing"}),
