@@ -14,7 +14,7 @@ from scrapy.statscollectors import MemoryStatsCollector
 
 from crawler import settings as crawler_settings
 from crawler.middlewares import BanMiddleware, CookieMiddleware, DedupeMiddleware, DuplicateRequest
-from crawler.spiders.douban import check_arguments, parse_ids, parse_limit, parse_years
+from crawler.spiders.douban import DoubanSpider, check_arguments, parse_ids, parse_limit, parse_years
 
 
 def fake_crawler(**overrides):
@@ -110,6 +110,9 @@ def test_spider_arguments():
         with pytest.raises(ValueError, match="limit must be a positive number"):
             parse_limit(bad)
     check_arguments({"years": "2012", "ids": "1,2", "limit": "3", "refresh": "1", "other": "x"})
+    for value, on in ((None, False), ("", False), ("0", False), ("no", False), ("1", True), ("True", True),
+                      ("yes", True)):
+        assert DoubanSpider(refresh=value).refresh is on, value
     with pytest.raises(ValueError, match=r"-a limit=abc"):
         check_arguments({"years": "2012", "limit": "abc"})
 

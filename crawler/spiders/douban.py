@@ -91,7 +91,7 @@ class DoubanSpider(SitemapSpider):
         self.years = parse_years(years)
         self.ids = parse_ids(ids) if ids else None
         self.limit = parse_limit(limit)
-        self.refresh = str(refresh).lower() in ("1", "true", "yes") if refresh is not None else False
+        self.refresh = str(refresh).lower() in ("1", "true", "yes")  # None -> "none": off
         self.requested = 0  # subject pages scheduled (for limit)
         self.skip: set[int] = set()  # stored films not to fetch again (fresh, or stored earlier in this crawl)
         self.seen: set[int] = set()  # subjects requested in this run (a film listed twice is fetched once)
