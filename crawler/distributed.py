@@ -71,7 +71,9 @@ class RedisFrontier:
         settings.set("SCHEDULER_QUEUE_CLASS", "scrapy_redis.queue.PriorityQueue", priority="project")
         # Keep the frontier when a worker stops: the others (or a restart) carry on from it.
         settings.set("SCHEDULER_PERSIST", True, priority="project")
-        settings.set("DOUBAN_STORE_BATCH", 1, priority="project")
+        if settings.getint("DOUBAN_STORE_BATCH", 1) != 1:
+            log.warning("DOUBAN_STORE_BATCH is 1 on the Redis frontier: a lease ends only once its film is stored")
+        settings.set("DOUBAN_STORE_BATCH", 1, priority="cmdline")
         # Outermost spider middleware: it sees the callback's output last, after everything was handled.
         settings.set_in_component_priority_dict("SPIDER_MIDDLEWARES", LeaseReleaseMiddleware, 10)
         # Below RetryMiddleware (550): its process_exception runs first, so only final failures reach ours.
@@ -80,8 +82,10 @@ class RedisFrontier:
 
 # Pop the best request and lease it in one step: a worker killed between a pop and its lease would
 # otherwise lose the request. KEYS: queue, lease data, lease meta, requeue marks.
-# ARGV: token, now, lease seconds, worker.
+# ARGV: token, lease seconds, worker. Times come from Redis's clock, so workers' clocks may disagree.
 _POP_AND_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local r = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #r == 0 then return false end
 redis.call('ZREM', KEYS[1], r[1])
@@ -89,23 +93,24 @@ local sha = redis.sha1hex(r[1])
 local attempts = tonumber(redis.call('HGET', KEYS[4], sha) or '0')
 redis.call('HDEL', KEYS[4], sha)
 redis.call('HSET', KEYS[2], ARGV[1], r[1])
-redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({expires = tonumber(ARGV[2]) + tonumber(ARGV[3]),
-    worker = ARGV[4], attempts = attempts, score = tonumber(r[2])}))
+redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({expires = now + tonumber(ARGV[2]),
+    worker = ARGV[3], attempts = attempts, score = tonumber(r[2])}))
 return {r[1], attempts}
 """
 
 # Put an expired lease's request back, once, in one step (HDEL decides which worker does it).
-# KEYS: queue, lease data, lease meta, requeue marks. ARGV: token, now, max attempts.
+# KEYS: queue, lease data, lease meta, requeue marks. ARGV: token, max attempts.
 _REQUEUE_IF_EXPIRED = """
 local raw = redis.call('HGET', KEYS[3], ARGV[1])
 if not raw then return false end
 local m = cjson.decode(raw)
-if m.expires > tonumber(ARGV[2]) then return false end
+local t = redis.call('TIME')
+if m.expires > tonumber(t[1]) + tonumber(t[2]) / 1e6 then return false end
 local data = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 if not data then return false end
-if m.attempts + 1 > tonumber(ARGV[3]) then return {'abandoned', data, m.worker} end
+if m.attempts + 1 > tonumber(ARGV[2]) then return {'abandoned', data, m.worker} end
 redis.call('ZADD', KEYS[1], m.score, data)
 redis.call('HSET', KEYS[4], redis.sha1hex(data), m.attempts + 1)
 return {'requeued', data, m.worker}
@@ -147,11 +152,15 @@ class LeasedScheduler(Scheduler):
         if key is not None and first_attempt and not self.server.sadd(self.seen_key, key):
             self.spider.crawler.stats.inc_value("douban/duplicate_skipped")
             return False
-        return super().enqueue_request(request)
+        queued = super().enqueue_request(request)
+        if queued:
+            # A retry (ban, 5xx, parse) now sits in Redis: its original's lease has done its job.
+            self.release(request)
+        return queued
 
     def next_request(self):
         token = uuid.uuid4().hex
-        popped = self._pop(keys=self._keys(), args=[token, time.time(), self.lease_s, self.worker])
+        popped = self._pop(keys=self._keys(), args=[token, self.lease_s, self.worker])
         if not popped:
             self._sweep()
             return None
@@ -171,6 +180,15 @@ class LeasedScheduler(Scheduler):
         """SCHEDULER_FLUSH_ON_START=1: a fresh crawl forgets the queue, the seen pages and the leases."""
         super().flush()
         self.server.delete(self.seen_key, self.lease_data_key, self.lease_key, self.marks_key)
+
+    def close(self, reason):
+        # The crawl is complete when nothing is queued or leased: forget the seen pages, so the next crawl
+        # with this prefix starts afresh instead of skipping everything. Otherwise keep all to resume.
+        if reason == "finished" and not self.has_pending_requests():
+            self.server.delete(self.seen_key, self.marks_key)
+            self.df.clear()
+            log.info("frontier drained: cleared the seen pages of %s", self.seen_key.removesuffix(":seen"))
+        super().close(reason)
 
     def release(self, request) -> None:
         self.release_token(request.meta.get(LEASE_TOKEN))
@@ -194,7 +212,7 @@ class LeasedScheduler(Scheduler):
         """Put back the requests of leases that expired (their worker died); returns how many."""
         requeued, stats = 0, self.spider.crawler.stats
         for token in self.server.hkeys(self.lease_key):
-            result = self._requeue(keys=self._keys(), args=[token, time.time(), self.max_attempts])
+            result = self._requeue(keys=self._keys(), args=[token, self.max_attempts])
             if not result:
                 continue  # still valid, released meanwhile, or another worker took it
             outcome, raw, worker = result
@@ -222,8 +240,10 @@ class LeaseReleaseMiddleware:
         self.crawler = crawler
         self.pending: dict[str, int] = defaultdict(int)  # lease token -> items still in the pipeline
         self.consumed: set[str] = set()  # tokens whose callback output has been read to the end
-        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
-            crawler.signals.connect(self._item_done, signal=signal)
+        self.unstored: set[str] = set()  # tokens with an item the store refused: keep their lease
+        crawler.signals.connect(self._item_done, signal=signals.item_scraped)
+        for signal in (signals.item_dropped, signals.item_error):
+            crawler.signals.connect(self._item_lost, signal=signal)
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -238,7 +258,17 @@ class LeaseReleaseMiddleware:
         if token in self.consumed and self.pending.get(token, 0) <= 0:
             self.consumed.discard(token)
             self.pending.pop(token, None)
-            self._release(token)
+            if token in self.unstored:
+                # Not stored: the lease runs out and the page is fetched again, by this crawl or the next.
+                self.unstored.discard(token)
+            else:
+                self._release(token)
+
+    def _item_lost(self, item=None, response=None, **kwargs):
+        token = response.request.meta.get(LEASE_TOKEN) if response is not None else None
+        if token:
+            self.unstored.add(token)
+            self._item_done(item, response)
 
     def _item_done(self, item=None, response=None, **kwargs):
         token = response.request.meta.get(LEASE_TOKEN) if response is not None else None

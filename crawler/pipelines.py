@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from scrapy.exceptions import DropItem
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.middlewares import close_spider
@@ -46,13 +47,15 @@ class StorePipeline:
 
     def process_item(self, item, spider=None):
         self.buffer.append(item)
-        if len(self.buffer) >= self.batch_size:
-            self._flush()
+        if len(self.buffer) >= self.batch_size and not self._flush():
+            # Say so to Scrapy: on the Redis frontier a dropped item keeps its page's lease (refetched later).
+            raise DropItem(f"not stored: {item['record']['douban_id']}")
         return item
 
-    def _flush(self):
+    def _flush(self) -> bool:
+        """Write the buffered films in one transaction; False if the store refused them."""
         if not self.buffer:
-            return
+            return True
         items, self.buffer = self.buffer, []
         # One fetch time per batch: the newest in it, so a refresh's newer fetch wins in the store.
         fetched_at = max(i["fetched_at"] for i in items)
@@ -70,8 +73,9 @@ class StorePipeline:
             if not self.failed:
                 self.failed = True
                 close_spider(self.crawler, "store_failed")
-            return
+            return False
         self.stats.inc_value("douban/stored", written)
+        return True
 
     def close_spider(self, spider=None):
         try:

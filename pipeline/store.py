@@ -326,16 +326,17 @@ def _release_date(dates: list[dict]) -> str | None:
 
 def load_records(engine: Engine) -> list[dict]:
     """Every stored movie as canonical records, ordered by Douban id."""
-    with engine.connect() as conn:
+    # Crawlers may be writing meanwhile: on PostgreSQL read every table from one snapshot.
+    options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
+    with engine.connect().execution_options(**options) as conn, conn.begin():
         movies = conn.execute(select(Movie).order_by(Movie.douban_id)).mappings().all()
-        people = {pid: (name, dpid) for pid, dpid, name in
-                  conn.execute(select(Person.id, Person.douban_person_id, Person.name))}
         credits = defaultdict(lambda: defaultdict(list))
-        for movie_id, role, person_id in conn.execute(
-            select(Credit.movie_id, Credit.role, Credit.person_id).order_by(
-                Credit.movie_id, Credit.role, Credit.billing)
+        for movie_id, role, name, dpid in conn.execute(
+            select(Credit.movie_id, Credit.role, Person.name, Person.douban_person_id)
+            .join(Person, Person.id == Credit.person_id)
+            .order_by(Credit.movie_id, Credit.role, Credit.billing)
         ):
-            credits[movie_id][role].append(people[person_id])
+            credits[movie_id][role].append((name, dpid))
         attrs = defaultdict(lambda: defaultdict(list))
         for movie_id, kind, value in conn.execute(
             select(Attribute.movie_id, Attribute.kind, Attribute.value).order_by(

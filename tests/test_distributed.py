@@ -94,5 +94,7 @@ def test_killing_a_worker_loses_nothing(mock, servers):  # noqa: F811
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
     log = finish(survivor)
+    missing = {r["douban_id"] for r in site.expected_films()} - set(stored_ids(pg))
+    assert not missing, f"{len(missing)} films lost, e.g. {sorted(missing)[:5]}; survivor's log:\n{log[-4000:]}"
     assert_exactly_the_catalogue(site, pg)
     assert "douban/lease_requeued" in log
