@@ -272,3 +272,16 @@ def test_paper_preset_applies_the_papers_training_settings():
     assert (cfg["lr"], cfg["batch"], cfg["epochs"], cfg["evals_per_epoch"], cfg["head"]) == \
         (1e-5, 32, 50, 2, "classification")
     assert cfg["patience"] is None and cfg["teacher"] == params["train"]["nets"]["teacher"]
+
+
+def test_adaptive_regulariser_in_training_shrinks_the_embedding(catalogue):
+    set_determinism(1)
+    enc = load_encoded(catalogue)
+    tr, va = enc.index("train"), enc.index("val")
+    r = enc.restrict(tr, 2)
+    cfg = fast_params()["train"]["nets"] | {"epochs": 2}
+    norms = {}
+    for strength in (0.0, 5.0):
+        fitted = fit_net("kadn", r.x, r.freq, enc.rating, tr, va, cfg | {"adaptive_l2": strength}, seed=1)
+        norms[strength] = fitted.model.features.embedding.weight.norm().item()
+    assert norms[5.0] < norms[0.0]
