@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.data import Dense
 from models.heads import Head
 from models.nets import build
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
@@ -24,12 +25,14 @@ from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
 
 
-def vocab_payload(enc: Encoded, restricted: Restricted, digest: str) -> dict:
+def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
+                  feature_set: str = "pre_release") -> dict:
     groups = {}
     for g in GROUPS:
         remap = restricted.remap[g]
         groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
-    return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups}
+    return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
+            "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None}
 
 
 def head_settings(head: Head) -> dict:
@@ -37,9 +40,10 @@ def head_settings(head: Head) -> dict:
             "high": head.low + head.width * len(head.centres), "sigma": head.sigma, "loss": head.loss_name}
 
 
-def net_bytes(kind: str, cfg: dict, sizes: dict, head: Head, states: list[dict]) -> bytes:
+def net_bytes(kind: str, cfg: dict, sizes: dict, head: Head, states: list[dict], n_dense: int = 0) -> bytes:
     buf = io.BytesIO()
-    torch.save({"kind": kind, "cfg": cfg, "sizes": sizes, "head": head_settings(head), "states": states}, buf)
+    torch.save({"kind": kind, "cfg": cfg, "sizes": sizes, "head": head_settings(head), "states": states,
+                "n_dense": n_dense}, buf)
     return buf.getvalue()
 
 
@@ -97,7 +101,7 @@ def load_model(root: Path, name: str) -> Loaded:
                 loss=h["loss"])
     nets = []
     for state in blob["states"]:
-        net = build(blob["kind"], blob["sizes"], blob["cfg"], head.out_dim)
+        net = build(blob["kind"], blob["sizes"], blob["cfg"], head.out_dim, blob.get("n_dense", 0))
         net.load_state_dict(state)
         net.eval()
         nets.append(net)

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from models.data import kfold
+from models.data import kfold, with_dense
 from pipeline.encode import Encoded
 
 
@@ -28,7 +28,8 @@ def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(np.abs(e).mean()), float(np.sqrt((e**2).mean()))
 
 
-def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: bool = False) -> dict:
+def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: bool = False,
+                   feature_set: str = "pre_release") -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs."""
     from models.train import fit_model
 
@@ -36,11 +37,13 @@ def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: b
     y = enc.rating.astype(np.float32)
     folds = kfold(len(y), int(spec["folds"]), int(spec["repeats"]), int(spec["seed"]))
     result: dict[str, dict[str, list[float]]] = {}
-    bar = tqdm(folds, desc=f"{name} CV", file=sys.stderr, disable=not progress, leave=False)
+    bar = tqdm(folds, desc=f"{name} CV" + ("" if feature_set == "pre_release" else f" ({feature_set})"), file=sys.stderr, disable=not progress, leave=False)
     for k, (train_rows, held_rows) in enumerate(bar):
         fit_rows, val_rows = inner_split(train_rows, spec["val"], int(spec["seed"]) + k)
         restricted = enc.restrict(fit_rows, common["min_count"])
-        trained = fit_model(name, cfg, common, restricted.x, restricted.freq, y, fit_rows, val_rows,
+        # Dense inputs (if any) are standardised on the fold's training rows alone.
+        x, _ = with_dense(restricted.x, enc.popularity, fit_rows, feature_set)
+        trained = fit_model(name, cfg, common, x, restricted.freq, y, fit_rows, val_rows,
                             int(common["seed"]) + 1000 * (k + 1))
         for out, pred in trained.scores(held_rows).items():
             mae, rmse = errors(pred, y[held_rows])

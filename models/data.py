@@ -1,19 +1,94 @@
 """Feature arrays -> what each kind of model consumes: index tensors for the nets, a sparse multi-hot
 matrix for the baselines. Both come from the same `Restricted` arrays, so every model sees the same features.
+
+Two feature sets: `pre_release` (the groups: crew, cast, attributes) and `with_popularity` (plus the dense
+popularity inputs of `Dense`: log rater, review and short-comment counts, post-release signals).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from pipeline.encode import GROUPS, PAD
+from pipeline.encode import GROUPS, PAD, POPULARITY
+
+FEATURE_SETS = ("pre_release", "with_popularity")
+DENSE = "dense"  # the key of the dense inputs [N, 2k] in a feature dict, when the feature set has any
 
 
 def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    return {g: torch.from_numpy(np.ascontiguousarray(x[g] if rows is None else x[g][rows]).astype(np.int64))
-            for g in GROUPS}
+    out = {g: torch.from_numpy(np.ascontiguousarray(x[g] if rows is None else x[g][rows]).astype(np.int64))
+           for g in GROUPS}
+    if DENSE in x:
+        out[DENSE] = torch.from_numpy(np.ascontiguousarray(x[DENSE] if rows is None else x[DENSE][rows],
+                                                           dtype=np.float32))
+    return out
+
+
+def dense_columns(popularity: np.ndarray) -> tuple[list[int], list[str]]:
+    """Popularity columns known for at least one film, and a note per column dropped for being unknown
+    for every film (the shipped snapshot has rater counts but no review or comment counts)."""
+    known = np.isfinite(popularity).any(0) if len(popularity) else np.zeros(popularity.shape[1], bool)
+    keep = [i for i in range(popularity.shape[1]) if known[i]]
+    notes = [f"{POPULARITY[i]} dropped: unknown for every film" for i in range(popularity.shape[1]) if not known[i]]
+    return keep, notes
+
+
+@dataclass
+class Dense:
+    """Dense inputs: each kept column standardised with its training rows' mean and sd, NaN -> 0, plus a
+    missing indicator per column. Fitted on training rows only."""
+
+    columns: list[int]
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def fit(cls, values: np.ndarray, train_rows: np.ndarray, columns: list[int]) -> Dense:
+        mean, std = [], []
+        for c in columns:
+            v = values[train_rows, c].astype(np.float64)
+            v = v[np.isfinite(v)]
+            mean.append(float(v.mean()) if len(v) else 0.0)
+            sd = float(v.std()) if len(v) > 1 else 0.0
+            std.append(sd if sd > 1e-8 else 1.0)
+        return cls(list(columns), mean, std)
+
+    @property
+    def width(self) -> int:
+        return 2 * len(self.columns)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        v = values[:, self.columns].astype(np.float64)
+        missing = ~np.isfinite(v)
+        z = (v - np.asarray(self.mean)) / np.asarray(self.std)
+        z[missing] = 0.0
+        return np.concatenate([z, missing.astype(np.float64)], 1).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"columns": [POPULARITY[c] for c in self.columns], "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Dense:
+        return cls([POPULARITY.index(c) for c in d["columns"]], list(d["mean"]), list(d["std"]))
+
+
+def with_dense(x: dict[str, np.ndarray], popularity: np.ndarray, train_rows: np.ndarray,
+               feature_set: str) -> tuple[dict[str, np.ndarray], Dense | None]:
+    """The feature dict of `feature_set`: the groups alone (pre_release), or plus the dense popularity
+    inputs standardised on `train_rows` (with_popularity). None when the set has no dense column."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
+    if feature_set == "pre_release":
+        return x, None
+    columns, _ = dense_columns(popularity)
+    if not columns:
+        return x, None
+    dense = Dense.fit(popularity, train_rows, columns)
+    return {**x, DENSE: dense.transform(popularity)}, dense
 
 
 def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None) -> sp.csr_matrix:
@@ -23,6 +98,8 @@ def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray 
         arr = x[g] if rows is None else x[g][rows]
         r, c = np.nonzero(arr != PAD)
         blocks.append(sp.csr_matrix((np.ones(len(r), np.float32), (r, arr[r, c])), shape=(len(arr), sizes[g])))
+    if DENSE in x:
+        blocks.append(sp.csr_matrix(x[DENSE] if rows is None else x[DENSE][rows]))
     return sp.hstack(blocks, format="csr")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,21 +20,25 @@ import torch
 from models.artifacts import Loaded, load_model
 from models.config import REPORTED
 from models.cv import errors
+from models.data import DENSE, Dense, dense_columns
 from models.fit import set_determinism
 from models.nets import count_params, predict_scores
-from models.train import encoded_digest
+from models.train import SKIPPED, encoded_digest
 from pipeline.encode import GROUPS, OOV, Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, load_params, write_json
 
 
 def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
-    """The encoded arrays in the model's own ids (tokens it never trained on -> OOV)."""
+    """The encoded arrays in the model's own ids (tokens it never trained on -> OOV), plus its dense inputs
+    (standardised with its own training statistics) when it was trained on some."""
     x = {}
     for g in GROUPS:
         known = loaded.vocab["groups"][g]
         remap = np.array([0, OOV] + [known.get(t, OOV) for t in enc.vocab[g]], dtype=np.int32)
         x[g] = remap[enc.x[g]]
+    if loaded.vocab.get("dense"):
+        x[DENSE] = Dense.from_dict(loaded.vocab["dense"]).transform(enc.popularity)
     return x
 
 
@@ -133,20 +138,17 @@ def write_csv(path: Path, header: list[str], rows: list) -> None:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
 
 
-def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path) -> dict:
-    cfg = params["evaluate"]
-    set_determinism(params["train"]["common"]["threads"])
-    enc = load_encoded(encoded_dir)
-    digest = encoded_digest(encoded_dir)
-    names = list(params["models"]["baselines"]) + list(params["models"]["nets"])
-    test = enc.index("test")
-    y = enc.rating.astype(np.float64)
+def _load_all(models_dir: Path, names: list[str], digest: str) -> dict[str, Loaded]:
     loaded: dict[str, Loaded] = {}
     for name in names:
         loaded[name] = load_model(models_dir, name)
         if loaded[name].vocab["vocab_digest"] != digest:
             raise KadnError(f"{models_dir / name}: trained on another encoding (vocabulary digest "
                             f"{loaded[name].vocab['vocab_digest']} != {digest}); retrain with `dvc repro`")
+    return loaded
+
+
+def _scored(enc: Encoded, loaded: dict[str, Loaded], test: np.ndarray, y: np.ndarray):
     models: dict[str, dict] = {}
     predictions: dict[str, np.ndarray] = {}
     for reported, (artifact, output) in REPORTED.items():
@@ -159,7 +161,37 @@ def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, p
         models[reported] = {"mae": round(mae, 4), "rmse": round(rmse, 4), **cv_summary(model.meta["cv"][output])}
         if model.nets is not None:
             models[reported]["head"] = model.meta["head"]
+    return models, predictions
+
+
+def popularity_figures(enc: Encoded, popularity_dir: Path, names: list[str], digest: str, test: np.ndarray,
+                       y: np.ndarray) -> dict:
+    """`models_with_popularity`: every model trained on the with_popularity set, or why there is none."""
+    skipped = [n for n in names if (popularity_dir / n / SKIPPED).exists()]
+    if skipped:
+        reasons = {json.loads((popularity_dir / n / SKIPPED).read_text(encoding="utf-8"))["skipped"] for n in skipped}
+        return {"skipped": "; ".join(sorted(reasons))}
+    models, _ = _scored(enc, _load_all(popularity_dir, names, digest), test, y)
+    _, notes = dense_columns(enc.popularity)
+    if notes:
+        models["note"] = "; ".join(notes)
+    return models
+
+
+def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path,
+                 popularity_dir: Path | None = None) -> dict:
+    cfg = params["evaluate"]
+    set_determinism(params["train"]["common"]["threads"])
+    enc = load_encoded(encoded_dir)
+    digest = encoded_digest(encoded_dir)
+    names = list(params["models"]["baselines"]) + list(params["models"]["nets"])
+    test = enc.index("test")
+    y = enc.rating.astype(np.float64)
+    loaded = _load_all(models_dir, names, digest)
+    models, predictions = _scored(enc, loaded, test, y)
     fragment: dict = {"models": models}
+    if popularity_dir is not None:
+        fragment["models_with_popularity"] = popularity_figures(enc, popularity_dir, names, digest, test, y)
     if "kadn" in loaded:
         kadn = loaded["kadn"]
         table = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"), y.astype(np.float32), cfg)
@@ -196,6 +228,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--encoded", default="data/encoded")
     p.add_argument("--models", default="artifacts/models")
+    p.add_argument("--models-popularity", default="artifacts/models_with_popularity",
+                   help="the with_popularity models ('' to leave that feature set out)")
     p.add_argument("--out", default="artifacts/metrics/evaluate.json")
     p.add_argument("--plots", default="plots")
     p.set_defaults(func=_main)
@@ -206,10 +240,16 @@ def _main(args) -> int:
     for section in ("train", "models", "evaluate"):
         if section not in params:
             raise KadnError(f"{args.params}: no '{section}' section")
-    fragment = run_evaluate(params, Path(args.encoded), Path(args.models), Path(args.out), Path(args.plots))
-    for name, m in fragment["models"].items():
-        print(f"{name:13s} test MAE {m['mae']:.4f} RMSE {m['rmse']:.4f} | CV MAE {m['cv_mae_mean']:.4f} "
-              f"± {m['cv_mae_std']:.4f} RMSE {m['cv_rmse_mean']:.4f}", file=sys.stderr)
+    fragment = run_evaluate(params, Path(args.encoded), Path(args.models), Path(args.out), Path(args.plots),
+                            Path(args.models_popularity) if args.models_popularity else None)
+    for key in ("models", "models_with_popularity"):
+        for name, m in fragment.get(key, {}).items():
+            if not isinstance(m, dict):
+                print(f"{key}.{name}: {m}", file=sys.stderr)
+                continue
+            suffix = "" if key == "models" else " (with popularity)"
+            print(f"{name:13s} test MAE {m['mae']:.4f} RMSE {m['rmse']:.4f} | CV MAE {m['cv_mae_mean']:.4f} "
+                  f"± {m['cv_mae_std']:.4f} RMSE {m['cv_rmse_mean']:.4f}{suffix}", file=sys.stderr)
     if "distillation" in fragment:
         d = fragment["distillation"]
         print(f"distillation: params {d['teacher']['params']} -> {d['student']['params']} "

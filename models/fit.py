@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.data import tensors
+from models.data import DENSE, tensors
 from models.heads import Head
 from models.layers import adaptive_l2
 from models.loss import joint_loss
@@ -50,7 +50,7 @@ def fit_net(kind: str, x: dict[str, np.ndarray], freq: dict[str, np.ndarray], y:
     torch.manual_seed(seed)
     sizes = {g: len(f) for g, f in freq.items()}
     head = make_head(kind, cfg, float(y[train_rows].mean()))
-    model = build(kind, sizes, cfg, head.out_dim)
+    model = build(kind, sizes, cfg, head.out_dim, x[DENSE].shape[1] if DENSE in x else 0)
     primary = "student" if "student" in model.outputs else "out"
     freq_t = model.features.row_frequencies(freq)
     xt, yt = tensors(x, train_rows), torch.from_numpy(y[train_rows])

@@ -147,3 +147,28 @@ def adaptive_l2(weight: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, fre
     """
     rows = torch.unique(ids[mask])
     return 0.5 * (weight[rows].pow(2).sum(-1) / freq[rows].clamp_min(1.0)).sum()
+
+
+class DenseBranch(nn.Module):
+    """Dense inputs (standardised counts + missing indicators) -> Linear -> PReLU, to be concatenated to the
+    pooled embeddings; `join` is that concatenation (a no-op for a model without dense inputs)."""
+
+    def __init__(self, n_in: int, width: int):
+        super().__init__()
+        self.width = width
+        self.net = nn.Sequential(nn.Linear(n_in, width), nn.PReLU(width))
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.net(dense)
+
+    @staticmethod
+    def join(branch: DenseBranch | None, pooled: torch.Tensor, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return pooled if branch is None else torch.cat([pooled, branch(x["dense"])], 1)
+
+    @staticmethod
+    def make(n_in: int, width: int) -> DenseBranch | None:
+        return DenseBranch(n_in, width) if n_in else None
+
+    @staticmethod
+    def out(branch: DenseBranch | None) -> int:
+        return 0 if branch is None else branch.width

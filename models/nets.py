@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import MLP, FeaturesEmbedding, FeaturesLinear, FMInteraction
+from models.layers import MLP, DenseBranch, FeaturesEmbedding, FeaturesLinear, FMInteraction
 
 
 class FM(nn.Module):
@@ -18,29 +18,38 @@ class FM(nn.Module):
 
     outputs = ("out",)
 
-    def __init__(self, sizes: dict[str, int], dim: int, **_):
+    def __init__(self, sizes: dict[str, int], dim: int, n_dense: int = 0, dense_width: int = 8, **_):
         super().__init__()
         self.features = FeaturesEmbedding(sizes, dim, "sum")
         self.linear = FeaturesLinear(self.features.embedding.num_embeddings)
         self.fm = FMInteraction()
+        # Dense inputs enter FM as real-valued features of the first-order term (through the dense branch).
+        self.dense = DenseBranch.make(n_dense, dense_width)
+        self.dense_out = nn.Linear(dense_width, 1) if self.dense is not None else None
+
+    def _dense_term(self, x) -> torch.Tensor | float:
+        return 0.0 if self.dense is None else self.dense_out(self.dense(x["dense"])).squeeze(-1)
 
     def forward(self, x):
         ids = self.features.flat_ids(x)[0]
         tokens = self.features.embedding(ids)  # [B, W, D]; the padding row is zero
-        return {"out": (self.linear(ids) + self.fm(tokens)).unsqueeze(-1)}
+        return {"out": (self.linear(ids) + self.fm(tokens) + self._dense_term(x)).unsqueeze(-1)}
 
 
 class DeepFM(FM):
     """FM plus an MLP over the sum-pooled group embeddings, sharing one embedding table (Guo et al.)."""
 
-    def __init__(self, sizes: dict[str, int], dim: int, hidden: list[int], dropout: float = 0.0, **_):
+    def __init__(self, sizes: dict[str, int], dim: int, hidden: list[int], dropout: float = 0.0, n_dense: int = 0,
+                 dense_width: int = 8, **_):
         super().__init__(sizes, dim)
-        self.mlp = MLP(len(sizes) * dim, hidden, 1, dropout)
+        self.dense = DenseBranch.make(n_dense, dense_width)
+        self.dense_out = None
+        self.mlp = MLP(len(sizes) * dim + DenseBranch.out(self.dense), hidden, 1, dropout)
 
     def forward(self, x):
         ids = self.features.flat_ids(x)[0]
         tokens = self.features.embedding(ids)
-        deep = self.mlp(self.features(x).flatten(1)).squeeze(-1)
+        deep = self.mlp(DenseBranch.join(self.dense, self.features(x).flatten(1), x)).squeeze(-1)
         return {"out": (self.linear(ids) + self.fm(tokens) + deep).unsqueeze(-1)}
 
 
@@ -49,15 +58,17 @@ class AttentionNet(nn.Module):
 
     outputs = ("out",)
 
-    def __init__(self, sizes, dim, hidden, out_dim, dropout=0.0, attention_hidden=36, linear=False, **_):
+    def __init__(self, sizes, dim, hidden, out_dim, dropout=0.0, attention_hidden=36, linear=False, n_dense=0,
+                 dense_width=8, **_):
         super().__init__()
         self.features = FeaturesEmbedding(sizes, dim, "attention", attention_hidden)
-        self.mlp = MLP(len(sizes) * dim, hidden, out_dim, dropout)
+        self.dense = DenseBranch.make(n_dense, dense_width)
+        self.mlp = MLP(len(sizes) * dim + DenseBranch.out(self.dense), hidden, out_dim, dropout)
         self.linear = FeaturesLinear(self.features.embedding.num_embeddings) if linear else None
 
     def forward(self, x):
-        pooled = self.features(x)
-        return {"out": self.mlp(pooled.flatten(1)) + _wide(self.linear, self.features, x)}
+        pooled = DenseBranch.join(self.dense, self.features(x).flatten(1), x)
+        return {"out": self.mlp(pooled) + _wide(self.linear, self.features, x)}
 
 
 class TeacherStudent(nn.Module):
@@ -70,33 +81,38 @@ class TeacherStudent(nn.Module):
     outputs = ("teacher", "student")
 
     def __init__(self, sizes, dim, teacher, student, out_dim, pooling="attention", dropout=0.0,
-                 attention_hidden=36, linear=False, **_):
+                 attention_hidden=36, linear=False, n_dense=0, dense_width=8, **_):
         super().__init__()
         self.features = FeaturesEmbedding(sizes, dim, pooling, attention_hidden)
-        self.teacher = MLP(len(sizes) * dim, teacher, out_dim, dropout)
-        self.student = MLP(len(sizes) * dim, student, out_dim, dropout)
+        # The dense branch (popularity feature set) is shared like the embedding.
+        self.dense = DenseBranch.make(n_dense, dense_width)
+        width = len(sizes) * dim + DenseBranch.out(self.dense)
+        self.teacher = MLP(width, teacher, out_dim, dropout)
+        self.student = MLP(width, student, out_dim, dropout)
         # Optional shared first-order ("wide") term, added to both nets' outputs.
         self.linear = FeaturesLinear(self.features.embedding.num_embeddings) if linear else None
 
     def forward(self, x):
-        pooled = self.features(x).flatten(1)
+        pooled = DenseBranch.join(self.dense, self.features(x).flatten(1), x)
         wide = _wide(self.linear, self.features, x)
         return {"teacher": self.teacher(pooled) + wide, "student": self.student(pooled) + wide}
 
     def branch(self, name: str) -> Branch:
-        return Branch(self.features, getattr(self, name), name, self.linear)
+        return Branch(self.features, getattr(self, name), name, self.linear, self.dense)
 
 
 class Branch(nn.Module):
     """One net of a teacher-student pair: the shared layers plus that net's private MLP."""
 
-    def __init__(self, features: FeaturesEmbedding, mlp: MLP, name: str, linear: FeaturesLinear | None = None):
+    def __init__(self, features: FeaturesEmbedding, mlp: MLP, name: str, linear: FeaturesLinear | None = None,
+                 dense: DenseBranch | None = None):
         super().__init__()
-        self.features, self.mlp, self.name, self.linear = features, mlp, name, linear
+        self.features, self.mlp, self.name, self.linear, self.dense = features, mlp, name, linear, dense
         self.outputs = (name,)
 
     def forward(self, x):
-        return {self.name: self.mlp(self.features(x).flatten(1)) + _wide(self.linear, self.features, x)}
+        pooled = DenseBranch.join(self.dense, self.features(x).flatten(1), x)
+        return {self.name: self.mlp(pooled) + _wide(self.linear, self.features, x)}
 
 
 def _wide(linear: FeaturesLinear | None, features: FeaturesEmbedding, x) -> torch.Tensor | float:
@@ -105,10 +121,10 @@ def _wide(linear: FeaturesLinear | None, features: FeaturesEmbedding, x) -> torc
     return linear(features.flat_ids(x)[0]).unsqueeze(-1)
 
 
-def build(kind: str, sizes: dict[str, int], cfg: dict, out_dim: int) -> nn.Module:
-    """kind: fm, deepfm, at, kd (sum pooling), kadn (attention pooling)."""
+def build(kind: str, sizes: dict[str, int], cfg: dict, out_dim: int, n_dense: int = 0) -> nn.Module:
+    """kind: fm, deepfm, at, kd (sum pooling), kadn (attention pooling); n_dense dense inputs, if any."""
     common = {"dim": cfg["dim"], "dropout": cfg.get("dropout", 0.0), "attention_hidden": cfg["attention_hidden"],
-              "linear": cfg.get("linear", False)}
+              "linear": cfg.get("linear", False), "n_dense": n_dense, "dense_width": cfg.get("dense_width", 8)}
     if kind == "fm":
         return FM(sizes, **common)
     if kind == "deepfm":

@@ -1,6 +1,9 @@
 """`kadn train MODEL`: fit one model on the fixed split's training rows (the nets keep their best validation
 checkpoint), save it under artifacts/models/MODEL/, then run repeated k-fold cross-validation of the same
 model on the same features (vocabularies rebuilt inside every fold, so no fold leaks).
+
+Both feature sets are trained by default: `pre_release` -> artifacts/models/MODEL, `with_popularity`
+(+ the dense popularity inputs) -> artifacts/models_with_popularity/MODEL.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import numpy as np
 from models.artifacts import net_bytes, save_model, vocab_payload
 from models.baselines import BASELINES, fit_baseline
 from models.config import MODELS, model_config
-from models.data import multi_hot
+from models.data import DENSE, FEATURE_SETS, dense_columns, multi_hot, with_dense
 from models.fit import fit_net, net_scores, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
-from pipeline.io import load_params
+from pipeline.io import load_params, write_json
 
 
 @dataclass
@@ -63,8 +66,17 @@ def encoded_digest(encoded_dir: Path) -> str:
     return json.loads((Path(encoded_dir) / "meta.json").read_text(encoding="utf-8"))["vocab_digest"]
 
 
-def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progress: bool = False) -> dict:
+SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
+
+
+def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progress: bool = False,
+              feature_set: str = "pre_release") -> dict:
+    """Train, save and cross-validate `name` on `feature_set`. With `with_popularity` and no popularity
+    count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason."""
     from models.cv import cross_validate
+
+    if feature_set not in FEATURE_SETS:
+        raise KadnError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
 
     train = params["train"]
     common = train["common"]
@@ -72,14 +84,21 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
     cfg = model_config(train, name)
     enc: Encoded = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
+    out = Path(out_root) / name
+    notes: list[str] = []
+    if feature_set != "pre_release":
+        columns, notes = dense_columns(enc.popularity)
+        if not columns:
+            return _skip(out, name, feature_set, "no popularity counts in the data")
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
     restricted = enc.restrict(train_rows, common["min_count"])
-    trained = fit_model(name, cfg, common, restricted.x, restricted.freq, y, train_rows, val_rows,
-                        common["seed"], progress)
-    cv = cross_validate(name, enc, cfg, common, progress)
-    meta = {"name": name, "kind": name, "config": cfg, "train_s": round(trained.train_s, 3),
-            "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
+    x, dense = with_dense(restricted.x, enc.popularity, train_rows, feature_set)
+    trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, common["seed"], progress)
+    cv = cross_validate(name, enc, cfg, common, progress, feature_set)
+    meta = {"name": name, "kind": name, "config": cfg, "feature_set": feature_set, "notes": notes,
+            "train_s": round(trained.train_s, 3), "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
+            "cv": cv}
     history: list = []
     if trained.estimator is not None:
         payload, suffix = pickle.dumps(trained.estimator, protocol=4), ".pkl"
@@ -89,9 +108,21 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
         meta["best"] = [f.best for f in fits]
         meta["head"] = fits[0].head.kind
         history = fits[0].history
-        payload = net_bytes(name, cfg, restricted.sizes(), fits[0].head, [f.model.state_dict() for f in fits])
+        payload = net_bytes(name, cfg, restricted.sizes(), fits[0].head, [f.model.state_dict() for f in fits],
+                            x[DENSE].shape[1] if DENSE in x else 0)
         suffix = ".pt"
-    save_model(Path(out_root) / name, payload, suffix, vocab_payload(enc, restricted, digest), meta, history)
+    (out / SKIPPED).unlink(missing_ok=True)
+    save_model(out, payload, suffix, vocab_payload(enc, restricted, digest, dense, feature_set), meta, history)
+    return meta
+
+
+def _skip(out: Path, name: str, feature_set: str, reason: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():
+        if old.is_file():
+            old.unlink()
+    meta = {"name": name, "feature_set": feature_set, "skipped": reason}
+    write_json(out / SKIPPED, meta)
     return meta
 
 
@@ -100,7 +131,10 @@ def register(sub, name: str) -> None:
     p.add_argument("model", help=f"one of {', '.join(MODELS)}")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--encoded", default="data/encoded")
-    p.add_argument("--out", default="artifacts/models")
+    p.add_argument("--out", default="artifacts/models", help="where the pre_release model goes")
+    p.add_argument("--out-popularity", default="artifacts/models_with_popularity",
+                   help="where the with_popularity model goes")
+    p.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)
 
@@ -111,8 +145,16 @@ def _main(args) -> int:
     params = load_params(args.params)
     if "train" not in params:
         raise KadnError(f"{args.params}: no 'train' section")
-    meta = run_train(args.model, params, Path(args.encoded), Path(args.out), progress=not args.quiet)
-    summary = ", ".join(f"{out} MAE {np.mean(v['mae']):.4f} ± {np.std(v['mae']):.4f}" for out, v in meta["cv"].items())
-    print(f"train {args.model}: {meta['train_s']:.1f}s on {meta['train_rows']} films; CV {summary} "
-          f"-> {Path(args.out) / args.model}", file=sys.stderr)
+    roots = {"pre_release": Path(args.out), "with_popularity": Path(args.out_popularity)}
+    for feature_set in args.feature_sets:
+        root = roots[feature_set]
+        meta = run_train(args.model, params, Path(args.encoded), root, progress=not args.quiet,
+                         feature_set=feature_set)
+        if "skipped" in meta:
+            print(f"train {args.model} ({feature_set}): skipped, {meta['skipped']}", file=sys.stderr)
+            continue
+        summary = ", ".join(f"{out} MAE {np.mean(v['mae']):.4f} ± {np.std(v['mae']):.4f}"
+                            for out, v in meta["cv"].items())
+        print(f"train {args.model} ({feature_set}): {meta['train_s']:.1f}s on {meta['train_rows']} films; "
+              f"CV {summary} -> {root / args.model}" + "".join(f"; {n}" for n in meta["notes"]), file=sys.stderr)
     return 0

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import kfold, multi_hot
+from models.data import Dense, dense_columns, kfold, multi_hot, with_dense
 from models.fit import fit_net, make_head, set_determinism
 from models.heads import HEADS, Head
+from models.layers import DenseBranch
 from models.loss import joint_loss
 from models.nets import TeacherStudent, build, count_params, predict_scores
 from models.train import run_train
@@ -285,3 +286,98 @@ def test_adaptive_regulariser_in_training_shrinks_the_embedding(catalogue):
         fitted = fit_net("kadn", r.x, r.freq, enc.rating, tr, va, cfg | {"adaptive_l2": strength}, seed=1)
         norms[strength] = fitted.model.features.embedding.weight.norm().item()
     assert norms[5.0] < norms[0.0]
+
+
+# --- Feature sets: pre_release and with_popularity (dense popularity inputs) ---
+
+
+def _with_popularity(enc_dir, popularity):
+    """Rewrite an encoded folder's popularity matrix (the rest untouched)."""
+    with np.load(enc_dir / "arrays.npz") as npz:
+        data = {k: npz[k] for k in npz.files}
+    data["popularity"] = popularity.astype(np.float32)
+    np.savez_compressed(enc_dir / "arrays.npz", **data)
+
+
+@pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
+def test_dense_branch_changes_every_nets_predictions(kind):
+    head = Head("regression", centre=7.0)
+    model = build(kind, SIZES, CFG, head.out_dim, n_dense=4)
+    assert sum(isinstance(m, DenseBranch) for m in model.modules()) == 1  # the one shared layer
+    x = random_batch()
+    x["dense"] = torch.zeros(6, 4)
+    before = predict_scores(model, head, x)
+    x["dense"] = torch.ones(6, 4)
+    after = predict_scores(model, head, x)
+    for name in model.outputs:
+        assert not torch.allclose(before[name], after[name])
+    if kind == "kadn":  # teacher and student share the branch, as they share the embedding
+        assert model.branch("teacher").dense is model.branch("student").dense is model.dense
+
+
+def test_dense_inputs_are_standardised_on_training_rows_only_with_missing_flags():
+    rng = np.random.default_rng(0)
+    pop = rng.normal(5, 2, (50, 3)).astype(np.float32)
+    pop[:, 2] = np.nan  # unknown for every film: dropped with a note
+    pop[3, 0] = np.nan
+    train = np.arange(30)
+    columns, notes = dense_columns(pop)
+    assert columns == [0, 1] and notes == ["comment_count dropped: unknown for every film"]
+    dense = Dense.fit(pop, train, columns)
+    changed = pop.copy()
+    changed[30:, :2] += 100.0  # non-training rows move; the statistics must not
+    assert Dense.fit(changed, train, columns) == dense
+    z = dense.transform(pop)
+    assert z.shape == (50, 4)
+    known = np.isfinite(pop[train, 0])
+    assert abs(z[train][known, 0].mean()) < 1e-5 and abs(z[train][known, 0].std() - 1) < 1e-4
+    assert z[3, 0] == 0.0 and z[3, 2] == 1.0 and z[4, 2] == 0.0  # NaN -> 0 plus its missing flag
+    assert Dense.from_dict(dense.to_dict()) == dense
+    x, fitted = with_dense({"directors": np.zeros((50, 1), np.int32)}, pop, train, "with_popularity")
+    assert fitted == dense and np.array_equal(x["dense"], z)
+    assert with_dense({}, pop, train, "pre_release") == ({}, None)
+
+
+def test_baselines_get_the_dense_columns_after_the_multi_hot_ones():
+    import models.data as data
+
+    sizes = dict.fromkeys(data.GROUPS, 3)
+    x = {g: np.array([[2], [0]], np.int32) for g in data.GROUPS}
+    plain = multi_hot(x, sizes)
+    x["dense"] = np.array([[0.5, 1.0], [-1.0, 0.0]], np.float32)
+    both = multi_hot(x, sizes)
+    assert both.shape[1] == plain.shape[1] + 2
+    assert np.array_equal(both.toarray()[:, -2:], x["dense"])
+
+
+def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catalogue, tmp_path):
+    import shutil
+
+    from models.evaluate import run_evaluate
+
+    params = fast_params()
+    params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
+    enc_dir = tmp_path / "enc"
+    shutil.copytree(catalogue, enc_dir)
+    for name in ("ridge", "kadn"):
+        run_train(name, params, enc_dir, tmp_path / "pre")
+        meta = run_train(name, params, enc_dir, tmp_path / "pop", feature_set="with_popularity")
+        assert meta["feature_set"] == "with_popularity" and "skipped" not in meta
+    vocab = json.loads((tmp_path / "pop" / "kadn" / "vocab.json").read_text())
+    assert vocab["dense"]["columns"] == ["votes", "review_count", "comment_count"]
+    assert json.loads((tmp_path / "pre" / "kadn" / "vocab.json").read_text())["dense"] is None
+    frag = run_evaluate(params, enc_dir, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots", tmp_path / "pop")
+    for name in ("ridge", "kadn", "kadn_teacher"):
+        assert {"mae", "rmse", "cv_mae_mean", "cv_mae_std"} <= set(frag["models_with_popularity"][name])
+    assert frag["models_with_popularity"]["kadn"]["mae"] != frag["models"]["kadn"]["mae"]
+    # No counts anywhere: the second set is skipped with a note, not an error; pre_release is unchanged.
+    pop = load_encoded(enc_dir).popularity
+    _with_popularity(enc_dir, np.full_like(pop, np.nan))
+    for name in ("ridge", "kadn"):
+        meta = run_train(name, params, enc_dir, tmp_path / "pop", feature_set="with_popularity")
+        assert meta["skipped"] == "no popularity counts in the data"
+        assert [p.name for p in (tmp_path / "pop" / name).iterdir()] == ["skipped.json"]
+    frag2 = run_evaluate(params, enc_dir, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots",
+                         tmp_path / "pop")
+    assert frag2["models_with_popularity"] == {"skipped": "no popularity counts in the data"}
+    assert frag2["models"]["kadn"]["mae"] == frag["models"]["kadn"]["mae"]
