@@ -1,7 +1,10 @@
 """Every model under the same repeated k-fold cross-validation on the encoded snapshot (identical folds,
-vocabularies rebuilt per fold), as a Markdown table of MAE and RMSE (mean ± sd over folds).
+vocabularies rebuilt per fold), as a Markdown table of MAE and RMSE (mean ± sd over folds), for each feature
+set (pre_release, with_popularity), then the paired per-fold differences K-ADN student minus the tuned SVR
+(same folds, so the fold-to-fold spread cancels) and the issue's targets.
 
-    python bench/accuracy.py                          # params.yaml as it is
+    python bench/accuracy.py                          # params.yaml as it is, both feature sets
+    python bench/accuracy.py --models svm kadn        # just what the paired difference needs
     python bench/accuracy.py --repeats 3 --seeds 3    # more folds; each net averaged over 3 seeds
     python bench/accuracy.py --preset paper --models kadn at kd
     python bench/accuracy.py --set dim=32 --set dropout=0.2 --models kadn
@@ -24,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.config import MODELS, REPORTED, model_config  # noqa: E402
 from models.cv import cross_validate  # noqa: E402
+from models.data import FEATURE_SETS, dense_columns  # noqa: E402
 from models.fit import set_determinism  # noqa: E402
 from pipeline.encode import load_encoded  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
@@ -38,6 +42,7 @@ def main() -> None:
     parser.add_argument("--preset", help="train.nets.preset (tuned or paper)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--encoded", default=str(ROOT / "data" / "encoded"))
+    parser.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS)
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
     train = params["train"]
@@ -58,16 +63,46 @@ def main() -> None:
     spec = common["cv"]
     print(f"{len(enc)} films; {spec['folds']}-fold CV x {spec['repeats']} repeat(s); nets: preset "
           f"{train['nets']['preset']}, seeds {train['nets'].get('seeds', 1)}, overrides {args.set or 'none'}\n")
-    print("| model | CV MAE | CV RMSE | time (s) |\n|---|---|---|---:|")
-    for name in args.models:
-        started = time.perf_counter()
-        cv = cross_validate(name, enc, model_config(train, name), common)
-        took = time.perf_counter() - started
-        for reported, (artifact, output) in REPORTED.items():
-            if artifact == name:
-                mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
-                print(f"| {reported} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± {rmse.std():.4f} "
-                      f"| {took:.0f} |", flush=True)
+    for feature_set in args.feature_sets:
+        if feature_set != "pre_release" and not dense_columns(enc.popularity)[0]:
+            print(f"\n{feature_set}: skipped, no popularity counts in the data")
+            continue
+        print(f"\n{feature_set}" + "".join(f"; {n}" for n in dense_columns(enc.popularity)[1]
+                                           if feature_set != "pre_release"))
+        print("\n| model | CV MAE | CV RMSE | time (s) |\n|---|---|---|---:|")
+        per_fold: dict[str, np.ndarray] = {}
+        for name in args.models:
+            started = time.perf_counter()
+            cv = cross_validate(name, enc, model_config(train, name), common, feature_set=feature_set)
+            took = time.perf_counter() - started
+            for reported, (artifact, output) in REPORTED.items():
+                if artifact == name:
+                    mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
+                    per_fold[reported] = mae
+                    print(f"| {reported} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
+                          f"{rmse.std():.4f} | {took:.0f} |", flush=True)
+        targets(feature_set, per_fold)
+
+
+def targets(feature_set: str, mae: dict[str, np.ndarray]) -> None:
+    """Paired per-fold difference student - tuned SVR, and the issue's targets that these folds can check."""
+    if "kadn" in mae and "svm" in mae:
+        d = mae["kadn"] - mae["svm"]
+        print(f"\n{feature_set}: paired per-fold MAE, K-ADN student - tuned SVR: {d.mean():+.4f} ± {d.std(ddof=1):.4f} "
+              f"(sd over {len(d)} folds; student better in {(d < 0).sum()}/{len(d)}); folds: "
+              + " ".join(f"{v:+.3f}" for v in d))
+    if "kadn" in mae:
+        if feature_set == "pre_release" and "svm" in mae:
+            met = mae["kadn"].mean() < mae["svm"].mean()
+            print(f"target (pre_release): student CV MAE below the tuned SVR's: {'met' if met else 'NOT met'}")
+        if feature_set == "with_popularity":
+            met = mae["kadn"].mean() < 0.50
+            print(f"target (with_popularity): student CV MAE below 0.50: {'met' if met else 'NOT met'} "
+                  f"({mae['kadn'].mean():.4f})")
+    if "kadn" in mae and "kadn_teacher" in mae:
+        gap = mae["kadn"].mean() / mae["kadn_teacher"].mean() - 1
+        print(f"target ({feature_set}): student within 1% of the teacher: {'met' if gap <= 0.01 else 'NOT met'} "
+              f"({100 * gap:+.2f}%)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
 """The baselines a practitioner would try first, on the same multi-hot features as the nets:
 the training mean, ridge regression, an SVM (SVR, the paper's Table 1 column) and LightGBM.
+
+Each baseline is tuned at every fit: `train.<baseline>.grid` (small, declared in params.yaml) is searched on
+an inner validation split of the rows it is given to fit on (`train.tune`), then the best setting is refitted
+on all those rows. Only the fit's own training rows are ever seen, so cross-validation never tunes on its
+held-out fold.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from sklearn.linear_model import Ridge
@@ -42,3 +49,36 @@ def make_baseline(kind: str, cfg: dict, seed: int, threads: int = 1):
 
 def fit_baseline(kind: str, X, y: np.ndarray, cfg: dict, seed: int, threads: int = 1):
     return make_baseline(kind, cfg, seed, threads).fit(X, y)
+
+
+def grid_settings(cfg: dict) -> list[dict]:
+    """Every combination of `cfg["grid"]` (in declaration order), or [{}] with no grid."""
+    grid = cfg.get("grid") or {}
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def validation_mae(kind: str, cfg: dict, X, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
+                   seed: int, threads: int) -> float:
+    """The tuning score: MAE on `val_rows` of a fit on `fit_rows` (both inside the rows being fitted)."""
+    model = fit_baseline(kind, X[fit_rows], y[fit_rows], cfg, seed, threads)
+    return float(np.abs(model.predict(X[val_rows]) - y[val_rows]).mean())
+
+
+def tune_baseline(kind: str, X, y: np.ndarray, cfg: dict, tune: dict, seed: int, threads: int = 1):
+    """(fitted model, chosen setting): grid search on an inner split of the rows of X/y, then a refit on all.
+
+    X and y hold the fit's training rows only; the held-out rows of a fold never reach this function.
+    """
+    from models.cv import inner_split
+
+    settings = grid_settings(cfg)
+    base = {k: v for k, v in cfg.items() if k != "grid"}
+    chosen: dict = {}
+    if len(settings) > 1:
+        fit_rows, val_rows = inner_split(np.arange(len(y)), float(tune["val"]), int(tune["seed"]))
+        scores = [validation_mae(kind, {**base, **s}, X, y, fit_rows, val_rows, seed, threads) for s in settings]
+        chosen = settings[int(np.argmin(scores))]
+    elif settings:
+        chosen = settings[0]
+    return fit_baseline(kind, X, y, {**base, **chosen}, seed, threads), chosen

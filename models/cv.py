@@ -29,8 +29,9 @@ def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: bool = False,
-                   feature_set: str = "pre_release") -> dict:
-    """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs."""
+                   feature_set: str = "pre_release", chosen: list | None = None) -> dict:
+    """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
+    in each fold (on that fold's training rows) is appended to `chosen`."""
     from models.train import fit_model
 
     spec = common["cv"]
@@ -45,6 +46,8 @@ def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: b
         x, _ = with_dense(restricted.x, enc.popularity, fit_rows, feature_set)
         trained = fit_model(name, cfg, common, x, restricted.freq, y, fit_rows, val_rows,
                             int(common["seed"]) + 1000 * (k + 1))
+        if chosen is not None and trained.estimator is not None:
+            chosen.append(trained.chosen)
         for out, pred in trained.scores(held_rows).items():
             mae, rmse = errors(pred, y[held_rows])
             result.setdefault(out, {"mae": [], "rmse": []})

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from models.artifacts import net_bytes, save_model, vocab_payload
-from models.baselines import BASELINES, fit_baseline
+from models.baselines import BASELINES, tune_baseline
 from models.config import MODELS, model_config
 from models.data import DENSE, FEATURE_SETS, dense_columns, multi_hot, with_dense
 from models.fit import fit_net, net_scores, set_determinism
@@ -37,6 +37,7 @@ class Trained:
     estimator: object | None = None
     fits: list = field(default_factory=list)
     train_s: float = 0.0
+    chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
 
     def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         if self.estimator is not None:
@@ -51,9 +52,10 @@ def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.nda
     trained = Trained(name, x, sizes)
     started = time.perf_counter()
     if name in BASELINES:
-        # The baselines need no validation rows: they see exactly the nets' training rows.
-        trained.estimator = fit_baseline(name, multi_hot(x, sizes, train_rows), y[train_rows], cfg, seed,
-                                         common["threads"])
+        # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
+        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), y[train_rows], cfg,
+                                                          common.get("tune") or {"val": 0.2, "seed": 0}, seed,
+                                                          common["threads"])
     else:
         for k in range(int(cfg.get("seeds", 1))):
             label = f"{name} seed {k + 1}/{cfg.get('seeds', 1)}"
@@ -95,10 +97,13 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
     restricted = enc.restrict(train_rows, common["min_count"])
     x, dense = with_dense(restricted.x, enc.popularity, train_rows, feature_set)
     trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, common["seed"], progress)
-    cv = cross_validate(name, enc, cfg, common, progress, feature_set)
+    chosen: list = []
+    cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
     meta = {"name": name, "kind": name, "config": cfg, "feature_set": feature_set, "notes": notes,
             "train_s": round(trained.train_s, 3), "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
             "cv": cv}
+    if trained.estimator is not None:
+        meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
     history: list = []
     if trained.estimator is not None:
         payload, suffix = pickle.dumps(trained.estimator, protocol=4), ".pkl"

@@ -381,3 +381,52 @@ def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catal
                          tmp_path / "pop")
     assert frag2["models_with_popularity"] == {"skipped": "no popularity counts in the data"}
     assert frag2["models"]["kadn"]["mae"] == frag["models"]["kadn"]["mae"]
+
+
+# --- Baselines tuned inside each fit (part B of issue 7) ---
+
+
+def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue, monkeypatch):
+    import models.baselines as baselines
+    from models.train import fit_model
+
+    common = fast_params()["train"]["common"]
+    cfg = {"alpha": 1.0, "grid": {"alpha": [0.01, 1.0, 100.0]}}
+    enc = load_encoded(catalogue)
+    y = enc.rating.astype(np.float32)
+    rows = np.random.default_rng(1).permutation(len(y))
+    train_rows, held = np.sort(rows[: len(y) * 2 // 3]), np.sort(rows[len(y) * 2 // 3 :])
+    restricted = enc.restrict(train_rows, common["min_count"])
+    seen = []
+    real = baselines.validation_mae
+
+    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads):
+        seen.append((X.shape[0], np.asarray(y_fit).copy(), fit_rows, val_rows))
+        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads)
+
+    monkeypatch.setattr(baselines, "validation_mae", spy)
+    first = fit_model("ridge", cfg, common, restricted.x, restricted.freq, y, train_rows, held[:5], 0)
+    assert len(seen) == 3 and first.chosen["alpha"] in (0.01, 1.0, 100.0)
+    for n, y_fit, fit_rows, val_rows in seen:  # the scorer only ever sees the training rows' labels
+        assert n == len(train_rows) and np.array_equal(y_fit, y[train_rows])
+        assert not set(fit_rows) & set(val_rows) and len(fit_rows) + len(val_rows) == len(train_rows)
+    # Scrambling the held-out labels changes neither the chosen setting nor the predictions.
+    y2 = y.copy()
+    y2[held] = np.random.default_rng(2).uniform(1, 10, len(held)).astype(np.float32)
+    second = fit_model("ridge", cfg, common, restricted.x, restricted.freq, y2, train_rows, held[:5], 0)
+    assert second.chosen == first.chosen
+    assert np.allclose(second.scores(held)["out"], first.scores(held)["out"])
+
+
+def test_every_baseline_is_tuned_per_fold_and_reports_its_choices(catalogue, tmp_path):
+    from models.baselines import grid_settings
+
+    params = fast_params()
+    assert grid_settings({"grid": {"a": [1, 2], "b": ["x", "y", "z"]}})[:2] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}]
+    assert grid_settings({}) == [{}]
+    for name in ("ridge", "svm", "lightgbm"):
+        grid = params["train"][name]["grid"]
+        assert grid and all(len(v) >= 2 for v in grid.values())  # params.yaml declares a real grid
+    meta = run_train("svm", params, catalogue, tmp_path)
+    folds = params["train"]["common"]["cv"]["folds"]
+    assert len(meta["cv_chosen"]) == folds and set(meta["chosen"]) == set(params["train"]["svm"]["grid"])

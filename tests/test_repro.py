@@ -72,6 +72,9 @@ def test_dvc_repro_builds_every_model_and_metrics(repo):
         for key in ("mae", "rmse", "cv_mae_mean", "cv_mae_std", "cv_rmse_mean", "cv_rmse_std"):
             assert isinstance(entry[key], float) and entry[key] >= 0, (name, key)
         assert entry["cv_folds"] == 2
+        # The second feature set (the mock catalogue has every count) is evaluated by the same repro.
+        popular = m["models_with_popularity"][name]
+        assert {"mae", "rmse", "cv_mae_mean", "cv_mae_std"} <= set(popular) and popular["cv_folds"] == 2
     assert m["models"]["kadn"]["head"] == "regression"
     d = m["distillation"]
     for net in ("teacher", "student"):
@@ -90,7 +93,7 @@ def test_a_param_change_reruns_only_its_model_and_shows_in_metrics_diff(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "built"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
-    params["train"]["ridge"]["alpha"] = 0.05
+    params["train"]["ridge"]["grid"] = {"alpha": [0.05]}  # ridge's grid: one setting, far from the defaults
     (repo / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False), encoding="utf-8")
     out = run(["dvc", "repro"], repo).stdout
     assert "Running stage 'train_baseline@ridge'" in out
