@@ -302,7 +302,5 @@ class LeaseDownloadFailureMiddleware:
         return cls(crawler)
 
     def process_exception(self, request, exception, spider=None):
-        scheduler = getattr(self.crawler, "douban_scheduler", None)
-        if scheduler is not None:
-            scheduler.release(request)
+        release_lease(self.crawler, request)
         return None

@@ -111,7 +111,8 @@ def _check_params(params: dict) -> None:
     try:
         for key in ("date_min", "date_max"):
             parse_date(str(params[key]), f"clean.{key}")
-        params["non_film"]["genre"], list(params["non_film"]["keywords"])
+        if not isinstance(params["non_film"]["keywords"], list) or not params["non_film"]["genre"]:
+            raise ValueError("non_film needs a genre and a list of keywords")
         int(params["min_votes"])
         unknown = set(params["required"]) - REQUIRABLE
     except KeyError as exc:
