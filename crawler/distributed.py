@@ -10,7 +10,10 @@ unchanged and Redis is never imported. The add-on `RedisFrontier` then swaps in:
   is fully handled (its items stored, its follow-up requests queued). A lease whose worker died expires
   and any live worker puts the request back, once (HDEL decides who). A request requeued
   `DOUBAN_LEASE_MAX_ATTEMPTS` times is given up and counted, so a poison page cannot loop forever.
-- `LeaseReleaseMiddleware`: releases the lease once the callback's output has been consumed.
+- `LeaseReleaseMiddleware`: releases the lease once everything the page's callback produced is safe: every
+  item stored and every follow-up request sitting in Redis. Scrapy hands callback output to up to
+  CONCURRENT_ITEMS workers through an in-memory queue, so "the callback's output was read to the end" is
+  not enough: a kill at that moment lost the requests still in the queue (issue 6's lost listing page).
 
 Items must be durable before the lease goes, so in this mode the item pipeline writes every item at once
 (`DOUBAN_STORE_BATCH = 1`); PostgreSQL handles concurrent writers (pipeline.store's upserts are idempotent
@@ -34,6 +37,9 @@ from crawler.middlewares import DedupeMiddleware
 
 log = logging.getLogger(__name__)
 LEASE_TOKEN = "douban_lease"
+PARENT_LEASE = "douban_parent_lease"  # on a follow-up request: the lease of the page that produced it
+# Sent by the scheduler once a follow-up request is in Redis (or was found there already): token=parent lease.
+child_queued = object()
 
 
 def redis_url(settings) -> str | None:
@@ -98,6 +104,15 @@ redis.call('HSET', KEYS[3], ARGV[1], cjson.encode({expires = now + tonumber(ARGV
 return {r[1], attempts}
 """
 
+# Mark a page seen and queue it in one step: a worker killed between the two would leave a page that
+# every later discovery skips as seen but nobody fetches. KEYS: seen set, queue. ARGV: dedupe key ('' for
+# none: retries and pages without one), score, serialised request. Returns 1 if queued, 0 if already seen.
+_SEE_AND_PUSH = """
+if ARGV[1] ~= '' and redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
 # Put an expired lease's request back, once, in one step (HDEL decides which worker does it).
 # KEYS: queue, lease data, lease meta, requeue marks. ARGV: token, max attempts.
 _REQUEUE_IF_EXPIRED = """
@@ -128,6 +143,7 @@ class LeasedScheduler(Scheduler):
         instance._last_sweep = 0.0
         instance._pop = instance.server.register_script(_POP_AND_LEASE)
         instance._requeue = instance.server.register_script(_REQUEUE_IF_EXPIRED)
+        instance._see_and_push = instance.server.register_script(_SEE_AND_PUSH)
         crawler.douban_scheduler = instance  # how the release middlewares find it
         crawler.signals.connect(instance._on_idle, signal=signals.spider_idle)
         return instance
@@ -145,18 +161,30 @@ class LeasedScheduler(Scheduler):
         return [self.queue.key, self.lease_data_key, self.lease_key, self.marks_key]
 
     def enqueue_request(self, request) -> bool:
+        parent = request.meta.pop(PARENT_LEASE, None)  # not serialised: it means nothing to another worker
+        queued = self._enqueue(request)
+        if parent:
+            # Only now, with the request in Redis, may the page that produced it let its lease go.
+            self.spider.crawler.signals.send_catch_log(child_queued, token=parent)
+        return queued
+
+    def _enqueue(self, request) -> bool:
+        if not request.dont_filter and self.df.request_seen(request):
+            self.df.log(request, self.spider)
+            return False
         # The spider marks its requests dont_filter and de-duplicates by meta["dedupe_key"] in one process
         # (crawler.middlewares.DedupeMiddleware); across workers that check must happen here, in Redis.
         key = request.meta.get("dedupe_key")
         first_attempt = not any(request.meta.get(k) for k in (*DedupeMiddleware.RETRY_KEYS, "douban_lease_attempts"))
-        if key is not None and first_attempt and not self.server.sadd(self.seen_key, key):
-            self.spider.crawler.stats.inc_value("douban/duplicate_skipped")
+        check = key if key is not None and first_attempt else ""
+        data = self.queue._encode_request(request)
+        if not self._see_and_push(keys=[self.seen_key, self.queue.key], args=[check, -request.priority, data]):
+            self.stats.inc_value("douban/duplicate_skipped")
             return False
-        queued = super().enqueue_request(request)
-        if queued:
-            # A retry (ban, 5xx, parse) now sits in Redis: its original's lease has done its job.
-            self.release(request)
-        return queued
+        self.stats.inc_value("scheduler/enqueued/redis")
+        # A retry (ban, 5xx, parse) now sits in Redis: its original's lease has done its job.
+        self.release(request)
+        return True
 
     def next_request(self):
         token = uuid.uuid4().hex
@@ -233,17 +261,19 @@ class LeasedScheduler(Scheduler):
 
 
 class LeaseReleaseMiddleware:
-    """Releases a request's lease once its page is fully handled: the callback's output consumed and every
-    item it yielded through the item pipeline (stored), so a kill at any moment loses nothing."""
+    """Releases a request's lease once its page is fully handled: the callback's output read to the end,
+    every item it yielded through the item pipeline (stored) and every request it yielded queued in Redis,
+    so a kill at any moment loses nothing."""
 
     def __init__(self, crawler):
         self.crawler = crawler
-        self.pending: dict[str, int] = defaultdict(int)  # lease token -> items still in the pipeline
+        self.pending: dict[str, int] = defaultdict(int)  # lease token -> outputs not yet stored or queued
         self.consumed: set[str] = set()  # tokens whose callback output has been read to the end
         self.unstored: set[str] = set()  # tokens with an item the store refused: keep their lease
-        crawler.signals.connect(self._item_done, signal=signals.item_scraped)
+        crawler.signals.connect(self._output_done, signal=signals.item_scraped)
         for signal in (signals.item_dropped, signals.item_error):
             crawler.signals.connect(self._item_lost, signal=signal)
+        crawler.signals.connect(self._child_queued, signal=child_queued)
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -268,28 +298,41 @@ class LeaseReleaseMiddleware:
         token = response.request.meta.get(LEASE_TOKEN) if response is not None else None
         if token:
             self.unstored.add(token)
-            self._item_done(item, response)
+            self._output_done(item, response)
 
-    def _item_done(self, item=None, response=None, **kwargs):
-        token = response.request.meta.get(LEASE_TOKEN) if response is not None else None
+    def _output_done(self, item=None, response=None, **kwargs):
+        self._done(response.request.meta.get(LEASE_TOKEN) if response is not None else None)
+
+    def _child_queued(self, token=None, **kwargs):
+        self._done(token)
+
+    def _done(self, token: str | None) -> None:
         if token:
             self.pending[token] -= 1
             self._settle(token)
 
     async def process_spider_output(self, response, result):
         token = response.request.meta.get(LEASE_TOKEN)
-        async for out in result:
-            if token and not isinstance(out, Request):
-                self.pending[token] += 1
-            yield out
+        try:
+            async for out in result:
+                if token:
+                    self.pending[token] += 1
+                    if isinstance(out, Request):
+                        out.meta[PARENT_LEASE] = token
+                yield out
+        finally:
+            # Also when the callback raised: what it yielded before still settles the lease.
+            if token:
+                self.consumed.add(token)
+                self._settle(token)
+
+    def process_spider_exception(self, response, exception):
+        # A callback that raised before yielding anything never reaches process_spider_output. The page was
+        # handled, unsuccessfully; retries come back as new requests with new leases.
+        token = response.request.meta.get(LEASE_TOKEN)
         if token:
             self.consumed.add(token)
             self._settle(token)
-
-    def process_spider_exception(self, response, exception):
-        # The page was handled, unsuccessfully; retries come back as new requests with new leases.
-        self._release(response.request.meta.get(LEASE_TOKEN))
-
 
 class LeaseDownloadFailureMiddleware:
     """Releases the lease of a request whose download failed for good (after RetryMiddleware gave up)."""

@@ -79,10 +79,6 @@ def test_two_workers_share_one_frontier(mock, servers):  # noqa: F811
     assert redis.Redis.from_url(rds).hlen(f"{prefix}:leases") == 0
 
 
-# Known open bug (issue 6): in about one run in five, the five films of one listing page are never
-# discovered after the kill (always the same ids for this catalogue). Not strict, so the suite stays
-# usable; the assertion still runs and reports the loss with the survivor's log.
-@pytest.mark.xfail(reason="intermittent: one listing page's films lost after a SIGKILL (issue 6)", strict=False)
 @pytest.mark.slow
 def test_killing_a_worker_loses_nothing(mock, servers):  # noqa: F811
     pg, rds, prefix = servers
