@@ -393,6 +393,24 @@ def test_bad_arguments_fail_clearly(db_url, arg, message):
     assert "Traceback" not in result.log
 
 
+@pytest.mark.parametrize("setting, message", [
+    ({"CONCURRENT_REQUESTS": "many"}, "-s CONCURRENT_REQUESTS=many: CONCURRENT_REQUESTS must be an integer"),
+    ({"DOUBAN_REFRESH_DAYS": "soon"}, "-s DOUBAN_REFRESH_DAYS=soon: DOUBAN_REFRESH_DAYS must be a number"),
+    ({"ROBOTSTXT_OBEY": "yes"}, "-s ROBOTSTXT_OBEY=yes: ROBOTSTXT_OBEY must be true/false"),
+])
+def test_bad_settings_fail_clearly(db_url, setting, message):
+    result = run_crawl("http://127.0.0.1:9", db_url, **setting)
+    assert result.returncode == 2 and message in result.log
+    assert "Traceback" not in result.log
+
+
+def test_unknown_spider_fails_clearly(db_url):
+    proc = subprocess.run([SCRAPY, "crawl", "nosuch"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DATABASE_URL": db_url})
+    assert proc.returncode == 2
+    assert "no spider named 'nosuch'; this project has: douban" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_spider_that_cannot_start_gives_one_traceback(db_url):
     # A spider whose from_crawler fails: Scrapy reports it; our crawl command must not add its own traceback.
     result = run_crawl("http://127.0.0.1:9", db_url, DOUBAN_DISCOVERY="bogus")

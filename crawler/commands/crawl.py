@@ -1,4 +1,5 @@
-"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice, and 2 on bad `-a` arguments.
+"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice, and 2 on bad `-a` arguments,
+a `-s` setting that is not of its default's type, or an unknown spider (one line naming it, no traceback).
 
 Scrapy exits 0 whatever the finish reason; a cron job refreshing the store should learn that discovery was
 blocked, the site banned the crawler, or the database refused writes. A graceful stop (`shutdown`) stays 0:
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
+from scrapy.settings import Settings
 
 FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})
 
@@ -19,6 +21,7 @@ class Command(ScrapyCrawl):
         return self._crawler
 
     def run(self, args, opts):
+        check_settings(opts.set)
         if len(args) == 1:
             self._check_arguments(args[0], opts.spargs)
         super().run(args, opts)
@@ -34,10 +37,12 @@ class Command(ScrapyCrawl):
 
     def _check_arguments(self, spname: str, spargs: dict) -> None:
         """Bad `-a NAME=VALUE` arguments: a usage error naming the argument (exit 2), not a traceback."""
+        loader = self.crawler_process.spider_loader
         try:
-            spidercls = self.crawler_process.spider_loader.load(spname)
+            spidercls = loader.load(spname)
         except KeyError:
-            return  # Scrapy reports the unknown spider itself
+            raise UsageError(f"no spider named {spname!r}; this project has: {', '.join(loader.list())}",
+                             print_help=False) from None
         check = getattr(spidercls, "check_arguments", None)
         if check is None:
             return
@@ -45,3 +50,30 @@ class Command(ScrapyCrawl):
             check(spargs)
         except ValueError as exc:
             raise UsageError(str(exc), print_help=False) from None
+
+
+BOOLS = {"True", "true", "False", "false"}  # what Settings.getbool accepts, besides integers
+
+
+def check_settings(pairs: list[str]) -> None:
+    """`-s NAME=VALUE` whose default is a number or a flag must parse as one: say which setting, not a
+    traceback from deep inside the crawler once it reads it."""
+    defaults = Settings()
+    defaults.setmodule("crawler.settings", priority="project")
+    for pair in pairs or ():
+        name, _, value = pair.partition("=")
+        default = defaults.get(name)
+        if isinstance(default, bool):
+            ok, kind = value in BOOLS or value.strip().lstrip("-").isdigit(), "true/false (or 1/0)"
+        elif isinstance(default, int | float):
+            kind = "an integer" if isinstance(default, int) else "a number"
+            try:
+                (int if isinstance(default, int) else float)(value)
+                ok = True
+            except ValueError:
+                ok = False
+        else:
+            continue
+        if not ok:
+            raise UsageError(f"bad setting -s {name}={value}: {name} must be {kind} (default {default!r})",
+                             print_help=False)
