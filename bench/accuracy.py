@@ -6,6 +6,7 @@ set (pre_release, with_popularity), then the paired per-fold differences K-ADN s
     python bench/accuracy.py                          # params.yaml as it is, both feature sets
     python bench/accuracy.py --models svm kadn        # just what the paired difference needs
     python bench/accuracy.py --repeats 3 --seeds 3    # more folds; each net averaged over 3 seeds
+    python bench/accuracy.py --models kadn --repeats 3 --seeds 1 3   # paired: 3 seeds against 1, same folds
     python bench/accuracy.py --preset paper --models kadn at kd
     python bench/accuracy.py --set dim=32 --set dropout=0.2 --models kadn
 
@@ -25,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.baselines import BASELINES  # noqa: E402
 from models.config import MODELS, REPORTED, model_config  # noqa: E402
 from models.cv import cross_validate  # noqa: E402
 from models.data import FEATURE_SETS, dense_columns  # noqa: E402
@@ -38,7 +40,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--folds", type=int)
     parser.add_argument("--repeats", type=int)
-    parser.add_argument("--seeds", type=int, help="seeds averaged per net (train.nets.seeds)")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="seeds averaged per net (train.nets.seeds); several: each count on the same folds, "
+                        "paired against the first")
     parser.add_argument("--preset", help="train.nets.preset (tuned or paper)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--encoded", default=str(ROOT / "data" / "encoded"))
@@ -51,8 +55,7 @@ def main() -> None:
         common["cv"]["folds"] = args.folds
     if args.repeats:
         common["cv"]["repeats"] = args.repeats
-    if args.seeds:
-        train["nets"]["seeds"] = args.seeds
+    seed_counts = args.seeds or [int(train["nets"].get("seeds", 1))]
     if args.preset:
         train["nets"]["preset"] = args.preset
     for item in args.set:
@@ -62,7 +65,7 @@ def main() -> None:
     enc = load_encoded(args.encoded)
     spec = common["cv"]
     print(f"{len(enc)} films; {spec['folds']}-fold CV x {spec['repeats']} repeat(s); nets: preset "
-          f"{train['nets']['preset']}, seeds {train['nets'].get('seeds', 1)}, overrides {args.set or 'none'}\n")
+          f"{train['nets']['preset']}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}\n")
     for feature_set in args.feature_sets:
         if feature_set != "pre_release" and not dense_columns(enc.popularity)[0]:
             print(f"\n{feature_set}: skipped, no popularity counts in the data")
@@ -70,38 +73,52 @@ def main() -> None:
         print(f"\n{feature_set}" + "".join(f"; {n}" for n in dense_columns(enc.popularity)[1]
                                            if feature_set != "pre_release"))
         print("\n| model | CV MAE | CV RMSE | time (s) |\n|---|---|---|---:|")
-        per_fold: dict[str, np.ndarray] = {}
+        per_fold: dict[int, dict[str, np.ndarray]] = {n: {} for n in seed_counts}
         for name in args.models:
-            started = time.perf_counter()
-            cv = cross_validate(name, enc, model_config(train, name), common, feature_set=feature_set)
-            took = time.perf_counter() - started
-            for reported, (artifact, output) in REPORTED.items():
-                if artifact == name:
-                    mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
-                    per_fold[reported] = mae
-                    print(f"| {reported} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
-                          f"{rmse.std():.4f} | {took:.0f} |", flush=True)
-        targets(feature_set, per_fold)
+            # The baselines have no seeds to average: one run serves every count.
+            for n in seed_counts[:1] if name in BASELINES else seed_counts:
+                cfg = model_config(train, name)
+                if name not in BASELINES:
+                    cfg["seeds"] = n
+                started = time.perf_counter()
+                cv = cross_validate(name, enc, cfg, common, feature_set=feature_set)
+                took = time.perf_counter() - started
+                label = "" if len(seed_counts) == 1 or name in BASELINES else f" (seeds {n})"
+                for reported, (artifact, output) in REPORTED.items():
+                    if artifact == name:
+                        mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
+                        for m in seed_counts if name in BASELINES else [n]:
+                            per_fold[m][reported] = mae
+                        print(f"| {reported}{label} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
+                              f"{rmse.std():.4f} | {took:.0f} |", flush=True)
+        for n in seed_counts:
+            targets(feature_set, per_fold[n], "" if len(seed_counts) == 1 else f", seeds {n}")
+        for n in seed_counts[1:]:
+            first = seed_counts[0]
+            for reported in sorted(set(per_fold[n]) & {r for r, (a, _) in REPORTED.items() if a not in BASELINES}):
+                d = per_fold[n][reported] - per_fold[first][reported]
+                print(f"{feature_set}: paired per-fold MAE, {reported} seeds {n} - seeds {first}: {d.mean():+.4f} ± "
+                      f"{d.std(ddof=1):.4f} (sd over {len(d)} folds; better in {(d < 0).sum()}/{len(d)})")
 
 
-def targets(feature_set: str, mae: dict[str, np.ndarray]) -> None:
+def targets(feature_set: str, mae: dict[str, np.ndarray], label: str = "") -> None:
     """Paired per-fold difference student - tuned SVR, and the issue's targets that these folds can check."""
     if "kadn" in mae and "svm" in mae:
         d = mae["kadn"] - mae["svm"]
-        print(f"\n{feature_set}: paired per-fold MAE, K-ADN student - tuned SVR: {d.mean():+.4f} ± {d.std(ddof=1):.4f} "
+        print(f"\n{feature_set}{label}: paired per-fold MAE, K-ADN student - tuned SVR: {d.mean():+.4f} ± {d.std(ddof=1):.4f} "
               f"(sd over {len(d)} folds; student better in {(d < 0).sum()}/{len(d)}); folds: "
               + " ".join(f"{v:+.3f}" for v in d))
     if "kadn" in mae:
         if feature_set == "pre_release" and "svm" in mae:
             met = mae["kadn"].mean() < mae["svm"].mean()
-            print(f"target (pre_release): student CV MAE below the tuned SVR's: {'met' if met else 'NOT met'}")
+            print(f"target (pre_release{label}): student CV MAE below the tuned SVR's: {'met' if met else 'NOT met'}")
         if feature_set == "with_popularity":
             met = mae["kadn"].mean() < 0.50
-            print(f"target (with_popularity): student CV MAE below 0.50: {'met' if met else 'NOT met'} "
+            print(f"target (with_popularity{label}): student CV MAE below 0.50: {'met' if met else 'NOT met'} "
                   f"({mae['kadn'].mean():.4f})")
     if "kadn" in mae and "kadn_teacher" in mae:
         gap = mae["kadn"].mean() / mae["kadn_teacher"].mean() - 1
-        print(f"target ({feature_set}): student within 1% of the teacher: {'met' if gap <= 0.01 else 'NOT met'} "
+        print(f"target ({feature_set}{label}): student within 1% of the teacher: {'met' if gap <= 0.01 else 'NOT met'} "
               f"({100 * gap:+.2f}%)")
 
 

@@ -3,10 +3,11 @@
     python bench/distill.py table2                     # the trained artifacts/models/kadn, on the test split
     python bench/distill.py throughput --films 140000  # train K-ADN on a mock catalogue, films/s per epoch
 
-`table2` times each net alone (shared layers + its own MLP) over the test set repeated to --films films,
-the fastest of several runs, so a busy machine distorts it less. `throughput` builds a deterministic mock
-catalogue (crawler.mock_catalogue), cleans and encodes it as the pipeline does, then times training epochs
-with the params.yaml K-ADN settings (batch size and threads overridable). Not run by the test suite.
+`table2` times each net alone (shared layers + its own MLP; with N seeds, all N and the averaging) over the
+test set repeated to --films films, the fastest of several runs, so a busy machine distorts it less.
+`throughput` builds a deterministic mock catalogue (crawler.mock_catalogue), cleans and encodes it as the
+pipeline does, then times training epochs with the params.yaml K-ADN settings (batch size and threads
+overridable). Not run by the test suite.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.artifacts import load_model  # noqa: E402
+from models.artifacts import ensemble_scores, load_model  # noqa: E402
 from models.config import model_config  # noqa: E402
 from models.data import tensors  # noqa: E402
 from models.evaluate import _interleaved, model_view  # noqa: E402
 from models.fit import fit_net, set_determinism  # noqa: E402
-from models.nets import count_params, predict_scores  # noqa: E402
+from models.nets import count_params  # noqa: E402
 from pipeline.encode import load_encoded, run_encode  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
 
@@ -41,16 +42,17 @@ def table2(args) -> None:
     test = enc.index("test")
     big = tensors(x, np.resize(test, args.films))
     small = tensors(x, test)
-    net = kadn.nets[0]
-    branches = {name: net.branch(name) for name in ("teacher", "student")}
+    # One member per seed on each side, scores averaged (as Table 2 and `kadn predict`).
+    members = {name: kadn.members(name) for name in ("teacher", "student")}
     # Teacher and student take turns, so other work on the machine slows both alike; fastest run kept.
-    t_big = _interleaved({n: (lambda b=b: predict_scores(b, kadn.head, big)) for n, b in branches.items()},
+    t_big = _interleaved({n: (lambda m=m: ensemble_scores(m, kadn.head, big)) for n, m in members.items()},
                          5 * args.rounds)
-    t_test = _interleaved({n: (lambda b=b: predict_scores(b, kadn.head, small)) for n, b in branches.items()},
+    t_test = _interleaved({n: (lambda m=m: ensemble_scores(m, kadn.head, small)) for n, m in members.items()},
                           20 * args.rounds)
-    rows = {n: (count_params(b), t_test[n], t_big[n] * 10000 / args.films) for n, b in branches.items()}
+    rows = {n: (sum(count_params(b) for b in m), t_test[n], t_big[n] * 10000 / args.films) for n, m in members.items()}
     t, s = rows["teacher"], rows["student"]
-    print(f"threads {args.threads}; test set {len(test)} films; per-10k timing on {args.films} films")
+    print(f"threads {args.threads}; {len(kadn.nets)} seed(s) per side; test set {len(test)} films; per-10k timing "
+          f"on {args.films} films")
     print("| net | params | test set (s) | per 10k films (s) |\n|---|---:|---:|---:|")
     for name, (p, a, b) in rows.items():
         print(f"| {name} | {p:,} | {a:.4f} | {b:.4f} |")

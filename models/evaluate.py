@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.artifacts import Loaded, load_model
+from models.artifacts import Loaded, ensemble_scores, load_model
 from models.config import REPORTED
 from models.cv import errors
 from models.data import DENSE, Dense, dense_columns
 from models.fit import set_determinism
-from models.nets import count_params, predict_scores
+from models.nets import count_params
 from models.train import SKIPPED, encoded_digest
 from pipeline.encode import GROUPS, OOV, Encoded, load_encoded
 from pipeline.errors import KadnError
@@ -78,33 +78,39 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
                    y: np.ndarray, cfg: dict) -> dict:
     """Table 2 for teacher and student: parameters, size of the serialised weights, inference and training time.
 
-    Each net is timed alone (shared layers + its private MLP). Training time is one net trained alone for one
-    epoch of the training rows, times the epochs the joint run took, so the two are comparable.
+    With N seeds (`train.nets.seeds`) each side is an ensemble of N nets, like with like: the teacher's N
+    branches against the student's N. Parameters and sizes add up over the members; inference is every member
+    scoring the films plus the averaging, as `kadn predict` does. Each net is timed alone (shared layers + its
+    private MLP). Training time is one net trained alone for one epoch of the training rows, times the epochs
+    the joint runs took (summed over the members), so the two are comparable.
     """
     from models.data import tensors
     from models.loss import joint_loss
 
-    net = loaded.nets[0]
     repeats = int(cfg["timing_repeats"])
     test_x = tensors(x, rows)
     big = np.resize(rows, int(cfg["timing_films"]))
     big_x = tensors(x, big)
     train_x, train_y = tensors(x, train_rows), torch.from_numpy(y[train_rows])
-    epochs = float(np.mean(loaded.meta.get("epochs_run", [0])))
-    branches = {name: net.branch(name) for name in ("teacher", "student")}
+    epochs = float(np.sum(loaded.meta.get("epochs_run", [0])))
+    members = {name: loaded.members(name) for name in ("teacher", "student")}
     # Teacher and student are timed in alternation, so load from other work hits both alike.
-    test_s = _interleaved({n: (lambda b=b: predict_scores(b, loaded.head, test_x)) for n, b in branches.items()},
+    test_s = _interleaved({n: (lambda m=m: ensemble_scores(m, loaded.head, test_x)) for n, m in members.items()},
                           repeats)
-    big_s = _interleaved({n: (lambda b=b: predict_scores(b, loaded.head, big_x)) for n, b in branches.items()},
+    big_s = _interleaved({n: (lambda m=m: ensemble_scores(m, loaded.head, big_x)) for n, m in members.items()},
                          repeats)
     out = {}
-    for name, branch in branches.items():
-        buf = io.BytesIO()
-        torch.save(branch.state_dict(), buf)
-        per_epoch = _epoch_seconds(branch, loaded.head, train_x, train_y, loaded.meta["config"], joint_loss)
+    for name, nets in members.items():
+        size = 0
+        for branch in nets:
+            buf = io.BytesIO()
+            torch.save(branch.state_dict(), buf)
+            size += len(buf.getvalue())
+        # The members share one architecture and the same rows, so one member's epoch times them all.
+        per_epoch = _epoch_seconds(nets[0], loaded.head, train_x, train_y, loaded.meta["config"], joint_loss)
         out[name] = {
-            "params": count_params(branch),
-            "size_kb": round(len(buf.getvalue()) / 1024, 1),
+            "params": sum(count_params(b) for b in nets),
+            "size_kb": round(size / 1024, 1),
             "infer_s": round(test_s[name], 5),
             "infer_10k_s": round(big_s[name] * 10000 / len(big), 4),
             "train_s": round(per_epoch * epochs, 3),
@@ -203,6 +209,7 @@ def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, p
             "speedup": round(teacher["infer_10k_s"] / max(student["infer_10k_s"], 1e-9), 2),
             "joint_train_s": kadn.meta["train_s"],
             "test_films": int(len(test)),
+            "seeds": len(kadn.nets),  # each side an ensemble of this many nets (train.nets.seeds)
         }
         write_csv(plots_dir / "predicted_vs_actual.csv", ["douban_id", "actual", "predicted"],
                   [[int(enc.douban_id[i]), round(float(y[i]), 2), round(float(p), 3)]
@@ -252,6 +259,6 @@ def _main(args) -> int:
                   f"± {m['cv_mae_std']:.4f} RMSE {m['cv_rmse_mean']:.4f}{suffix}", file=sys.stderr)
     if "distillation" in fragment:
         d = fragment["distillation"]
-        print(f"distillation: params {d['teacher']['params']} -> {d['student']['params']} "
+        print(f"distillation ({d['seeds']} seed(s) per side): params {d['teacher']['params']} -> {d['student']['params']} "
               f"(-{100 * d['param_reduction']:.1f}%), speed-up x{d['speedup']}", file=sys.stderr)
     return 0
