@@ -8,8 +8,12 @@ set (pre_release, with_popularity), then the paired per-fold differences K-ADN s
     python bench/accuracy.py --repeats 3 --seeds 3    # more folds; each net averaged over 3 seeds
     python bench/accuracy.py --preset paper --models kadn at kd
     python bench/accuracy.py --set dim=32 --set dropout=0.2 --models kadn
+    python bench/accuracy.py --models svm kadn --track-records both --rows trainval
 
-`--set KEY=VALUE` overrides train.nets keys (VALUE read as YAML). Not run by the test suite.
+`--set KEY=VALUE` overrides train.nets keys (VALUE read as YAML). `--track-records on|off|both` overrides
+train.common.track_records.enabled (`both`: each model with and without, and their paired per-fold
+difference); `--track-set KEY=VALUE` its other keys. `--rows trainval` leaves the fixed split's test films
+out of the folds (for choosing defaults without touching them). Not run by the test suite.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from models.config import MODELS, REPORTED, model_config  # noqa: E402
 from models.cv import cross_validate  # noqa: E402
 from models.data import FEATURE_SETS, dense_columns  # noqa: E402
 from models.fit import set_determinism  # noqa: E402
-from pipeline.encode import load_encoded  # noqa: E402
+from models.track import settings as track_settings  # noqa: E402
+from pipeline.encode import SPLITS, Encoded, load_encoded  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
 
 
@@ -43,6 +48,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--encoded", default=str(ROOT / "data" / "encoded"))
     parser.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS)
+    parser.add_argument("--track-records", choices=("on", "off", "both"),
+                        help="train.common.track_records.enabled (both: with and without, paired)")
+    parser.add_argument("--track-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="train.common.track_records keys")
+    parser.add_argument("--rows", choices=("all", "trainval"), default="all",
+                        help="trainval: the fixed split's test films are left out of the folds")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
     train = params["train"]
@@ -58,11 +69,19 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         train["nets"][key] = yaml.safe_load(value)
+    track = dict(common.get("track_records") or {})
+    for item in args.track_set:
+        key, _, value = item.partition("=")
+        track[key] = yaml.safe_load(value)
+    arms = {"off": [False], "on": [True], "both": [False, True]}.get(args.track_records, [track.get("enabled", False)])
     set_determinism(common["threads"])
     enc = load_encoded(args.encoded)
+    if args.rows == "trainval":
+        enc = subset(enc, enc.split != SPLITS["test"])
     spec = common["cv"]
-    print(f"{len(enc)} films; {spec['folds']}-fold CV x {spec['repeats']} repeat(s); nets: preset "
-          f"{train['nets']['preset']}, seeds {train['nets'].get('seeds', 1)}, overrides {args.set or 'none'}\n")
+    print(f"{len(enc)} films ({args.rows}); {spec['folds']}-fold CV x {spec['repeats']} repeat(s); nets: preset "
+          f"{train['nets']['preset']}, seeds {train['nets'].get('seeds', 1)}, overrides {args.set or 'none'}; "
+          f"track records {track_settings({'track_records': track})} arms {arms}\n")
     for feature_set in args.feature_sets:
         if feature_set != "pre_release" and not dense_columns(enc.popularity)[0]:
             print(f"\n{feature_set}: skipped, no popularity counts in the data")
@@ -70,18 +89,36 @@ def main() -> None:
         print(f"\n{feature_set}" + "".join(f"; {n}" for n in dense_columns(enc.popularity)[1]
                                            if feature_set != "pre_release"))
         print("\n| model | CV MAE | CV RMSE | time (s) |\n|---|---|---|---:|")
-        per_fold: dict[str, np.ndarray] = {}
+        per_arm: dict[bool, dict[str, np.ndarray]] = {}
         for name in args.models:
-            started = time.perf_counter()
-            cv = cross_validate(name, enc, model_config(train, name), common, feature_set=feature_set)
-            took = time.perf_counter() - started
-            for reported, (artifact, output) in REPORTED.items():
-                if artifact == name:
-                    mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
-                    per_fold[reported] = mae
-                    print(f"| {reported} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
-                          f"{rmse.std():.4f} | {took:.0f} |", flush=True)
-        targets(feature_set, per_fold)
+            for enabled in arms:
+                per_fold = per_arm.setdefault(enabled, {})
+                started = time.perf_counter()
+                arm_common = {**common, "track_records": {**track, "enabled": enabled}}
+                cv = cross_validate(name, enc, model_config(train, name), arm_common, feature_set=feature_set)
+                took = time.perf_counter() - started
+                for reported, (artifact, output) in REPORTED.items():
+                    if artifact == name:
+                        mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
+                        per_fold[reported] = mae
+                        print(f"| {reported}{' + track' if enabled else ''} | {mae.mean():.4f} ± {mae.std():.4f} | "
+                              f"{rmse.mean():.4f} ± {rmse.std():.4f} | {took:.0f} |", flush=True)
+        for enabled, per_fold in per_arm.items():
+            if len(arms) > 1:
+                print(f"\ntrack records {'on' if enabled else 'off'}:")
+            targets(feature_set, per_fold)
+        if len(arms) > 1:
+            for reported, on in per_arm[True].items():
+                d = on - per_arm[False][reported]
+                print(f"{feature_set}: paired per-fold MAE, {reported} with - without track records: {d.mean():+.4f} "
+                      f"± {d.std(ddof=1):.4f} (better in {(d < 0).sum()}/{len(d)})")
+
+
+def subset(enc: Encoded, keep: np.ndarray) -> Encoded:
+    rows = np.flatnonzero(keep)
+    return Encoded(x={g: a[rows] for g, a in enc.x.items()}, rating=enc.rating[rows], split=enc.split[rows],
+                   douban_id=enc.douban_id[rows], popularity=enc.popularity[rows], vocab=enc.vocab,
+                   params=enc.params, release=None if enc.release is None else enc.release[rows])
 
 
 def targets(feature_set: str, mae: dict[str, np.ndarray]) -> None:
