@@ -12,8 +12,9 @@ Leakage rules (each has a test in tests/test_track.py):
   whole month or year), so no film sees itself or anything later; no OOF needed.
 
 Per role: the pooled mean score over every (person, other film) pair of the film's people (prolific people
-weigh more, which steadies the mean; no single-film person dominates), and log1p of the pair count. The mean
-is NaN without any pair; the dense inputs then give 0 plus a missing flag. A person's films are those where
+weigh more, which steadies the mean), and log1p of the pair count, given to the models only with
+`counts: true` (on the snapshot's CV the counts made both SVR and K-ADN worse). The mean is NaN without any
+pair; the dense inputs then give 0 plus a missing flag. A person's films are those where
 they hold the same role anywhere in the encoded list; a film's people are all its directors and writers and
 its first `actors` billed actors.
 """
