@@ -9,8 +9,12 @@ set (pre_release, with_popularity), then the paired per-fold differences K-ADN s
     python bench/accuracy.py --models kadn --repeats 3 --seeds 1 3   # paired: 3 seeds against 1, same folds
     python bench/accuracy.py --preset paper --models kadn at kd
     python bench/accuracy.py --set dim=32 --set dropout=0.2 --models kadn
+    python bench/accuracy.py --models svm kadn --track-records both --rows trainval
 
-`--set KEY=VALUE` overrides train.nets keys (VALUE read as YAML). Not run by the test suite.
+`--set KEY=VALUE` overrides train.nets keys (VALUE read as YAML). `--track-records on|off|both` overrides
+train.common.track_records.enabled (`both`: each model with and without, and their paired per-fold
+difference); `--track-set KEY=VALUE` its other keys. `--rows trainval` leaves the fixed split's test films
+out of the folds (for choosing defaults without touching them). Not run by the test suite.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from models.config import MODELS, REPORTED, model_config  # noqa: E402
 from models.cv import cross_validate  # noqa: E402
 from models.data import FEATURE_SETS, dense_columns  # noqa: E402
 from models.fit import set_determinism  # noqa: E402
-from pipeline.encode import load_encoded  # noqa: E402
+from models.track import settings as track_settings  # noqa: E402
+from pipeline.encode import SPLITS, Encoded, load_encoded  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
 
 
@@ -47,6 +52,12 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--encoded", default=str(ROOT / "data" / "encoded"))
     parser.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS)
+    parser.add_argument("--track-records", choices=("on", "off", "both"),
+                        help="train.common.track_records.enabled (both: with and without, paired)")
+    parser.add_argument("--track-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="train.common.track_records keys")
+    parser.add_argument("--rows", choices=("all", "trainval"), default="all",
+                        help="trainval: the fixed split's test films are left out of the folds")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
     train = params["train"]
@@ -61,11 +72,19 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         train["nets"][key] = yaml.safe_load(value)
+    track = dict(common.get("track_records") or {})
+    for item in args.track_set:
+        key, _, value = item.partition("=")
+        track[key] = yaml.safe_load(value)
+    arms = {"off": [False], "on": [True], "both": [False, True]}.get(args.track_records, [track.get("enabled", False)])
     set_determinism(common["threads"])
     enc = load_encoded(args.encoded)
+    if args.rows == "trainval":
+        enc = subset(enc, enc.split != SPLITS["test"])
     spec = common["cv"]
-    print(f"{len(enc)} films; {spec['folds']}-fold CV x {spec['repeats']} repeat(s); nets: preset "
-          f"{train['nets']['preset']}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}\n")
+    print(f"{len(enc)} films ({args.rows}); {spec['folds']}-fold CV x {spec['repeats']} repeat(s); nets: preset "
+          f"{train['nets']['preset']}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}; "
+          f"track records {track_settings({'track_records': track})} arms {arms}\n")
     for feature_set in args.feature_sets:
         if feature_set != "pre_release" and not dense_columns(enc.popularity)[0]:
             print(f"\n{feature_set}: skipped, no popularity counts in the data")
@@ -73,32 +92,54 @@ def main() -> None:
         print(f"\n{feature_set}" + "".join(f"; {n}" for n in dense_columns(enc.popularity)[1]
                                            if feature_set != "pre_release"))
         print("\n| model | CV MAE | CV RMSE | time (s) |\n|---|---|---|---:|")
-        per_fold: dict[int, dict[str, np.ndarray]] = {n: {} for n in seed_counts}
+        # One run per (track records on/off, seed count); the baselines have no seeds, so one run serves all counts.
+        per_fold: dict[tuple[bool, int], dict[str, np.ndarray]] = {(e, n): {} for e in arms for n in seed_counts}
         for name in args.models:
-            # The baselines have no seeds to average: one run serves every count.
-            for n in seed_counts[:1] if name in BASELINES else seed_counts:
-                cfg = model_config(train, name)
-                if name not in BASELINES:
-                    cfg["seeds"] = n
-                started = time.perf_counter()
-                cv = cross_validate(name, enc, cfg, common, feature_set=feature_set)
-                took = time.perf_counter() - started
-                label = "" if len(seed_counts) == 1 or name in BASELINES else f" (seeds {n})"
-                for reported, (artifact, output) in REPORTED.items():
-                    if artifact == name:
-                        mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
-                        for m in seed_counts if name in BASELINES else [n]:
-                            per_fold[m][reported] = mae
-                        print(f"| {reported}{label} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
-                              f"{rmse.std():.4f} | {took:.0f} |", flush=True)
-        for n in seed_counts:
-            targets(feature_set, per_fold[n], "" if len(seed_counts) == 1 else f", seeds {n}")
-        for n in seed_counts[1:]:
-            first = seed_counts[0]
-            for reported in sorted(set(per_fold[n]) & {r for r, (a, _) in REPORTED.items() if a not in BASELINES}):
-                d = per_fold[n][reported] - per_fold[first][reported]
-                print(f"{feature_set}: paired per-fold MAE, {reported} seeds {n} - seeds {first}: {d.mean():+.4f} ± "
-                      f"{d.std(ddof=1):.4f} (sd over {len(d)} folds; better in {(d < 0).sum()}/{len(d)})")
+            for enabled in arms:
+                for n in seed_counts[:1] if name in BASELINES else seed_counts:
+                    cfg = model_config(train, name)
+                    if name not in BASELINES:
+                        cfg["seeds"] = n
+                    started = time.perf_counter()
+                    arm_common = {**common, "track_records": {**track, "enabled": enabled}}
+                    cv = cross_validate(name, enc, cfg, arm_common, feature_set=feature_set)
+                    took = time.perf_counter() - started
+                    label = ("" if len(seed_counts) == 1 or name in BASELINES else f" (seeds {n})") + \
+                        (" + track" if enabled and len(arms) > 1 else "")
+                    for reported, (artifact, output) in REPORTED.items():
+                        if artifact == name:
+                            mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
+                            for m in seed_counts if name in BASELINES else [n]:
+                                per_fold[(enabled, m)][reported] = mae
+                            print(f"| {reported}{label} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
+                                  f"{rmse.std():.4f} | {took:.0f} |", flush=True)
+        for (enabled, n), maes in per_fold.items():
+            label = "" if len(seed_counts) == 1 else f", seeds {n}"
+            targets(feature_set, maes, label + ("" if len(arms) == 1 else f", track records {'on' if enabled else 'off'}"))
+        nets = {r for r, (a, _) in REPORTED.items() if a not in BASELINES}
+        for enabled in arms:
+            for n in seed_counts[1:]:
+                first_n = seed_counts[0]
+                for reported in sorted(set(per_fold[(enabled, n)]) & nets):
+                    paired(feature_set, f"{reported} seeds {n} - seeds {first_n}",
+                           per_fold[(enabled, n)][reported] - per_fold[(enabled, first_n)][reported])
+        if len(arms) > 1:
+            for n in seed_counts:
+                for reported, on in per_fold[(True, n)].items():
+                    paired(feature_set, f"{reported} with - without track records"
+                           + ("" if len(seed_counts) == 1 else f" (seeds {n})"), on - per_fold[(False, n)][reported])
+
+
+def paired(feature_set: str, what: str, d: np.ndarray) -> None:
+    print(f"{feature_set}: paired per-fold MAE, {what}: {d.mean():+.4f} ± {d.std(ddof=1):.4f} "
+          f"(sd over {len(d)} folds; better in {(d < 0).sum()}/{len(d)})")
+
+
+def subset(enc: Encoded, keep: np.ndarray) -> Encoded:
+    rows = np.flatnonzero(keep)
+    return Encoded(x={g: a[rows] for g, a in enc.x.items()}, rating=enc.rating[rows], split=enc.split[rows],
+                   douban_id=enc.douban_id[rows], popularity=enc.popularity[rows], vocab=enc.vocab,
+                   params=enc.params, release=None if enc.release is None else enc.release[rows])
 
 
 def targets(feature_set: str, mae: dict[str, np.ndarray], label: str = "") -> None:

@@ -2,7 +2,8 @@
 
 - `model.pt` (nets: kind, config, group sizes, head settings, weights per seed) or `model.pkl` (baselines)
 - `vocab.json`: per group, each known token -> the model's id (others fall back to OOV), the encode params
-  that turn a record into tokens, and the digest of the encoded vocabulary it was trained from
+  that turn a record into tokens, the digest of the encoded vocabulary it was trained from, the dense
+  inputs' statistics and (with track records) its training films' people, scores and dates
 - `meta.json`: training figures (time, best checkpoint, cross-validation), `history.json`: learning curves
 """
 
@@ -26,13 +27,14 @@ from pipeline.io import atomic_path, write_json
 
 
 def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
-                  feature_set: str = "pre_release") -> dict:
+                  feature_set: str = "pre_release", track: dict | None = None) -> dict:
     groups = {}
     for g in GROUPS:
         remap = restricted.remap[g]
         groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
     return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
-            "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None}
+            "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None,
+            "track": track}  # models.track.payload: the training films that track records are rebuilt from
 
 
 def head_settings(head: Head) -> dict:

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from models import track as track_records
 from models.data import kfold, with_dense
 from pipeline.encode import Encoded
 
@@ -36,14 +37,17 @@ def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: b
 
     spec = common["cv"]
     y = enc.rating.astype(np.float32)
+    track_cfg = track_records.settings(common)
     folds = kfold(len(y), int(spec["folds"]), int(spec["repeats"]), int(spec["seed"]))
     result: dict[str, dict[str, list[float]]] = {}
     bar = tqdm(folds, desc=f"{name} CV" + ("" if feature_set == "pre_release" else f" ({feature_set})"), file=sys.stderr, disable=not progress, leave=False)
     for k, (train_rows, held_rows) in enumerate(bar):
         fit_rows, val_rows = inner_split(train_rows, spec["val"], int(spec["seed"]) + k)
         restricted = enc.restrict(fit_rows, common["min_count"])
-        # Dense inputs (if any) are standardised on the fold's training rows alone.
-        x, _ = with_dense(restricted.x, enc.popularity, fit_rows, feature_set)
+        # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
+        # only their scores (the nets' validation rows and the held-out fold are never a source).
+        track = track_records.for_rows(enc, fit_rows, track_cfg) if track_cfg["enabled"] else None
+        x, _ = with_dense(restricted.x, enc.popularity, fit_rows, feature_set, track, track_records.fed(track_cfg))
         trained = fit_model(name, cfg, common, x, restricted.freq, y, fit_rows, val_rows,
                             int(common["seed"]) + 1000 * (k + 1))
         if chosen is not None and trained.estimator is not None:

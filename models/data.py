@@ -2,7 +2,9 @@
 matrix for the baselines. Both come from the same `Restricted` arrays, so every model sees the same features.
 
 Two feature sets: `pre_release` (the groups: crew, cast, attributes) and `with_popularity` (plus the dense
-popularity inputs of `Dense`: log rater, review and short-comment counts, post-release signals).
+popularity inputs of `Dense`: log rater, review and short-comment counts, post-release signals). With
+`train.common.track_records.enabled`, both sets also get the track-record columns of `models.track` as
+dense inputs.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from models import track as track_records
 from pipeline.encode import GROUPS, PAD, POPULARITY
 
 FEATURE_SETS = ("pre_release", "with_popularity")
 DENSE = "dense"  # the key of the dense inputs [N, 2k] in a feature dict, when the feature set has any
+DENSE_NAMES = POPULARITY + track_records.COLUMNS  # the columns of `dense_values`, by name
 
 
 def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
@@ -69,26 +73,47 @@ class Dense:
         return np.concatenate([z, missing.astype(np.float64)], 1).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"columns": [POPULARITY[c] for c in self.columns], "mean": self.mean, "std": self.std}
+        return {"columns": [DENSE_NAMES[c] for c in self.columns], "mean": self.mean, "std": self.std}
 
     @classmethod
     def from_dict(cls, d: dict) -> Dense:
-        return cls([POPULARITY.index(c) for c in d["columns"]], list(d["mean"]), list(d["std"]))
+        return cls([DENSE_NAMES.index(c) for c in d["columns"]], list(d["mean"]), list(d["std"]))
 
 
-def with_dense(x: dict[str, np.ndarray], popularity: np.ndarray, train_rows: np.ndarray,
-               feature_set: str) -> tuple[dict[str, np.ndarray], Dense | None]:
+def dense_values(popularity: np.ndarray, track: np.ndarray | None = None) -> np.ndarray:
+    """Every candidate dense column (DENSE_NAMES): popularity, then track records (NaN when not built)."""
+    if track is None:
+        track = np.full((len(popularity), len(track_records.COLUMNS)), np.nan)
+    return np.concatenate([popularity.astype(np.float64), track.astype(np.float64)], 1)
+
+
+def with_dense(x: dict[str, np.ndarray], popularity: np.ndarray, train_rows: np.ndarray, feature_set: str,
+               track: np.ndarray | None = None, track_columns: list[int] | None = None,
+               ) -> tuple[dict[str, np.ndarray], Dense | None]:
     """The feature dict of `feature_set`: the groups alone (pre_release), or plus the dense popularity
-    inputs standardised on `train_rows` (with_popularity). None when the set has no dense column."""
+    inputs (with_popularity), plus the track-record columns when given (`track_columns` of them, default
+    all); dense columns are standardised on `train_rows`. None when there is no dense column."""
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
-    if feature_set == "pre_release":
-        return x, None
-    columns, _ = dense_columns(popularity)
+    columns = dense_columns(popularity)[0] if feature_set == "with_popularity" else []
+    if track is not None:
+        columns += [len(POPULARITY) + i for i in (track_columns or range(len(track_records.COLUMNS)))]
     if not columns:
         return x, None
-    dense = Dense.fit(popularity, train_rows, columns)
-    return {**x, DENSE: dense.transform(popularity)}, dense
+    values = dense_values(popularity, track)
+    dense = Dense.fit(values, train_rows, columns)
+    return {**x, DENSE: dense.transform(values)}, dense
+
+
+def saved_dense(vocab: dict, popularity: np.ndarray, track: np.ndarray | None) -> np.ndarray:
+    """A saved model's dense inputs (vocab.json's `dense`), standardised with its training statistics."""
+    return Dense.from_dict(vocab["dense"]).transform(dense_values(popularity, track))
+
+
+def encoded_dense(enc, vocab: dict) -> np.ndarray:
+    """A saved model's dense inputs for every encoded film, track records rebuilt from its training films."""
+    saved = vocab.get("track")
+    return saved_dense(vocab, enc.popularity, track_records.for_encoded(enc, saved) if saved else None)
 
 
 def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None) -> sp.csr_matrix:

@@ -20,7 +20,7 @@ import torch
 from models.artifacts import Loaded, ensemble_scores, load_model
 from models.config import REPORTED
 from models.cv import errors
-from models.data import DENSE, Dense, dense_columns
+from models.data import DENSE, dense_columns, encoded_dense
 from models.fit import set_determinism
 from models.nets import count_params
 from models.train import SKIPPED, encoded_digest
@@ -38,7 +38,7 @@ def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
         remap = np.array([0, OOV] + [known.get(t, OOV) for t in enc.vocab[g]], dtype=np.int32)
         x[g] = remap[enc.x[g]]
     if loaded.vocab.get("dense"):
-        x[DENSE] = Dense.from_dict(loaded.vocab["dense"]).transform(enc.popularity)
+        x[DENSE] = encoded_dense(enc, loaded.vocab)
     return x
 
 

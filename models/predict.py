@@ -3,6 +3,8 @@
 FILE holds JSON (one object or a list) or JSONL. Each film needs the fields the features come from (null
 where unknown); `rating` is not needed. People and values the model never saw fall back to the
 out-of-vocabulary ids, and each output line says how many of the film's feature values were unknown.
+A model trained with dense inputs gets them too: track records from its own training films (a film not out
+yet counts as released after all of them), and the popularity counts when the record holds them.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from models import track as track_records
 from models.artifacts import load_model
 from models.config import REPORTED
-from pipeline.encode import GROUPS, OOV, film_tokens
+from models.data import DENSE, saved_dense
+from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
 from pipeline.errors import KadnError
 
 REQUIRED = ("directors", "writers", "actors", "genres", "countries", "languages", "runtime_min", "release_date")
@@ -86,6 +90,19 @@ def encode_films(films: list[dict], vocab: dict) -> tuple[dict[str, np.ndarray],
     return x, unknown
 
 
+def film_dense(films: list[dict], vocab: dict) -> np.ndarray:
+    """The dense inputs of a model trained with some, for these films (NaN -> missing flag where unknown)."""
+    counts = np.array([[f.get(c) if isinstance(f.get(c), (int, float)) else np.nan for c in POPULARITY]
+                       for f in films], np.float64)
+    track = None
+    if vocab.get("track"):
+        tokens = [film_tokens(f, vocab["encode_params"]) for f in films]
+        release = np.array([release_int(f["release_date"]) or track_records.AFTER_ALL for f in films])
+        track = track_records.from_payload(vocab["track"], {r: [t[r] for t in tokens] for r in track_records.ROLES},
+                                           release, [f.get("douban_id") for f in films])
+    return saved_dense(vocab, np.log1p(counts), track)
+
+
 def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
     if model not in REPORTED:
         raise KadnError(f"unknown model {model!r}; choose one of {', '.join(REPORTED)}")
@@ -93,6 +110,8 @@ def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
     films = read_films(path)
     loaded = load_model(models_dir, artifact)
     x, unknown = encode_films(films, loaded.vocab)
+    if loaded.vocab.get("dense"):
+        x[DENSE] = film_dense(films, loaded.vocab)
     scores = loaded.score(x, output)
     return [{"douban_id": f.get("douban_id"), "title": f.get("title"), "predicted": round(float(s), 3),
              "unknown": sum(u.values()), "unknown_fields": u} for f, s, u in zip(films, scores, unknown)]

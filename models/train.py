@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models import track as track_records
 from models.artifacts import net_bytes, save_model, vocab_payload
 from models.baselines import BASELINES, tune_baseline
 from models.config import MODELS, model_config
@@ -95,12 +96,15 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
     restricted = enc.restrict(train_rows, common["min_count"])
-    x, dense = with_dense(restricted.x, enc.popularity, train_rows, feature_set)
+    track_cfg = track_records.settings(common)
+    track = track_records.for_rows(enc, train_rows, track_cfg) if track_cfg["enabled"] else None
+    x, dense = with_dense(restricted.x, enc.popularity, train_rows, feature_set, track,
+                          track_records.fed(track_cfg))
     trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, common["seed"], progress)
     chosen: list = []
     cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
-    meta = {"name": name, "kind": name, "config": cfg, "feature_set": feature_set, "notes": notes,
-            "train_s": round(trained.train_s, 3), "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
+    meta = {"name": name, "kind": name, "config": cfg, "feature_set": feature_set, "track_records": track_cfg,
+            "notes": notes, "train_s": round(trained.train_s, 3), "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
             "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
@@ -117,7 +121,9 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
                             x[DENSE].shape[1] if DENSE in x else 0)
         suffix = ".pt"
     (out / SKIPPED).unlink(missing_ok=True)
-    save_model(out, payload, suffix, vocab_payload(enc, restricted, digest, dense, feature_set), meta, history)
+    saved_track = track_records.payload(enc, train_rows, track_cfg) if track is not None else None
+    save_model(out, payload, suffix, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
+               history)
     return meta
 
 

@@ -4,6 +4,8 @@ Feature groups (paper §1.1, DESIGN.md): directors, writers, actors (first K bil
 languages, runtime bucket, release year, release month. People are keyed by Douban person id when known,
 else by name. Index 0 pads a group's row; index 1 is the group's out-of-vocabulary id.
 
+Release dates are kept as YYYYMMDD integers (track records need the order of releases).
+
 The stored vocabulary keeps every token seen; `min_count` is applied per training set by `restrict`, so a
 cross-validation fold never learns which people occur only in its held-out part. Training reads the
 arrays with numpy alone (`load_encoded`), no pandas.
@@ -103,6 +105,22 @@ def encode_frame(frame: pd.DataFrame, params: dict) -> tuple[dict[str, np.ndarra
     return arrays, vocab
 
 
+def release_int(date, year=None) -> int:
+    """'YYYY-MM-DD' / 'YYYY-MM' / 'YYYY' -> YYYYMMDD with 00 for an unknown month or day; the year alone
+    when there is no date; 0 when neither is known (track records need the order of releases)."""
+    text = str(date) if date is not None and not pd.isna(date) else ""
+    parts = text.split("-")
+    try:
+        if parts[0]:
+            nums = [int(p) for p in parts[:3]] + [0, 0]
+            return nums[0] * 10000 + nums[1] * 100 + nums[2]
+        if year is not None and not pd.isna(year):
+            return int(year) * 10000
+    except ValueError:
+        pass
+    return 0
+
+
 def popularity_matrix(frame: pd.DataFrame) -> np.ndarray:
     """log1p of rater, review and short-comment counts; NaN where a count is unknown."""
     cols = [frame[c].astype("Float64").to_numpy(dtype="float64", na_value=np.nan) for c in POPULARITY]
@@ -121,11 +139,13 @@ def run_encode(table: Path, params: dict, out_dir: Path) -> dict:
             raise KadnError(f"{table}: {len(frame)} films leave the {name} split empty; store more films or "
                             "change the fractions in params.yaml encode.split")
     payload = {f"x_{g}": arrays[g] for g in GROUPS}
+    years = frame["year"] if "year" in frame else [None] * len(frame)
     payload.update(
         douban_id=frame["douban_id"].to_numpy(np.int64),
         rating=frame["rating"].to_numpy(np.float32),
         split=split,
         popularity=popularity_matrix(frame),
+        release=np.array([release_int(d, y) for d, y in zip(frame["release_date"], years)], np.int32),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "arrays.npz", ".npz") as tmp, tmp.open("wb") as fh:
@@ -155,6 +175,7 @@ class Encoded:
     popularity: np.ndarray
     vocab: dict[str, list[str]]
     params: dict = field(default_factory=dict)
+    release: np.ndarray | None = None  # YYYYMMDD (00 = unknown month/day, 0 = unknown); None: encoded before it
 
     def __len__(self) -> int:
         return len(self.rating)
@@ -211,7 +232,8 @@ def load_encoded(out_dir: str | Path) -> Encoded:
         if x[g].size and int(x[g].max()) >= len(vocab["groups"][g]) + 2:
             raise KadnError(f"{out_dir}: group {g} holds ids beyond its vocabulary; re-run `kadn encode`")
     return Encoded(x=x, rating=data["rating"], split=data["split"], douban_id=data["douban_id"],
-                   popularity=data["popularity"], vocab=vocab["groups"], params=meta["params"])
+                   popularity=data["popularity"], vocab=vocab["groups"], params=meta["params"],
+                   release=data.get("release"))
 
 
 def register(sub, name: str) -> None:

@@ -112,3 +112,14 @@ def test_popularity_is_nan_where_unknown(tmp_path, make_film):
     assert np.isnan(votes[enc.douban_id % 2 == 1]).all()
     assert np.allclose(votes[enc.douban_id % 2 == 0], np.log1p(99))
     assert np.isnan(enc.popularity[:, 1]).all()
+
+
+def test_release_dates_are_stored_and_older_encodings_still_load(tmp_path, make_film):
+    films = [make_film(i, release_dates=[{"date": "2013-07-05" if i % 2 else "2014", "region": None,
+                                          "rerelease": False}]) for i in range(1, 31)]
+    enc = encode(tmp_path, films)
+    assert enc.release.tolist() == [20130705 if i % 2 else 20140000 for i in enc.douban_id]
+    with np.load(tmp_path / "enc" / "arrays.npz") as npz:  # encoded before release dates were stored
+        data = {k: npz[k] for k in npz.files if k != "release"}
+    np.savez_compressed(tmp_path / "enc" / "arrays.npz", **data)
+    assert load_encoded(tmp_path / "enc").release is None

@@ -357,6 +357,7 @@ def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catal
 
     params = fast_params()
     params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
+    params["train"]["common"]["track_records"]["enabled"] = False  # popularity alone (tests/test_track.py: both)
     enc_dir = tmp_path / "enc"
     shutil.copytree(catalogue, enc_dir)
     for name in ("ridge", "kadn"):

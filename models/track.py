@@ -1,0 +1,213 @@
+"""Track records (issue 7): for a film's directors, writers and first-billed actors, the mean score and the
+number of their other films, read from a model's training films only.
+
+Leakage rules (each has a test in tests/test_track.py):
+- Only `source` rows' scores are read: a model's training rows, never validation, test or a CV fold's
+  held-out rows.
+- Random split: a source film's own features are out-of-fold (the source rows are cut into `folds` seeded
+  folds; a film sees only the other folds), so no model trains on features holding its own score. Every
+  other film sees all source rows. OOF counts see (folds - 1) / folds of the source, so they are scaled by
+  folds / (folds - 1) to match what the other films see.
+- Time split: every film sees only the source films released strictly before it (a partial date spans its
+  whole month or year), so no film sees itself or anything later; no OOF needed.
+
+Per role: the pooled mean score over every (person, other film) pair of the film's people (prolific people
+weigh more, which steadies the mean), and log1p of the pair count, given to the models only with
+`counts: true` (on the snapshot's CV the counts made both SVR and K-ADN worse). The mean is NaN without any
+pair; the dense inputs then give 0 plus a missing flag. A person's films are those where
+they hold the same role anywhere in the encoded list; a film's people are all its directors and writers and
+its first `actors` billed actors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipeline.encode import OOV, Encoded
+from pipeline.errors import KadnError
+
+ROLES = ("directors", "writers", "actors")
+COLUMNS = tuple(f"track_{role}_{stat}" for role in ROLES for stat in ("mean", "count"))
+DEFAULTS = {"enabled": False, "actors": 3, "folds": 5, "seed": 13, "counts": False}
+AFTER_ALL = 99991299  # the release of a film not out yet: after every training film
+
+
+def settings(common: dict) -> dict:
+    """train.common.track_records, checked: unknown keys or bad values are errors; absent keys default."""
+    raw = common.get("track_records")
+    where = "params.yaml: train.common.track_records"
+    if raw is None:
+        return dict(DEFAULTS)
+    if not isinstance(raw, dict):
+        raise KadnError(f"{where} must be a mapping with keys {', '.join(DEFAULTS)}")
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        raise KadnError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
+    cfg = {**DEFAULTS, **raw}
+    for key in ("enabled", "counts"):
+        if not isinstance(cfg[key], bool):
+            raise KadnError(f"{where}.{key} must be true or false, not {cfg[key]!r}")
+    for key, low in (("actors", 1), ("folds", 2), ("seed", 0)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise KadnError(f"{where}.{key} must be an integer >= {low}, not {value!r}")
+    return cfg
+
+
+def fed(cfg: dict) -> list[int]:
+    """The columns given to the models: the means, plus the log counts with `counts: true` (the counts
+    still decide which means are missing)."""
+    return [i for i, name in enumerate(COLUMNS) if cfg["counts"] or name.endswith("_mean")]
+
+
+def time_mode(encode_params: dict) -> bool:
+    return (encode_params.get("split") or {}).get("method") == "time"
+
+
+def date_bounds(release: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Earliest and latest possible YYYYMMDD of each release: 2011 -> 20110000..20111299; unknown (0) ->
+    0..never, so an undated film sees no history and is nobody's history."""
+    r = np.asarray(release, np.int64)
+    month, day = r // 100 % 100, r % 100
+    hi = r // 10000 * 10000 + np.where(month == 0, 12, month) * 100 + np.where(day == 0, 99, day)
+    return r, np.where(r == 0, np.iinfo(np.int64).max, hi)
+
+
+def oof_folds(rows: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(np.asarray(rows))
+    return [np.sort(part) for part in np.array_split(order, folds)]
+
+
+def _incidence(ids: np.ndarray, size: int) -> sp.csr_matrix:
+    """Film x person 0/1 matrix (a person listed twice in one film counts once)."""
+    r, c = np.nonzero(ids > OOV)
+    m = sp.csr_matrix((np.ones(len(r)), (r, ids[r, c])), shape=(len(ids), size))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def _sums(src_m, tgt_m, y, source, targets, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+    """Score sum and count over the (person, source film) pairs of each target's people; with `bounds`, only
+    source films surely released before the target. Callers keep a target out of its own sources."""
+    if bounds is None:
+        assert not np.isin(targets, source).any()
+        s = tgt_m[targets] @ (src_m[source].T @ y[source])
+        return s, tgt_m[targets] @ np.asarray(src_m[source].sum(0)).ravel()
+    lo, hi = bounds
+    s, c = np.zeros(len(targets)), np.zeros(len(targets))
+    order = np.argsort(lo[targets], kind="stable")
+    starts = lo[targets][order]
+    src = source[np.argsort(hi[source], kind="stable")]
+    src_hi = hi[src]
+    per_sum, per_cnt, used = np.zeros(src_m.shape[1]), np.zeros(src_m.shape[1]), 0
+    edges = np.flatnonzero(np.r_[True, starts[1:] != starts[:-1], True])
+    for a, b in zip(edges[:-1], edges[1:]):
+        k = int(np.searchsorted(src_hi, starts[a], side="left"))  # sources with hi < this start
+        if k > used:
+            batch = src[used:k]
+            per_sum += src_m[batch].T @ y[batch]
+            per_cnt += np.asarray(src_m[batch].sum(0)).ravel()
+            used = k
+        idx = order[a:b]
+        s[idx], c[idx] = tgt_m[targets[idx]] @ per_sum, tgt_m[targets[idx]] @ per_cnt
+    return s, c
+
+
+def track_features(people: dict[str, np.ndarray], y: np.ndarray, source: np.ndarray, cfg: dict,
+                   release: np.ndarray | None = None) -> np.ndarray:
+    """[N, len(COLUMNS)] for every row. people: per role, person ids (> OOV) per film in billing order;
+    only y[source] is read. release (YYYYMMDD) given: time mode (strictly earlier source films only);
+    else out-of-fold for the source rows and all source rows for the others."""
+    n = len(y)
+    y = np.asarray(y, np.float64)
+    source = np.unique(np.asarray(source, np.int64))
+    rows = np.arange(n)
+    out = np.full((n, len(COLUMNS)), np.nan)
+    folds = int(cfg["folds"])
+    scale = np.ones(n)
+    if release is None:
+        scale[source] = folds / (folds - 1)
+    for r, role in enumerate(ROLES):
+        ids = np.asarray(people[role])
+        size = int(ids.max(initial=OOV)) + 1
+        src_m = _incidence(ids, size)
+        tgt_m = _incidence(ids[:, : int(cfg["actors"])] if role == "actors" else ids, size)
+        if release is not None:
+            s, c = _sums(src_m, tgt_m, y, source, rows, date_bounds(release))
+        else:
+            s, c = np.zeros(n), np.zeros(n)
+            others = np.setdiff1d(rows, source)
+            s[others], c[others] = _sums(src_m, tgt_m, y, source, others)
+            for fold in oof_folds(source, folds, int(cfg["seed"])):
+                s[fold], c[fold] = _sums(src_m, tgt_m, y, np.setdiff1d(source, fold), fold)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, 2 * r] = np.where(c > 0, s / c, np.nan)
+        out[:, 2 * r + 1] = np.log1p(c * scale)
+    return out.astype(np.float32)
+
+
+def _release(enc: Encoded) -> np.ndarray:
+    if enc.release is None:
+        raise KadnError("data/encoded has no release dates (encoded by an older version); re-run `kadn encode` "
+                        "(or `dvc repro`) for track records under encode.split.method: time")
+    return enc.release
+
+
+def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: dict) -> np.ndarray:
+    """Track features of every encoded film from the scores of `source_rows` (a model's training rows)."""
+    return track_features({role: enc.x[role] for role in ROLES}, enc.rating, source_rows, cfg,
+                          _release(enc) if time_mode(enc.params) else None)
+
+
+def payload(enc: Encoded, source_rows: np.ndarray, cfg: dict) -> dict:
+    """What a saved model needs to rebuild track features for any film: its training films' ids, people
+    (tokens), scores and release dates."""
+    src = np.unique(source_rows)
+    time = time_mode(enc.params)
+    return {"settings": cfg, "time": time, "douban_id": [int(v) for v in enc.douban_id[src]],
+            "score": [float(v) for v in enc.rating[src]],
+            "release": [int(v) for v in _release(enc)[src]] if time else None,
+            "people": {role: tokens_of(enc, role, src) for role in ROLES}}
+
+
+def tokens_of(enc: Encoded, role: str, rows: np.ndarray | None = None) -> list[list[str]]:
+    arr = enc.x[role] if rows is None else enc.x[role][rows]
+    vocab = enc.vocab[role]
+    return [[vocab[i - 2] for i in row if i > OOV] for row in arr]
+
+
+def from_payload(saved: dict, tokens: dict[str, list[list[str]]], release: np.ndarray | None,
+                 douban_ids: np.ndarray | None = None) -> np.ndarray:
+    """Track features of target films (tokens per role in billing order, YYYYMMDD releases) from a saved
+    model's training films, computed as at training time: a target that is one of those films (same Douban
+    id) gets its out-of-fold features (the folds are drawn the same way), never its own score."""
+    n_src, n_tgt = len(saved["score"]), len(next(iter(tokens.values())))
+    people = {}
+    for role in ROLES:
+        lists = saved["people"][role] + tokens[role]
+        ids: dict[str, int] = {}
+        arr = np.zeros((len(lists), max(1, max(map(len, lists), default=1))), np.int64)
+        for i, names in enumerate(lists):
+            row = [ids.setdefault(t, len(ids) + OOV + 1) for t in names]
+            arr[i, : len(row)] = row
+        people[role] = arr
+    y = np.concatenate([np.asarray(saved["score"], np.float64), np.zeros(n_tgt)])
+    dates = None
+    if saved["time"]:
+        dates = np.concatenate([np.asarray(saved["release"], np.int64), np.asarray(release, np.int64)])
+    feats = track_features(people, y, np.arange(n_src), saved["settings"], dates)
+    out = feats[n_src:]
+    if douban_ids is not None:
+        position = {d: i for i, d in enumerate(saved["douban_id"])}
+        for j, d in enumerate(np.asarray(douban_ids).tolist()):
+            if d in position:
+                out[j] = feats[position[d]]
+    return out
+
+
+def for_encoded(enc: Encoded, saved: dict) -> np.ndarray:
+    """Track features of every encoded film as a saved model saw them in training (its evaluation inputs)."""
+    return from_payload(saved, {role: tokens_of(enc, role) for role in ROLES},
+                        _release(enc) if saved["time"] else None, enc.douban_id)
