@@ -9,10 +9,10 @@ import torch
 
 import models.nets as nets
 from models.artifacts import load_model
-from models.data import tensors
+from models.data import DENSE, tensors
 from models.evaluate import branch_figures, model_view, run_evaluate
 from models.nets import count_params, predict_scores
-from models.predict import encode_films, predict
+from models.predict import encode_films, film_dense, predict
 from models.train import run_train
 from pipeline.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast_params
@@ -77,7 +77,10 @@ def test_predict_averages_every_member(trained, tmp_path):
     path = tmp_path / "films.json"
     path.write_text(json.dumps(films, ensure_ascii=False), encoding="utf-8")
     rows = predict(path, "kadn", models)
-    x = tensors(encode_films(films, loaded.vocab)[0])
+    x = encode_films(films, loaded.vocab)[0]
+    if loaded.vocab.get("dense"):  # track records (on by default) give every net dense inputs
+        x[DENSE] = film_dense(films, loaded.vocab)
+    x = tensors(x)
     members = [predict_scores(net, loaded.head, x)["student"].numpy() for net in loaded.nets]
     assert [r["predicted"] for r in rows] == pytest.approx(np.mean(members, 0), abs=5e-4)
     assert any(abs(r["predicted"] - m) > 1e-3 for r, m in zip(rows, members[0]))
