@@ -48,8 +48,12 @@ class Head(nn.Module):
         if self.kind == "classification":
             target = ((y - self.low) / self.width).long().clamp(0, len(self.centres) - 1)
             return nn.functional.cross_entropy(out, target)
-        soft = torch.softmax(-0.5 * ((y.unsqueeze(-1) - self.centres) / self.sigma) ** 2, -1)
-        return -(soft * torch.log_softmax(out, -1)).sum(-1).mean()
+        return -(self.soft_labels(y) * torch.log_softmax(out, -1)).sum(-1).mean()
+
+    def soft_labels(self, y: torch.Tensor) -> torch.Tensor:
+        """[B] scores -> [B, bins]: a Gaussian of width sigma centred on each score, over the bin centres,
+        normalised to sum to 1 (near 0 or 10 the cut-off tail's mass goes to the bins that remain)."""
+        return torch.softmax(-0.5 * ((y.unsqueeze(-1) - self.centres) / self.sigma) ** 2, -1)
 
     @staticmethod
     def hint(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

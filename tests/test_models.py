@@ -89,6 +89,22 @@ def test_binned_heads_score_the_expectation_over_bin_centres():
     assert soft.loss(near, y) < soft.loss(far, y)
 
 
+def test_soft_labels_are_a_normalised_gaussian_around_the_score():
+    narrow, wide = Head("soft", centre=7.0, sigma=0.3), Head("soft", centre=7.0, sigma=0.8)
+    y = torch.tensor([7.1, 3.4])
+    labels = narrow.soft_labels(y)
+    assert labels.shape == (2, 40) and labels.sum(-1).tolist() == pytest.approx([1.0, 1.0])
+    assert labels.argmax(-1).tolist() == [28, 13]  # the bins holding 7.1 and 3.4
+    assert (labels @ narrow.centres).tolist() == pytest.approx(y.tolist(), abs=0.01)  # centred on the score
+    spread = [((h.soft_labels(y) * (h.centres - y.unsqueeze(-1)) ** 2).sum(-1) ** 0.5)[0].item()
+              for h in (narrow, wide)]
+    assert spread == pytest.approx([0.3, 0.8], abs=0.02)  # sigma is the width
+    # The loss is the cross-entropy against those labels: lowest when the net outputs exactly them.
+    exact = -0.5 * ((y.unsqueeze(-1) - narrow.centres) / 0.3) ** 2  # logits whose softmax is the labels
+    noise = torch.randn(2, 40, generator=torch.Generator().manual_seed(0))
+    assert narrow.loss(exact, y) < narrow.loss(exact + 0.5 * noise, y)
+
+
 def test_regression_head_predicts_offsets_from_the_training_mean():
     head = Head("regression", centre=7.2)
     assert head.score(torch.zeros(3, 1)).tolist() == pytest.approx([7.2] * 3)
