@@ -65,10 +65,13 @@ def validation_mae(kind: str, cfg: dict, X, y: np.ndarray, fit_rows: np.ndarray,
     return float(np.abs(model.predict(X[val_rows]) - y[val_rows]).mean())
 
 
-def tune_baseline(kind: str, X, y: np.ndarray, cfg: dict, tune: dict, seed: int, threads: int = 1):
+def tune_baseline(kind: str, X, y: np.ndarray, cfg: dict, tune: dict, seed: int, threads: int = 1,
+                  inner_X=None):
     """(fitted model, chosen setting): grid search on an inner split of the rows of X/y, then a refit on all.
 
     X and y hold the fit's training rows only; the held-out rows of a fold never reach this function.
+    `inner_X(fit_positions)`, if given, rebuilds the same rows' matrix from the inner fit rows alone: track
+    records read scores, and the inner validation rows' scores must not reach the features either.
     """
     from models.cv import inner_split
 
@@ -77,7 +80,8 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: dict, tune: dict, seed: int,
     chosen: dict = {}
     if len(settings) > 1:
         fit_rows, val_rows = inner_split(np.arange(len(y)), float(tune["val"]), int(tune["seed"]))
-        scores = [validation_mae(kind, {**base, **s}, X, y, fit_rows, val_rows, seed, threads) for s in settings]
+        X_tune = X if inner_X is None else inner_X(fit_rows)
+        scores = [validation_mae(kind, {**base, **s}, X_tune, y, fit_rows, val_rows, seed, threads) for s in settings]
         chosen = settings[int(np.argmin(scores))]
     elif settings:
         chosen = settings[0]

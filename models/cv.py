@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models import track as track_records
-from models.data import kfold, with_dense
+from models.data import features_from, kfold
 from pipeline.encode import Encoded
 
 
@@ -46,10 +46,10 @@ def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: b
         restricted = enc.restrict(fit_rows, common["min_count"])
         # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
         # only their scores (the nets' validation rows and the held-out fold are never a source).
-        track = track_records.for_rows(enc, fit_rows, track_cfg) if track_cfg["enabled"] else None
-        x, _ = with_dense(restricted.x, enc.popularity, fit_rows, feature_set, track, track_records.fed(track_cfg))
+        build = features_from(enc, restricted.x, feature_set, track_cfg)
+        x, _ = build(fit_rows)
         trained = fit_model(name, cfg, common, x, restricted.freq, y, fit_rows, val_rows,
-                            int(common["seed"]) + 1000 * (k + 1))
+                            int(common["seed"]) + 1000 * (k + 1), features=build)
         if chosen is not None and trained.estimator is not None:
             chosen.append(trained.chosen)
         for out, pred in trained.scores(held_rows).items():

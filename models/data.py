@@ -105,6 +105,19 @@ def with_dense(x: dict[str, np.ndarray], popularity: np.ndarray, train_rows: np.
     return {**x, DENSE: dense.transform(values)}, dense
 
 
+def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_cfg: dict):
+    """build(source_rows) -> (feature dict, Dense): dense inputs standardised on, and track records read from,
+    `source_rows` alone. Training calls it with its training rows; baseline tuning again with its inner
+    fit rows, so no validation score reaches the features it is judged on."""
+    fed = track_records.fed(track_cfg)
+
+    def build(source: np.ndarray) -> tuple[dict[str, np.ndarray], Dense | None]:
+        track = track_records.for_rows(enc, source, track_cfg) if track_cfg["enabled"] else None
+        return with_dense(x_groups, enc.popularity, source, feature_set, track, fed)
+
+    return build
+
+
 def saved_dense(vocab: dict, popularity: np.ndarray, track: np.ndarray | None) -> np.ndarray:
     """A saved model's dense inputs (vocab.json's `dense`), standardised with its training statistics."""
     return Dense.from_dict(vocab["dense"]).transform(dense_values(popularity, track))

@@ -21,7 +21,7 @@ from models import track as track_records
 from models.artifacts import net_bytes, save_model, vocab_payload
 from models.baselines import BASELINES, tune_baseline
 from models.config import MODELS, model_config
-from models.data import DENSE, FEATURE_SETS, dense_columns, multi_hot, with_dense
+from models.data import DENSE, FEATURE_SETS, dense_columns, features_from, multi_hot
 from models.fit import fit_net, net_scores, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
@@ -48,15 +48,21 @@ class Trained:
 
 
 def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.ndarray, train_rows: np.ndarray,
-              val_rows: np.ndarray, seed: int, progress: bool = False) -> Trained:
+              val_rows: np.ndarray, seed: int, progress: bool = False, features=None) -> Trained:
+    """`features(source_rows)` (models.data.features_from), if given, rebuilds `x` from other source rows:
+    a baseline's inner tuning split then gets features read from its inner fit rows alone."""
     sizes = {g: len(f) for g, f in freq.items()}
     trained = Trained(name, x, sizes)
     started = time.perf_counter()
     if name in BASELINES:
         # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
+        inner = None
+        if features is not None:
+            def inner(fit_positions):
+                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
         trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), y[train_rows], cfg,
                                                           common.get("tune") or {"val": 0.2, "seed": 0}, seed,
-                                                          common["threads"])
+                                                          common["threads"], inner)
     else:
         for k in range(int(cfg.get("seeds", 1))):
             label = f"{name} seed {k + 1}/{cfg.get('seeds', 1)}"
@@ -97,10 +103,10 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
     train_rows, val_rows = enc.index("train"), enc.index("val")
     restricted = enc.restrict(train_rows, common["min_count"])
     track_cfg = track_records.settings(common)
-    track = track_records.for_rows(enc, train_rows, track_cfg) if track_cfg["enabled"] else None
-    x, dense = with_dense(restricted.x, enc.popularity, train_rows, feature_set, track,
-                          track_records.fed(track_cfg))
-    trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, common["seed"], progress)
+    build = features_from(enc, restricted.x, feature_set, track_cfg)
+    x, dense = build(train_rows)
+    trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, common["seed"], progress,
+                        build)
     chosen: list = []
     cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
     meta = {"name": name, "kind": name, "config": cfg, "feature_set": feature_set, "track_records": track_cfg,
@@ -121,7 +127,7 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
                             x[DENSE].shape[1] if DENSE in x else 0)
         suffix = ".pt"
     (out / SKIPPED).unlink(missing_ok=True)
-    saved_track = track_records.payload(enc, train_rows, track_cfg) if track is not None else None
+    saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg["enabled"] else None
     save_model(out, payload, suffix, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
     return meta

@@ -435,6 +435,46 @@ def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue,
     assert np.allclose(second.scores(held)["out"], first.scores(held)["out"])
 
 
+def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, monkeypatch):
+    # Track records read scores: the inner split that picks a baseline's setting must rebuild them from its
+    # own fit rows, or the validation films' scores leak into the features it is judged on.
+    import dataclasses
+
+    import models.baselines as baselines
+    from models.data import features_from
+    from models.train import fit_model
+
+    common = fast_params()["train"]["common"]
+    track_cfg = {"enabled": True, "actors": 3, "folds": 5, "seed": 1, "counts": False}
+    cfg = {"alpha": 1.0, "grid": {"alpha": [0.1, 10.0]}}
+    enc = load_encoded(catalogue)
+    train_rows = enc.index("train")
+    restricted = enc.restrict(train_rows, common["min_count"])
+    seen = []
+    real = baselines.validation_mae
+
+    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads):
+        seen.append((X.toarray(), val_rows))
+        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads)
+
+    monkeypatch.setattr(baselines, "validation_mae", spy)
+
+    def tuning_matrix(e):
+        build = features_from(e, restricted.x, "pre_release", track_cfg)
+        x, _ = build(train_rows)
+        seen.clear()
+        fit_model("ridge", cfg, common, x, restricted.freq, e.rating.astype(np.float32), train_rows,
+                  enc.index("val"), 0, features=build)
+        return x, seen[0]
+
+    x1, (tune1, val_positions) = tuning_matrix(enc)
+    rating = enc.rating.copy()
+    rating[train_rows[val_positions]] = np.random.default_rng(3).uniform(1, 10, len(val_positions))
+    x2, (tune2, _) = tuning_matrix(dataclasses.replace(enc, rating=rating))
+    assert not np.array_equal(x1["dense"], x2["dense"])  # the final fit's features do read those scores
+    assert np.array_equal(tune1, tune2)  # the tuning's features do not
+
+
 def test_every_baseline_is_tuned_per_fold_and_reports_its_choices(catalogue, tmp_path):
     from models.baselines import grid_settings
 
