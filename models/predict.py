@@ -97,10 +97,20 @@ def film_dense(films: list[dict], vocab: dict) -> np.ndarray:
     track = None
     if vocab.get("track"):
         tokens = [film_tokens(f, vocab["encode_params"]) for f in films]
-        release = np.array([release_int(f["release_date"]) or track_records.AFTER_ALL for f in films])
+        # As in encode: the date, else the year alone; a film with neither counts as later than every training film.
+        release = np.array([release_int(f["release_date"], f.get("year")) or track_records.AFTER_ALL for f in films])
         track = track_records.from_payload(vocab["track"], {r: [t[r] for t in tokens] for r in track_records.ROLES},
-                                           release, [f.get("douban_id") for f in films])
+                                           release, [_int_id(f.get("douban_id")) for f in films])
     return saved_dense(vocab, np.log1p(counts), track)
+
+
+def _int_id(value) -> int | None:
+    """A Douban id as the store keeps it ("123" and 123 are one film: a training film must get its out-of-fold
+    track record, never one holding its own score)."""
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def predict(path: Path, model: str, models_dir: Path) -> list[dict]:

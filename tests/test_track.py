@@ -195,3 +195,25 @@ def test_train_evaluate_and_predict_with_track_records(catalogue, tmp_path):
     for root in ("pre", "pop"):
         (row,) = predict(films, "kadn", tmp_path / root)
         assert 0 < row["predicted"] < 10
+
+
+def test_predict_knows_a_training_film_whatever_the_type_of_its_id(catalogue, tmp_path):
+    # "123" and 123 are one film: either way a training film gets its out-of-fold track record in
+    # `kadn predict`, never one holding its own score.
+    import pandas as pd
+
+    from models.predict import film_dense
+
+    params = fast_params()
+    params["train"]["common"]["track_records"] = {"enabled": True, "actors": 3, "folds": 3, "seed": 1}
+    run_train("ridge", params, catalogue, tmp_path)
+    vocab = json.loads((tmp_path / "ridge" / "vocab.json").read_text())
+    frame = pd.read_parquet(catalogue.parent / "movies.parquet").set_index("douban_id", drop=False)
+    enc = load_encoded(catalogue)
+    unmatched_differs = 0
+    for did in enc.douban_id[enc.index("train")][:20].tolist():
+        row = frame.loc[did].to_dict()
+        as_int = film_dense([dict(row, douban_id=int(did))], vocab)
+        assert np.array_equal(film_dense([dict(row, douban_id=str(did))], vocab), as_int)
+        unmatched_differs += not np.array_equal(film_dense([dict(row, douban_id=None)], vocab), as_int)
+    assert unmatched_differs > 0  # without the match, the film's own score does reach its features
