@@ -315,24 +315,28 @@ class LeaseReleaseMiddleware:
         token = response.request.meta.get(LEASE_TOKEN)
         try:
             async for out in result:
-                if token:
+                if token and out is not None:  # Scrapy drops a None; nothing would ever settle it
                     self.pending[token] += 1
                     if isinstance(out, Request):
                         out.meta[PARENT_LEASE] = token
                 yield out
-        finally:
-            # Also when the callback raised: what it yielded before still settles the lease.
-            if token:
-                self.consumed.add(token)
-                self._settle(token)
+        except Exception:
+            # The callback raised: what it yielded before still settles the lease.
+            self._consumed(token)
+            raise
+        # Not on GeneratorExit or cancellation (a forced shutdown): the output was not all read, so the
+        # lease stays and runs out.
+        self._consumed(token)
+
+    def _consumed(self, token: str | None) -> None:
+        if token:
+            self.consumed.add(token)
+            self._settle(token)
 
     def process_spider_exception(self, response, exception):
         # A callback that raised before yielding anything never reaches process_spider_output. The page was
         # handled, unsuccessfully; retries come back as new requests with new leases.
-        token = response.request.meta.get(LEASE_TOKEN)
-        if token:
-            self.consumed.add(token)
-            self._settle(token)
+        self._consumed(response.request.meta.get(LEASE_TOKEN))
 
 class LeaseDownloadFailureMiddleware:
     """Releases the lease of a request whose download failed for good (after RetryMiddleware gave up)."""
@@ -345,5 +349,7 @@ class LeaseDownloadFailureMiddleware:
         return cls(crawler)
 
     def process_exception(self, request, exception, spider=None):
-        release_lease(self.crawler, request)
+        # A request with an errback is the errback's to release, after it has queued any follow-up.
+        if request.errback is None:
+            release_lease(self.crawler, request)
         return None

@@ -71,6 +71,9 @@ DOWNLOADER_MIDDLEWARES = {
 }
 # With REDIS_URL set (setting or environment), N crawlers share one scrapy-redis frontier: crawler/distributed.py.
 ADDONS = {"crawler.distributed.RedisFrontier": 0}
+DOUBAN_LEASE_SECONDS = 600.0  # a popped page whose worker has not finished it by then goes back to the queue
+DOUBAN_LEASE_MAX_ATTEMPTS = 3  # requeues before a page is given up (a poison page must not loop forever)
+DOUBAN_REDIS_PREFIX = None  # the crawl's Redis keys start with this (default: the spider's name)
 ITEM_PIPELINES = {"crawler.pipelines.StorePipeline": 300}
 
 # Resumable crawls: `-s JOBDIR=crawls/douban-1` keeps the queue on disk; stop with one Ctrl-C or SIGTERM

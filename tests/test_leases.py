@@ -23,6 +23,7 @@ from crawler.distributed import (
     child_queued,
 )
 from crawler.items import MovieItem
+from crawler.spiders.douban import DoubanSpider
 from tests.services import redis_url
 
 
@@ -118,6 +119,37 @@ def test_page_without_output_releases_at_once():
     mw, crawler = middleware()
     drain(mw, page(), [])
     assert crawler.douban_scheduler == ["T"]
+
+
+def test_none_outputs_are_not_waited_for():
+    mw, crawler = middleware()
+    drain(mw, page(), [None, *children(1)])
+    crawler.signals.send_catch_log(child_queued, token="T")
+    assert crawler.douban_scheduler == ["T"]
+
+
+def test_output_abandoned_half_read_keeps_the_lease():
+    # A forced shutdown closes the callback's output before it was all read: the rest was never queued.
+    mw, crawler = middleware()
+
+    async def run():
+        gen = mw.process_spider_output(page(), _aiter(children(3)))
+        await gen.__anext__()
+        await gen.aclose()
+
+    asyncio.run(run())
+    assert crawler.douban_scheduler == []
+
+
+def test_errback_follow_ups_are_queued_before_the_lease_goes():
+    # What an errback yields skips the spider middlewares, so the spider queues it itself, then releases.
+    events = []
+    crawler = SimpleNamespace(engine=SimpleNamespace(crawl=lambda r: events.append(("queued", r.url))),
+                              douban_scheduler=SimpleNamespace(release=lambda r: events.append(("released", r.url))))
+    failed = Request("http://127.0.0.1/j/listing?start=0")
+    DoubanSpider._follow_up(SimpleNamespace(crawler=crawler), failed, iter(children(2)))
+    assert events == [("queued", "http://127.0.0.1/subject/0/"), ("queued", "http://127.0.0.1/subject/1/"),
+                      ("released", failed.url)]
 
 
 @pytest.fixture

@@ -404,6 +404,18 @@ def test_bad_settings_fail_clearly(db_url, setting, message):
     assert "Traceback" not in result.log
 
 
+def test_settings_check_accepts_what_scrapy_accepts():
+    from scrapy.exceptions import UsageError
+
+    from crawler.commands.crawl import check_settings
+
+    check_settings(["DOWNLOAD_TIMEOUT=7.5", "CONCURRENT_REQUESTS=8", "DOWNLOAD_DELAY=0", "ROBOTSTXT_OBEY=False",
+                    "COOKIES_ENABLED=0", "DOUBAN_LEASE_SECONDS=30", "DOUBAN_REDIS_PREFIX=crawl-2", "NOT_OURS=x"])
+    for bad in ("DOUBAN_LEASE_SECONDS=soon", "DOUBAN_LEASE_MAX_ATTEMPTS=2.5", "CONCURRENT_ITEMS=many"):
+        with pytest.raises(UsageError, match=bad.split("=")[0]):
+            check_settings([bad])
+
+
 def test_unknown_spider_fails_clearly(db_url):
     proc = subprocess.run([SCRAPY, "crawl", "nosuch"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "DATABASE_URL": db_url})

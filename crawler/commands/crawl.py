@@ -53,6 +53,7 @@ class Command(ScrapyCrawl):
 
 
 BOOLS = {"True", "true", "False", "false"}  # what Settings.getbool accepts, besides integers
+FLOATS = {"DOWNLOAD_TIMEOUT", "DNS_TIMEOUT"}  # integer defaults, but Scrapy reads them with getfloat
 
 
 def check_settings(pairs: list[str]) -> None:
@@ -66,9 +67,10 @@ def check_settings(pairs: list[str]) -> None:
         if isinstance(default, bool):
             ok, kind = value in BOOLS or value.strip().lstrip("-").isdigit(), "true/false (or 1/0)"
         elif isinstance(default, int | float):
-            kind = "an integer" if isinstance(default, int) else "a number"
+            whole = isinstance(default, int) and name not in FLOATS
+            kind = "an integer" if whole else "a number"
             try:
-                (int if isinstance(default, int) else float)(value)
+                (int if whole else float)(value)
                 ok = True
             except ValueError:
                 ok = False

@@ -358,7 +358,8 @@ class DoubanSpider(SitemapSpider):
         yield MovieItem(record=record, fetched_at=_utcnow())
 
     # Errbacks: a page given up here (a ban, a login wall, a failed download) is done with; on the Redis
-    # frontier its lease goes now, or it would expire and the page be fetched again for nothing.
+    # frontier its lease goes now (after any follow-up is queued), or it would expire and the page be
+    # fetched again for nothing.
     def subject_failed(self, failure):
         release_lease(self.crawler, failure.request)
         if failure.check(DuplicateRequest):
@@ -366,9 +367,19 @@ class DoubanSpider(SitemapSpider):
         self.crawler.stats.inc_value("douban/fetch_failed")
         log.error("could not fetch %s: %s", failure.request.url, failure.getErrorMessage())
 
-    def discovery_failed(self, failure):
-        request = failure.request
+    def _follow_up(self, request, requests) -> None:
+        """Schedule an errback's follow-up requests now, then let the failed page's lease go. (What an errback
+        yields after a download failure skips the spider middlewares, so nothing would hold the lease until
+        those requests reach the Redis frontier; a kill in between would lose them.)"""
+        for req in requests:
+            self.crawler.engine.crawl(req)
         release_lease(self.crawler, request)
+
+    def discovery_failed(self, failure):
+        self._follow_up(failure.request, self._after_discovery_failure(failure))
+
+    def _after_discovery_failure(self, failure):
+        request = failure.request
         if failure.check(DuplicateRequest) or request.meta.get("discovery") in self.abandoned:
             return
         stats = self.crawler.stats
@@ -394,7 +405,9 @@ class DoubanSpider(SitemapSpider):
         close_spider(self.crawler, "discovery_blocked")
 
     def robots_failed(self, failure):
-        release_lease(self.crawler, failure.request)
+        self._follow_up(failure.request, self._after_robots_failure(failure))
+
+    def _after_robots_failure(self, failure):
         if not self.obey_robots:
             # robots.txt only matters when obeyed: discover as if it were empty (default sitemap index).
             self.crawler.stats.set_value("douban/robots_failed", failure.getErrorMessage())
