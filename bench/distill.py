@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.artifacts import ensemble_scores, load_model  # noqa: E402
+from models.artifacts import load_model  # noqa: E402
 from models.config import model_config  # noqa: E402
 from models.data import tensors  # noqa: E402
 from models.evaluate import _interleaved, model_view  # noqa: E402
 from models.fit import fit_net, set_determinism  # noqa: E402
-from models.nets import count_params  # noqa: E402
+from models.nets import count_params, ensemble_scores  # noqa: E402
 from pipeline.encode import load_encoded, run_encode  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
 

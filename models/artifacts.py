@@ -20,7 +20,7 @@ import torch
 
 from models.data import Dense
 from models.heads import Head
-from models.nets import build
+from models.nets import build, ensemble_scores
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
@@ -76,22 +76,12 @@ class Loaded:
 
         if self.estimator is not None:
             return np.asarray(self.estimator.predict(multi_hot(x, self.vocab["sizes"])), dtype=np.float64)
-        return ensemble_scores(self.members(output), self.head, tensors(x))[output].numpy().astype(np.float64)
+        return ensemble_scores(self.members(output), self.head, tensors(x))[output].numpy()
 
     def members(self, output: str) -> list[torch.nn.Module]:
         """One net per seed, cut to what `output` needs: a teacher-student pair's branch runs only that net's
         MLP (the same arithmetic as the pair, half the work), so `kadn predict` pays what Table 2 times."""
         return [net.branch(output) if hasattr(net, "branch") else net for net in self.nets]
-
-
-def ensemble_scores(members: list[torch.nn.Module], head: Head, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ensemble's scores per output: every member scores every film, then the scores are averaged."""
-    from models.nets import predict_scores
-
-    per_member = [predict_scores(m, head, x) for m in members]
-    if len(per_member) == 1:
-        return per_member[0]
-    return {k: torch.stack([p[k] for p in per_member]).mean(0) for k in per_member[0]}
 
 
 def load_model(root: Path, name: str) -> Loaded:

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.artifacts import Loaded, ensemble_scores, load_model
+from models.artifacts import Loaded, load_model
 from models.config import REPORTED
 from models.cv import errors
 from models.data import DENSE, dense_columns, encoded_dense
 from models.fit import set_determinism
-from models.nets import count_params
+from models.nets import count_params, ensemble_scores
 from models.train import SKIPPED, encoded_digest
 from pipeline.encode import GROUPS, OOV, Encoded, load_encoded
 from pipeline.errors import KadnError

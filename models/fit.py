@@ -17,7 +17,7 @@ from models.data import DENSE, tensors
 from models.heads import Head
 from models.layers import adaptive_l2
 from models.loss import joint_loss
-from models.nets import build, predict_scores
+from models.nets import build, ensemble_scores
 
 SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a regression head
 
@@ -125,6 +125,7 @@ def _validate(model, head, xv, yv, cfg) -> dict:
     return record
 
 
-def net_scores(fitted: Fitted, x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v.numpy().astype(np.float64) for k, v in predict_scores(fitted.model, fitted.head,
-                                                                       tensors(x, rows)).items()}
+def net_scores(fits: list[Fitted], x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores per output of the nets fitted with one seed each, averaged (models.nets.ensemble_scores)."""
+    return {k: v.numpy() for k, v in ensemble_scores([f.model for f in fits], fits[0].head,
+                                                     tensors(x, rows)).items()}

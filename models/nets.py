@@ -152,3 +152,11 @@ def predict_scores(model: nn.Module, head, x: dict[str, torch.Tensor], batch: in
         for name, raw in out.items():
             parts[name].append(head.score(raw))
     return {name: torch.cat(p) if p else torch.zeros(0) for name, p in parts.items()}
+
+
+def ensemble_scores(members: list[nn.Module], head, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Scores [N] per output of an ensemble (one net per seed): every member scores every film, then the
+    scores are averaged, in float64. Cross-validation, `kadn evaluate`, `kadn predict` and Table 2 all
+    score through this one function."""
+    per_member = [predict_scores(m, head, x) for m in members]
+    return {k: torch.stack([p[k].double() for p in per_member]).mean(0) for k in per_member[0]}

@@ -43,8 +43,7 @@ class Trained:
     def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         if self.estimator is not None:
             return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows)), np.float64)}
-        per_seed = [net_scores(f, self.x, rows) for f in self.fits]
-        return {k: np.mean([p[k] for p in per_seed], 0) for k in per_seed[0]}
+        return net_scores(self.fits, self.x, rows)
 
 
 def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.ndarray, train_rows: np.ndarray,

@@ -220,7 +220,7 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     assert a.best["val_mae_student"] == best
     from models.fit import net_scores
 
-    pred = net_scores(a, r.x, va)["student"]
+    pred = net_scores([a], r.x, va)["student"]
     assert np.abs(pred - enc.rating[va]).mean() == pytest.approx(best, abs=1e-4)
 
 
