@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import KadnError
+from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, load_params, write_json
+from pipeline.records import parse_date
 from pipeline.store import person_key
 
 PAD, OOV = 0, 1
@@ -106,18 +107,18 @@ def encode_frame(frame: pd.DataFrame, params: dict) -> tuple[dict[str, np.ndarra
 
 
 def release_int(date, year=None) -> int:
-    """'YYYY-MM-DD' / 'YYYY-MM' / 'YYYY' -> YYYYMMDD with 00 for an unknown month or day; the year alone
-    when there is no date; 0 when neither is known (track records need the order of releases)."""
-    text = str(date) if date is not None and not pd.isna(date) else ""
-    parts = text.split("-")
+    """'YYYY-MM-DD' / 'YYYY-MM' / 'YYYY' (any form the importer reads) -> YYYYMMDD with 00 for an unknown month
+    or day; the year alone when there is no date; 0 when neither is known (track records need the order of
+    releases)."""
     try:
-        if parts[0]:
-            nums = [int(p) for p in parts[:3]] + [0, 0]
-            return nums[0] * 10000 + nums[1] * 100 + nums[2]
-        if year is not None and not pd.isna(year):
-            return int(year) * 10000
-    except ValueError:
-        pass
+        text = parse_date(None if date is None or pd.isna(date) else str(date))
+    except RecordError:
+        text = None
+    if text:
+        nums = [int(p) for p in text.split("-")] + [0, 0]
+        return nums[0] * 10000 + nums[1] * 100 + nums[2]
+    if year is not None and not pd.isna(year):
+        return int(year) * 10000
     return 0
 
 

@@ -105,6 +105,7 @@ def test_time_split_reads_only_films_released_strictly_earlier():
 def test_partial_dates_count_as_their_whole_month_or_year():
     assert [release_int(d) for d in ("2011-05-03", "2011-05", "2011", None)] == [20110503, 20110500, 20110000, 0]
     assert release_int(None, 2012) == 20120000
+    assert release_int("2011/5/3") == 20110503 and release_int("soon", 2012) == 20120000  # the importer's forms
     lo, hi = track.date_bounds(np.array([20110503, 20110500, 20110000, 0]))
     assert lo.tolist()[:3] == [20110503, 20110500, 20110000]
     assert hi.tolist()[:3] == [20110503, 20110599, 20111299] and hi[3] > 99991299
