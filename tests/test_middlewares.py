@@ -8,12 +8,18 @@ from types import SimpleNamespace
 import pytest
 from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
-from scrapy.http import HtmlResponse, Response
+from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
 
 from crawler import settings as crawler_settings
-from crawler.middlewares import BanMiddleware, CookieMiddleware, DedupeMiddleware, DuplicateRequest
+from crawler.middlewares import (
+    BanMiddleware,
+    CookieMiddleware,
+    DedupeMiddleware,
+    DuplicateRequest,
+    rate_limit_answer,
+)
 from crawler.spiders.douban import DoubanSpider, check_arguments, parse_ids, parse_limit, parse_years
 
 
@@ -84,17 +90,66 @@ def test_cookie_middleware_off_without_the_variable(monkeypatch):
         CookieMiddleware.from_crawler(fake_crawler())
 
 
-def test_dedupe_lets_first_attempts_and_retries_through():
+def test_dedupe_lets_first_attempts_and_their_retries_through():
     crawler = fake_crawler()
     mw = DedupeMiddleware(crawler)
     first = Request("https://movie.douban.com/subject/1/", meta={"dedupe_key": "subject:1"})
     assert mw.process_request(first) is None
     with pytest.raises(DuplicateRequest):
         mw.process_request(Request(first.url, meta={"dedupe_key": "subject:1"}))
+    # Retries (as RetryMiddleware, BanMiddleware, redirects and the spider make them: a copy of the meta) pass.
     for retry_key in DedupeMiddleware.RETRY_KEYS:
-        assert mw.process_request(Request(first.url, meta={"dedupe_key": "subject:1", retry_key: 1})) is None
+        assert mw.process_request(first.replace(meta={**first.meta, retry_key: 1})) is None
     assert mw.process_request(Request("https://movie.douban.com/robots.txt")) is None  # no key: not deduped
     assert crawler.stats.get_value("douban/duplicate_skipped") == 1
+
+
+def test_dedupe_drops_a_retry_left_by_an_earlier_run_once_its_page_was_requested():
+    earlier = DedupeMiddleware(fake_crawler())
+    saved = Request("https://movie.douban.com/subject/1/", meta={"dedupe_key": "subject:1"})
+    earlier.process_request(saved)
+    retry = saved.replace(meta={**saved.meta, "retry_times": 1})  # in the JOBDIR queue at a graceful stop
+    other = Request("https://movie.douban.com/subject/2/", meta={"dedupe_key": "subject:2"})
+    earlier.process_request(other)
+    other_retry = other.replace(meta={**other.meta, "ban_retries": 1})
+
+    crawler = fake_crawler()
+    resumed = DedupeMiddleware(crawler)
+    rediscovered = Request(saved.url, meta={"dedupe_key": "subject:1"})
+    assert resumed.process_request(rediscovered) is None
+    with pytest.raises(DuplicateRequest):
+        resumed.process_request(retry)  # the page is already fetched (or being fetched) in this run
+    assert resumed.process_request(other_retry) is None  # its page is new to this run: fetched once
+    with pytest.raises(DuplicateRequest):
+        resumed.process_request(Request(other.url, meta={"dedupe_key": "subject:2"}))
+    # The spider's re-fetch of a cut page copies the meta of the answer it got: it passes.
+    refetch = rediscovered.replace(meta={**rediscovered.meta, "parse_retries": 1})
+    assert resumed.process_request(refetch) is None
+    assert crawler.stats.get_value("douban/duplicate_skipped") == 2
+
+
+@pytest.mark.parametrize("body, throttled", [
+    ('{"msg":"检测到有异常请求从您的IP发出，请登录再试!","r":1}', True),
+    ('  {"r": 0, "msg": "x"}', True),
+    ('{"data": [{"id": "1"}]}', False),
+    ('{"data": [], "r": 0}', False),
+    ('{"r": 1', False),
+    ('["r"]', False),
+    ('<html><body>{"r": 1}</body></html>', False),
+])
+def test_rate_limit_json_is_a_ban(body, throttled):
+    crawler = fake_crawler(DOUBAN_BAN_PAUSE_AFTER=99)
+    mw = BanMiddleware(crawler)
+    url = "https://movie.douban.com/j/new_search_subjects?start=0"
+    response = TextResponse(url, status=200, body=body.encode(), encoding="utf-8",
+                            headers={"Content-Type": "application/json"})
+    assert rate_limit_answer(response.body) is throttled
+    assert mw.ban_kind(response) == ("throttled" if throttled else None)
+    if throttled:
+        req = Request(url)
+        retry = mw.process_response(req, response)
+        assert isinstance(retry, Request) and retry.meta["ban_retries"] == 1
+        assert crawler.stats.get_value("douban/banned/throttled") == 1
 
 
 def test_spider_arguments():
@@ -109,12 +164,21 @@ def test_spider_arguments():
     for bad in ("abc", "0", "-3", "1.5"):
         with pytest.raises(ValueError, match="limit must be a positive number"):
             parse_limit(bad)
-    check_arguments({"years": "2012", "ids": "1,2", "limit": "3", "refresh": "1", "other": "x"})
+    check_arguments({"years": "2012", "ids": "1,2", "limit": "3", "refresh": "1"})
     for value, on in ((None, False), ("", False), ("0", False), ("no", False), ("1", True), ("True", True),
                       ("yes", True)):
         assert DoubanSpider(refresh=value).refresh is on, value
     with pytest.raises(ValueError, match=r"-a limit=abc"):
         check_arguments({"years": "2012", "limit": "abc"})
+    with pytest.raises(ValueError, match=r"-a refresh=maybe: refresh must be 1 or 0"):
+        check_arguments({"refresh": "maybe"})
+    with pytest.raises(ValueError, match=r"unknown spider argument -a yeras=2012: did you mean -a years\?"):
+        check_arguments({"yeras": "2012"})
+    with pytest.raises(ValueError, match=r"unknown spider argument -a yeras=2012"):
+        DoubanSpider(yeras="2012")  # built without `scrapy crawl` (a script's CrawlerProcess): refused too
+    with pytest.raises(ValueError) as caught:
+        check_arguments({"ids": "x" * 100_000})
+    assert len(str(caught.value)) < 300  # a bad value is quoted cut short, never whole
 
 
 def test_default_settings_are_polite():

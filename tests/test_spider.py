@@ -214,7 +214,9 @@ def test_discovery_skips_recently_fetched_films(mock, db_url):
 
 @pytest.mark.slow
 def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
-    site = mock(1200, seed=13, slow_rate=1.0, slow_ms=8)  # slow enough to interrupt mid-way
+    # Slow enough to interrupt mid-way; with faults, so retries sit in the JOBDIR queue at the stop.
+    site = mock(1200, seed=13, slow_rate=1.0, slow_ms=8, error_rate=0.1, truncate_rate=0.05, ban_after=300,
+                ban_for=6)
     expected = site.expected_films()
     jobdir = tmp_path / "job"
     settings = {"JOBDIR": str(jobdir), "CONCURRENT_REQUESTS": "8", "CONCURRENT_REQUESTS_PER_DOMAIN": "8",
@@ -227,7 +229,7 @@ def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
     while store.count_movies(engine) < len(expected) // 3:
         assert proc.poll() is None and time.monotonic() < deadline, "crawl ended before it could be killed"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # one Ctrl-C: Scrapy stops gracefully and keeps the JOBDIR state
+    proc.send_signal(signal.SIGTERM)  # as one Ctrl-C: Scrapy stops gracefully and keeps the JOBDIR state
     out, _ = proc.communicate(timeout=120)
     first = parse_stats(out)
     assert first.get("finish_reason") == "shutdown", out[-3000:]
@@ -237,10 +239,12 @@ def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
     assert second.returncode == 0, second.log[-3000:]
     assert second["finish_reason"] == "finished"
     assert stored(db_url) == expected
-    # Exactly once: the two runs together stored each film one time and fetched no subject twice.
+    # Exactly once: the two runs together stored each film one time and fetched no subject page twice
+    # (a page answered 5xx, banned or cut is fetched again, in whichever run, until served whole once).
     assert first.get("douban/stored", 0) + second["douban/stored"] == len(expected)
-    subject_hits = [n for path, n in site.hits.items() if path.startswith("/subject/")]
-    assert max(subject_hits) == 1
+    assert site.counts["5xx"] and site.counts["truncated"] and site.counts["ban"]
+    assert second["retry/count"] or second["douban/duplicate_skipped"]  # the faults reached the resumed run
+    assert max(site.served.values()) == 1
 
 
 @pytest.mark.slow
@@ -385,6 +389,8 @@ def test_listing_that_ignores_start_does_not_paginate_forever(mock, db_url):
     ("ids=x,y", "-a ids=x,y: ids must be Douban subject ids"),
     ("limit=abc", "-a limit=abc: limit must be a positive number"),
     ("limit=0", "-a limit=0: limit must be a positive number"),
+    ("yeras=2012", "unknown spider argument -a yeras=2012: did you mean -a years?"),
+    ("refresh=maybe", "-a refresh=maybe: refresh must be 1 or 0"),
 ])
 def test_bad_arguments_fail_clearly(db_url, arg, message):
     result = run_crawl("http://127.0.0.1:9", db_url, arg)
@@ -414,6 +420,27 @@ def test_settings_check_accepts_what_scrapy_accepts():
     for bad in ("DOUBAN_LEASE_SECONDS=soon", "DOUBAN_LEASE_MAX_ATTEMPTS=2.5", "CONCURRENT_ITEMS=many"):
         with pytest.raises(UsageError, match=bad.split("=")[0]):
             check_settings([bad])
+
+
+def test_unreachable_store_fails_in_one_line(mock):
+    site = mock(20, seed=1)
+    result = run_crawl(site.base_url, "postgresql+psycopg://kadn:kadn@127.0.0.1:1/kadn", timeout=60)
+    assert result.returncode == 1
+    errors = [line for line in result.log.splitlines() if "cannot open the movie store" in line]
+    assert len(errors) == 1 and "127.0.0.1:1" in errors[0], result.log[-3000:]
+    assert "Traceback" not in result.log
+    assert not site.hits  # nothing was fetched
+
+
+def test_rate_limit_answer_is_a_ban_not_the_end_of_a_year(mock, db_url):
+    # Listing requests 3 to 8 get HTTP 200 with Douban's "abnormal requests from your IP" JSON and no data.
+    site = mock(400, seed=24, throttle_after=2, throttle_for=6)
+    result = run_crawl(site.base_url, db_url)
+    assert result.returncode == 0, result.log[-3000:]
+    assert site.counts["throttled"] == 6
+    assert result["douban/banned/throttled"] == 6 and result["douban/banned"] == 6
+    assert result["douban/listing_unreadable"] == 0 and "ban detected (throttled" in result.log
+    assert stored(db_url) == site.expected_films()  # every year discovered to its end
 
 
 def test_unknown_spider_fails_clearly(db_url):
@@ -485,6 +512,12 @@ def test_kadn_mock_douban_command(tmp_path):
         busy = subprocess.run([kadn, "mock-douban", "--port", port, "--movies", "5"], capture_output=True,
                               text=True, timeout=60)
         assert busy.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+        for bad, message in ((["--movies", "-5"], "--movies must be zero or more, got -5"),
+                             (["--error-rate", "2"], "--error-rate must be a share from 0 to 1"),
+                             (["--port", "70000"], "--port must be from 0 to 65535")):
+            refused = subprocess.run([kadn, "mock-douban", *bad], capture_output=True, text=True, timeout=60)
+            assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert message in refused.stderr and "Traceback" not in refused.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=10)

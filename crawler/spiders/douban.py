@@ -10,6 +10,7 @@ forbids the chosen path. Parsing lives in crawler.parsing, storage in crawler.pi
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
@@ -41,17 +42,17 @@ def _utcnow() -> datetime:
 def parse_years(text: str) -> tuple[int, int]:
     m = YEAR_ARG_RE.match(str(text))
     if not m:
-        raise ValueError(f"years must look like 2007-2019 or 2012, got {text!r}")
+        raise ValueError(f"years must look like 2007-2019 or 2012, got {short(text)}")
     lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
     if lo > hi:
-        raise ValueError(f"years {text!r}: the first year is after the last")
+        raise ValueError(f"years {short(text)}: the first year is after the last")
     return lo, hi
 
 
 def parse_ids(text: str) -> list[int]:
     ids = [t.strip() for t in re.split(r"[,\s]+", str(text)) if t.strip()]
     if not ids or not all(t.isdigit() for t in ids):
-        raise ValueError(f"ids must be Douban subject ids separated by commas, got {text!r}")
+        raise ValueError(f"ids must be Douban subject ids separated by commas, got {short(text)}")
     return list(dict.fromkeys(int(t) for t in ids))
 
 
@@ -60,22 +61,45 @@ def parse_limit(text: str | None) -> int | None:
         return None
     t = str(text).strip()
     if not t.isdigit() or int(t) < 1:
-        raise ValueError(f"limit must be a positive number of subject pages, got {text!r}")
+        raise ValueError(f"limit must be a positive number of subject pages, got {short(text)}")
     return int(t)
 
 
-# The spider arguments that are checked (`scrapy crawl` validates them before the crawl starts).
-ARGUMENTS = {"years": parse_years, "ids": lambda text: parse_ids(text) if text else None, "limit": parse_limit}
+def parse_flag(text: str | None) -> bool:
+    t = "" if text is None else str(text).strip().lower()
+    if t not in FLAGS:
+        raise ValueError(f"refresh must be 1 or 0 (yes/no, true/false), got {short(text)}")
+    return FLAGS[t]
+
+
+FLAGS = {"": False, "0": False, "no": False, "false": False, "1": True, "yes": True, "true": True}
+# The spider's arguments (`-a NAME=VALUE`), each with its parser; `scrapy crawl` checks them before starting.
+ARGUMENTS = {"years": parse_years, "ids": lambda text: parse_ids(text) if text else None, "limit": parse_limit,
+             "refresh": parse_flag}
+
+
+def cut(value, width: int = 40) -> str:
+    """A value for an error line, cut to a short prefix (an argument may be megabytes long)."""
+    text = str(value)
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def short(value) -> str:
+    return repr(cut(value))
 
 
 def check_arguments(spargs: dict) -> None:
-    """Raise ValueError naming the first bad spider argument in `spargs` (the `-a NAME=VALUE` options)."""
-    for name, parse in ARGUMENTS.items():
-        if name in spargs:
-            try:
-                parse(spargs[name])
-            except ValueError as exc:
-                raise ValueError(f"bad spider argument -a {name}={spargs[name]}: {exc}") from None
+    """Raise ValueError naming the first unknown or bad spider argument in `spargs` (the `-a NAME=VALUE`)."""
+    for name, value in spargs.items():
+        if name not in ARGUMENTS:
+            close = difflib.get_close_matches(name, ARGUMENTS, n=1)
+            hint = f"did you mean -a {close[0]}? " if close else ""
+            raise ValueError(f"unknown spider argument -a {cut(name)}={cut(value)}: {hint}the douban "
+                             f"spider takes {', '.join(ARGUMENTS)}")
+        try:
+            ARGUMENTS[name](value)
+        except ValueError as exc:
+            raise ValueError(f"bad spider argument -a {name}={cut(value)}: {exc}") from None
 
 
 class DoubanSpider(SitemapSpider):
@@ -87,11 +111,12 @@ class DoubanSpider(SitemapSpider):
 
     def __init__(self, years: str = "2007-2019", ids: str | None = None, limit: str | None = None,
                  refresh: str | None = None, *args, **kwargs):
+        check_arguments({k: v for k, v in kwargs.items() if k != "name"})  # unknown names: refused here too
         super().__init__(*args, **kwargs)
         self.years = parse_years(years)
         self.ids = parse_ids(ids) if ids else None
         self.limit = parse_limit(limit)
-        self.refresh = str(refresh).lower() in ("1", "true", "yes")  # None -> "none": off
+        self.refresh = parse_flag(refresh)
         self.requested = 0  # subject pages scheduled (for limit)
         self.skip: set[int] = set()  # stored films not to fetch again (fresh, or stored earlier in this crawl)
         self.seen: set[int] = set()  # subjects requested in this run (a film listed twice is fetched once)
