@@ -114,13 +114,13 @@ class BanMiddleware:
         s = crawler.settings
         self.crawler = crawler
         self.stats = crawler.stats
-        self.codes = {int(c) for c in s.getlist("DOUBAN_BAN_CODES", [403, 418, 429])}
+        self.codes = {int(c) for c in s.getlist("DOUBAN_BAN_CODES")}
         self.location_re = re.compile(s.get("DOUBAN_BAN_LOCATION_RE"))
-        self.pause_s = s.getfloat("DOUBAN_BAN_PAUSE", 60.0)
-        self.pause_max = s.getfloat("DOUBAN_BAN_PAUSE_MAX", 900.0)
-        self.retries = s.getint("DOUBAN_BAN_RETRIES", 5)
-        self.max_consecutive = s.getint("DOUBAN_BAN_MAX_CONSECUTIVE", 50)
-        self.pause_after = s.getint("DOUBAN_BAN_PAUSE_AFTER", 2)
+        self.pause_s = s.getfloat("DOUBAN_BAN_PAUSE")
+        self.pause_max = s.getfloat("DOUBAN_BAN_PAUSE_MAX")
+        self.retries = s.getint("DOUBAN_BAN_RETRIES")
+        self.max_consecutive = s.getint("DOUBAN_BAN_MAX_CONSECUTIVE")
+        self.pause_after = s.getint("DOUBAN_BAN_PAUSE_AFTER")
         self.consecutive = 0
         self.streak: set[str] = set()  # distinct URLs banned since the last good answer
         self.good = 0  # good answers so far: tells a page-specific login wall from an IP ban
@@ -204,8 +204,8 @@ class BackoffRetryMiddleware(RetryMiddleware):
 
     def __init__(self, settings):
         super().__init__(settings)
-        self.base = settings.getfloat("RETRY_BACKOFF_BASE", 1.0)
-        self.cap = settings.getfloat("RETRY_BACKOFF_MAX", 30.0)
+        self.base = settings.getfloat("RETRY_BACKOFF_BASE")
+        self.cap = settings.getfloat("RETRY_BACKOFF_MAX")
 
     async def _wait(self, result):
         if self.base > 0 and hasattr(result, "meta") and result.meta.get("retry_times"):

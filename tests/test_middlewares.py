@@ -13,6 +13,7 @@ from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
 
 from crawler import settings as crawler_settings
+from crawler.arguments import check_arguments, parse_ids, parse_limit, parse_years
 from crawler.middlewares import (
     BanMiddleware,
     CookieMiddleware,
@@ -20,7 +21,7 @@ from crawler.middlewares import (
     DuplicateRequest,
     rate_limit_answer,
 )
-from crawler.spiders.douban import DoubanSpider, check_arguments, parse_ids, parse_limit, parse_years
+from crawler.spiders.douban import DoubanSpider
 
 
 def fake_crawler(**overrides):
@@ -227,7 +228,7 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
     released = []
     crawler.douban_scheduler = SimpleNamespace(release=released.append)
     spider = douban.DoubanSpider()
-    spider.crawler, spider.discovery, spider.listing_path, spider.obey_robots = crawler, "auto", "/j/x", True
+    spider.crawler, spider.mode, spider.listing_path, spider.obey = crawler, "auto", "/j/x", True
     mw = BanMiddleware(crawler)
     req = Request(url, meta={**meta, "douban_lease": "token-1"})
     if case == "duplicate":
@@ -248,3 +249,30 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
     failure.request = req
     list(getattr(spider, errback)(failure) or ())
     assert released == [req]
+
+
+def settings_reads() -> list[tuple[str, str, bool]]:
+    """(file, setting name, has a fallback default) for every settings read in crawler/ outside settings.py."""
+    import ast
+    from pathlib import Path
+
+    reads = []
+    for path in Path(crawler_settings.__file__).parent.rglob("*.py"):
+        if path.name == "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("get", "getint", "getfloat", "getbool", "getlist", "getdict")
+                    and not (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "environ")
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                    and node.args[0].value.isupper()):
+                reads.append((path.name, node.args[0].value, len(node.args) > 1 or bool(node.keywords)))
+    return reads
+
+
+def test_every_crawler_setting_has_one_default_in_settings_py():
+    reads = settings_reads()
+    assert any(name == "RETRY_BACKOFF_BASE" for _, name, _ in reads)  # the scan sees the reads
+    assert [(f, name) for f, name, fallback in reads if fallback] == []  # no second default in the code
+    ours = {name for _, name, _ in reads if name.startswith(("DOUBAN_", "RETRY_BACKOFF_"))}
+    assert ours <= set(dir(crawler_settings)), ours - set(dir(crawler_settings))
