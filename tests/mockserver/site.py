@@ -1,13 +1,14 @@
 """`kadn mock-douban`: a local stand-in for movie.douban.com serving the synthetic catalogue.
 
-It serves subject pages in Douban's markup (our own markup, written from DESIGN.md's description, with
-every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt, on
-127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
-pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), and an unreadable
-robots.txt.
+It serves subject pages in Douban's markup (our own markup, written from a description of Douban's pages,
+with every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt,
+on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
+pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), a window in which
+the listing answers Douban's rate-limit JSON, and an unreadable robots.txt.
 
-The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well under a millisecond,
-HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
+A test and benchmark fixture (as Scrapy's own tests/mockserver): it lives under tests/, outside the
+installed package. The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well
+under a millisecond, HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from crawler.mock_catalogue import YEAR_RANGE, films_in_years, generate_catalogue
 from pipeline.errors import KadnError
 from pipeline.records import ID_FIELD
+from tests.mockserver.catalogue import YEAR_RANGE, films_in_years, generate_catalogue
 
 log = logging.getLogger(__name__)
 
