@@ -276,3 +276,55 @@ def test_every_crawler_setting_has_one_default_in_settings_py():
     assert [(f, name) for f, name, fallback in reads if fallback] == []  # no second default in the code
     ours = {name for _, name, _ in reads if name.startswith(("DOUBAN_", "RETRY_BACKOFF_"))}
     assert ours <= set(dir(crawler_settings)), ours - set(dir(crawler_settings))
+
+
+ROBOTS_ARGS = {"robots_url": "http://d.test/robots.txt", "obey": True, "agent": "kadn", "listing_path": "/j/x",
+               "listing_url": "http://d.test/j/x?start=0", "subject_url": "http://d.test/subject/1/",
+               "url": lambda u: "http://d.test" + (u if u.startswith("/") else "/" + u.split("/", 3)[-1])}
+
+
+@pytest.mark.parametrize("robots, mode, chosen", [
+    ("User-agent: *\nDisallow: /search\n", "auto", "listing"),
+    ("User-agent: *\nDisallow: /j/\n", "auto", "sitemap"),
+    ("User-agent: *\nDisallow: /search\n", "sitemap", "sitemap"),
+    ("User-agent: *\nDisallow: /j/\n", "listing", None),
+    ("User-agent: *\nDisallow: /subject/\n", "auto", None),
+    ("User-agent: *\nDisallow: /\n", "auto", None),
+])
+def test_plan_discovery(robots, mode, chosen):
+    from crawler.discovery import DiscoveryBlocked, plan_discovery
+
+    text = robots + "Crawl-delay: 2\nSitemap: https://movie.douban.invalid/sitemap_index.xml\n"
+    if chosen is None:
+        with pytest.raises(DiscoveryBlocked, match="discovery blocked: http://d.test/robots.txt disallows"):
+            plan_discovery(text, mode=mode, **ROBOTS_ARGS)
+        return
+    plan = plan_discovery(text, mode=mode, **ROBOTS_ARGS)
+    assert plan.chosen == chosen and plan.crawl_delay == 2.0
+    assert plan.sitemaps == ["http://d.test/sitemap_index.xml"]  # rebuilt on the base URL
+    assert plan_discovery(text, mode=mode, **{**ROBOTS_ARGS, "obey": False}).crawl_delay is None
+
+
+def test_subject_gate():
+    from crawler.spidermiddlewares import SubjectGate
+
+    crawler = fake_crawler()
+    crawler.signals = SimpleNamespace(connect=lambda *a, **k: None)
+    crawler.spider = SimpleNamespace(limit=3)
+    gate = SubjectGate(crawler)
+    gate.skip = {1}
+
+    def subject(did, **meta):
+        return Request(f"http://d.test/subject/{did}/", meta={"douban_id": did, **meta})
+
+    listing = Request("http://d.test/j/x?start=20", meta={"discovery": "listing"})
+    assert not gate.admit(subject(1))  # stored and fresh
+    assert gate.admit(subject(2)) and not gate.admit(subject(2))  # once per run
+    assert gate.admit(subject(2, parse_retries=1))  # the re-fetch of a cut page
+    assert gate.admit(listing) and gate.admit("an item")
+    assert gate.admit(subject(3)) and gate.admit(subject(4)) and not gate.admit(subject(5))  # limit=3
+    assert not gate.admit(listing)  # past the limit, discovery stops too
+    assert gate.admit(Request("http://d.test/robots.txt"))
+    get = crawler.stats.get_value
+    assert (get("douban/fresh_skipped"), get("douban/duplicate_skipped"), get("douban/over_limit"),
+            get("douban/subjects_requested")) == (1, 1, 1, 3)
