@@ -15,6 +15,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 from scrapy.settings import Settings
 
+from crawler.arguments import cut, short
 from pipeline import store
 from pipeline.errors import KadnError
 
@@ -53,7 +54,7 @@ class Command(ScrapyCrawl):
         try:
             spidercls = loader.load(spname)
         except KeyError:
-            raise UsageError(f"no spider named {spname!r}; this project has: {', '.join(loader.list())}",
+            raise UsageError(f"no spider named {short(spname)}; this project has: {', '.join(loader.list())}",
                              print_help=False) from None
         check = getattr(spidercls, "check_arguments", None)
         if check is None:
@@ -89,7 +90,7 @@ def check_settings(pairs: list[str]) -> None:
         else:
             continue
         if not ok:
-            raise UsageError(f"bad setting -s {name}={value}: {name} must be {kind} (default {default!r})",
+            raise UsageError(f"bad setting -s {name}={cut(value)}: {name} must be {kind} (default {default!r})",
                              print_help=False)
 
 
