@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crawler.mock_site import MockDouban, render_subject  # noqa: E402
 from crawler.parsing import parse_subject  # noqa: E402
 from pipeline import store  # noqa: E402
+from tests.mockserver.site import MockDouban, render_subject  # noqa: E402
 from tests.test_spider import parse_stats  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "douban_pages" / "subject_3541415.html"

@@ -13,7 +13,7 @@ unchanged and Redis is never imported. The add-on `RedisFrontier` then swaps in:
 - `LeaseReleaseMiddleware`: releases the lease once everything the page's callback produced is safe: every
   item stored and every follow-up request sitting in Redis. Scrapy hands callback output to up to
   CONCURRENT_ITEMS workers through an in-memory queue, so "the callback's output was read to the end" is
-  not enough: a kill at that moment lost the requests still in the queue (issue 6's lost listing page).
+  not enough: a kill at that moment lost the requests still in the queue (a listing page was lost that way).
 
 Items must be durable before the lease goes, so in this mode the item pipeline writes every item at once
 (`DOUBAN_STORE_BATCH = 1`); PostgreSQL handles concurrent writers (pipeline.store's upserts are idempotent
@@ -56,6 +56,15 @@ def release_lease(crawler, request) -> None:
         scheduler.release(request)
 
 
+def settle(crawler, request, follow_ups=()) -> None:
+    """For an errback: schedule its follow-up requests now, then let the failed page's lease go. (What an
+    errback yields after a download failure skips the spider middlewares, so nothing would hold the lease
+    until those requests reach the Redis frontier; a kill in between would lose them.)"""
+    for req in follow_ups:
+        crawler.engine.crawl(req)
+    release_lease(crawler, request)
+
+
 class RedisFrontier:
     """Scrapy add-on: with REDIS_URL set, use the shared Redis frontier; otherwise do nothing."""
 
@@ -77,7 +86,7 @@ class RedisFrontier:
         settings.set("SCHEDULER_QUEUE_CLASS", "scrapy_redis.queue.PriorityQueue", priority="project")
         # Keep the frontier when a worker stops: the others (or a restart) carry on from it.
         settings.set("SCHEDULER_PERSIST", True, priority="project")
-        if settings.getint("DOUBAN_STORE_BATCH", 1) != 1:
+        if settings.getint("DOUBAN_STORE_BATCH") != 1:
             log.warning("DOUBAN_STORE_BATCH is 1 on the Redis frontier: a lease ends only once its film is stored")
         settings.set("DOUBAN_STORE_BATCH", 1, priority="cmdline")
         # Outermost spider middleware: it sees the callback's output last, after everything was handled.
@@ -138,8 +147,8 @@ class LeasedScheduler(Scheduler):
     @classmethod
     def from_crawler(cls, crawler):
         instance = super().from_crawler(crawler)
-        instance.lease_s = crawler.settings.getfloat("DOUBAN_LEASE_SECONDS", 600.0)
-        instance.max_attempts = crawler.settings.getint("DOUBAN_LEASE_MAX_ATTEMPTS", 3)
+        instance.lease_s = crawler.settings.getfloat("DOUBAN_LEASE_SECONDS")
+        instance.max_attempts = crawler.settings.getint("DOUBAN_LEASE_MAX_ATTEMPTS")
         instance._last_sweep = 0.0
         instance._pop = instance.server.register_script(_POP_AND_LEASE)
         instance._requeue = instance.server.register_script(_REQUEUE_IF_EXPIRED)

@@ -5,9 +5,11 @@ Methods take `spider=None` so both older Scrapy (which passes the spider) and 2.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import uuid
 from urllib.parse import urlsplit
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
@@ -35,6 +37,19 @@ def close_spider(crawler, reason: str) -> None:
         engine.close_spider(crawler.spider, reason)
 
 
+def rate_limit_answer(body: bytes) -> bool:
+    """Douban's JSON endpoints answer a throttled IP with HTTP 200 and a JSON object that has `r` set and no
+    `data`, e.g. {"msg": "检测到有异常请求从您的IP发出，请登录再试!", "r": 1}: a ban, not an empty listing."""
+    head = body[:64].lstrip()
+    if not head.startswith(b"{") or b'"r"' not in body:
+        return False  # not JSON (a page), or no `r`: skip parsing
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and "r" in answer and "data" not in answer
+
+
 class DuplicateRequest(IgnoreRequest):
     """A page already downloaded in this run (see DedupeMiddleware); not an error."""
 
@@ -45,16 +60,20 @@ class DedupeMiddleware:
     The spider marks its requests dont_filter and re-runs discovery when a JOBDIR crawl resumes: after a
     hard kill (SIGKILL, power loss) Scrapy's queue is gone but its seen-set survives, and the seen-set
     would then silently drop every page not yet fetched. Here the first request for a page in this run
-    is downloaded and later first attempts (e.g. the same page both in the resumed queue and rediscovered)
-    are dropped. Retries (5xx, ban, parse) and redirects always pass. Requests of a discovery path the
-    spider abandoned (`spider.abandoned`) are dropped too.
+    is downloaded and stamped with a token; what descends from it (a 5xx or ban retry, a redirect, the
+    spider's re-fetch of a cut page) carries the token and passes, anything else for that page is dropped:
+    the same page both in the resumed queue and rediscovered, and a retry an earlier run left in the JOBDIR
+    queue once this run has requested its page. Requests of a discovery path the spider abandoned
+    (`spider.abandoned`) are dropped too.
     """
 
+    # Meta keys that mark a request as another attempt at a page (the Redis frontier's check uses them).
     RETRY_KEYS = ("retry_times", "ban_retries", "parse_retries", "redirect_times")
+    TOKEN = "dedupe_token"
 
     def __init__(self, crawler):
         self.crawler = crawler
-        self.keys: set[str] = set()
+        self.tokens: dict[str, str] = {}  # page -> token of the one line of requests fetching it in this run
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -64,17 +83,21 @@ class DedupeMiddleware:
         if request.meta.get("discovery") in getattr(self.crawler.spider, "abandoned", ()):
             raise IgnoreRequest(f"discovery path {request.meta['discovery']} abandoned: {request.url}")
         key = request.meta.get("dedupe_key")
-        if key is None or any(request.meta.get(k) for k in self.RETRY_KEYS):
+        if key is None:
             return None
-        if key in self.keys:
-            self.crawler.stats.inc_value("douban/duplicate_skipped")
-            raise DuplicateRequest(f"already downloaded in this run: {request.url}")
-        self.keys.add(key)
-        return None
+        if key not in self.tokens:
+            # Unique per run and page: a token saved by an earlier run in the JOBDIR queue never matches.
+            self.tokens[key] = request.meta[self.TOKEN] = uuid.uuid4().hex
+            return None
+        if request.meta.get(self.TOKEN) == self.tokens[key]:
+            return None
+        self.crawler.stats.inc_value("douban/duplicate_skipped")
+        raise DuplicateRequest(f"already downloaded in this run: {request.url}")
 
 
 class BanMiddleware:
-    """Douban answers crawlers with 403/418/429 or a redirect to sec.douban.com or a login page.
+    """Douban answers crawlers with 403/418/429, a redirect to sec.douban.com or a login page, or (on its JSON
+    listing) a 200 answer saying the IP is throttled (`rate_limit_answer`, kind `throttled`).
 
     On such an answer: count it (`douban/banned`, per kind under `douban/banned/<kind>`) and retry the
     request. Once DOUBAN_BAN_PAUSE_AFTER different pages are refused in a row, the ban is taken as per IP,
@@ -91,13 +114,13 @@ class BanMiddleware:
         s = crawler.settings
         self.crawler = crawler
         self.stats = crawler.stats
-        self.codes = {int(c) for c in s.getlist("DOUBAN_BAN_CODES", [403, 418, 429])}
+        self.codes = {int(c) for c in s.getlist("DOUBAN_BAN_CODES")}
         self.location_re = re.compile(s.get("DOUBAN_BAN_LOCATION_RE"))
-        self.pause_s = s.getfloat("DOUBAN_BAN_PAUSE", 60.0)
-        self.pause_max = s.getfloat("DOUBAN_BAN_PAUSE_MAX", 900.0)
-        self.retries = s.getint("DOUBAN_BAN_RETRIES", 5)
-        self.max_consecutive = s.getint("DOUBAN_BAN_MAX_CONSECUTIVE", 50)
-        self.pause_after = s.getint("DOUBAN_BAN_PAUSE_AFTER", 2)
+        self.pause_s = s.getfloat("DOUBAN_BAN_PAUSE")
+        self.pause_max = s.getfloat("DOUBAN_BAN_PAUSE_MAX")
+        self.retries = s.getint("DOUBAN_BAN_RETRIES")
+        self.max_consecutive = s.getint("DOUBAN_BAN_MAX_CONSECUTIVE")
+        self.pause_after = s.getint("DOUBAN_BAN_PAUSE_AFTER")
         self.consecutive = 0
         self.streak: set[str] = set()  # distinct URLs banned since the last good answer
         self.good = 0  # good answers so far: tells a page-specific login wall from an IP ban
@@ -110,6 +133,8 @@ class BanMiddleware:
     def ban_kind(self, response) -> str | None:
         if response.status in self.codes:
             return str(response.status)
+        if response.status == 200 and rate_limit_answer(response.body):
+            return "throttled"
         if 300 <= response.status < 400:
             location = response.headers.get("Location", b"").decode("latin-1")
             if self.location_re.search(location):
@@ -179,8 +204,8 @@ class BackoffRetryMiddleware(RetryMiddleware):
 
     def __init__(self, settings):
         super().__init__(settings)
-        self.base = settings.getfloat("RETRY_BACKOFF_BASE", 1.0)
-        self.cap = settings.getfloat("RETRY_BACKOFF_MAX", 30.0)
+        self.base = settings.getfloat("RETRY_BACKOFF_BASE")
+        self.cap = settings.getfloat("RETRY_BACKOFF_MAX")
 
     async def _wait(self, result):
         if self.base > 0 and hasattr(result, "meta") and result.meta.get("retry_times"):

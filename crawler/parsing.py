@@ -1,6 +1,6 @@
 """Douban subject pages -> canonical records: pure functions, no network, no Scrapy.
 
-`parse_subject(html, url)` returns a `ParseResult` whose `kind` is "film" (with a record that went through
+`listing_ids(text)` reads a page of the JSON listing. `parse_subject(html, url)` returns a `ParseResult` whose `kind` is "film" (with a record that went through
 `pipeline.records.normalise_record`), "tv" (a TV subject, to be counted and skipped) or "failed" (with a
 reason naming what was wrong). The `#info` block is the first source; the page's JSON-LD Movie object fills
 the fields `#info` lacks. A page that is truncated, has no `#info` block (a login wall or a changed layout)
@@ -50,6 +50,22 @@ class ParseResult:
     record: dict | None = None
     reason: str | None = None
     notes: list[str] = field(default_factory=list)  # fields filled from JSON-LD
+
+
+class PageUnparsed(ValueError):
+    """An answer that is not what its page should be (cut short, a changed layout); says why."""
+
+
+def listing_ids(text: str) -> list[int]:
+    """The subject ids of one page of the JSON listing ({"data": [{"id": "123", ...}, ...]}); PageUnparsed
+    naming what is wrong when the answer is not that."""
+    try:
+        data = json.loads(text).get("data")
+        if not isinstance(data, list):
+            raise PageUnparsed("no 'data' list")
+        return [int(item["id"]) for item in data]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PageUnparsed(str(exc) if isinstance(exc, PageUnparsed) else f"{exc.__class__.__name__}: {exc}") from None
 
 
 def subject_id(url: str) -> int | None:

@@ -31,7 +31,7 @@ class StorePipeline:
     @classmethod
     def from_crawler(cls, crawler):
         url = store.database_url(crawler.settings.get("DATABASE_URL"))
-        return cls(url, crawler.settings.getint("DOUBAN_STORE_BATCH", 50), crawler)
+        return cls(url, crawler.settings.getint("DOUBAN_STORE_BATCH"), crawler)
 
     def open_spider(self, spider=None):
         try:

@@ -1,5 +1,8 @@
 """Scrapy settings for the `douban` crawler: politeness and resilience are settings, not code paths.
 
+Every setting of the crawler's own (DOUBAN_*, RETRY_BACKOFF_*) has its one default here; the code reads
+them without a fallback of its own.
+
 Override any of them with `scrapy crawl douban -s NAME=VALUE`. The defaults are conservative because the
 crawl targets a live site that bans eager clients; tests and benchmarks against the local mock switch
 politeness off explicitly (see README, "Crawling").
@@ -75,9 +78,17 @@ DOUBAN_LEASE_SECONDS = 600.0  # a popped page whose worker has not finished it b
 DOUBAN_LEASE_MAX_ATTEMPTS = 3  # requeues before a page is given up (a poison page must not loop forever)
 DOUBAN_REDIS_PREFIX = None  # the crawl's Redis keys start with this (default: the spider's name)
 ITEM_PIPELINES = {"crawler.pipelines.StorePipeline": 300}
+# The spider's output passes them from the highest number down: ParseRetry turns a page that did not parse into
+# its re-fetch, ListingRepeats reads a listing page's films before SubjectGate drops the stored ones.
+SPIDER_MIDDLEWARES = {
+    "crawler.spidermiddlewares.SubjectGate": 800,
+    "crawler.spidermiddlewares.ListingRepeats": 825,
+    "crawler.spidermiddlewares.ParseRetry": 850,
+}
+EXTENSIONS = {"crawler.extensions.CrawlDelay": 500, "crawler.extensions.CrawlSummary": 500}
 
 # Resumable crawls: `-s JOBDIR=crawls/douban-1` keeps the queue on disk; stop with one Ctrl-C or SIGTERM
-# (or lose the process outright) and run the same command again to resume (see the spider's start()).
+# (or lose the process outright) and run the same command again to resume (crawler.spidermiddlewares).
 
 LOG_LEVEL = "INFO"
 FEED_EXPORT_ENCODING = "utf-8"

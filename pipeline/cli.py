@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,8 +26,23 @@ COMMANDS = {
     "train": "models.train",
     "evaluate": "models.evaluate",
     "predict": "models.predict",
-    "mock-douban": "crawler.mock_site",
+    "mock-douban": "tests.mockserver.site",
 }
+# Commands served by a test fixture, which a source checkout has and an installed package has not.
+CHECKOUT = Path(__file__).resolve().parents[1]
+FIXTURES = {"mock-douban": CHECKOUT / "tests" / "mockserver"}
+
+
+def _fixture_found(name: str) -> bool:
+    """A fixture command's home exists (and is importable from here), or the command is not a fixture."""
+    home = FIXTURES.get(name)
+    if home is None:
+        return True
+    if not (home / "__init__.py").is_file():
+        return False
+    if str(CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(CHECKOUT))  # `kadn` runs from its install's bin/, not from the checkout
+    return True
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -37,6 +53,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     wanted = next((a for a in argv if a in COMMANDS), None)
     for name, module in COMMANDS.items():
         if wanted is None or name == wanted:
+            if not _fixture_found(name):
+                if wanted is None:
+                    continue
+                raise SystemExit(f"kadn {name}: error: this command serves a test fixture ({FIXTURES[name].name} "
+                                 "under tests/), which only a source checkout has; run it from a checkout")
             try:
                 mod = importlib.import_module(module)
             except ModuleNotFoundError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from crawler.mock_catalogue import films_in_years, generate_catalogue
 from pipeline.clean import apply_rules, to_frame
 from pipeline.encode import run_encode
 from pipeline.io import load_params
+from tests.mockserver.catalogue import films_in_years, generate_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 

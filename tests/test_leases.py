@@ -15,16 +15,21 @@ from scrapy.http import TextResponse
 from scrapy.signalmanager import SignalManager
 from scrapy.utils.test import get_crawler
 
+from crawler import settings as crawler_settings
 from crawler.distributed import (
     LEASE_TOKEN,
     PARENT_LEASE,
     LeasedScheduler,
     LeaseReleaseMiddleware,
     child_queued,
+    settle,
 )
 from crawler.items import MovieItem
-from crawler.spiders.douban import DoubanSpider
 from tests.services import redis_url
+
+
+def project_settings() -> dict:
+    return {k: getattr(crawler_settings, k) for k in dir(crawler_settings) if k.startswith(("DOUBAN_", "RETRY_"))}
 
 
 class Released(list):
@@ -142,12 +147,12 @@ def test_output_abandoned_half_read_keeps_the_lease():
 
 
 def test_errback_follow_ups_are_queued_before_the_lease_goes():
-    # What an errback yields skips the spider middlewares, so the spider queues it itself, then releases.
+    # What an errback yields skips the spider middlewares, so it is queued first, then the lease released.
     events = []
     crawler = SimpleNamespace(engine=SimpleNamespace(crawl=lambda r: events.append(("queued", r.url))),
                               douban_scheduler=SimpleNamespace(release=lambda r: events.append(("released", r.url))))
     failed = Request("http://127.0.0.1/j/listing?start=0")
-    DoubanSpider._follow_up(SimpleNamespace(crawler=crawler), failed, iter(children(2)))
+    settle(crawler, failed, iter(children(2)))
     assert events == [("queued", "http://127.0.0.1/subject/0/"), ("queued", "http://127.0.0.1/subject/1/"),
                       ("released", failed.url)]
 
@@ -156,6 +161,7 @@ def test_errback_follow_ups_are_queued_before_the_lease_goes():
 def scheduler():
     url, prefix = redis_url()
     crawler = get_crawler(Spider, {
+        **project_settings(),  # the lease settings' defaults live there only
         "REDIS_URL": url, "SCHEDULER_QUEUE_KEY": f"{prefix}:requests", "SCHEDULER_DUPEFILTER_KEY": f"{prefix}:df",
         "SCHEDULER_QUEUE_CLASS": "scrapy_redis.queue.PriorityQueue",
         "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter"})

@@ -8,13 +8,20 @@ from types import SimpleNamespace
 import pytest
 from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
-from scrapy.http import HtmlResponse, Response
+from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.settings import Settings
 from scrapy.statscollectors import MemoryStatsCollector
 
 from crawler import settings as crawler_settings
-from crawler.middlewares import BanMiddleware, CookieMiddleware, DedupeMiddleware, DuplicateRequest
-from crawler.spiders.douban import DoubanSpider, check_arguments, parse_ids, parse_limit, parse_years
+from crawler.arguments import check_arguments, parse_ids, parse_limit, parse_years
+from crawler.middlewares import (
+    BanMiddleware,
+    CookieMiddleware,
+    DedupeMiddleware,
+    DuplicateRequest,
+    rate_limit_answer,
+)
+from crawler.spiders.douban import DoubanSpider
 
 
 def fake_crawler(**overrides):
@@ -84,17 +91,66 @@ def test_cookie_middleware_off_without_the_variable(monkeypatch):
         CookieMiddleware.from_crawler(fake_crawler())
 
 
-def test_dedupe_lets_first_attempts_and_retries_through():
+def test_dedupe_lets_first_attempts_and_their_retries_through():
     crawler = fake_crawler()
     mw = DedupeMiddleware(crawler)
     first = Request("https://movie.douban.com/subject/1/", meta={"dedupe_key": "subject:1"})
     assert mw.process_request(first) is None
     with pytest.raises(DuplicateRequest):
         mw.process_request(Request(first.url, meta={"dedupe_key": "subject:1"}))
+    # Retries (as RetryMiddleware, BanMiddleware, redirects and the spider make them: a copy of the meta) pass.
     for retry_key in DedupeMiddleware.RETRY_KEYS:
-        assert mw.process_request(Request(first.url, meta={"dedupe_key": "subject:1", retry_key: 1})) is None
+        assert mw.process_request(first.replace(meta={**first.meta, retry_key: 1})) is None
     assert mw.process_request(Request("https://movie.douban.com/robots.txt")) is None  # no key: not deduped
     assert crawler.stats.get_value("douban/duplicate_skipped") == 1
+
+
+def test_dedupe_drops_a_retry_left_by_an_earlier_run_once_its_page_was_requested():
+    earlier = DedupeMiddleware(fake_crawler())
+    saved = Request("https://movie.douban.com/subject/1/", meta={"dedupe_key": "subject:1"})
+    earlier.process_request(saved)
+    retry = saved.replace(meta={**saved.meta, "retry_times": 1})  # in the JOBDIR queue at a graceful stop
+    other = Request("https://movie.douban.com/subject/2/", meta={"dedupe_key": "subject:2"})
+    earlier.process_request(other)
+    other_retry = other.replace(meta={**other.meta, "ban_retries": 1})
+
+    crawler = fake_crawler()
+    resumed = DedupeMiddleware(crawler)
+    rediscovered = Request(saved.url, meta={"dedupe_key": "subject:1"})
+    assert resumed.process_request(rediscovered) is None
+    with pytest.raises(DuplicateRequest):
+        resumed.process_request(retry)  # the page is already fetched (or being fetched) in this run
+    assert resumed.process_request(other_retry) is None  # its page is new to this run: fetched once
+    with pytest.raises(DuplicateRequest):
+        resumed.process_request(Request(other.url, meta={"dedupe_key": "subject:2"}))
+    # The spider's re-fetch of a cut page copies the meta of the answer it got: it passes.
+    refetch = rediscovered.replace(meta={**rediscovered.meta, "parse_retries": 1})
+    assert resumed.process_request(refetch) is None
+    assert crawler.stats.get_value("douban/duplicate_skipped") == 2
+
+
+@pytest.mark.parametrize("body, throttled", [
+    ('{"msg":"检测到有异常请求从您的IP发出，请登录再试!","r":1}', True),
+    ('  {"r": 0, "msg": "x"}', True),
+    ('{"data": [{"id": "1"}]}', False),
+    ('{"data": [], "r": 0}', False),
+    ('{"r": 1', False),
+    ('["r"]', False),
+    ('<html><body>{"r": 1}</body></html>', False),
+])
+def test_rate_limit_json_is_a_ban(body, throttled):
+    crawler = fake_crawler(DOUBAN_BAN_PAUSE_AFTER=99)
+    mw = BanMiddleware(crawler)
+    url = "https://movie.douban.com/j/new_search_subjects?start=0"
+    response = TextResponse(url, status=200, body=body.encode(), encoding="utf-8",
+                            headers={"Content-Type": "application/json"})
+    assert rate_limit_answer(response.body) is throttled
+    assert mw.ban_kind(response) == ("throttled" if throttled else None)
+    if throttled:
+        req = Request(url)
+        retry = mw.process_response(req, response)
+        assert isinstance(retry, Request) and retry.meta["ban_retries"] == 1
+        assert crawler.stats.get_value("douban/banned/throttled") == 1
 
 
 def test_spider_arguments():
@@ -109,12 +165,21 @@ def test_spider_arguments():
     for bad in ("abc", "0", "-3", "1.5"):
         with pytest.raises(ValueError, match="limit must be a positive number"):
             parse_limit(bad)
-    check_arguments({"years": "2012", "ids": "1,2", "limit": "3", "refresh": "1", "other": "x"})
+    check_arguments({"years": "2012", "ids": "1,2", "limit": "3", "refresh": "1"})
     for value, on in ((None, False), ("", False), ("0", False), ("no", False), ("1", True), ("True", True),
                       ("yes", True)):
         assert DoubanSpider(refresh=value).refresh is on, value
     with pytest.raises(ValueError, match=r"-a limit=abc"):
         check_arguments({"years": "2012", "limit": "abc"})
+    with pytest.raises(ValueError, match=r"-a refresh=maybe: refresh must be 1 or 0"):
+        check_arguments({"refresh": "maybe"})
+    with pytest.raises(ValueError, match=r"unknown spider argument -a yeras=2012: did you mean -a years\?"):
+        check_arguments({"yeras": "2012"})
+    with pytest.raises(ValueError, match=r"unknown spider argument -a yeras=2012"):
+        DoubanSpider(yeras="2012")  # built without `scrapy crawl` (a script's CrawlerProcess): refused too
+    with pytest.raises(ValueError) as caught:
+        check_arguments({"ids": "x" * 100_000})
+    assert len(str(caught.value)) < 300  # a bad value is quoted cut short, never whole
 
 
 def test_default_settings_are_polite():
@@ -163,7 +228,7 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
     released = []
     crawler.douban_scheduler = SimpleNamespace(release=released.append)
     spider = douban.DoubanSpider()
-    spider.crawler, spider.discovery, spider.listing_path, spider.obey_robots = crawler, "auto", "/j/x", True
+    spider.crawler, spider.mode, spider.listing_path, spider.obey = crawler, "auto", "/j/x", True
     mw = BanMiddleware(crawler)
     req = Request(url, meta={**meta, "douban_lease": "token-1"})
     if case == "duplicate":
@@ -184,3 +249,82 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
     failure.request = req
     list(getattr(spider, errback)(failure) or ())
     assert released == [req]
+
+
+def settings_reads() -> list[tuple[str, str, bool]]:
+    """(file, setting name, has a fallback default) for every settings read in crawler/ outside settings.py."""
+    import ast
+    from pathlib import Path
+
+    reads = []
+    for path in Path(crawler_settings.__file__).parent.rglob("*.py"):
+        if path.name == "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("get", "getint", "getfloat", "getbool", "getlist", "getdict")
+                    and not (isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "environ")
+                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                    and node.args[0].value.isupper()):
+                reads.append((path.name, node.args[0].value, len(node.args) > 1 or bool(node.keywords)))
+    return reads
+
+
+def test_every_crawler_setting_has_one_default_in_settings_py():
+    reads = settings_reads()
+    assert any(name == "RETRY_BACKOFF_BASE" for _, name, _ in reads)  # the scan sees the reads
+    assert [(f, name) for f, name, fallback in reads if fallback] == []  # no second default in the code
+    ours = {name for _, name, _ in reads if name.startswith(("DOUBAN_", "RETRY_BACKOFF_"))}
+    assert ours <= set(dir(crawler_settings)), ours - set(dir(crawler_settings))
+
+
+ROBOTS_ARGS = {"robots_url": "http://d.test/robots.txt", "obey": True, "agent": "kadn", "listing_path": "/j/x",
+               "listing_url": "http://d.test/j/x?start=0", "subject_url": "http://d.test/subject/1/",
+               "url": lambda u: "http://d.test" + (u if u.startswith("/") else "/" + u.split("/", 3)[-1])}
+
+
+@pytest.mark.parametrize("robots, mode, chosen", [
+    ("User-agent: *\nDisallow: /search\n", "auto", "listing"),
+    ("User-agent: *\nDisallow: /j/\n", "auto", "sitemap"),
+    ("User-agent: *\nDisallow: /search\n", "sitemap", "sitemap"),
+    ("User-agent: *\nDisallow: /j/\n", "listing", None),
+    ("User-agent: *\nDisallow: /subject/\n", "auto", None),
+    ("User-agent: *\nDisallow: /\n", "auto", None),
+])
+def test_plan_discovery(robots, mode, chosen):
+    from crawler.discovery import DiscoveryBlocked, plan_discovery
+
+    text = robots + "Crawl-delay: 2\nSitemap: https://movie.douban.invalid/sitemap_index.xml\n"
+    if chosen is None:
+        with pytest.raises(DiscoveryBlocked, match="discovery blocked: http://d.test/robots.txt disallows"):
+            plan_discovery(text, mode=mode, **ROBOTS_ARGS)
+        return
+    plan = plan_discovery(text, mode=mode, **ROBOTS_ARGS)
+    assert plan.chosen == chosen and plan.crawl_delay == 2.0
+    assert plan.sitemaps == ["http://d.test/sitemap_index.xml"]  # rebuilt on the base URL
+    assert plan_discovery(text, mode=mode, **{**ROBOTS_ARGS, "obey": False}).crawl_delay is None
+
+
+def test_subject_gate():
+    from crawler.spidermiddlewares import SubjectGate
+
+    crawler = fake_crawler()
+    crawler.signals = SimpleNamespace(connect=lambda *a, **k: None)
+    crawler.spider = SimpleNamespace(limit=3)
+    gate = SubjectGate(crawler)
+    gate.skip = {1}
+
+    def subject(did, **meta):
+        return Request(f"http://d.test/subject/{did}/", meta={"douban_id": did, **meta})
+
+    listing = Request("http://d.test/j/x?start=20", meta={"discovery": "listing"})
+    assert not gate.admit(subject(1))  # stored and fresh
+    assert gate.admit(subject(2)) and not gate.admit(subject(2))  # once per run
+    assert gate.admit(subject(2, parse_retries=1))  # the re-fetch of a cut page
+    assert gate.admit(listing) and gate.admit("an item")
+    assert gate.admit(subject(3)) and gate.admit(subject(4)) and not gate.admit(subject(5))  # limit=3
+    assert not gate.admit(listing)  # past the limit, discovery stops too
+    assert gate.admit(Request("http://d.test/robots.txt"))
+    get = crawler.stats.get_value
+    assert (get("douban/fresh_skipped"), get("douban/duplicate_skipped"), get("douban/over_limit"),
+            get("douban/subjects_requested")) == (1, 1, 1, 3)

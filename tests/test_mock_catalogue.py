@@ -1,4 +1,4 @@
-"""The synthetic catalogue: deterministic, canonical, and shaped like real Douban (DESIGN.md figures)."""
+"""The synthetic catalogue: deterministic, canonical, and shaped like real Douban (measured shares)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from crawler.mock_catalogue import films, films_in_years, generate_catalogue, store_catalogue
 from pipeline import store
 from pipeline.records import normalise_record
+from tests.mockserver.catalogue import films, films_in_years, generate_catalogue, store_catalogue
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from crawler.parsing import parse_subject
+from crawler.parsing import PageUnparsed, listing_ids, parse_subject
 from tests.conftest import FIXTURES, SHARED
 
 PAGES = FIXTURES / "douban"
@@ -160,3 +160,13 @@ def test_real_film_page():
 def test_real_tv_page_is_skipped():
     html = (REAL / "subject_35597581.html").read_text(encoding="utf-8")
     assert parse_subject(html, "https://movie.douban.com/subject/35597581/").kind == "tv"
+
+
+def test_listing_ids():
+    assert listing_ids('{"data": [{"id": "1291546", "title": "x"}, {"id": 1292052}]}') == [1291546, 1292052]
+    assert listing_ids('{"data": []}') == []
+    for bad, why in (('{"msg": "x", "r": 1}', "no 'data' list"), ('{"data": [{"title": "x"}]}', "KeyError"),
+                     ('{"data": [{"id": "tt1"}]}', "ValueError"), ("<html>", "JSONDecodeError"),
+                     ('["data"]', "AttributeError")):
+        with pytest.raises(PageUnparsed, match=why):
+            listing_ids(bad)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crawler.mock_catalogue import films, generate_catalogue
 from pipeline import store
+from tests.mockserver.catalogue import films, generate_catalogue
 from tests.model_support import ROOT, fast_params
 
 pytestmark = pytest.mark.slow

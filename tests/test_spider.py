@@ -11,6 +11,7 @@ import ast
 import datetime
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from crawler.mock_catalogue import films, films_in_years, generate_catalogue, store_catalogue
-from crawler.mock_site import MockDouban
 from pipeline import store
 from tests.conftest import SHARED
+from tests.mockserver.catalogue import films, films_in_years, generate_catalogue, store_catalogue
+from tests.mockserver.site import MockDouban
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRAPY = str(Path(sys.executable).with_name("scrapy"))
@@ -214,7 +215,9 @@ def test_discovery_skips_recently_fetched_films(mock, db_url):
 
 @pytest.mark.slow
 def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
-    site = mock(1200, seed=13, slow_rate=1.0, slow_ms=8)  # slow enough to interrupt mid-way
+    # Slow enough to interrupt mid-way; with faults, so retries sit in the JOBDIR queue at the stop.
+    site = mock(1200, seed=13, slow_rate=1.0, slow_ms=8, error_rate=0.1, truncate_rate=0.05, ban_after=300,
+                ban_for=6)
     expected = site.expected_films()
     jobdir = tmp_path / "job"
     settings = {"JOBDIR": str(jobdir), "CONCURRENT_REQUESTS": "8", "CONCURRENT_REQUESTS_PER_DOMAIN": "8",
@@ -227,7 +230,7 @@ def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
     while store.count_movies(engine) < len(expected) // 3:
         assert proc.poll() is None and time.monotonic() < deadline, "crawl ended before it could be killed"
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # one Ctrl-C: Scrapy stops gracefully and keeps the JOBDIR state
+    proc.send_signal(signal.SIGTERM)  # as one Ctrl-C: Scrapy stops gracefully and keeps the JOBDIR state
     out, _ = proc.communicate(timeout=120)
     first = parse_stats(out)
     assert first.get("finish_reason") == "shutdown", out[-3000:]
@@ -237,10 +240,12 @@ def test_kill_and_resume_stores_every_film_once(mock, db_url, tmp_path):
     assert second.returncode == 0, second.log[-3000:]
     assert second["finish_reason"] == "finished"
     assert stored(db_url) == expected
-    # Exactly once: the two runs together stored each film one time and fetched no subject twice.
+    # Exactly once: the two runs together stored each film one time and fetched no subject page twice
+    # (a page answered 5xx, banned or cut is fetched again, in whichever run, until served whole once).
     assert first.get("douban/stored", 0) + second["douban/stored"] == len(expected)
-    subject_hits = [n for path, n in site.hits.items() if path.startswith("/subject/")]
-    assert max(subject_hits) == 1
+    assert site.counts["5xx"] and site.counts["truncated"] and site.counts["ban"]
+    assert second["retry/count"] or second["douban/duplicate_skipped"]  # the faults reached the resumed run
+    assert max(site.served.values()) == 1
 
 
 @pytest.mark.slow
@@ -385,6 +390,8 @@ def test_listing_that_ignores_start_does_not_paginate_forever(mock, db_url):
     ("ids=x,y", "-a ids=x,y: ids must be Douban subject ids"),
     ("limit=abc", "-a limit=abc: limit must be a positive number"),
     ("limit=0", "-a limit=0: limit must be a positive number"),
+    ("yeras=2012", "unknown spider argument -a yeras=2012: did you mean -a years?"),
+    ("refresh=maybe", "-a refresh=maybe: refresh must be 1 or 0"),
 ])
 def test_bad_arguments_fail_clearly(db_url, arg, message):
     result = run_crawl("http://127.0.0.1:9", db_url, arg)
@@ -397,11 +404,12 @@ def test_bad_arguments_fail_clearly(db_url, arg, message):
     ({"CONCURRENT_REQUESTS": "many"}, "-s CONCURRENT_REQUESTS=many: CONCURRENT_REQUESTS must be an integer"),
     ({"DOUBAN_REFRESH_DAYS": "soon"}, "-s DOUBAN_REFRESH_DAYS=soon: DOUBAN_REFRESH_DAYS must be a number"),
     ({"ROBOTSTXT_OBEY": "yes"}, "-s ROBOTSTXT_OBEY=yes: ROBOTSTXT_OBEY must be true/false"),
+    ({"DOWNLOAD_DELAY": "9" * 50_000 + "x"}, "-s DOWNLOAD_DELAY=" + "9" * 40 + "...: DOWNLOAD_DELAY must be"),
 ])
 def test_bad_settings_fail_clearly(db_url, setting, message):
     result = run_crawl("http://127.0.0.1:9", db_url, **setting)
     assert result.returncode == 2 and message in result.log
-    assert "Traceback" not in result.log
+    assert "Traceback" not in result.log and len(result.log) < 5000  # a bad value is quoted cut short
 
 
 def test_settings_check_accepts_what_scrapy_accepts():
@@ -414,6 +422,27 @@ def test_settings_check_accepts_what_scrapy_accepts():
     for bad in ("DOUBAN_LEASE_SECONDS=soon", "DOUBAN_LEASE_MAX_ATTEMPTS=2.5", "CONCURRENT_ITEMS=many"):
         with pytest.raises(UsageError, match=bad.split("=")[0]):
             check_settings([bad])
+
+
+def test_unreachable_store_fails_in_one_line(mock):
+    site = mock(20, seed=1)
+    result = run_crawl(site.base_url, "postgresql+psycopg://kadn:kadn@127.0.0.1:1/kadn", timeout=60)
+    assert result.returncode == 1
+    errors = [line for line in result.log.splitlines() if "cannot open the movie store" in line]
+    assert len(errors) == 1 and "127.0.0.1:1" in errors[0], result.log[-3000:]
+    assert "Traceback" not in result.log
+    assert not site.hits  # nothing was fetched
+
+
+def test_rate_limit_answer_is_a_ban_not_the_end_of_a_year(mock, db_url):
+    # Listing requests 3 to 8 get HTTP 200 with Douban's "abnormal requests from your IP" JSON and no data.
+    site = mock(400, seed=24, throttle_after=2, throttle_for=6)
+    result = run_crawl(site.base_url, db_url)
+    assert result.returncode == 0, result.log[-3000:]
+    assert site.counts["throttled"] == 6
+    assert result["douban/banned/throttled"] == 6 and result["douban/banned"] == 6
+    assert result["douban/listing_unreadable"] == 0 and "ban detected (throttled" in result.log
+    assert stored(db_url) == site.expected_films()  # every year discovered to its end
 
 
 def test_unknown_spider_fails_clearly(db_url):
@@ -433,8 +462,8 @@ def test_spider_that_cannot_start_gives_one_traceback(db_url):
 
 def test_catalogue_pages_parse_back_to_truth():
     # Every markup variant the mock renders parses back to the catalogue's record (no network needed).
-    from crawler.mock_site import render_subject
     from crawler.parsing import parse_subject
+    from tests.mockserver.site import render_subject
 
     for entry in generate_catalogue(600, seed=17):
         result = parse_subject(render_subject(entry), f"http://127.0.0.1/subject/{entry['douban_id']}/")
@@ -471,6 +500,21 @@ def test_store_failure_stops_the_crawl_plainly(mock, db_url):
     assert victim not in ids and result["douban/stored"] == len(ids)
 
 
+def test_kadn_mock_douban_outside_a_checkout_fails_in_one_line(tmp_path):
+    # An installed package has pipeline/ but not tests/mockserver/: the command says so in one line.
+    shutil.copytree(ROOT / "pipeline", tmp_path / "site" / "pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    kadn = (f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); from pipeline.cli import main; "
+            "sys.exit(main())")
+    proc = subprocess.run([sys.executable, "-c", kadn, "mock-douban", "--movies", "5"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "kadn mock-douban: error: this command serves a test fixture" in proc.stderr
+    helped = subprocess.run([sys.executable, "-c", kadn, "--help"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0 and "import" in helped.stdout and "mock-douban" not in helped.stdout
+
+
 def test_kadn_mock_douban_command(tmp_path):
     kadn = str(Path(sys.executable).with_name("kadn"))
     proc = subprocess.Popen([kadn, "mock-douban", "--port", "0", "--movies", "30", "--seed", "2"],
@@ -485,6 +529,12 @@ def test_kadn_mock_douban_command(tmp_path):
         busy = subprocess.run([kadn, "mock-douban", "--port", port, "--movies", "5"], capture_output=True,
                               text=True, timeout=60)
         assert busy.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+        for bad, message in ((["--movies", "-5"], "--movies must be zero or more, got -5"),
+                             (["--error-rate", "2"], "--error-rate must be a share from 0 to 1"),
+                             (["--port", "70000"], "--port must be from 0 to 65535")):
+            refused = subprocess.run([kadn, "mock-douban", *bad], capture_output=True, text=True, timeout=60)
+            assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert message in refused.stderr and "Traceback" not in refused.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,5 +1,6 @@
-"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice, and 2 on bad `-a` arguments,
-a `-s` setting that is not of its default's type, or an unknown spider (one line naming it, no traceback).
+"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice or its store cannot be
+opened, and 2 on bad or unknown `-a` arguments, a `-s` setting that is not of its default's type, or an
+unknown spider (one line naming it, no traceback).
 
 Scrapy exits 0 whatever the finish reason; a cron job refreshing the store should learn that discovery was
 blocked, the site banned the crawler, or the database refused writes. A graceful stop (`shutdown`) stays 0:
@@ -8,9 +9,15 @@ it is the resumable way to pause a JOBDIR crawl.
 
 from __future__ import annotations
 
+import sys
+
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 from scrapy.settings import Settings
+
+from crawler.arguments import cut, short
+from pipeline import store
+from pipeline.errors import KadnError
 
 FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})
 
@@ -24,6 +31,12 @@ class Command(ScrapyCrawl):
         check_settings(opts.set)
         if len(args) == 1:
             self._check_arguments(args[0], opts.spargs)
+        problem = store_problem(self.settings)
+        if problem:
+            # Before the crawl starts: Scrapy would report a pipeline that cannot open with two tracebacks.
+            print(f"scrapy crawl: error: cannot open the movie store (DATABASE_URL): {problem}", file=sys.stderr)
+            self.exitcode = 1
+            return
         super().run(args, opts)
         if self.crawler_process.bootstrap_failed:
             return  # the spider never started (Scrapy has said why and set exit code 1): no stats to read
@@ -41,7 +54,7 @@ class Command(ScrapyCrawl):
         try:
             spidercls = loader.load(spname)
         except KeyError:
-            raise UsageError(f"no spider named {spname!r}; this project has: {', '.join(loader.list())}",
+            raise UsageError(f"no spider named {short(spname)}; this project has: {', '.join(loader.list())}",
                              print_help=False) from None
         check = getattr(spidercls, "check_arguments", None)
         if check is None:
@@ -77,5 +90,15 @@ def check_settings(pairs: list[str]) -> None:
         else:
             continue
         if not ok:
-            raise UsageError(f"bad setting -s {name}={value}: {name} must be {kind} (default {default!r})",
+            raise UsageError(f"bad setting -s {name}={cut(value)}: {name} must be {kind} (default {default!r})",
                              print_help=False)
+
+
+def store_problem(settings) -> str | None:
+    """Why the crawl's store cannot be opened (one line), or None when it opens."""
+    try:
+        engine = store.connect(store.database_url(settings.get("DATABASE_URL")))
+    except (KadnError, OSError) as exc:  # OSError: a SQLite path running through a regular file
+        return str(exc).splitlines()[0]
+    engine.dispose()
+    return None

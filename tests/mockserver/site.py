@@ -1,13 +1,14 @@
 """`kadn mock-douban`: a local stand-in for movie.douban.com serving the synthetic catalogue.
 
-It serves subject pages in Douban's markup (our own markup, written from DESIGN.md's description, with
-every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt, on
-127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
-pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), and an unreadable
-robots.txt.
+It serves subject pages in Douban's markup (our own markup, written from a description of Douban's pages,
+with every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt,
+on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
+pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), a window in which
+the listing answers Douban's rate-limit JSON, and an unreadable robots.txt.
 
-The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well under a millisecond,
-HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
+A test and benchmark fixture (as Scrapy's own tests/mockserver): it lives under tests/, outside the
+installed package. The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well
+under a millisecond, HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from crawler.mock_catalogue import YEAR_RANGE, films_in_years, generate_catalogue
 from pipeline.errors import KadnError
 from pipeline.records import ID_FIELD
+from tests.mockserver.catalogue import YEAR_RANGE, films_in_years, generate_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,17 @@ ROBOTS = {
     "crawl-delay": "User-agent: *\nDisallow: /subject_search\nCrawl-delay: 1\n",
 }
 BAN_KINDS = ("403", "418", "429", "sec", "login")
+# What Douban's JSON endpoints answer a throttled IP (HTTP 200), as public crawlers of the listing record it.
+THROTTLED = {"msg": "检测到有异常请求从您的IP发出，请登录再试!", "r": 1}
+
+
+def _check_knobs(rate: bool = False, **knobs) -> None:
+    """Counts must be >= 0 and rates within 0..1: one line naming the option, not a traceback later."""
+    for name, value in knobs.items():
+        ok = 0 <= value <= 1 if rate else value >= 0
+        if not ok:
+            option = "--" + name.replace("_", "-")
+            raise KadnError(f"{option} must be {'a share from 0 to 1' if rate else 'zero or more'}, got {value!r}")
 
 
 def _share(key: str, seed: int, rate: float) -> bool:
@@ -231,10 +243,14 @@ class MockDouban:
                  error_rate: float = 0.0, error_repeats: int = 2, slow_rate: float = 0.0, slow_ms: int = 0,
                  truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
                  robots: str = "default", robots_status: int = 200, block_listing: bool = False,
-                 login_rate: float = 0.0, listing_ignores_start: bool = False,
-                 files: dict[int, Path] | None = None):
+                 login_rate: float = 0.0, listing_ignores_start: bool = False, throttle_after: int = 0,
+                 throttle_for: int = 0, files: dict[int, Path] | None = None):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
+        _check_knobs(movies=n_movies, error_repeats=error_repeats, slow_ms=slow_ms, ban_after=ban_after,
+                     ban_for=ban_for, throttle_after=throttle_after, throttle_for=throttle_for)
+        _check_knobs(rate=True, error_rate=error_rate, slow_rate=slow_rate, truncate_rate=truncate_rate,
+                     broken_rate=broken_rate, login_rate=login_rate)
         self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
         self.by_id = {e["douban_id"]: e for e in self.catalogue}
         self.by_year: dict[int, list[dict]] = defaultdict(list)
@@ -251,10 +267,14 @@ class MockDouban:
         self.block_listing = block_listing  # /j/ answers 403 although robots.txt allows it
         self.listing_ignores_start = listing_ignores_start  # the listing serves its first page at every start
         self.login_rate = login_rate  # share of subjects restricted to logged-in users (always -> login)
+        # Listing requests before / during which the listing answers Douban's rate-limit JSON instead.
+        self.throttle_after, self.throttle_for = throttle_after, throttle_for
+        self.n_listing = 0
         self.files = dict(files or {})
         self.lock = threading.Lock()
         self.hits: dict[str, int] = defaultdict(int)  # per path: how often it was requested
         self.counts: dict[str, int] = defaultdict(int)  # what was served: ok, 5xx, ban, truncated, ...
+        self.served: dict[str, int] = defaultdict(int)  # per subject path: whole pages served
         self.n_requests = 0
         self.cookies: list[str] = []  # Cookie headers received (tests check what a crawler sends)
         self.server: ThreadingHTTPServer | None = None
@@ -331,6 +351,12 @@ class MockDouban:
             start = int(query.get("start", ["0"])[0])
         except ValueError:
             return self._text(json.dumps({"msg": "bad year_range or start"}), "application/json", 400)
+        with self.lock:
+            self.n_listing += 1
+            n = self.n_listing
+        if self.throttle_for and self.throttle_after < n <= self.throttle_after + self.throttle_for:
+            self._count("throttled")
+            return self._text(json.dumps(THROTTLED, ensure_ascii=False), "application/json")
         entries = [e for y in range(lo, hi + 1) for e in self.by_year.get(y, [])]
         if self.listing_ignores_start:
             start = 0
@@ -383,6 +409,8 @@ class MockDouban:
             self._count("truncated")
             return self._text(html[: len(html) // 3], "text/html")
         self._count("subject")
+        with self.lock:
+            self.served[path] += 1
         return self._text(html, "text/html")
 
     def serve(self, port: int = 0, host: str = "127.0.0.1") -> ThreadingHTTPServer:
@@ -458,6 +486,10 @@ def register(sub, name: str) -> None:
                    help="the listing ignores its start parameter (every page repeats the first)")
     p.add_argument("--login-rate", type=float, default=0.0,
                    help="share of subjects that always redirect to the login page (restricted subjects)")
+    p.add_argument("--throttle-after", type=int, default=0,
+                   help="listing requests answered normally before the listing answers the rate-limit JSON")
+    p.add_argument("--throttle-for", type=int, default=0,
+                   help="listing requests answered with the rate-limit JSON (0: never)")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
                    help="serve this HTML file at /subject/ID/ (read at request time)")
     p.set_defaults(func=_run)
@@ -468,7 +500,11 @@ def _run(args) -> int:
                       slow_rate=args.slow_rate, slow_ms=args.slow_ms, truncate_rate=args.truncate_rate,
                       broken_rate=args.broken_rate, ban_after=args.ban_after, ban_for=args.ban_for,
                       robots=args.robots, robots_status=args.robots_status, block_listing=args.block_listing,
-                      login_rate=args.login_rate, listing_ignores_start=args.listing_ignores_start, files=dict(_page_arg(p) for p in args.page))
+                      login_rate=args.login_rate, listing_ignores_start=args.listing_ignores_start,
+                      throttle_after=args.throttle_after, throttle_for=args.throttle_for,
+                      files=dict(_page_arg(p) for p in args.page))
+    if not 0 <= args.port <= 65535:
+        raise KadnError(f"--port must be from 0 to 65535, got {args.port}")
     try:
         site.serve(args.port)
     except OSError as exc:

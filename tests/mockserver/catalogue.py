@@ -1,4 +1,5 @@
-"""A deterministic synthetic Douban catalogue shaped like the real one (DESIGN.md, "Real-data figures").
+"""A deterministic synthetic Douban catalogue shaped like the real one (its shares of films without a score,
+re-releases, concerts and casts follow figures measured on real Douban data).
 
 `generate_catalogue(n_movies, seed)` returns truth entries: canonical records (exactly what
 `pipeline.records.normalise_record` produces) plus two markers, `kind` ("film" or "tv") and `traits`
