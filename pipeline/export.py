@@ -10,11 +10,15 @@ from typing import IO
 
 from pipeline.records import FIELDS
 
+# Line breaks to Unicode but not to JSON: escaped, so a reader that splits lines on them still reads
+# one record per line (inside JSON they can only occur in strings, where the escape means the same).
+_UNICODE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
 
 def write_jsonl(records: Iterable[dict], out: IO[str]) -> int:
     n = 0
     for rec in records:
-        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        out.write(json.dumps(rec, ensure_ascii=False).translate(_UNICODE_BREAKS) + "\n")
         n += 1
     return n
 
