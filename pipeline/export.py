@@ -26,11 +26,15 @@ def write_jsonl(records: Iterable[dict], out: IO[str]) -> int:
 def write_csv(records: Iterable[dict], out: IO[str]) -> int:
     """Lists and release dates go into cells as JSON, so names holding ',' or '/' survive a round trip."""
     writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    # The csv module quotes a cell holding "\n" but not one holding a lone "\r" (it only looks for the
+    # characters of lineterminator), and every reader ends the line there: quote such a row in full.
+    quoting = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     n = 0
     for rec in records:
-        writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list) else
-                             ("" if v is None else v)) for k, v in rec.items()})
+        row = {k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list) else ("" if v is None else v))
+               for k, v in rec.items()}
+        (quoting if any("\r" in v for v in row.values() if isinstance(v, str)) else writer).writerow(row)
         n += 1
     return n
 

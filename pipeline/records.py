@@ -61,8 +61,12 @@ def short(value: Any, limit: int = 40) -> str:
 
 def _text(value: Any, field: str) -> str | None:
     """A text value as str; a number is read as its digits, anything else (an object, a list, a bool) refused."""
-    if value is None or isinstance(value, str):
+    if isinstance(value, str):
+        if "\x00" in value:  # PostgreSQL cannot store it; refused everywhere so every store takes the same
+            raise RecordError(field, f"contains a NUL character: {short(value)}")
         return value
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecordError(field, f"expected text, got {type(value).__name__} {short(value)}")
     if isinstance(value, float) and math.isnan(value):

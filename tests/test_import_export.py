@@ -281,3 +281,13 @@ def test_unicode_line_separators_in_strings_survive_jsonl(db_url, tmp_path, caps
     text = out.read_text(encoding="utf-8")
     assert sep not in text and len(text.splitlines()) == 2  # escaped: line-splitting readers see 2 lines
     assert [r["title"] for r in read_jsonl(text)] == [title, "二"]
+
+
+def test_csv_export_quotes_a_carriage_return(stored, tmp_path, monkeypatch, make_film):
+    films = [make_film(1, title="上\r下", genres=["剧\r情"]), make_film(2)]
+    stored(films)
+    out = tmp_path / "all.csv"
+    assert main(["export", "--format", "csv", "-o", str(out)]) == 0
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'again.sqlite'}")
+    assert main(["import", str(out)]) == 0
+    assert store.load_records(store.connect()) == films
