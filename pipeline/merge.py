@@ -10,6 +10,9 @@ and one date), so a thinner record must never erase what a richer one found:
   what the stored one knew (every stored person or value is in it); otherwise the stored list stays;
 - release dates are merged by (date, region): the incoming entries come first, stored entries it lacks
   follow, and an entry without a region whose date is already known with a region adds nothing.
+
+A newer crawl of a film's page supersedes an older crawl's: its non-empty lists replace the stored ones
+(the page is the authority on a changed cast), while unknown scalars and empty lists still keep theirs.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ def _people(rec: dict, role: str) -> list[tuple[str, str | None]]:
     return list(zip(rec[role], rec[ID_FIELD[role]]))
 
 
-def merge_people(stored: list[tuple[str, str | None]], incoming: list[tuple[str, str | None]]
-                 ) -> list[tuple[str, str | None]]:
+def merge_people(stored: list[tuple[str, str | None]], incoming: list[tuple[str, str | None]],
+                 supersedes: bool = False) -> list[tuple[str, str | None]]:
     ids_by_name: dict[str, set[str]] = {}
     for name, pid in stored:
         if pid is not None:
@@ -38,17 +41,21 @@ def merge_people(stored: list[tuple[str, str | None]], incoming: list[tuple[str,
             pid = next(iter(known))
         if (name, pid) not in filled:
             filled.append((name, pid))
+    if supersedes and filled:
+        return filled
     ids = {pid for _, pid in filled if pid is not None}
     names = {name for name, _ in filled}
     covers = all((pid in ids) if pid is not None else (name in names) for name, pid in stored)
     return filled if covers else list(stored)
 
 
-def merge_values(stored: list[str], incoming: list[str]) -> list[str]:
-    return list(incoming) if set(stored) <= set(incoming) else list(stored)
+def merge_values(stored: list[str], incoming: list[str], supersedes: bool = False) -> list[str]:
+    return list(incoming) if set(stored) <= set(incoming) or (supersedes and incoming) else list(stored)
 
 
-def merge_release_dates(stored: list[dict], incoming: list[dict]) -> list[dict]:
+def merge_release_dates(stored: list[dict], incoming: list[dict], supersedes: bool = False) -> list[dict]:
+    if supersedes and incoming:
+        return [dict(e) for e in incoming]
     merged: dict[tuple[str, str | None], dict] = {}
     for entry in list(incoming) + list(stored):
         merged.setdefault((entry["date"], entry["region"]), entry)  # the incoming entry's flag wins
@@ -56,19 +63,23 @@ def merge_release_dates(stored: list[dict], incoming: list[dict]) -> list[dict]:
     return [dict(e) for (date, region), e in merged.items() if region is not None or date not in with_region]
 
 
-def merge_record(stored: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any]:
-    """The canonical record that results from storing `incoming` over `stored` (both canonical)."""
+def merge_record(stored: dict[str, Any] | None, incoming: dict[str, Any], *, supersedes: bool = False
+                 ) -> dict[str, Any]:
+    """The canonical record that results from storing `incoming` over `stored` (both canonical).
+
+    `supersedes`: `incoming` is a newer fetch of the page `stored` was crawled from.
+    """
     if stored is None:
         return incoming
     rec: dict[str, Any] = {"douban_id": incoming["douban_id"]}
     for key in SCALARS:
         rec[key] = incoming[key] if incoming[key] is not None else stored[key]
     for role in ROLES:
-        people = merge_people(_people(stored, role), _people(incoming, role))
+        people = merge_people(_people(stored, role), _people(incoming, role), supersedes)
         rec[role] = [name for name, _ in people]
         rec[ID_FIELD[role]] = [pid for _, pid in people]
     for attr in ATTRIBUTES:
-        rec[attr] = merge_values(stored[attr], incoming[attr])
-    rec["release_dates"] = merge_release_dates(stored["release_dates"], incoming["release_dates"])
+        rec[attr] = merge_values(stored[attr], incoming[attr], supersedes)
+    rec["release_dates"] = merge_release_dates(stored["release_dates"], incoming["release_dates"], supersedes)
     rec["release_date"] = first_release(rec["release_dates"])
     return {field: rec[field] for field in FIELDS}

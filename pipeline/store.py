@@ -268,14 +268,16 @@ def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None)
     # on SQLite) so nobody changes them between reading them here and writing the merge below.
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["douban_id"]), _movie_rows(records, source, fetched_at))
     stored = {r["douban_id"]: r for r in _read_records(conn, ids, lock=True)}
+    last: dict[int, datetime | None] = {}
     if fetched_at is not None:
-        # A fetch older than what is stored (a slower concurrent crawler) must not overwrite newer values.
-        last: dict[int, datetime | None] = {}
         for chunk in _chunks(ids):
             last.update(conn.execute(select(Movie.douban_id, Movie.last_fetched)
                                      .where(Movie.douban_id.in_(chunk))).all())
+        # A fetch older than what is stored (a slower concurrent crawler) must not overwrite newer values.
         records = [r for r in records if last[r["douban_id"]] is None or last[r["douban_id"]] <= fetched_at]
-    records = [merge_record(stored.get(r["douban_id"]), r) for r in records]
+    # A newer fetch of a page stored from an older fetch of it supersedes that one's lists.
+    records = [merge_record(stored.get(r["douban_id"]), r, supersedes=last.get(r["douban_id"]) is not None)
+               for r in records]
     if not records:
         return len(by_id)
 

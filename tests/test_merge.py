@@ -37,16 +37,32 @@ def test_thin_import_keeps_person_ids_and_release_dates(db_url, tmp_path, capsys
     assert_rich_kept(exported(capsys)[9000100])
 
 
-def test_a_crawl_over_a_thin_import_keeps_its_own_regions(db_url, tmp_path, capsys, make_film):
+def test_a_crawl_over_a_thin_import_merges_release_dates(db_url, tmp_path, capsys, make_film):
     # The crawl's item pipeline stores through store.upsert_records with a fetch time.
-    (tmp_path / "thin.csv").write_text(THIN_CSV, encoding="utf-8")
+    (tmp_path / "thin.csv").write_text(THIN_CSV.replace("2010-05-01", "2010-05-01\n9000101,Y,,,2011"),
+                                       encoding="utf-8")
     assert main(["import", str(tmp_path / "thin.csv")]) == 0
-    crawled = make_film(9000100, "X", **{k: RICH[k] for k in ("directors", "director_ids", "release_dates")},
-                        writers=[], actors=[], genres=[], countries=[], languages=[])
-    store.upsert_records(store.connect(db_url), [crawled], source="douban-crawl",
+    crawled = [make_film(9000100, "X", directors=RICH["directors"], director_ids=RICH["director_ids"],
+                         release_dates=RICH["release_dates"][1:]),
+               make_film(9000101, "Y", release_dates=[{"date": "2011", "region": "法国", "rerelease": False}])]
+    store.upsert_records(store.connect(db_url), crawled, source="douban-crawl",
                          fetched_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
-    # The region-less date the CSV gave is known now with its region: it adds no second entry.
-    assert_rich_kept(exported(capsys)[9000100])
+    recs = exported(capsys)
+    # The CSV's date is not on the crawled page: it stays, without a region. A date the page gives with a
+    # region replaces the region-less entry.
+    assert recs[9000100]["release_dates"] == RICH["release_dates"][1:] + [
+        {"date": "2010-05-01", "region": None, "rerelease": False}]
+    assert recs[9000100]["release_date"] == "2010-05-01" and recs[9000100]["director_ids"] == ["1054398"]
+    assert recs[9000101]["release_dates"] == [{"date": "2011", "region": "法国", "rerelease": False}]
+
+
+def test_a_newer_crawl_of_the_page_replaces_an_older_crawls_lists(stored, db_url, make_film):
+    engine = store.connect(db_url)
+    for day, cast in ((1, ["旧演员", "共同"]), (2, ["新演员", "共同"])):
+        store.upsert_records(engine, [make_film(4, actors=cast, actor_ids=None)], source="douban-crawl",
+                             fetched_at=datetime(2026, 1, day))
+    (rec,) = store.load_records(engine)
+    assert rec["actors"] == ["新演员", "共同"]
 
 
 def test_a_thin_crawl_record_keeps_what_the_store_knew(stored, db_url, make_film):
