@@ -131,7 +131,9 @@ def _sqlite_connect(dbapi_conn, _record):
 def _sqlite_begin(conn):
     # IMMEDIATE takes the write lock at the start (waiting up to the busy timeout): a deferred transaction
     # that reads and then writes fails at once with "database is locked" when another writer went first.
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("kadn_write") else "BEGIN")
+    options = conn.get_execution_options()
+    if not options.get("kadn_autocommit"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("kadn_write") else "BEGIN")
 
 
 @contextmanager
@@ -204,7 +206,9 @@ def _create_schema(engine: Engine) -> None:
     """Create the tables once, even when several crawlers open one empty database at the same moment."""
     for attempt in range(3):
         try:
-            with writing(engine) as conn:
+            # On SQLite each statement commits on its own, as the shipped snapshot was written (so that
+            # `make snapshot` rebuilds it byte for byte); a concurrent creator is caught below.
+            with engine.connect().execution_options(kadn_autocommit=True) as conn, conn.begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7241017)"))  # one creator at a time
                 if Meta.__tablename__ in inspect(conn).get_table_names():
@@ -264,30 +268,35 @@ def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None)
 
     stmt = _insert(conn, Movie)
     table = Movie.__table__
-    # New films go in as they are; existing ones are then locked (FOR UPDATE on PostgreSQL, the write lock
-    # on SQLite) so nobody changes them between reading them here and writing the merge below.
-    conn.execute(stmt.on_conflict_do_nothing(index_elements=["douban_id"]), _movie_rows(records, source, fetched_at))
-    stored = {r["douban_id"]: r for r in _read_records(conn, ids, lock=True)}
+    # New films go in as they are (RETURNING names those this writer inserted). The others are then locked
+    # (FOR UPDATE on PostgreSQL, the write lock on SQLite) so nobody changes them between the read and the
+    # merge written below.
+    inserted = set(conn.execute(stmt.on_conflict_do_nothing(index_elements=["douban_id"])
+                                .returning(table.c.douban_id), _movie_rows(records, source, fetched_at)).scalars())
+    existing = [i for i in ids if i not in inserted]
+    stored = {r["douban_id"]: r for r in _read_records(conn, existing, lock=True)} if existing else {}
     last: dict[int, datetime | None] = {}
+    for chunk in _chunks(existing):
+        last.update(conn.execute(select(Movie.douban_id, Movie.last_fetched).where(Movie.douban_id.in_(chunk))).all())
     if fetched_at is not None:
-        for chunk in _chunks(ids):
-            last.update(conn.execute(select(Movie.douban_id, Movie.last_fetched)
-                                     .where(Movie.douban_id.in_(chunk))).all())
         # A fetch older than what is stored (a slower concurrent crawler) must not overwrite newer values.
-        records = [r for r in records if last[r["douban_id"]] is None or last[r["douban_id"]] <= fetched_at]
-    # A newer fetch of a page stored from an older fetch of it supersedes that one's lists.
-    records = [merge_record(stored.get(r["douban_id"]), r, supersedes=last.get(r["douban_id"]) is not None)
-               for r in records]
-    if not records:
-        return len(by_id)
-
-    updates = {k: stmt.excluded[k] for k in SCALARS}
-    updates["source"] = stmt.excluded.source
-    updates["first_fetched"] = func.coalesce(table.c.first_fetched, stmt.excluded.first_fetched)
-    updates["last_fetched"] = func.coalesce(stmt.excluded.last_fetched, table.c.last_fetched)
-    # executemany with one compiled statement: far cheaper than a multi-VALUES statement per chunk.
-    conn.execute(stmt.on_conflict_do_update(index_elements=["douban_id"], set_=updates),
-                 _movie_rows(records, source, fetched_at))
+        records = [r for r in records if last.get(r["douban_id"]) is None or last[r["douban_id"]] <= fetched_at]
+    updated = []
+    for i, rec in enumerate(records):
+        mid = rec["douban_id"]
+        if mid not in inserted:
+            # A newer fetch of a page stored from an older fetch of it supersedes that one's lists.
+            newer_fetch = fetched_at is not None and last[mid] is not None
+            records[i] = merge_record(stored[mid], rec, supersedes=newer_fetch)
+            updated.append(records[i])
+    if updated:
+        updates = {k: stmt.excluded[k] for k in SCALARS}
+        updates["source"] = stmt.excluded.source
+        updates["first_fetched"] = func.coalesce(table.c.first_fetched, stmt.excluded.first_fetched)
+        updates["last_fetched"] = func.coalesce(stmt.excluded.last_fetched, table.c.last_fetched)
+        # executemany with one compiled statement: far cheaper than a multi-VALUES statement per chunk.
+        conn.execute(stmt.on_conflict_do_update(index_elements=["douban_id"], set_=updates),
+                     _movie_rows(updated, source, fetched_at))
 
     person_ids = _person_ids(conn, records)
     credits, attrs, dates = defaultdict(list), defaultdict(list), defaultdict(list)
