@@ -36,6 +36,7 @@ def run_import(args) -> int:
         # One write transaction holding the lock throughout: a concurrent import waits for it, and the
         # counts before and after see no one else's films.
         with store.writing(engine) as conn:
+            store.lock_movies(conn)
             before = store.count_movies(conn)
             store.upsert_records(engine, records, source=f"import:{fmt}", conn=conn)
             after = store.count_movies(conn)

@@ -357,6 +357,16 @@ def _person_ids(conn, records: list[dict]) -> dict[str, int]:
     return ids
 
 
+def lock_movies(conn) -> None:
+    """Keep every other writer out of the movies until this transaction ends.
+
+    SQLite's write transaction does so already; on PostgreSQL this mode admits readers only (and conflicts
+    with itself), so counts taken before and after a write see no one else's films.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"LOCK TABLE {Movie.__tablename__} IN SHARE ROW EXCLUSIVE MODE"))
+
+
 def count_movies(engine_or_conn) -> int:
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.connect() as conn:
