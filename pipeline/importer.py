@@ -155,7 +155,7 @@ def detect_format(path: Path, header: list[str]) -> str:
     if {"MOVIE_ID", "NAME", "DOUBAN_SCORE"} <= cols:
         return "moviedata"
     raise KadnError(
-        f"{path}: unknown format: header {', '.join(header[:8])} matches none of this project's export "
+        f"{path}: unknown format: header {', '.join(h[:40] for h in header[:8])} matches none of this project's export "
         "(douban_id,...), the CC0 dataset (movie_id,title,rating,total_ratings,...) or moviedata-10m "
         "(MOVIE_ID,NAME,...,DOUBAN_SCORE,...)"
     )
@@ -174,6 +174,8 @@ SOURCE_COLUMNS = {
 def read_export(path: str | Path, fmt: str | None = None) -> tuple[str, list[dict]]:
     """Read and check a whole export; returns (format, canonical records). Raises KadnError on any bad row."""
     path = Path(path)
+    if path.is_dir():
+        raise KadnError(f"{path}: is a directory, not an export file")
     if not path.is_file():
         raise KadnError(f"{path}: no such file")
     try:
