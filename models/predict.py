@@ -41,7 +41,7 @@ def read_films(path: Path) -> list[dict]:
         films = data if isinstance(data, list) else [data]
     except json.JSONDecodeError:
         films = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,7 +33,10 @@ def run_import(args) -> int:
     fmt, records = read_export(args.file, args.format)  # fully checked before the store is touched
     engine = store.connect(args.database_url)
     try:
-        with engine.begin() as conn:  # one transaction: counts and writes see the same database
+        # One write transaction holding the lock throughout: a concurrent import waits for it, and the
+        # counts before and after see no one else's films.
+        with store.writing(engine) as conn:
+            store.lock_movies(conn)
             before = store.count_movies(conn)
             store.upsert_records(engine, records, source=f"import:{fmt}", conn=conn)
             after = store.count_movies(conn)
@@ -47,11 +51,16 @@ def run_import(args) -> int:
 
 
 def run_export(args) -> int:
+    if args.output and Path(args.output).is_dir():
+        raise KadnError(f"{args.output}: is a directory; -o names the file to write")
     engine = store.connect(args.database_url, create=False)
     records = store.load_records(engine)
     if args.output:
-        with atomic_path(args.output) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
-            n = export(records, args.format, out)
+        try:
+            with atomic_path(args.output) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+                n = export(records, args.format, out)
+        except OSError as exc:
+            raise KadnError(f"{args.output}: cannot write: {exc.strerror}") from None
     else:
         n = export(records, args.format, sys.stdout)
     print(f"exported {n} movies", file=sys.stderr)

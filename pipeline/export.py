@@ -10,11 +10,15 @@ from typing import IO
 
 from pipeline.records import FIELDS
 
+# Line breaks to Unicode but not to JSON: escaped, so a reader that splits lines on them still reads
+# one record per line (inside JSON they can only occur in strings, where the escape means the same).
+_UNICODE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"})
+
 
 def write_jsonl(records: Iterable[dict], out: IO[str]) -> int:
     n = 0
     for rec in records:
-        out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        out.write(json.dumps(rec, ensure_ascii=False).translate(_UNICODE_BREAKS) + "\n")
         n += 1
     return n
 
@@ -22,11 +26,15 @@ def write_jsonl(records: Iterable[dict], out: IO[str]) -> int:
 def write_csv(records: Iterable[dict], out: IO[str]) -> int:
     """Lists and release dates go into cells as JSON, so names holding ',' or '/' survive a round trip."""
     writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    # The csv module quotes a cell holding "\n" but not one holding a lone "\r" (it only looks for the
+    # characters of lineterminator), and every reader ends the line there: quote such a row in full.
+    quoting = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writeheader()
     n = 0
     for rec in records:
-        writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list) else
-                             ("" if v is None else v)) for k, v in rec.items()})
+        row = {k: (json.dumps(v, ensure_ascii=False) if isinstance(v, list) else ("" if v is None else v))
+               for k, v in rec.items()}
+        (quoting if any("\r" in v for v in row.values() if isinstance(v, str)) else writer).writerow(row)
         n += 1
     return n
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.records import FIELDS, LIST_FIELDS, normalise_record, parse_runtime, split_list
+from pipeline.merge import merge_record
+from pipeline.records import FIELDS, LIST_FIELDS, normalise_record, parse_runtime, short, split_list
 
 FORMATS = ("kadn", "cc0", "moviedata")
 
@@ -33,24 +35,41 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
             yield reader.line_num, row
 
 
+def _big_int(digits: str) -> int | Decimal:
+    # int() refuses more than 4300 digits with a ValueError that names no field; a Decimal reaches the
+    # record check, which refuses it by field name.
+    return int(digits) if len(digits) <= 4000 else Decimal(digits)
+
+
+def loads(text: str) -> Any:
+    """json.loads, with every way JSON text can fail as one JSONDecodeError-like ValueError message."""
+    try:
+        return json.loads(text, parse_int=_big_int)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} (line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8-sig") as handle:
+    # newline="": JSONL lines end at "\n" only; a string may hold U+2028, U+2029 or U+0085 unescaped.
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         text = handle.read()
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of records
         try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise KadnError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+            items = loads(text)
+        except ValueError as exc:
+            raise KadnError(f"{path}: not valid JSON: {exc}") from None
         yield from enumerate(items, 1)
         return
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise KadnError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+            yield lineno, loads(line)
+        except ValueError as exc:
+            raise KadnError(f"{path}:{lineno}: not valid JSON: {exc}") from None
 
 
 def _from_kadn_csv(row: dict) -> dict:
@@ -62,9 +81,9 @@ def _from_kadn_csv(row: dict) -> dict:
             rec[key] = None
         elif key in LIST_FIELDS:
             try:
-                rec[key] = json.loads(value)
-            except json.JSONDecodeError:
-                raise RecordError(key, f"not a JSON list: {value[:40]!r}") from None
+                rec[key] = loads(value)
+            except ValueError as exc:
+                raise RecordError(key, f"not a JSON list ({exc}): {short(value)}") from None
         else:
             rec[key] = value
     return rec
@@ -96,7 +115,7 @@ def _people_ids(names: list[str], pairs: str | None, field: str) -> list[str | N
             continue
         pid = pid.strip()
         if pid and not pid.isdigit():
-            raise RecordError(field, f"person id {pid!r} in {pair!r} is not numeric")
+            raise RecordError(field, f"person id {short(pid)} in {short(pair)} is not numeric")
         by_name.setdefault(name.strip(), pid or None)
     return [by_name.get(n) for n in names]
 
@@ -136,7 +155,7 @@ def detect_format(path: Path, header: list[str]) -> str:
     if {"MOVIE_ID", "NAME", "DOUBAN_SCORE"} <= cols:
         return "moviedata"
     raise KadnError(
-        f"{path}: unknown format: header {', '.join(header[:8])} matches none of this project's export "
+        f"{path}: unknown format: header {', '.join(h[:40] for h in header[:8])} matches none of this project's export "
         "(douban_id,...), the CC0 dataset (movie_id,title,rating,total_ratings,...) or moviedata-10m "
         "(MOVIE_ID,NAME,...,DOUBAN_SCORE,...)"
     )
@@ -155,6 +174,8 @@ SOURCE_COLUMNS = {
 def read_export(path: str | Path, fmt: str | None = None) -> tuple[str, list[dict]]:
     """Read and check a whole export; returns (format, canonical records). Raises KadnError on any bad row."""
     path = Path(path)
+    if path.is_dir():
+        raise KadnError(f"{path}: is a directory, not an export file")
     if not path.is_file():
         raise KadnError(f"{path}: no such file")
     try:
@@ -186,8 +207,8 @@ def read_export(path: str | Path, fmt: str | None = None) -> tuple[str, list[dic
                 column = SOURCE_COLUMNS.get(fmt, {}).get(exc.field)
                 where = f" (column {column})" if column else ""
                 raise KadnError(f"{path}:{lineno}: {exc.field!r}{where}: {exc.message}") from None
-            if rec["douban_id"] in seen:
-                records[seen[rec["douban_id"]]] = rec  # the later row of a repeated id wins
+            if rec["douban_id"] in seen:  # a repeated id merges as it would over a stored film
+                records[seen[rec["douban_id"]]] = merge_record(records[seen[rec["douban_id"]]], rec)
             else:
                 seen[rec["douban_id"]] = len(records)
                 records.append(rec)

@@ -6,8 +6,10 @@ so the store never sees a half-formed movie. Unknown values are None (never 0 or
 
 from __future__ import annotations
 
+import calendar
 import math
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pipeline.errors import RecordError
@@ -44,29 +46,56 @@ ID_FIELD = {"directors": "director_ids", "writers": "writer_ids", "actors": "act
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 _IMDB_RE = re.compile(r"^tt\d+$")
+# Largest whole number each column holds: douban_id is a 64-bit key, the counts 32-bit columns (PostgreSQL).
+MAX_INT = {"douban_id": 2**63 - 1}
+MAX_COUNT = 2**31 - 1
+
+
+def short(value: Any, limit: int = 40) -> str:
+    """A value quoted for an error message, cut to a short prefix (a field may hold megabytes)."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    text = repr(value)
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _text(value: Any, field: str) -> str | None:
+    """A text value as str; a number is read as its digits, anything else (an object, a list, a bool) refused."""
+    if isinstance(value, str):
+        if "\x00" in value:  # PostgreSQL cannot store it; refused everywhere so every store takes the same
+            raise RecordError(field, f"contains a NUL character: {short(value)}")
+        return value
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError(field, f"expected text, got {type(value).__name__} {short(value)}")
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
 
 
 def parse_date(text: str | None, field: str = "release_date") -> str | None:
     """'2010-09-01', '2010-9-1', '2010-09' or '2010' -> canonical 'YYYY[-MM[-DD]]'; None for blank."""
+    text = _text(text, field)
     if text is None:
         return None
-    text = str(text).strip()
+    text = text.strip()
     if not text:
         return None
     m = re.match(r"^(\d{4})(?:[-/.](\d{1,2})(?:[-/.](\d{1,2}))?)?$", text)
     if not m:
-        raise RecordError(field, f"cannot parse {text!r} as a date (YYYY, YYYY-MM or YYYY-MM-DD)")
+        raise RecordError(field, f"cannot parse {short(text)} as a date (YYYY, YYYY-MM or YYYY-MM-DD)")
     year, month, day = m.group(1), m.group(2), m.group(3)
     if month is None:
         return year
     mo = int(month)
     if not 1 <= mo <= 12:
-        raise RecordError(field, f"month out of range in {text!r}")
+        raise RecordError(field, f"month out of range in {short(text)}")
     if day is None:
         return f"{year}-{mo:02d}"
     d = int(day)
-    if not 1 <= d <= 31:
-        raise RecordError(field, f"day out of range in {text!r}")
+    if not 1 <= d <= calendar.monthrange(int(year), mo)[1]:
+        raise RecordError(field, f"no such day in {short(text)}")
     return f"{year}-{mo:02d}-{d:02d}"
 
 
@@ -74,7 +103,7 @@ def date_sort_key(date: str) -> tuple[int, int, int]:
     """Partial dates sort at the start of their period ('2011' before '2011-03-02')."""
     m = _DATE_RE.match(date or "")
     if not m:
-        raise RecordError("release_date", f"{date!r} is not a canonical date (YYYY[-MM[-DD]])")
+        raise RecordError("release_date", f"{short(date)} is not a canonical date (YYYY[-MM[-DD]])")
     return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
 
 
@@ -87,37 +116,45 @@ def first_release(release_dates: list[dict]) -> str | None:
 def _int(value: Any, field: str, *, minimum: int = 0) -> int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
-    if isinstance(value, bool):
-        raise RecordError(field, f"expected a whole number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise RecordError(field, f"expected a whole number, got {short(value)}")
+    maximum = MAX_INT.get(field, MAX_COUNT)
     if isinstance(value, int):
         number = value
     else:
         text = str(value).strip().replace(",", "")
         if not text:
             return None
+        # Decimal, not float: a float would silently round a 17-digit id to a neighbouring one.
         try:
-            as_float = float(text)
-        except ValueError:
-            raise RecordError(field, f"cannot parse {value!r} as a whole number") from None
-        if not as_float.is_integer():
-            raise RecordError(field, f"cannot parse {value!r} as a whole number")
-        number = int(as_float)
-    if number < minimum:
-        raise RecordError(field, f"{number} is below {minimum}")
+            exact = Decimal(text)
+        except InvalidOperation:
+            raise RecordError(field, f"cannot parse {short(value)} as a whole number") from None
+        if not exact.is_finite() or exact != exact.to_integral_value():
+            raise RecordError(field, f"cannot parse {short(value)} as a whole number")
+        if not minimum <= exact <= maximum:
+            raise RecordError(field, f"{short(text)} is outside {minimum}..{maximum}")
+        number = int(exact)
+    if not minimum <= number <= maximum:
+        # str() of a Python int is refused beyond 4300 digits; the value is cut anyway.
+        shown = short(str(number)) if number.bit_length() < 4000 else f"a {number.bit_length()}-bit number"
+        raise RecordError(field, f"{shown} is outside {minimum}..{maximum}")
     return number
 
 
 def _float(value: Any, field: str, lo: float, hi: float) -> float | None:
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
+        raise RecordError(field, f"expected a number, got {short(value)}")
     if isinstance(value, str):
         value = value.strip()
         if not value:
             return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise RecordError(field, f"cannot parse {value!r} as a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise RecordError(field, f"cannot parse {short(value)} as a number") from None
     if math.isnan(number):
         return None
     if not lo <= number <= hi:
@@ -125,16 +162,16 @@ def _float(value: Any, field: str, lo: float, hi: float) -> float | None:
     return round(number, 1)
 
 
-def _str(value: Any) -> str | None:
-    if value is None:
+def _str(value: Any, field: str) -> str | None:
+    text = _text(value, field)
+    if text is None:
         return None
-    text = str(value).strip()
-    return text or None
+    return text.strip() or None
 
 
 def _checked(text: str | None, field: str, kind: str) -> str | None:
     if text is not None and len(text) > MAX_LEN[kind]:
-        raise RecordError(field, f"longer than {MAX_LEN[kind]} characters: {text[:30]!r}...")
+        raise RecordError(field, f"longer than {MAX_LEN[kind]} characters: {short(text, 30)}")
     return text
 
 
@@ -145,7 +182,7 @@ def _str_list(value: Any, field: str) -> list[str]:
         raise RecordError(field, f"expected a list, got {type(value).__name__}")
     out: list[str] = []
     for item in value:
-        text = _checked(_str(item), field, "value")
+        text = _checked(_str(item, field), field, "value")
         if text is not None and text not in out:
             out.append(text)
     return out
@@ -158,7 +195,7 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
     if douban_id is None:
         raise RecordError("douban_id", "missing")
     rec["douban_id"] = douban_id
-    title = _checked(_str(raw.get("title")), "title", "title")
+    title = _checked(_str(raw.get("title"), "title"), "title", "title")
     if title is None:
         raise RecordError("title", "missing")
     rec["title"] = title
@@ -175,11 +212,11 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
         people: list[tuple[str, str | None]] = []
         seen: set[tuple[str, str | None]] = set()
         for name, pid in zip(names, ids):
-            name, pid = _checked(_str(name), role, "name"), _str(pid)
+            name, pid = _checked(_str(name, role), role, "name"), _str(pid, ID_FIELD[role])
             if name is None:
                 continue
-            if pid is not None and not pid.isdigit():
-                raise RecordError(ID_FIELD[role], f"person id {pid!r} is not numeric")
+            if pid is not None and not (pid.isascii() and pid.isdigit() and len(pid) <= 20):
+                raise RecordError(ID_FIELD[role], f"person id {short(pid)} is not a number")
             if (name, pid) not in seen:  # the same credit listed twice keeps its first billing
                 seen.add((name, pid))
                 people.append((name, pid))
@@ -191,14 +228,20 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
 
     rec["runtime_min"] = _int(raw.get("runtime_min"), "runtime_min", minimum=1)
     releases = []
+    if not isinstance(raw.get("release_dates") or [], (list, tuple)):
+        raise RecordError("release_dates", f"expected a list, got {type(raw['release_dates']).__name__}")
     for i, item in enumerate(raw.get("release_dates") or []):
         if not isinstance(item, dict):
             raise RecordError("release_dates", f"entry {i} is not an object")
         date = parse_date(item.get("date"), f"release_dates[{i}].date")
         if date is None:
             continue
-        region = _checked(_str(item.get("region")), f"release_dates[{i}].region", "region")
-        entry = {"date": date, "region": region, "rerelease": bool(item.get("rerelease"))}
+        region = _checked(_str(item.get("region"), f"release_dates[{i}].region"), f"release_dates[{i}].region",
+                          "region")
+        rerelease = item.get("rerelease")
+        if rerelease is not None and not isinstance(rerelease, bool):
+            raise RecordError(f"release_dates[{i}].rerelease", f"expected true or false, got {short(rerelease)}")
+        entry = {"date": date, "region": region, "rerelease": bool(rerelease)}
         if entry not in releases:
             releases.append(entry)
     if not releases and raw.get("release_date"):
@@ -218,9 +261,9 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
     rec["votes"] = _int(raw.get("votes"), "votes")
     rec["review_count"] = _int(raw.get("review_count"), "review_count")
     rec["comment_count"] = _int(raw.get("comment_count"), "comment_count")
-    imdb = _str(raw.get("imdb_id"))
-    if imdb is not None and not _IMDB_RE.match(imdb):
-        raise RecordError("imdb_id", f"{imdb!r} is not an IMDb id (tt followed by digits)")
+    imdb = _str(raw.get("imdb_id"), "imdb_id")
+    if imdb is not None and not (_IMDB_RE.match(imdb) and len(imdb) <= 16):
+        raise RecordError("imdb_id", f"{short(imdb)} is not an IMDb id (tt followed by digits)")
     rec["imdb_id"] = imdb
     return {field: rec[field] for field in FIELDS}
 
@@ -239,7 +282,7 @@ def parse_runtime(text: Any, field: str = "runtime_min") -> int | None:
         return None
     m = _RUNTIME_RE.search(text)
     if not m:
-        raise RecordError(field, f"cannot read a runtime in minutes from {text!r}")
+        raise RecordError(field, f"cannot read a runtime in minutes from {short(text)}")
     minutes = int(m.group(1))
     return minutes if minutes > 0 else None
 

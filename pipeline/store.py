@@ -1,9 +1,10 @@
 """The movie store: one SQLAlchemy 2.x schema used by the spider, the importers, export and the clean stage.
 
 Movies are keyed by Douban subject id; people by Douban person id when known, else by name. Every write is
-an idempotent upsert: storing the same film twice updates it, never duplicates it. Scalars that the
-incoming record leaves unknown (None) keep their stored value, and lists the record leaves empty keep
-theirs, so a partial export never erases what a crawl found.
+an idempotent upsert: storing the same film twice updates it, never duplicates it. A film already stored is
+combined with the incoming record by pipeline.merge, so a partial export never erases what a crawl found.
+On SQLite every write transaction starts with BEGIN IMMEDIATE and waits generously for the lock, so
+concurrent writers (two imports, a crawl and an import) queue instead of failing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.errors import KadnError, RecordError, SchemaError
+from pipeline.merge import SCALARS, merge_record
 from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release
 
 SCHEMA_VERSION = "1"
@@ -46,6 +49,8 @@ DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
 ROLE_NAME = {"directors": "director", "writers": "writer", "actors": "actor"}
 ATTR_NAME = {"genres": "genre", "countries": "country", "languages": "language"}
 _CHUNK = 500  # keeps IN (...) lists under SQLite's bound-parameter limit
+# How long a SQLite writer waits for another one's transaction: a large import holds the lock for a while.
+SQLITE_BUSY_TIMEOUT_S = 600
 
 
 class Base(DeclarativeBase):
@@ -108,30 +113,57 @@ class Attribute(Base):
     value: Mapped[str] = mapped_column(String(MAX_LEN["value"]))
 
 
-SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id")
-
 
 def database_url(url: str | None = None) -> str:
     """The explicit URL, else $DATABASE_URL, else the shipped SQLite snapshot."""
     return url or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
 
 
-def _sqlite_pragmas(dbapi_conn, _record):
+def _sqlite_connect(dbapi_conn, _record):
+    # The driver's own implicit BEGIN comes only before the first write, so a count read before it sees
+    # another writer's changes; take transactions over (see _sqlite_begin).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
 
+def _sqlite_begin(conn):
+    # IMMEDIATE takes the write lock at the start (waiting up to the busy timeout): a deferred transaction
+    # that reads and then writes fails at once with "database is locked" when another writer went first.
+    options = conn.get_execution_options()
+    if not options.get("kadn_autocommit"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("kadn_write") else "BEGIN")
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator:
+    """A write transaction: on SQLite it holds the write lock from its first statement to its commit."""
+    with engine.connect().execution_options(kadn_write=True) as conn, conn.begin():
+        yield conn
+
+
 def connect(url: str | None = None, *, create: bool = True) -> Engine:
     """Open the store, creating the schema in an empty database; refuse a database of another schema."""
     url = database_url(url)
+    options = {}
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
-        if not create and not path.exists():
-            raise KadnError(f"database {path} does not exist")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        try:
+            exists = path.exists()
+            if not create and not exists:
+                raise KadnError(f"database {path} does not exist")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror
+            blocker = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+            if blocker is not None and not blocker.is_dir():  # the path runs through a regular file
+                reason = f"{blocker} is a file, not a directory"
+            raise KadnError(f"cannot use database {path}: {reason}") from None
+        if "timeout" not in url.partition("?")[2]:
+            options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, **options)
     except (SQLAlchemyError, ImportError) as exc:
         shown = url
         with contextlib.suppress(SQLAlchemyError):
@@ -139,7 +171,8 @@ def connect(url: str | None = None, *, create: bool = True) -> Engine:
         raise KadnError(f"cannot open database {shown!r}: {exc.__class__.__name__}: "
                         f"{str(exc).replace(url, shown)}") from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
         _check_schema(engine, create=create)
     except SQLAlchemyError as exc:
@@ -173,7 +206,9 @@ def _create_schema(engine: Engine) -> None:
     """Create the tables once, even when several crawlers open one empty database at the same moment."""
     for attempt in range(3):
         try:
-            with engine.begin() as conn:
+            # On SQLite each statement commits on its own, as the shipped snapshot was written (so that
+            # `make snapshot` rebuilds it byte for byte); a concurrent creator is caught below.
+            with engine.connect().execution_options(kadn_autocommit=True) as conn, conn.begin():
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7241017)"))  # one creator at a time
                 if Meta.__tablename__ in inspect(conn).get_table_names():
@@ -217,53 +252,63 @@ def upsert_records(
     if fetched_at is not None and fetched_at.tzinfo is not None:
         fetched_at = fetched_at.astimezone(timezone.utc).replace(tzinfo=None)  # stored as naive UTC
     if conn is None:
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             return _upsert(conn, records, source, fetched_at)
     return _upsert(conn, records, source, fetched_at)
 
 
 def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None) -> int:
-    # Later duplicates of one id in a batch win, as they would across batches. Sorting by id makes every
-    # writer take row locks in the same order, so concurrent crawlers on PostgreSQL cannot deadlock.
-    by_id = {rec["douban_id"]: rec for rec in records}
+    # A film twice in one batch merges like a film already stored. Sorting by id makes every writer take
+    # row locks in the same order, so concurrent crawlers on PostgreSQL cannot deadlock.
+    by_id: dict[int, dict] = {}
+    for rec in records:
+        by_id[rec["douban_id"]] = merge_record(by_id.get(rec["douban_id"]), rec)
     records = [by_id[k] for k in sorted(by_id)]
+    ids = [r["douban_id"] for r in records]
 
-    rows = [
-        {"douban_id": r["douban_id"], **{k: r[k] for k in SCALARS}, "source": source,
-         "first_fetched": fetched_at, "last_fetched": fetched_at}
-        for r in records
-    ]
     stmt = _insert(conn, Movie)
     table = Movie.__table__
-    updates = {k: func.coalesce(stmt.excluded[k], table.c[k]) for k in SCALARS}
-    updates["source"] = stmt.excluded.source
-    updates["first_fetched"] = func.coalesce(table.c.first_fetched, stmt.excluded.first_fetched)
-    updates["last_fetched"] = func.coalesce(stmt.excluded.last_fetched, table.c.last_fetched)
-    # A fetch older than what is stored (a slower concurrent crawler) must not overwrite newer values.
-    newer = (table.c.last_fetched.is_(None) | stmt.excluded.last_fetched.is_(None)
-             | (stmt.excluded.last_fetched >= table.c.last_fetched))
-    # executemany with one compiled statement: far cheaper than a multi-VALUES statement per chunk.
-    conn.execute(stmt.on_conflict_do_update(index_elements=["douban_id"], set_=updates, where=newer), rows)
+    # New films go in as they are (RETURNING names those this writer inserted). The others are then locked
+    # (FOR UPDATE on PostgreSQL, the write lock on SQLite) so nobody changes them between the read and the
+    # merge written below.
+    inserted = set(conn.execute(stmt.on_conflict_do_nothing(index_elements=["douban_id"])
+                                .returning(table.c.douban_id), _movie_rows(records, source, fetched_at)).scalars())
+    existing = [i for i in ids if i not in inserted]
+    stored = {r["douban_id"]: r for r in _read_records(conn, existing, lock=True)} if existing else {}
+    last: dict[int, datetime | None] = {}
+    for chunk in _chunks(existing):
+        last.update(conn.execute(select(Movie.douban_id, Movie.last_fetched).where(Movie.douban_id.in_(chunk))).all())
     if fetched_at is not None:
-        # The movie rows are locked by this transaction now; keep only films whose stored fetch is ours.
-        stored_at: dict[int, datetime | None] = {}
-        for chunk in _chunks([r["douban_id"] for r in records]):
-            stored_at.update(conn.execute(select(Movie.douban_id, Movie.last_fetched)
-                                          .where(Movie.douban_id.in_(chunk))).all())
-        records = [r for r in records if stored_at[r["douban_id"]] is None
-                   or stored_at[r["douban_id"]] <= fetched_at]
+        # A fetch older than what is stored (a slower concurrent crawler) must not overwrite newer values.
+        records = [r for r in records if last.get(r["douban_id"]) is None or last[r["douban_id"]] <= fetched_at]
+    updated = []
+    for i, rec in enumerate(records):
+        mid = rec["douban_id"]
+        if mid not in inserted:
+            # A newer fetch of a page stored from an older fetch of it supersedes that one's lists.
+            newer_fetch = fetched_at is not None and last[mid] is not None
+            records[i] = merge_record(stored[mid], rec, supersedes=newer_fetch)
+            updated.append(records[i])
+    if updated:
+        updates = {k: stmt.excluded[k] for k in SCALARS}
+        updates["source"] = stmt.excluded.source
+        updates["first_fetched"] = func.coalesce(table.c.first_fetched, stmt.excluded.first_fetched)
+        updates["last_fetched"] = func.coalesce(stmt.excluded.last_fetched, table.c.last_fetched)
+        # executemany with one compiled statement: far cheaper than a multi-VALUES statement per chunk.
+        conn.execute(stmt.on_conflict_do_update(index_elements=["douban_id"], set_=updates),
+                     _movie_rows(updated, source, fetched_at))
 
     person_ids = _person_ids(conn, records)
-
     credits, attrs, dates = defaultdict(list), defaultdict(list), defaultdict(list)
     for r in records:
         mid = r["douban_id"]
         for role in ROLES:
-            for billing, (name, pid) in enumerate(zip(r[role], r[ID_FIELD[role]])):
-                credits[ROLE_NAME[role], mid].append({"movie_id": mid, "role": ROLE_NAME[role], "billing": billing,
-                                                      "person_id": person_ids[person_key(name, pid)]})
+            credits[ROLE_NAME[role], mid] = [
+                {"movie_id": mid, "role": ROLE_NAME[role], "billing": billing,
+                 "person_id": person_ids[person_key(name, pid)]}
+                for billing, (name, pid) in enumerate(zip(r[role], r[ID_FIELD[role]]))]
         for attr in ATTRIBUTES:
-            attrs[ATTR_NAME[attr], mid] += [{"movie_id": mid, "kind": ATTR_NAME[attr], "position": i, "value": v}
+            attrs[ATTR_NAME[attr], mid] = [{"movie_id": mid, "kind": ATTR_NAME[attr], "position": i, "value": v}
                                            for i, v in enumerate(r[attr])]
         dates[None, mid] = [{"movie_id": mid, "position": i, **d} for i, d in enumerate(r["release_dates"])]
     _replace_children(conn, Credit, Credit.role, credits)
@@ -272,14 +317,18 @@ def _upsert(conn, records: list[dict], source: str, fetched_at: datetime | None)
     return len(by_id)
 
 
+def _movie_rows(records: list[dict], source: str, fetched_at: datetime | None) -> list[dict]:
+    return [{"douban_id": r["douban_id"], **{k: r[k] for k in SCALARS}, "source": source,
+             "first_fetched": fetched_at, "last_fetched": fetched_at} for r in records]
+
+
 def _replace_children(conn, model, kind_column, groups: dict[tuple, list[dict]]) -> None:
-    """Replace each (kind, movie)'s child rows by the given ones; an empty list keeps what is stored."""
+    """Replace each (kind, movie)'s child rows by the given ones (the merged lists: empty means none)."""
     by_kind: dict = defaultdict(list)
     rows = []
     for (kind, movie_id), group in groups.items():
-        if group:
-            by_kind[kind].append(movie_id)
-            rows += group
+        by_kind[kind].append(movie_id)
+        rows += group
     for kind, ids in by_kind.items():
         for chunk in _chunks(ids):
             where = model.movie_id.in_(chunk)
@@ -308,6 +357,16 @@ def _person_ids(conn, records: list[dict]) -> dict[str, int]:
     return ids
 
 
+def lock_movies(conn) -> None:
+    """Keep every other writer out of the movies until this transaction ends.
+
+    SQLite's write transaction does so already; on PostgreSQL this mode admits readers only (and conflicts
+    with itself), so counts taken before and after a write see no one else's films.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"LOCK TABLE {Movie.__tablename__} IN SHARE ROW EXCLUSIVE MODE"))
+
+
 def count_movies(engine_or_conn) -> int:
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.connect() as conn:
@@ -329,26 +388,38 @@ def load_records(engine: Engine) -> list[dict]:
     # Crawlers may be writing meanwhile: on PostgreSQL read every table from one snapshot.
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
     with engine.connect().execution_options(**options) as conn, conn.begin():
-        movies = conn.execute(select(Movie).order_by(Movie.douban_id)).mappings().all()
-        credits = defaultdict(lambda: defaultdict(list))
-        for movie_id, role, name, dpid in conn.execute(
-            select(Credit.movie_id, Credit.role, Person.name, Person.douban_person_id)
-            .join(Person, Person.id == Credit.person_id)
-            .order_by(Credit.movie_id, Credit.role, Credit.billing)
-        ):
-            credits[movie_id][role].append((name, dpid))
-        attrs = defaultdict(lambda: defaultdict(list))
-        for movie_id, kind, value in conn.execute(
-            select(Attribute.movie_id, Attribute.kind, Attribute.value).order_by(
-                Attribute.movie_id, Attribute.kind, Attribute.position)
-        ):
-            attrs[movie_id][kind].append(value)
-        dates = defaultdict(list)
-        for movie_id, date, region, rerelease in conn.execute(
-            select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region, ReleaseDate.rerelease).order_by(
-                ReleaseDate.movie_id, ReleaseDate.position)
-        ):
-            dates[movie_id].append({"date": date, "region": region, "rerelease": bool(rerelease)})
+        return _read_records(conn)
+
+
+def _read_records(conn, ids: list[int] | None = None, *, lock: bool = False) -> list[dict]:
+    """The stored movies (all, or those of `ids`) as canonical records, ordered by Douban id."""
+    if ids is not None and len(ids) > _CHUNK:
+        return [r for chunk in _chunks(sorted(ids)) for r in _read_records(conn, chunk, lock=lock)]
+
+    def only(query, column):
+        return query if ids is None else query.where(column.in_(ids))
+
+    movie_query = only(select(Movie).order_by(Movie.douban_id), Movie.douban_id)
+    movies = conn.execute(movie_query.with_for_update() if lock else movie_query).mappings().all()
+    credits = defaultdict(lambda: defaultdict(list))
+    for movie_id, role, name, dpid in conn.execute(only(
+        select(Credit.movie_id, Credit.role, Person.name, Person.douban_person_id)
+        .join(Person, Person.id == Credit.person_id)
+        .order_by(Credit.movie_id, Credit.role, Credit.billing), Credit.movie_id)
+    ):
+        credits[movie_id][role].append((name, dpid))
+    attrs = defaultdict(lambda: defaultdict(list))
+    for movie_id, kind, value in conn.execute(only(
+        select(Attribute.movie_id, Attribute.kind, Attribute.value).order_by(
+            Attribute.movie_id, Attribute.kind, Attribute.position), Attribute.movie_id)
+    ):
+        attrs[movie_id][kind].append(value)
+    dates = defaultdict(list)
+    for movie_id, date, region, rerelease in conn.execute(only(
+        select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region, ReleaseDate.rerelease).order_by(
+            ReleaseDate.movie_id, ReleaseDate.position), ReleaseDate.movie_id)
+    ):
+        dates[movie_id].append({"date": date, "region": region, "rerelease": bool(rerelease)})
 
     out = []
     for m in movies:

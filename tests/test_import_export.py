@@ -191,3 +191,103 @@ def test_database_of_another_schema(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "not written by douban-kadn" in err and "Traceback" not in err
     assert main(["export"]) == 1
+
+
+def jsonl_line(**fields) -> str:
+    return json.dumps({"douban_id": 90000009, "title": "坏片", **fields}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("line, where", [
+    (jsonl_line(votes=2**64), ":1: 'votes': '18446744073709551616' is outside 0..2147483647"),
+    (jsonl_line(douban_id=2**64), ":1: 'douban_id': '18446744073709551616' is outside 1.."),
+    (jsonl_line(votes=-1), ":1: 'votes': '-1' is outside 0.."),
+    ('{"douban_id": 90000009, "title": "x", "votes": ' + "7" * 5000 + "}", ":1: 'votes': '7777"),
+    ('{"douban_id": 90000009, "title": "x", "genres": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     ":1: not valid JSON: nested too deeply"),
+    (jsonl_line(title={"zh": "标题"}), ":1: 'title': expected text, got dict"),
+    (jsonl_line(directors=[["甲"]]), ":1: 'directors': expected text, got list"),
+    (jsonl_line(rating=True), ":1: 'rating': expected a number, got True"),
+    (jsonl_line(release_date="2010-02-31"), ":1: 'release_date': no such day in '2010-02-31'"),
+    (jsonl_line(release_dates=[{"date": "2010-05-01", "region": "中国", "rerelease": "no"}]),
+     ":1: 'release_dates[0].rerelease': expected true or false, got 'no'"),
+])
+def test_bad_jsonl_value_is_one_line_naming_the_field(seeded, db_url, tmp_path, capsys, line, where):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(jsonl_line(douban_id=90000001, title="改名") + "\n" + line + "\n",
+                    encoding="utf-8")
+    assert main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}{where.replace(':1:', ':2:')}" in err and len(err.splitlines()) == 1, err[:300]
+    assert len(err) < 400  # a huge value is quoted cut short, never whole
+    assert snapshot_of(db_url) == seeded
+
+
+def test_a_huge_field_is_quoted_short(seeded, db_url, tmp_path, capsys):
+    path = tmp_path / "huge.jsonl"
+    path.write_text(jsonl_line(release_date="9" * 5_000_000) + "\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1: 'release_date': cannot parse '9999" in err and len(err) < 300
+    assert snapshot_of(db_url) == seeded
+
+
+@pytest.mark.parametrize("cell, where", [
+    ("18446744073709551616", "'douban_id' (column movie_id): '18446744073709551616' is outside"),
+    ("9" * 5000, "'douban_id' (column movie_id): '9999"),
+])
+def test_csv_id_beyond_64_bits_is_refused(seeded, db_url, tmp_path, capsys, cell, where):
+    path = tmp_path / "big.csv"
+    path.write_text(f"movie_id,title,total_ratings\n{cell},x,1\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2: {where}" in err and len(err) < 300
+    assert snapshot_of(db_url) == seeded
+
+
+def test_a_long_csv_id_is_stored_exactly(db_url, tmp_path, capsys):
+    # 2**53 + 1 has no float of its own: read through a float it would become its neighbour.
+    path = tmp_path / "exact.csv"
+    path.write_text("movie_id,title,total_ratings\n9007199254740993,x,1\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 0
+    assert [r["douban_id"] for r in export_jsonl(capsys)] == [9007199254740993]
+
+
+def test_database_path_through_a_regular_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "plain").write_text("not a directory\n", encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'plain' / 'sub' / 'db.sqlite'}")
+    assert main(["import", str(FIXTURES / "cc0_sample.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"kadn import: error: cannot use database {tmp_path / 'plain' / 'sub' / 'db.sqlite'}: " \
+                  f"{tmp_path / 'plain'} is a file, not a directory\n"
+    assert (tmp_path / "plain").read_text(encoding="utf-8") == "not a directory\n"
+
+
+def test_export_to_a_directory(seeded, tmp_path, capsys):
+    assert main(["export", "-o", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == f"kadn export: error: {tmp_path}: is a directory; -o names the file to write\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.sqlite"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\u0085"])
+def test_unicode_line_separators_in_strings_survive_jsonl(db_url, tmp_path, capsys, sep):
+    title = f"上{sep}下"
+    path = tmp_path / "raw.jsonl"
+    # Written raw, as json.dumps(ensure_ascii=False) and other tools do.
+    path.write_text(jsonl_line(title=title) + "\n" + jsonl_line(douban_id=90000010, title="二") + "\n",
+                    encoding="utf-8")
+    assert main(["import", str(path)]) == 0
+    out = tmp_path / "out.jsonl"
+    assert main(["export", "-o", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert sep not in text and len(text.splitlines()) == 2  # escaped: line-splitting readers see 2 lines
+    assert [r["title"] for r in read_jsonl(text)] == [title, "二"]
+
+
+def test_csv_export_quotes_a_carriage_return(stored, tmp_path, monkeypatch, make_film):
+    films = [make_film(1, title="上\r下", genres=["剧\r情"]), make_film(2)]
+    stored(films)
+    out = tmp_path / "all.csv"
+    assert main(["export", "--format", "csv", "-o", str(out)]) == 0
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'again.sqlite'}")
+    assert main(["import", str(out)]) == 0
+    assert store.load_records(store.connect()) == films

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import multiprocessing as mp
+import re
 import time
 from datetime import datetime, timedelta
 
@@ -75,3 +79,36 @@ def test_export_and_clean_read_postgres(pg_url, tmp_path, capsys):
     out = tmp_path / "movies.parquet"
     assert main(["clean", "--out", str(out), "--report", str(tmp_path / "r.json")]) == 0
     assert "removed" in capsys.readouterr().out and out.exists()
+
+
+def _import(url: str, path: str, barrier, queue) -> None:
+    barrier.wait(timeout=30)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["import", path, "--database-url", url])
+    queue.put((path, code, err.getvalue()))
+
+
+def test_two_imports_at_once_on_postgres_print_exact_counts(pg_url, tmp_path):
+    paths = {}
+    for tag, ids in (("a", range(1, 1501)), ("b", range(1001, 2501))):
+        paths[tag] = tmp_path / f"{tag}.jsonl"
+        paths[tag].write_text("".join(json.dumps({"douban_id": i, "title": f"{tag}{i}"}) + "\n" for i in ids),
+                              encoding="utf-8")
+    store.connect(pg_url).dispose()
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_import, args=(pg_url, str(p), barrier, queue)) for p in paths.values()]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    counts = {}
+    for _, code, err in results:
+        assert code == 0, err
+        new, updated, total = map(int, re.search(r"(\d+) new, (\d+) updated; (\d+) movies stored", err).groups())
+        counts[total] = (new, updated)
+    # Whichever went first found an empty store; the second found the 500 films both files hold.
+    assert counts == {1500: (1500, 0), 2500: (1000, 500)}
+    assert store.count_movies(store.connect(pg_url)) == 2500
