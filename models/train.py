@@ -9,7 +9,6 @@ Both feature sets are trained by default: `pre_release` -> artifacts/models/MODE
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from models import track as track_records
-from models.artifacts import net_bytes, save_model, vocab_payload
+from models.artifacts import baseline_files, net_files, save_model, vocab_payload
 from models.baselines import BASELINES, tune_baseline
 from models.config import MODELS, model_config
 from models.data import DENSE, FEATURE_SETS, dense_columns, features_from, multi_hot
@@ -115,19 +114,18 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
     history: list = []
     if trained.estimator is not None:
-        payload, suffix = pickle.dumps(trained.estimator, protocol=4), ".pkl"
+        files = baseline_files(name, trained.estimator)
     else:
         fits = trained.fits
         meta["epochs_run"] = [f.history[-1]["epoch"] if f.history else 0 for f in fits]
         meta["best"] = [f.best for f in fits]
         meta["head"] = fits[0].head.kind
         history = fits[0].history
-        payload = net_bytes(name, cfg, restricted.sizes(), fits[0].head, [f.model.state_dict() for f in fits],
-                            x[DENSE].shape[1] if DENSE in x else 0)
-        suffix = ".pt"
+        files = net_files(name, cfg, restricted.sizes(), fits[0].head, [f.model.state_dict() for f in fits],
+                          x[DENSE].shape[1] if DENSE in x else 0)
     (out / SKIPPED).unlink(missing_ok=True)
     saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg["enabled"] else None
-    save_model(out, payload, suffix, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
+    save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
     return meta
 
