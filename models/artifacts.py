@@ -32,6 +32,7 @@ from models.nets import build, ensemble_scores
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
+from pipeline.params import NetConfig, TrackRecords
 
 FORMAT = 2  # model.json's "format"; folders without model.json were written by an older version (pickles)
 # Types a saved scikit-learn baseline may hold beyond those skops trusts by default; anything else is refused.
@@ -131,6 +132,11 @@ def load_model(root: Path, name: str) -> Loaded:
     if not isinstance(vocab["groups"], dict) or any(g not in vocab["groups"] for g in GROUPS):
         raise KadnError(f"{folder / 'vocab.json'}: 'groups' lacks some of {', '.join(GROUPS)}; {retrain}")
     try:
+        if vocab["track"] is not None:
+            TrackRecords.model_validate(vocab["track"]["settings"])
+    except (TypeError, KeyError, ValueError):
+        raise KadnError(f"{folder / 'vocab.json'}: unreadable track-record settings; {retrain}") from None
+    try:
         if "file" in spec:
             return Loaded(name, spec["kind"], vocab, meta, estimator=_load_baseline(folder / spec["file"]))
         return _load_nets(folder, name, spec, vocab, meta)
@@ -184,8 +190,9 @@ def _load_nets(folder: Path, name: str, spec: dict, vocab: dict, meta: dict) -> 
     head = Head(h["kind"], h["centre"], low=h["low"], high=h["high"], width=h["width"], sigma=h["sigma"],
                 loss=h["loss"])
     nets = []
+    cfg = NetConfig.model_validate(spec["config"])
     for state in states:
-        net = build(spec["kind"], spec["sizes"], spec["config"], head.out_dim, spec["n_dense"])
+        net = build(spec["kind"], spec["sizes"], cfg, head.out_dim, spec["n_dense"])
         net.load_state_dict(state)
         net.eval()
         nets.append(net)

@@ -17,10 +17,27 @@ import torch
 
 from models import track as track_records
 from pipeline.encode import GROUPS, PAD, POPULARITY
+from pipeline.params import TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")
 DENSE = "dense"  # the key of the dense inputs [N, 2k] in a feature dict, when the feature set has any
 DENSE_NAMES = POPULARITY + track_records.COLUMNS  # the columns of `dense_values`, by name
+
+
+@dataclass
+class FitData:
+    """What one fit reads: features in the model's ids, each group's token frequencies (from the training
+    rows), the scores, and which rows it trains on and validates on."""
+
+    x: dict[str, np.ndarray]
+    freq: dict[str, np.ndarray]
+    y: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {g: len(f) for g, f in self.freq.items()}
 
 
 def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
@@ -105,14 +122,14 @@ def with_dense(x: dict[str, np.ndarray], popularity: np.ndarray, train_rows: np.
     return {**x, DENSE: dense.transform(values)}, dense
 
 
-def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_cfg: dict):
+def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_cfg: TrackRecords):
     """build(source_rows) -> (feature dict, Dense): dense inputs standardised on, and track records read from,
     `source_rows` alone. Training calls it with its training rows; baseline tuning again with its inner
     fit rows, so no validation score reaches the features it is judged on."""
     fed = track_records.fed(track_cfg)
 
     def build(source: np.ndarray) -> tuple[dict[str, np.ndarray], Dense | None]:
-        track = track_records.for_rows(enc, source, track_cfg) if track_cfg["enabled"] else None
+        track = track_records.for_rows(enc, source, track_cfg) if track_cfg.enabled else None
         return with_dense(x_groups, enc.popularity, source, feature_set, track, fed)
 
     return build

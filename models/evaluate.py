@@ -26,7 +26,8 @@ from models.nets import count_params, ensemble_scores
 from models.train import SKIPPED, encoded_digest
 from pipeline.encode import GROUPS, OOV, Encoded, load_encoded
 from pipeline.errors import KadnError
-from pipeline.io import atomic_path, load_params, write_json
+from pipeline.io import atomic_path, write_json
+from pipeline.params import EvaluateConfig, Params, load
 
 
 def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
@@ -75,7 +76,7 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, train_rows: np.ndarray,
-                   y: np.ndarray, cfg: dict) -> dict:
+                   y: np.ndarray, cfg: EvaluateConfig) -> dict:
     """Table 2 for teacher and student: parameters, size of the serialised weights, inference and training time.
 
     With N seeds (`train.nets.seeds`) each side is an ensemble of N nets, like with like: the teacher's N
@@ -87,9 +88,9 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
     from models.data import tensors
     from models.loss import joint_loss
 
-    repeats = int(cfg["timing_repeats"])
+    repeats = cfg.timing_repeats
     test_x = tensors(x, rows)
-    big = np.resize(rows, int(cfg["timing_films"]))
+    big = np.resize(rows, cfg.timing_films)
     big_x = tensors(x, big)
     train_x, train_y = tensors(x, train_rows), torch.from_numpy(y[train_rows])
     epochs = float(np.sum(loaded.meta.get("epochs_run", [0])))
@@ -184,13 +185,13 @@ def popularity_figures(enc: Encoded, popularity_dir: Path, names: list[str], dig
     return models
 
 
-def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path,
+def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path,
                  popularity_dir: Path | None = None) -> dict:
-    cfg = params["evaluate"]
-    set_determinism(params["train"]["common"]["threads"])
+    cfg = params.evaluate
+    set_determinism(params.train.common.threads)
     enc = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
-    names = list(params["models"]["baselines"]) + list(params["models"]["nets"])
+    names = params.models.baselines + params.models.nets
     test = enc.index("test")
     y = enc.rating.astype(np.float64)
     loaded = _load_all(models_dir, names, digest)
@@ -243,10 +244,7 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
-    params = load_params(args.params)
-    for section in ("train", "models", "evaluate"):
-        if section not in params:
-            raise KadnError(f"{args.params}: no '{section}' section")
+    params = load(args.params)
     fragment = run_evaluate(params, Path(args.encoded), Path(args.models), Path(args.out), Path(args.plots),
                             Path(args.models_popularity) if args.models_popularity else None)
     for key in ("models", "models_with_popularity"):

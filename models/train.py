@@ -18,13 +18,14 @@ import numpy as np
 
 from models import track as track_records
 from models.artifacts import baseline_files, net_files, save_model, vocab_payload
-from models.baselines import BASELINES, tune_baseline
-from models.config import MODELS, model_config
-from models.data import DENSE, FEATURE_SETS, dense_columns, features_from, multi_hot
+from models.baselines import tune_baseline
+from models.config import BASELINES, MODELS, model_config
+from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_from, multi_hot
 from models.fit import fit_net, net_scores, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
-from pipeline.io import load_params, write_json
+from pipeline.io import write_json
+from pipeline.params import Baseline, Common, NetConfig, Params, load
 
 
 @dataclass
@@ -45,11 +46,12 @@ class Trained:
         return net_scores(self.fits, self.x, rows)
 
 
-def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.ndarray, train_rows: np.ndarray,
-              val_rows: np.ndarray, seed: int, progress: bool = False, features=None) -> Trained:
-    """`features(source_rows)` (models.data.features_from), if given, rebuilds `x` from other source rows:
+def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
+              progress: bool = False, features=None) -> Trained:
+    """`features(source_rows)` (models.data.features_from), if given, rebuilds `data.x` from other source rows:
     a baseline's inner tuning split then gets features read from its inner fit rows alone."""
-    sizes = {g: len(f) for g, f in freq.items()}
+    sizes = data.sizes
+    x, train_rows = data.x, data.train_rows
     trained = Trained(name, x, sizes)
     started = time.perf_counter()
     if name in BASELINES:
@@ -58,13 +60,12 @@ def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.nda
         if features is not None:
             def inner(fit_positions):
                 return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
-        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), y[train_rows], cfg,
-                                                          common.get("tune") or {"val": 0.2, "seed": 0}, seed,
-                                                          common["threads"], inner)
+        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), data.y[train_rows],
+                                                          cfg, common.tune, seed, common.threads, inner)
     else:
-        for k in range(int(cfg.get("seeds", 1))):
-            label = f"{name} seed {k + 1}/{cfg.get('seeds', 1)}"
-            trained.fits.append(fit_net(name, x, freq, y, train_rows, val_rows, cfg, seed + k, progress, label))
+        for k in range(cfg.seeds):
+            label = f"{name} seed {k + 1}/{cfg.seeds}"
+            trained.fits.append(fit_net(name, data, cfg, seed + k, progress, label))
     trained.train_s = time.perf_counter() - started
     return trained
 
@@ -76,7 +77,7 @@ def encoded_digest(encoded_dir: Path) -> str:
 SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
 
 
-def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progress: bool = False,
+def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
               feature_set: str = "pre_release") -> dict:
     """Train, save and cross-validate `name` on `feature_set`. With `with_popularity` and no popularity
     count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason."""
@@ -85,10 +86,9 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
     if feature_set not in FEATURE_SETS:
         raise KadnError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
 
-    train = params["train"]
-    common = train["common"]
-    set_determinism(common["threads"])
-    cfg = model_config(train, name)
+    common = params.train.common
+    set_determinism(common.threads)
+    cfg = model_config(params.train, name)
     enc: Encoded = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
     out = Path(out_root) / name
@@ -99,17 +99,17 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
             return _skip(out, name, feature_set, "no popularity counts in the data")
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
-    restricted = enc.restrict(train_rows, common["min_count"])
-    track_cfg = track_records.settings(common)
+    restricted = enc.restrict(train_rows, common.min_count)
+    track_cfg = common.track_records
     build = features_from(enc, restricted.x, feature_set, track_cfg)
     x, dense = build(train_rows)
-    trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, common["seed"], progress,
-                        build)
+    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), common.seed,
+                        progress, build)
     chosen: list = []
     cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
-    meta = {"name": name, "kind": name, "config": cfg, "feature_set": feature_set, "track_records": track_cfg,
-            "notes": notes, "train_s": round(trained.train_s, 3), "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
-            "cv": cv}
+    meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
+            "track_records": track_cfg.model_dump(), "notes": notes, "train_s": round(trained.train_s, 3),
+            "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
     history: list = []
@@ -121,10 +121,10 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
         meta["best"] = [f.best for f in fits]
         meta["head"] = fits[0].head.kind
         history = fits[0].history
-        files = net_files(name, cfg, restricted.sizes(), fits[0].head, [f.model.state_dict() for f in fits],
-                          x[DENSE].shape[1] if DENSE in x else 0)
+        files = net_files(name, cfg.model_dump(), restricted.sizes(), fits[0].head,
+                          [f.model.state_dict() for f in fits], x[DENSE].shape[1] if DENSE in x else 0)
     (out / SKIPPED).unlink(missing_ok=True)
-    saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg["enabled"] else None
+    saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg.enabled else None
     save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
     return meta
@@ -156,9 +156,7 @@ def register(sub, name: str) -> None:
 def _main(args) -> int:
     if args.model not in MODELS:
         raise KadnError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
-    params = load_params(args.params)
-    if "train" not in params:
-        raise KadnError(f"{args.params}: no 'train' section")
+    params = load(args.params)
     roots = {"pre_release": Path(args.out), "with_popularity": Path(args.out_popularity)}
     for feature_set in args.feature_sets:
         root = roots[feature_set]

@@ -14,13 +14,13 @@ from sklearn.preprocessing import FunctionTransformer
 from models import track as track_records
 from models.artifacts import baseline_files, load_model, net_files, save_model, vocab_payload
 from models.config import model_config
-from models.data import features_from
+from models.data import FitData, features_from
 from models.fit import set_determinism
 from models.train import fit_model
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast_params
+from tests.model_support import encoded_catalogue, fast
 
 MODELS = ("mean", "ridge", "svm", "lightgbm", "fm", "kadn")
 
@@ -30,28 +30,28 @@ def saved(tmp_path_factory):
     """Each model fitted in memory, saved, and the (fitted model, its features, the folder root)."""
     folder = tmp_path_factory.mktemp("artifacts")
     enc = load_encoded(encoded_catalogue(folder))
-    params = fast_params()
-    train, common = params["train"], params["train"]["common"]
+    train = fast().train
+    common = train.common
     threads = torch.get_num_threads()
     set_determinism(1)
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
-    restricted = enc.restrict(train_rows, common["min_count"])
-    track_cfg = track_records.settings(common)
+    restricted = enc.restrict(train_rows, common.min_count)
+    track_cfg = common.track_records
     build = features_from(enc, restricted.x, "pre_release", track_cfg)
     x, dense = build(train_rows)
     fitted = {}
     for name in MODELS:
         cfg = model_config(train, name)
-        trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, 0, features=build)
+        trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), 0, features=build)
         if trained.estimator is not None:
             files = baseline_files(name, trained.estimator)
         else:
-            files = net_files(name, cfg, restricted.sizes(), trained.fits[0].head,
+            files = net_files(name, cfg.model_dump(), restricted.sizes(), trained.fits[0].head,
                               [f.model.state_dict() for f in trained.fits], x["dense"].shape[1])
         vocab = vocab_payload(enc, restricted, "digest", dense, "pre_release",
                               track_records.payload(enc, train_rows, track_cfg))
-        save_model(folder / "models" / name, files, vocab, {"kind": name, "config": cfg, "cv": {}}, [])
+        save_model(folder / "models" / name, files, vocab, {"kind": name, "config": cfg.model_dump(), "cv": {}}, [])
         fitted[name] = trained
     torch.set_num_threads(threads)
     return fitted, x, enc.index("test"), folder / "models"

@@ -20,7 +20,7 @@ from models.predict import predict
 from models.train import run_train
 from pipeline.cli import main
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast_params
+from tests.model_support import encoded_catalogue, fast, fast_params
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     enc = encoded_catalogue(folder)
     threads = torch.get_num_threads()
     for name in ("kadn", "ridge"):
-        run_train(name, fast_params(), enc, folder / "models")
+        run_train(name, fast(), enc, folder / "models")
     torch.set_num_threads(threads)
     return folder
 
@@ -144,7 +144,7 @@ def test_evaluate_refuses_models_trained_on_another_encoding(trained, tmp_path):
     params = fast_params()
     params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
     with pytest.raises(KadnError, match="another encoding"):
-        run_evaluate(params, other, models, tmp_path / "m.json", tmp_path / "plots")
+        run_evaluate(fast(params), other, models, tmp_path / "m.json", tmp_path / "plots")
 
 
 def run_cli(args) -> tuple[int, str, str]:
