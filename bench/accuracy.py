@@ -1,7 +1,7 @@
 """Every model under the same repeated k-fold cross-validation on the encoded snapshot (identical folds,
 vocabularies rebuilt per fold), as a Markdown table of MAE and RMSE (mean ± sd over folds), for each feature
 set (pre_release, with_popularity), then the paired per-fold differences K-ADN student minus the tuned SVR
-(same folds, so the fold-to-fold spread cancels) and the issue's targets.
+(same folds, so the fold-to-fold spread cancels) and the accuracy targets.
 
     python bench/accuracy.py                          # params.yaml as it is, both feature sets
     python bench/accuracy.py --models svm kadn        # just what the paired difference needs
@@ -143,7 +143,7 @@ def subset(enc: Encoded, keep: np.ndarray) -> Encoded:
 
 
 def targets(feature_set: str, mae: dict[str, np.ndarray], label: str = "") -> None:
-    """Paired per-fold difference student - tuned SVR, and the issue's targets that these folds can check."""
+    """Paired per-fold difference student - tuned SVR, and the accuracy targets that these folds can check."""
     if "kadn" in mae and "svm" in mae:
         d = mae["kadn"] - mae["svm"]
         print(f"\n{feature_set}{label}: paired per-fold MAE, K-ADN student - tuned SVR: {d.mean():+.4f} ± {d.std(ddof=1):.4f} "

@@ -49,7 +49,13 @@ def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dens
         groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
     return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
             "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None,
-            "track": track}  # models.track.payload: the training films that track records are rebuilt from
+            "track": track}  # models.track_records.payload: the training films that track records are rebuilt from
+
+
+def token_ids(vocab: dict, group: str, tokens: list[str]) -> list[int]:
+    """A saved model's id of each token of `group`; OOV for a token it never trained on."""
+    known = vocab["groups"][group]
+    return [known.get(tok, OOV) for tok in tokens]
 
 
 def head_settings(head: Head) -> dict:

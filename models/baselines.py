@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import itertools
 
+import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.svm import SVR
 
+from models.data import inner_split
 from pipeline.params import Baseline, Tune
 
 
@@ -37,8 +39,6 @@ def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int = 1):
     if kind == "svm":
         return SVR(kernel=cfg.kernel, C=cfg.C, epsilon=cfg.epsilon, gamma=cfg.gamma)
     if kind == "lightgbm":
-        import lightgbm as lgb
-
         return lgb.LGBMRegressor(
             n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate, num_leaves=cfg.num_leaves,
             min_child_samples=cfg.min_child_samples, reg_lambda=cfg.reg_lambda,
@@ -73,8 +73,6 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
     `inner_X(fit_positions)`, if given, rebuilds the same rows' matrix from the inner fit rows alone: track
     records read scores, and the inner validation rows' scores must not reach the features either.
     """
-    from models.cv import inner_split
-
     settings = grid_settings(cfg)
     chosen: dict = {}
     if len(settings) > 1:

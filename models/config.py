@@ -10,13 +10,10 @@ from pipeline.errors import KadnError
 from pipeline.params import BASELINES, NETS, Baseline, NetConfig, TrainConfig
 
 MODELS = BASELINES + NETS  # the names come from params.yaml's typed `models` section
-__all__ = ["BASELINES", "NETS", "MODELS", "REPORTED", "model_config"]
+__all__ = ["BASELINES", "NETS", "MODELS", "PAIRS", "REPORTED", "model_config"]
 # What each trained model reports under `models.<name>` in metrics.json: (artifact, output of that model).
-REPORTED = {
-    "mean": ("mean", "out"), "ridge": ("ridge", "out"), "svm": ("svm", "out"), "lightgbm": ("lightgbm", "out"),
-    "fm": ("fm", "out"), "deepfm": ("deepfm", "out"), "at": ("at", "out"), "kd": ("kd", "student"),
-    "kadn": ("kadn", "student"), "kadn_teacher": ("kadn", "teacher"),
-}
+PAIRS = ("kd", "kadn")  # teacher-student pairs: each reports its student, K-ADN its teacher too
+REPORTED = {**{m: (m, "student" if m in PAIRS else "out") for m in MODELS}, "kadn_teacher": ("kadn", "teacher")}
 
 
 def model_config(train: TrainConfig, name: str) -> Baseline | NetConfig:

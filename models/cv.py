@@ -13,15 +13,10 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from models.data import FitData, features_from, kfold
+from models.data import FitData, features_from, inner_split, kfold
+from models.fit import fit_model
 from pipeline.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
-
-
-def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(rows)
-    n_val = max(1, round(len(rows) * val_fraction))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -33,8 +28,6 @@ def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: C
                    feature_set: str = "pre_release", chosen: list | None = None) -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
     in each fold (on that fold's training rows) is appended to `chosen`."""
-    from models.train import fit_model
-
     spec = common.cv
     y = enc.rating.astype(np.float32)
     track_cfg = common.track_records

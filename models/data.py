@@ -3,7 +3,7 @@ matrix for the baselines. Both come from the same `Restricted` arrays, so every 
 
 Two feature sets: `pre_release` (the groups: crew, cast, attributes) and `with_popularity` (plus the dense
 popularity inputs of `Dense`: log rater, review and short-comment counts, post-release signals). With
-`train.common.track_records.enabled`, both sets also get the track-record columns of `models.track` as
+`train.common.track_records.enabled`, both sets also get the track-record columns of `models.track_records` as
 dense inputs.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models import track as track_records
+from models import track_records
 from pipeline.encode import GROUPS, PAD, POPULARITY
 from pipeline.params import TrackRecords
 
@@ -169,3 +169,10 @@ def kfold(n: int, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray,
             held = np.sort(parts[k])
             out.append((np.sort(np.concatenate([p for j, p in enumerate(parts) if j != k])), held))
     return out
+
+
+def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded share of `rows` held back for validation: (fit rows, validation rows), both sorted."""
+    order = np.random.default_rng(seed).permutation(rows)
+    n_val = max(1, round(len(rows) * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -7,6 +7,7 @@ Writes a metrics fragment (merged into metrics.json by `kadn metrics --fragments
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -17,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.artifacts import Loaded, load_model
+from models.artifacts import Loaded, load_model, token_ids
 from models.config import REPORTED
 from models.cv import errors
-from models.data import DENSE, dense_columns, encoded_dense
+from models.data import DENSE, dense_columns, encoded_dense, tensors
 from models.fit import set_determinism
+from models.loss import joint_loss
 from models.nets import count_params, ensemble_scores
 from models.train import SKIPPED, encoded_digest
-from pipeline.encode import GROUPS, OOV, Encoded, load_encoded
+from pipeline.encode import GROUPS, OOV, PAD, Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
 from pipeline.params import EvaluateConfig, Params, load
@@ -35,8 +37,7 @@ def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
     (standardised with its own training statistics) when it was trained on some."""
     x = {}
     for g in GROUPS:
-        known = loaded.vocab["groups"][g]
-        remap = np.array([0, OOV] + [known.get(t, OOV) for t in enc.vocab[g]], dtype=np.int32)
+        remap = np.array([PAD, OOV] + token_ids(loaded.vocab, g, enc.vocab[g]), dtype=np.int32)
         x[g] = remap[enc.x[g]]
     if loaded.vocab.get("dense"):
         x[DENSE] = encoded_dense(enc, loaded.vocab)
@@ -48,18 +49,6 @@ def cv_summary(cv: dict) -> dict:
     return {"cv_mae_mean": round(float(mae.mean()), 4), "cv_mae_std": round(float(mae.std()), 4),
             "cv_rmse_mean": round(float(rmse.mean()), 4), "cv_rmse_std": round(float(rmse.std()), 4),
             "cv_folds": int(len(mae))}
-
-
-def _seconds(fn, repeats: int) -> float:
-    """Fastest of `repeats` runs: other work on the machine only ever adds time, so the minimum is the
-    least distorted figure (a median still moves with the load)."""
-    fn()  # warm-up: first calls allocate
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.min(times))
 
 
 def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
@@ -85,9 +74,6 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
     private MLP). Training time is one net trained alone for one epoch of the training rows, times the epochs
     the joint runs took (summed over the members), so the two are comparable.
     """
-    from models.data import tensors
-    from models.loss import joint_loss
-
     repeats = cfg.timing_repeats
     test_x = tensors(x, rows)
     big = np.resize(rows, cfg.timing_films)
@@ -120,8 +106,6 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
 
 
 def _epoch_seconds(branch, head, xt, y, cfg, joint_loss) -> float:
-    import copy
-
     net = copy.deepcopy(branch)  # the saved weights stay untouched
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
@@ -226,8 +210,6 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
 
 
 def _history(folder: Path) -> list[dict]:
-    import json
-
     return json.loads((folder / "history.json").read_text(encoding="utf-8"))
 
 

@@ -1,5 +1,7 @@
-"""Training loop for the neural models: Adam, mini-batches, validation several times per epoch, the best
-validation checkpoint kept (paper §2.3.1), early stopping, adaptive regularisation (eq. 3), eq. 6 loss.
+"""Fitting one model on some rows: `fit_model` for any of them (a baseline tuned on an inner split, or one net
+per seed), `fit_net` the neural models' training loop: Adam, mini-batches, validation several times per
+epoch, the best validation checkpoint kept (paper §2.3.1), early stopping, adaptive regularisation (eq. 3),
+eq. 6 loss.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.data import DENSE, FitData, tensors
+from models.baselines import tune_baseline
+from models.config import BASELINES
+from models.data import DENSE, FitData, multi_hot, tensors
 from models.heads import Head
 from models.layers import adaptive_l2
 from models.loss import joint_loss
 from models.nets import build, ensemble_scores
-from pipeline.params import NetConfig
+from pipeline.params import Baseline, Common, NetConfig
 
 SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a regression head
 
@@ -128,3 +132,45 @@ def net_scores(fits: list[Fitted], x: dict[str, np.ndarray], rows: np.ndarray) -
     """Scores per output of the nets fitted with one seed each, averaged (models.nets.ensemble_scores)."""
     return {k: v.numpy() for k, v in ensemble_scores([f.model for f in fits], fits[0].head,
                                                      tensors(x, rows)).items()}
+
+
+@dataclass
+class Trained:
+    """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
+
+    name: str
+    x: dict
+    sizes: dict
+    estimator: object | None = None
+    fits: list = field(default_factory=list)
+    train_s: float = 0.0
+    chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
+
+    def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self.estimator is not None:
+            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows)), np.float64)}
+        return net_scores(self.fits, self.x, rows)
+
+
+def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
+              progress: bool = False, features=None) -> Trained:
+    """`features(source_rows)` (models.data.features_from), if given, rebuilds `data.x` from other source rows:
+    a baseline's inner tuning split then gets features read from its inner fit rows alone."""
+    sizes = data.sizes
+    x, train_rows = data.x, data.train_rows
+    trained = Trained(name, x, sizes)
+    started = time.perf_counter()
+    if name in BASELINES:
+        # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
+        inner = None
+        if features is not None:
+            def inner(fit_positions):
+                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
+        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), data.y[train_rows],
+                                                          cfg, common.tune, seed, common.threads, inner)
+    else:
+        for k in range(cfg.seeds):
+            label = f"{name} seed {k + 1}/{cfg.seeds}"
+            trained.fits.append(fit_net(name, data, cfg, seed + k, progress, label))
+    trained.train_s = time.perf_counter() - started
+    return trained

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models import track as track_records
-from models.artifacts import load_model
+from models import track_records
+from models.artifacts import load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
 from pipeline.encode import GROUPS, OOV, PEOPLE, POPULARITY, film_tokens, release_int
@@ -136,11 +136,10 @@ def encode_films(films: list[dict], vocab: dict) -> tuple[dict[str, np.ndarray],
     tokens = [film_tokens(f, params) for f in films]
     x, unknown = {}, [dict() for _ in films]
     for g in GROUPS:
-        known = vocab["groups"][g]
         width = max(1, max(len(t[g]) for t in tokens))
         arr = np.zeros((len(films), width), dtype=np.int32)
         for i, t in enumerate(tokens):
-            ids = [known.get(tok, OOV) for tok in t[g]]
+            ids = token_ids(vocab, g, t[g])
             arr[i, : len(ids)] = ids
             misses = sum(1 for tok, j in zip(t[g], ids) if j == OOV or tok == "unknown")
             if misses:

@@ -10,64 +10,20 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from models import track as track_records
+from models import track_records
 from models.artifacts import baseline_files, net_files, save_model, vocab_payload
-from models.baselines import tune_baseline
-from models.config import BASELINES, MODELS, model_config
-from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_from, multi_hot
-from models.fit import fit_net, net_scores, set_determinism
+from models.config import MODELS, model_config
+from models.cv import cross_validate
+from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_from
+from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
-from pipeline.params import Baseline, Common, NetConfig, Params, load
-
-
-@dataclass
-class Trained:
-    """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
-
-    name: str
-    x: dict
-    sizes: dict
-    estimator: object | None = None
-    fits: list = field(default_factory=list)
-    train_s: float = 0.0
-    chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
-
-    def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        if self.estimator is not None:
-            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows)), np.float64)}
-        return net_scores(self.fits, self.x, rows)
-
-
-def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
-              progress: bool = False, features=None) -> Trained:
-    """`features(source_rows)` (models.data.features_from), if given, rebuilds `data.x` from other source rows:
-    a baseline's inner tuning split then gets features read from its inner fit rows alone."""
-    sizes = data.sizes
-    x, train_rows = data.x, data.train_rows
-    trained = Trained(name, x, sizes)
-    started = time.perf_counter()
-    if name in BASELINES:
-        # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
-        inner = None
-        if features is not None:
-            def inner(fit_positions):
-                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
-        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), data.y[train_rows],
-                                                          cfg, common.tune, seed, common.threads, inner)
-    else:
-        for k in range(cfg.seeds):
-            label = f"{name} seed {k + 1}/{cfg.seeds}"
-            trained.fits.append(fit_net(name, data, cfg, seed + k, progress, label))
-    trained.train_s = time.perf_counter() - started
-    return trained
+from pipeline.params import Params, load
 
 
 def encoded_digest(encoded_dir: Path) -> str:
@@ -81,8 +37,6 @@ def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, prog
               feature_set: str = "pre_release") -> dict:
     """Train, save and cross-validate `name` on `feature_set`. With `with_popularity` and no popularity
     count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason."""
-    from models.cv import cross_validate
-
     if feature_set not in FEATURE_SETS:
         raise KadnError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
 

@@ -1,6 +1,6 @@
 """`kadn encode`: the cleaned table -> feature groups as padded index arrays, vocabularies and splits.
 
-Feature groups (paper §1.1, DESIGN.md): directors, writers, actors (first K billed), genres, countries,
+Feature groups (paper §1.1): directors, writers, actors (first K billed), genres, countries,
 languages, runtime bucket, release year, release month. People are keyed by Douban person id when known,
 else by name. Index 0 pads a group's row; index 1 is the group's out-of-vocabulary id.
 

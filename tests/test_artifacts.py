@@ -11,12 +11,11 @@ import skops.io as sio
 import torch
 from sklearn.preprocessing import FunctionTransformer
 
-from models import track as track_records
+from models import track_records
 from models.artifacts import baseline_files, load_model, net_files, save_model, vocab_payload
 from models.config import model_config
 from models.data import FitData, features_from
-from models.fit import set_determinism
-from models.train import fit_model
+from models.fit import fit_model, set_determinism
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError

@@ -376,7 +376,7 @@ def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catal
 
     params = fast_params()
     params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
-    params["train"]["common"]["track_records"]["enabled"] = False  # popularity alone (tests/test_track.py: both)
+    params["train"]["common"]["track_records"]["enabled"] = False  # popularity alone (tests/test_track_records.py: both)
     enc_dir = tmp_path / "enc"
     shutil.copytree(catalogue, enc_dir)
     for name in ("ridge", "kadn"):
@@ -403,12 +403,12 @@ def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catal
     assert frag2["models"]["kadn"]["mae"] == frag["models"]["kadn"]["mae"]
 
 
-# --- Baselines tuned inside each fit (part B of issue 7) ---
+# --- Baselines tuned inside each fit ---
 
 
 def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue, monkeypatch):
     import models.baselines as baselines
-    from models.train import fit_model
+    from models.fit import fit_model
 
     common = fast().train.common
     cfg = RidgeConfig(alpha=1.0, grid={"alpha": [0.01, 1.0, 100.0]})
@@ -445,7 +445,7 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
 
     import models.baselines as baselines
     from models.data import features_from
-    from models.train import fit_model
+    from models.fit import fit_model
 
     common = fast().train.common
     track_cfg = TrackRecords(enabled=True, actors=3, folds=5, seed=1, counts=False)

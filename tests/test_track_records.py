@@ -1,4 +1,4 @@
-"""Track-record features (issue 7): a film's features never read its own score, a held-out score, a score
+"""Track-record features: a film's features never read its own score, a held-out score, a score
 from its own out-of-fold part, or (time split) a later release; saved models rebuild them exactly."""
 
 import json
@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from models import track
+from models import track_records as track
 from models.data import DENSE, with_dense
 from models.train import run_train
 from pipeline.encode import load_encoded, release_int

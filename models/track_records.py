@@ -1,7 +1,7 @@
-"""Track records (issue 7): for a film's directors, writers and first-billed actors, the mean score and the
+"""Track records: for a film's directors, writers and first-billed actors, the mean score and the
 number of their other films, read from a model's training films only.
 
-Leakage rules (each has a test in tests/test_track.py):
+Leakage rules (each has a test in tests/test_track_records.py):
 - Only `source` rows' scores are read: a model's training rows, never validation, test or a CV fold's
   held-out rows.
 - Random split: a source film's own features are out-of-fold (the source rows are cut into `folds` seeded
