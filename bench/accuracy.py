@@ -1,7 +1,7 @@
 """Every model under the same repeated k-fold cross-validation on the encoded snapshot (identical folds,
 vocabularies rebuilt per fold), as a Markdown table of MAE and RMSE (mean ± sd over folds), for each feature
 set (pre_release, with_popularity), then the paired per-fold differences K-ADN student minus the tuned SVR
-(same folds, so the fold-to-fold spread cancels) and the issue's targets.
+(same folds, so the fold-to-fold spread cancels) and the accuracy targets.
 
     python bench/accuracy.py                          # params.yaml as it is, both feature sets
     python bench/accuracy.py --models svm kadn        # just what the paired difference needs
@@ -30,14 +30,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.baselines import BASELINES  # noqa: E402
-from models.config import MODELS, REPORTED, model_config  # noqa: E402
+from models.config import BASELINES, MODELS, REPORTED, model_config  # noqa: E402
 from models.cv import cross_validate  # noqa: E402
 from models.data import FEATURE_SETS, dense_columns  # noqa: E402
 from models.fit import set_determinism  # noqa: E402
-from models.track import settings as track_settings  # noqa: E402
 from pipeline.encode import SPLITS, Encoded, load_encoded  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
+from pipeline.params import parse  # noqa: E402
 
 
 def main() -> None:
@@ -59,32 +58,33 @@ def main() -> None:
     parser.add_argument("--rows", choices=("all", "trainval"), default="all",
                         help="trainval: the fixed split's test films are left out of the folds")
     args = parser.parse_args()
-    params = load_params(ROOT / "params.yaml")
-    train = params["train"]
-    common = train["common"]
+    raw = load_params(ROOT / "params.yaml")
+    common_raw = raw["train"]["common"]
     if args.folds:
-        common["cv"]["folds"] = args.folds
+        common_raw["cv"]["folds"] = args.folds
     if args.repeats:
-        common["cv"]["repeats"] = args.repeats
-    seed_counts = args.seeds or [int(train["nets"].get("seeds", 1))]
+        common_raw["cv"]["repeats"] = args.repeats
     if args.preset:
-        train["nets"]["preset"] = args.preset
+        raw["train"]["nets"]["preset"] = args.preset
     for item in args.set:
         key, _, value = item.partition("=")
-        train["nets"][key] = yaml.safe_load(value)
-    track = dict(common.get("track_records") or {})
+        raw["train"]["nets"][key] = yaml.safe_load(value)
+    common_raw["track_records"] = dict(common_raw.get("track_records") or {})
     for item in args.track_set:
         key, _, value = item.partition("=")
-        track[key] = yaml.safe_load(value)
-    arms = {"off": [False], "on": [True], "both": [False, True]}.get(args.track_records, [track.get("enabled", False)])
-    set_determinism(common["threads"])
+        common_raw["track_records"][key] = yaml.safe_load(value)
+    train = parse(raw, "params.yaml with the options given").train
+    common, track = train.common, train.common.track_records
+    seed_counts = args.seeds or [train.nets.seeds]
+    arms = {"off": [False], "on": [True], "both": [False, True]}.get(args.track_records, [track.enabled])
+    set_determinism(common.threads)
     enc = load_encoded(args.encoded)
     if args.rows == "trainval":
         enc = subset(enc, enc.split != SPLITS["test"])
-    spec = common["cv"]
-    print(f"{len(enc)} films ({args.rows}); {spec['folds']}-fold CV x {spec['repeats']} repeat(s); nets: preset "
-          f"{train['nets']['preset']}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}; "
-          f"track records {track_settings({'track_records': track})} arms {arms}\n")
+    spec = common.cv
+    print(f"{len(enc)} films ({args.rows}); {spec.folds}-fold CV x {spec.repeats} repeat(s); nets: preset "
+          f"{train.nets.preset}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}; "
+          f"track records {track.model_dump()} arms {arms}\n")
     for feature_set in args.feature_sets:
         if feature_set != "pre_release" and not dense_columns(enc.popularity)[0]:
             print(f"\n{feature_set}: skipped, no popularity counts in the data")
@@ -99,9 +99,9 @@ def main() -> None:
                 for n in seed_counts[:1] if name in BASELINES else seed_counts:
                     cfg = model_config(train, name)
                     if name not in BASELINES:
-                        cfg["seeds"] = n
+                        cfg = cfg.model_copy(update={"seeds": n})
                     started = time.perf_counter()
-                    arm_common = {**common, "track_records": {**track, "enabled": enabled}}
+                    arm_common = common.model_copy(update={"track_records": track.model_copy(update={"enabled": enabled})})
                     cv = cross_validate(name, enc, cfg, arm_common, feature_set=feature_set)
                     took = time.perf_counter() - started
                     label = ("" if len(seed_counts) == 1 or name in BASELINES else f" (seeds {n})") + \
@@ -143,7 +143,7 @@ def subset(enc: Encoded, keep: np.ndarray) -> Encoded:
 
 
 def targets(feature_set: str, mae: dict[str, np.ndarray], label: str = "") -> None:
-    """Paired per-fold difference student - tuned SVR, and the issue's targets that these folds can check."""
+    """Paired per-fold difference student - tuned SVR, and the accuracy targets that these folds can check."""
     if "kadn" in mae and "svm" in mae:
         d = mae["kadn"] - mae["svm"]
         print(f"\n{feature_set}{label}: paired per-fold MAE, K-ADN student - tuned SVR: {d.mean():+.4f} ± {d.std(ddof=1):.4f} "

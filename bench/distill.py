@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from models.artifacts import load_model  # noqa: E402
 from models.config import model_config  # noqa: E402
-from models.data import tensors  # noqa: E402
+from models.data import FitData, tensors  # noqa: E402
 from models.evaluate import _interleaved, model_view  # noqa: E402
 from models.fit import fit_net, set_determinism  # noqa: E402
 from models.nets import count_params, ensemble_scores  # noqa: E402
 from pipeline.encode import load_encoded, run_encode  # noqa: E402
-from pipeline.io import load_params  # noqa: E402
+from pipeline.params import load  # noqa: E402
 
 
 def table2(args) -> None:
@@ -64,29 +64,27 @@ def throughput(args) -> None:
     from pipeline.clean import apply_rules, to_frame
     from tests.mockserver.catalogue import films_in_years, generate_catalogue
 
-    params = load_params(ROOT / "params.yaml")
+    params = load(ROOT / "params.yaml")
     started = time.perf_counter()
-    kept, _ = apply_rules(films_in_years(generate_catalogue(args.films, args.seed)), params["clean"])
+    kept, _ = apply_rules(films_in_years(generate_catalogue(args.films, args.seed)), params.clean)
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "movies.parquet"
         to_frame(kept).to_parquet(table)
-        run_encode(table, params["encode"], Path(tmp) / "enc")
+        run_encode(table, params.encode, Path(tmp) / "enc")
         enc = load_encoded(Path(tmp) / "enc")
     prep = time.perf_counter() - started
     set_determinism(args.threads)
     train, val = enc.index("train"), enc.index("val")
-    r = enc.restrict(train, params["train"]["common"]["min_count"])
+    r = enc.restrict(train, params.train.common.min_count)
     rows = sum(len(f) for f in r.freq.values())
     print(f"mock catalogue: {args.films} generated, {len(enc)} films after cleaning (prep {prep:.0f}s); "
           f"train {len(train)}, embedding rows {rows:,}")
     for batch in args.batch or [0]:
-        cfg = model_config(params["train"], "kadn")
-        cfg.update(epochs=args.epochs, patience=None, seeds=1)
-        if batch:
-            cfg["batch"] = batch
-        fitted = fit_net("kadn", r.x, r.freq, enc.rating, train, val, cfg, seed=0, progress=args.progress)
+        cfg = model_config(params.train, "kadn").model_copy(
+            update={"epochs": args.epochs, "patience": None, "seeds": 1, **({"batch": batch} if batch else {})})
+        fitted = fit_net("kadn", FitData(r.x, r.freq, enc.rating, train, val), cfg, seed=0, progress=args.progress)
         per_epoch = fitted.train_s / args.epochs
-        print(f"K-ADN, batch {cfg['batch']}, {args.threads} thread(s): {per_epoch:.1f}s per epoch "
+        print(f"K-ADN, batch {cfg.batch}, {args.threads} thread(s): {per_epoch:.1f}s per epoch "
               f"(validation included) = {len(train) / per_epoch:,.0f} films/s; "
               f"val MAE student {fitted.history[-1]['val_mae_student']:.3f} "
               f"teacher {fitted.history[-1]['val_mae_teacher']:.3f} after {args.epochs} epoch(s)", flush=True)

@@ -1,6 +1,11 @@
-"""A trained model on disk: artifacts/models/<name>/ holds everything prediction needs.
+"""A trained model on disk: artifacts/models/<name>/ holds everything prediction needs, in formats that
+cannot run code when read (a model folder may come from anywhere):
 
-- `model.pt` (nets: kind, config, group sizes, head settings, weights per seed) or `model.pkl` (baselines)
+- `model.json`: the format version, the kind of model and, for the nets, their configuration, group sizes,
+  head settings and number of seeds
+- the fitted model itself: `model.pt` (nets: one state dict of tensors per seed, read with
+  `torch.load(weights_only=True)`), `model.skops` (scikit-learn baselines, read only if every type in it is
+  one a baseline uses) or `model.txt` (LightGBM's own text model)
 - `vocab.json`: per group, each known token -> the model's id (others fall back to OOV), the encode params
   that turn a record into tokens, the digest of the encoded vocabulary it was trained from, the dense
   inputs' statistics and (with track records) its training films' people, scores and dates
@@ -12,18 +17,28 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
+import skops.io as sio
 import torch
 
-from models.data import Dense
+from models.data import Dense, multi_hot, tensors
 from models.heads import Head
 from models.nets import build, ensemble_scores
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
+from pipeline.params import NetConfig, TrackRecords
+
+FORMAT = 2  # model.json's "format"; folders without model.json were written by an older version (pickles)
+# Types a saved scikit-learn baseline may hold beyond those skops trusts by default; anything else is refused.
+TRUSTED = frozenset({"models.baselines.MeanModel", "scipy.sparse._csr.csr_matrix"})
+VOCAB_KEYS = ("vocab_digest", "encode_params", "sizes", "groups", "feature_set", "dense", "track")
+META_KEYS = ("kind", "config", "cv")
 
 
 def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
@@ -34,7 +49,13 @@ def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dens
         groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
     return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
             "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None,
-            "track": track}  # models.track.payload: the training films that track records are rebuilt from
+            "track": track}  # models.track_records.payload: the training films that track records are rebuilt from
+
+
+def token_ids(vocab: dict, group: str, tokens: list[str]) -> list[int]:
+    """A saved model's id of each token of `group`; OOV for a token it never trained on."""
+    known = vocab["groups"][group]
+    return [known.get(tok, OOV) for tok in tokens]
 
 
 def head_settings(head: Head) -> dict:
@@ -42,20 +63,35 @@ def head_settings(head: Head) -> dict:
             "high": head.low + head.width * len(head.centres), "sigma": head.sigma, "loss": head.loss_name}
 
 
-def net_bytes(kind: str, cfg: dict, sizes: dict, head: Head, states: list[dict], n_dense: int = 0) -> bytes:
+def net_files(kind: str, cfg: dict, sizes: dict, head: Head, states: list[dict], n_dense: int = 0
+              ) -> dict[str, bytes]:
     buf = io.BytesIO()
-    torch.save({"kind": kind, "cfg": cfg, "sizes": sizes, "head": head_settings(head), "states": states,
-                "n_dense": n_dense}, buf)
-    return buf.getvalue()
+    torch.save(states, buf)
+    spec = {"format": FORMAT, "kind": kind, "config": cfg, "sizes": sizes, "head": head_settings(head),
+            "n_dense": n_dense, "seeds": len(states)}
+    return {"model.json": _json_bytes(spec), "model.pt": buf.getvalue()}
 
 
-def save_model(out: Path, payload: bytes, suffix: str, vocab: dict, meta: dict, history: list) -> None:
+def baseline_files(kind: str, estimator) -> dict[str, bytes]:
+    if kind == "lightgbm":
+        name, payload = "model.txt", estimator.booster_.model_to_string().encode("utf-8")
+    else:
+        name, payload = "model.skops", sio.dumps(estimator)
+    return {"model.json": _json_bytes({"format": FORMAT, "kind": kind, "file": name}), name: payload}
+
+
+def _json_bytes(data) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, history: list) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("model.*"):
-        if old.suffix != suffix:
+        if old.name not in files:
             old.unlink()
-    with atomic_path(out / f"model{suffix}", suffix) as tmp:
-        tmp.write_bytes(payload)
+    for name, payload in files.items():
+        with atomic_path(out / name, Path(name).suffix) as tmp:
+            tmp.write_bytes(payload)
     write_json(out / "vocab.json", vocab)
     write_json(out / "history.json", history)
     write_json(out / "meta.json", meta)
@@ -69,11 +105,9 @@ class Loaded:
     meta: dict
     nets: list[torch.nn.Module] | None = None  # one per seed; predictions are averaged
     head: Head | None = None
-    estimator: object | None = None
+    estimator: object | None = None  # a scikit-learn estimator or a LightGBM Booster: both `predict(X)`
 
     def score(self, x: dict[str, np.ndarray], output: str = "out") -> np.ndarray:
-        from models.data import multi_hot, tensors
-
         if self.estimator is not None:
             return np.asarray(self.estimator.predict(multi_hot(x, self.vocab["sizes"])), dtype=np.float64)
         return ensemble_scores(self.members(output), self.head, tensors(x))[output].numpy()
@@ -86,27 +120,86 @@ class Loaded:
 
 def load_model(root: Path, name: str) -> Loaded:
     folder = Path(root) / name
+    retrain = f"retrain with `kadn train {name}`"
+    if not (folder / "model.json").exists():
+        if any((folder / f).exists() for f in ("model.pkl", "model.pt")):
+            raise KadnError(f"{folder}: a model saved by an older version of kadn (no model.json); {retrain}")
+        raise KadnError(f"{folder}: no trained model '{name}'; run `kadn train {name}` (or `dvc repro`) first")
+    spec = _read_json(folder / "model.json", retrain, dict)
+    vocab = _read_json(folder / "vocab.json", retrain, dict)
+    meta = _read_json(folder / "meta.json", retrain, dict)
+    if spec.get("format") != FORMAT:
+        raise KadnError(f"{folder / 'model.json'}: model format {str(spec.get('format'))[:20]!r}, this version "
+                        f"reads {FORMAT}; {retrain}")
+    for file, data, keys in (("vocab.json", vocab, VOCAB_KEYS), ("meta.json", meta, META_KEYS)):
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise KadnError(f"{folder / file}: missing key(s) {', '.join(missing)}; {retrain}")
+    if not isinstance(vocab["groups"], dict) or any(g not in vocab["groups"] for g in GROUPS):
+        raise KadnError(f"{folder / 'vocab.json'}: 'groups' lacks some of {', '.join(GROUPS)}; {retrain}")
     try:
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if vocab["track"] is not None:
+            TrackRecords.model_validate(vocab["track"]["settings"])
+    except (TypeError, KeyError, ValueError):
+        raise KadnError(f"{folder / 'vocab.json'}: unreadable track-record settings; {retrain}") from None
+    try:
+        if "file" in spec:
+            return Loaded(name, spec["kind"], vocab, meta, estimator=_load_baseline(folder / spec["file"]))
+        return _load_nets(folder, name, spec, vocab, meta)
+    except KadnError:
+        raise
+    except FileNotFoundError as exc:
+        raise KadnError(f"{folder}: {Path(exc.filename or '?').name} missing; {retrain}") from None
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, AttributeError, zipfile.BadZipFile,
+            pickle.UnpicklingError, lgb.basic.LightGBMError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise KadnError(f"{folder}: damaged model files ({reason}); {retrain}") from None
+
+
+def _read_json(path: Path, retrain: str, kind: type):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise KadnError(f"{folder}: no trained model '{name}'; run `kadn train {name}` (or `dvc repro`) "
-                        "first") from None
-    except json.JSONDecodeError as exc:
-        raise KadnError(f"{folder}: damaged model files ({exc.msg}); retrain with `kadn train {name}`") from None
-    if (folder / "model.pkl").exists():
-        with (folder / "model.pkl").open("rb") as fh:
-            return Loaded(name, meta["kind"], vocab, meta, estimator=pickle.load(fh))
-    if not (folder / "model.pt").exists():
-        raise KadnError(f"{folder}: model weights missing; retrain with `kadn train {name}`")
-    blob = torch.load(folder / "model.pt", map_location="cpu", weights_only=False)
-    h = blob["head"]
+        raise KadnError(f"{path}: missing; {retrain}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise KadnError(f"{path}: damaged ({getattr(exc, 'msg', type(exc).__name__)}); {retrain}") from None
+    if not isinstance(data, kind):
+        raise KadnError(f"{path}: expected a JSON {kind.__name__}, got {type(data).__name__}; {retrain}")
+    return data
+
+
+def _load_baseline(path: Path):
+    if path.name == "model.txt":
+        text = path.read_text(encoding="utf-8")
+        # LightGBM aborts the whole process on a cut model text, so check that it is whole first: its trees
+        # end with "end of trees" and the file with the pandas_categorical line.
+        if "\nend of trees\n" not in text or not text.rstrip().rsplit("\n", 1)[-1].startswith("pandas_categorical:"):
+            raise KadnError(f"{path}: damaged model files (an incomplete LightGBM model); retrain with "
+                            f"`kadn train {path.parent.name}`")
+        # Booster.predict is what LGBMRegressor.predict calls: the same scores.
+        return lgb.Booster(model_str=text)
+    if path.name != "model.skops":
+        raise KadnError(f"{path}: not a model file this version writes")
+    payload = path.read_bytes()
+    untrusted = set(sio.get_untrusted_types(data=payload))
+    if untrusted - TRUSTED:
+        raise KadnError(f"{path}: holds types no baseline uses ({', '.join(sorted(untrusted - TRUSTED))[:200]}); "
+                        "refusing to load it")
+    return sio.loads(payload, trusted=sorted(untrusted))
+
+
+def _load_nets(folder: Path, name: str, spec: dict, vocab: dict, meta: dict) -> Loaded:
+    states = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    if not isinstance(states, list) or len(states) != spec["seeds"]:
+        raise KadnError(f"{folder / 'model.pt'}: does not match model.json; retrain with `kadn train {name}`")
+    h = spec["head"]
     head = Head(h["kind"], h["centre"], low=h["low"], high=h["high"], width=h["width"], sigma=h["sigma"],
                 loss=h["loss"])
     nets = []
-    for state in blob["states"]:
-        net = build(blob["kind"], blob["sizes"], blob["cfg"], head.out_dim, blob.get("n_dense", 0))
+    cfg = NetConfig.model_validate(spec["config"])
+    for state in states:
+        net = build(spec["kind"], spec["sizes"], cfg, head.out_dim, spec["n_dense"])
         net.load_state_dict(state)
         net.eval()
         nets.append(net)
-    return Loaded(name, blob["kind"], vocab, meta, nets=nets, head=head)
+    return Loaded(name, spec["kind"], vocab, meta, nets=nets, head=head)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 
+import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.svm import SVR
 
-BASELINES = ("mean", "ridge", "svm", "lightgbm")
+from models.data import inner_split
+from pipeline.params import Baseline, Tune
 
 
 class MeanModel:
@@ -29,43 +31,41 @@ class MeanModel:
         return np.full(X.shape[0], self.value_)
 
 
-def make_baseline(kind: str, cfg: dict, seed: int, threads: int = 1):
+def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int = 1):
     if kind == "mean":
         return MeanModel()
     if kind == "ridge":
-        return Ridge(alpha=cfg["alpha"])
+        return Ridge(alpha=cfg.alpha)
     if kind == "svm":
-        return SVR(kernel=cfg["kernel"], C=cfg["C"], epsilon=cfg["epsilon"], gamma=cfg.get("gamma", "scale"))
+        return SVR(kernel=cfg.kernel, C=cfg.C, epsilon=cfg.epsilon, gamma=cfg.gamma)
     if kind == "lightgbm":
-        import lightgbm as lgb
-
         return lgb.LGBMRegressor(
-            n_estimators=cfg["n_estimators"], learning_rate=cfg["learning_rate"], num_leaves=cfg["num_leaves"],
-            min_child_samples=cfg["min_child_samples"], reg_lambda=cfg["reg_lambda"],
-            colsample_bytree=cfg["colsample_bytree"], subsample=cfg["subsample"], subsample_freq=1,
+            n_estimators=cfg.n_estimators, learning_rate=cfg.learning_rate, num_leaves=cfg.num_leaves,
+            min_child_samples=cfg.min_child_samples, reg_lambda=cfg.reg_lambda,
+            colsample_bytree=cfg.colsample_bytree, subsample=cfg.subsample, subsample_freq=1,
             random_state=seed, n_jobs=threads, deterministic=True, force_row_wise=True, verbose=-1)
     raise ValueError(f"unknown baseline {kind!r}")
 
 
-def fit_baseline(kind: str, X, y: np.ndarray, cfg: dict, seed: int, threads: int = 1):
+def fit_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, seed: int, threads: int = 1):
     return make_baseline(kind, cfg, seed, threads).fit(X, y)
 
 
-def grid_settings(cfg: dict) -> list[dict]:
-    """Every combination of `cfg["grid"]` (in declaration order), or [{}] with no grid."""
-    grid = cfg.get("grid") or {}
+def grid_settings(cfg: Baseline) -> list[dict]:
+    """Every combination of the grid (in declaration order), or [{}] with no grid."""
+    grid = cfg.search_grid()
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def validation_mae(kind: str, cfg: dict, X, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
+def validation_mae(kind: str, cfg: Baseline, X, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
                    seed: int, threads: int) -> float:
     """The tuning score: MAE on `val_rows` of a fit on `fit_rows` (both inside the rows being fitted)."""
     model = fit_baseline(kind, X[fit_rows], y[fit_rows], cfg, seed, threads)
     return float(np.abs(model.predict(X[val_rows]) - y[val_rows]).mean())
 
 
-def tune_baseline(kind: str, X, y: np.ndarray, cfg: dict, tune: dict, seed: int, threads: int = 1,
+def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int = 1,
                   inner_X=None):
     """(fitted model, chosen setting): grid search on an inner split of the rows of X/y, then a refit on all.
 
@@ -73,16 +73,14 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: dict, tune: dict, seed: int,
     `inner_X(fit_positions)`, if given, rebuilds the same rows' matrix from the inner fit rows alone: track
     records read scores, and the inner validation rows' scores must not reach the features either.
     """
-    from models.cv import inner_split
-
     settings = grid_settings(cfg)
-    base = {k: v for k, v in cfg.items() if k != "grid"}
     chosen: dict = {}
     if len(settings) > 1:
-        fit_rows, val_rows = inner_split(np.arange(len(y)), float(tune["val"]), int(tune["seed"]))
+        fit_rows, val_rows = inner_split(np.arange(len(y)), tune.val, tune.seed)
         X_tune = X if inner_X is None else inner_X(fit_rows)
-        scores = [validation_mae(kind, {**base, **s}, X_tune, y, fit_rows, val_rows, seed, threads) for s in settings]
+        scores = [validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed, threads)
+                  for s in settings]
         chosen = settings[int(np.argmin(scores))]
     elif settings:
         chosen = settings[0]
-    return fit_baseline(kind, X, y, {**base, **chosen}, seed, threads), chosen
+    return fit_baseline(kind, X, y, cfg.with_setting(chosen), seed, threads), chosen

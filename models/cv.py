@@ -13,15 +13,10 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from models import track as track_records
-from models.data import features_from, kfold
+from models.data import FitData, features_from, inner_split, kfold
+from models.fit import fit_model
 from pipeline.encode import Encoded
-
-
-def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(rows)
-    n_val = max(1, round(len(rows) * val_fraction))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+from pipeline.params import Baseline, Common, NetConfig
 
 
 def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -29,27 +24,25 @@ def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(np.abs(e).mean()), float(np.sqrt((e**2).mean()))
 
 
-def cross_validate(name: str, enc: Encoded, cfg: dict, common: dict, progress: bool = False,
+def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: Common, progress: bool = False,
                    feature_set: str = "pre_release", chosen: list | None = None) -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
     in each fold (on that fold's training rows) is appended to `chosen`."""
-    from models.train import fit_model
-
-    spec = common["cv"]
+    spec = common.cv
     y = enc.rating.astype(np.float32)
-    track_cfg = track_records.settings(common)
-    folds = kfold(len(y), int(spec["folds"]), int(spec["repeats"]), int(spec["seed"]))
+    track_cfg = common.track_records
+    folds = kfold(len(y), spec.folds, spec.repeats, spec.seed)
     result: dict[str, dict[str, list[float]]] = {}
     bar = tqdm(folds, desc=f"{name} CV" + ("" if feature_set == "pre_release" else f" ({feature_set})"), file=sys.stderr, disable=not progress, leave=False)
     for k, (train_rows, held_rows) in enumerate(bar):
-        fit_rows, val_rows = inner_split(train_rows, spec["val"], int(spec["seed"]) + k)
-        restricted = enc.restrict(fit_rows, common["min_count"])
+        fit_rows, val_rows = inner_split(train_rows, spec.val, spec.seed + k)
+        restricted = enc.restrict(fit_rows, common.min_count)
         # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
         # only their scores (the nets' validation rows and the held-out fold are never a source).
         build = features_from(enc, restricted.x, feature_set, track_cfg)
         x, _ = build(fit_rows)
-        trained = fit_model(name, cfg, common, x, restricted.freq, y, fit_rows, val_rows,
-                            int(common["seed"]) + 1000 * (k + 1), features=build)
+        trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows),
+                            common.seed + 1000 * (k + 1), features=build)
         if chosen is not None and trained.estimator is not None:
             chosen.append(trained.chosen)
         for out, pred in trained.scores(held_rows).items():

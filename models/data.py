@@ -3,7 +3,7 @@ matrix for the baselines. Both come from the same `Restricted` arrays, so every 
 
 Two feature sets: `pre_release` (the groups: crew, cast, attributes) and `with_popularity` (plus the dense
 popularity inputs of `Dense`: log rater, review and short-comment counts, post-release signals). With
-`train.common.track_records.enabled`, both sets also get the track-record columns of `models.track` as
+`train.common.track_records.enabled`, both sets also get the track-record columns of `models.track_records` as
 dense inputs.
 """
 
@@ -15,12 +15,29 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models import track as track_records
+from models import track_records
 from pipeline.encode import GROUPS, PAD, POPULARITY
+from pipeline.params import TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")
 DENSE = "dense"  # the key of the dense inputs [N, 2k] in a feature dict, when the feature set has any
 DENSE_NAMES = POPULARITY + track_records.COLUMNS  # the columns of `dense_values`, by name
+
+
+@dataclass
+class FitData:
+    """What one fit reads: features in the model's ids, each group's token frequencies (from the training
+    rows), the scores, and which rows it trains on and validates on."""
+
+    x: dict[str, np.ndarray]
+    freq: dict[str, np.ndarray]
+    y: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {g: len(f) for g, f in self.freq.items()}
 
 
 def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
@@ -105,14 +122,14 @@ def with_dense(x: dict[str, np.ndarray], popularity: np.ndarray, train_rows: np.
     return {**x, DENSE: dense.transform(values)}, dense
 
 
-def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_cfg: dict):
+def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_cfg: TrackRecords):
     """build(source_rows) -> (feature dict, Dense): dense inputs standardised on, and track records read from,
     `source_rows` alone. Training calls it with its training rows; baseline tuning again with its inner
     fit rows, so no validation score reaches the features it is judged on."""
     fed = track_records.fed(track_cfg)
 
     def build(source: np.ndarray) -> tuple[dict[str, np.ndarray], Dense | None]:
-        track = track_records.for_rows(enc, source, track_cfg) if track_cfg["enabled"] else None
+        track = track_records.for_rows(enc, source, track_cfg) if track_cfg.enabled else None
         return with_dense(x_groups, enc.popularity, source, feature_set, track, fed)
 
     return build
@@ -152,3 +169,10 @@ def kfold(n: int, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray,
             held = np.sort(parts[k])
             out.append((np.sort(np.concatenate([p for j, p in enumerate(parts) if j != k])), held))
     return out
+
+
+def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded share of `rows` held back for validation: (fit rows, validation rows), both sorted."""
+    order = np.random.default_rng(seed).permutation(rows)
+    n_val = max(1, round(len(rows) * val_fraction))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -7,6 +7,7 @@ Writes a metrics fragment (merged into metrics.json by `kadn metrics --fragments
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -17,16 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.artifacts import Loaded, load_model
+from models.artifacts import Loaded, load_model, token_ids
 from models.config import REPORTED
 from models.cv import errors
-from models.data import DENSE, dense_columns, encoded_dense
+from models.data import DENSE, dense_columns, encoded_dense, tensors
 from models.fit import set_determinism
+from models.loss import joint_loss
 from models.nets import count_params, ensemble_scores
 from models.train import SKIPPED, encoded_digest
-from pipeline.encode import GROUPS, OOV, Encoded, load_encoded
+from pipeline.encode import GROUPS, OOV, PAD, Encoded, load_encoded
 from pipeline.errors import KadnError
-from pipeline.io import atomic_path, load_params, write_json
+from pipeline.io import atomic_path, write_json
+from pipeline.params import EvaluateConfig, Params, load
 
 
 def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
@@ -34,8 +37,7 @@ def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
     (standardised with its own training statistics) when it was trained on some."""
     x = {}
     for g in GROUPS:
-        known = loaded.vocab["groups"][g]
-        remap = np.array([0, OOV] + [known.get(t, OOV) for t in enc.vocab[g]], dtype=np.int32)
+        remap = np.array([PAD, OOV] + token_ids(loaded.vocab, g, enc.vocab[g]), dtype=np.int32)
         x[g] = remap[enc.x[g]]
     if loaded.vocab.get("dense"):
         x[DENSE] = encoded_dense(enc, loaded.vocab)
@@ -47,18 +49,6 @@ def cv_summary(cv: dict) -> dict:
     return {"cv_mae_mean": round(float(mae.mean()), 4), "cv_mae_std": round(float(mae.std()), 4),
             "cv_rmse_mean": round(float(rmse.mean()), 4), "cv_rmse_std": round(float(rmse.std()), 4),
             "cv_folds": int(len(mae))}
-
-
-def _seconds(fn, repeats: int) -> float:
-    """Fastest of `repeats` runs: other work on the machine only ever adds time, so the minimum is the
-    least distorted figure (a median still moves with the load)."""
-    fn()  # warm-up: first calls allocate
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.min(times))
 
 
 def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
@@ -75,7 +65,7 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, train_rows: np.ndarray,
-                   y: np.ndarray, cfg: dict) -> dict:
+                   y: np.ndarray, cfg: EvaluateConfig) -> dict:
     """Table 2 for teacher and student: parameters, size of the serialised weights, inference and training time.
 
     With N seeds (`train.nets.seeds`) each side is an ensemble of N nets, like with like: the teacher's N
@@ -84,12 +74,9 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
     private MLP). Training time is one net trained alone for one epoch of the training rows, times the epochs
     the joint runs took (summed over the members), so the two are comparable.
     """
-    from models.data import tensors
-    from models.loss import joint_loss
-
-    repeats = int(cfg["timing_repeats"])
+    repeats = cfg.timing_repeats
     test_x = tensors(x, rows)
-    big = np.resize(rows, int(cfg["timing_films"]))
+    big = np.resize(rows, cfg.timing_films)
     big_x = tensors(x, big)
     train_x, train_y = tensors(x, train_rows), torch.from_numpy(y[train_rows])
     epochs = float(np.sum(loaded.meta.get("epochs_run", [0])))
@@ -119,8 +106,6 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
 
 
 def _epoch_seconds(branch, head, xt, y, cfg, joint_loss) -> float:
-    import copy
-
     net = copy.deepcopy(branch)  # the saved weights stay untouched
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
@@ -184,13 +169,13 @@ def popularity_figures(enc: Encoded, popularity_dir: Path, names: list[str], dig
     return models
 
 
-def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path,
+def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path,
                  popularity_dir: Path | None = None) -> dict:
-    cfg = params["evaluate"]
-    set_determinism(params["train"]["common"]["threads"])
+    cfg = params.evaluate
+    set_determinism(params.train.common.threads)
     enc = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
-    names = list(params["models"]["baselines"]) + list(params["models"]["nets"])
+    names = params.models.baselines + params.models.nets
     test = enc.index("test")
     y = enc.rating.astype(np.float64)
     loaded = _load_all(models_dir, names, digest)
@@ -225,8 +210,6 @@ def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, p
 
 
 def _history(folder: Path) -> list[dict]:
-    import json
-
     return json.loads((folder / "history.json").read_text(encoding="utf-8"))
 
 
@@ -243,10 +226,7 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
-    params = load_params(args.params)
-    for section in ("train", "models", "evaluate"):
-        if section not in params:
-            raise KadnError(f"{args.params}: no '{section}' section")
+    params = load(args.params)
     fragment = run_evaluate(params, Path(args.encoded), Path(args.models), Path(args.out), Path(args.plots),
                             Path(args.models_popularity) if args.models_popularity else None)
     for key in ("models", "models_with_popularity"):

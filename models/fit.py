@@ -1,5 +1,7 @@
-"""Training loop for the neural models: Adam, mini-batches, validation several times per epoch, the best
-validation checkpoint kept (paper §2.3.1), early stopping, adaptive regularisation (eq. 3), eq. 6 loss.
+"""Fitting one model on some rows: `fit_model` for any of them (a baseline tuned on an inner split, or one net
+per seed), `fit_net` the neural models' training loop: Adam, mini-batches, validation several times per
+epoch, the best validation checkpoint kept (paper §2.3.1), early stopping, adaptive regularisation (eq. 3),
+eq. 6 loss.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.data import DENSE, tensors
+from models.baselines import tune_baseline
+from models.config import BASELINES
+from models.data import DENSE, FitData, multi_hot, tensors
 from models.heads import Head
 from models.layers import adaptive_l2
 from models.loss import joint_loss
 from models.nets import build, ensemble_scores
+from pipeline.params import Baseline, Common, NetConfig
 
 SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a regression head
 
@@ -27,10 +32,10 @@ def set_determinism(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def make_head(kind: str, cfg: dict, centre: float) -> Head:
-    head = "regression" if kind in SCALAR_NETS else cfg["head"]
-    return Head(head, centre, low=cfg["bins"]["low"], high=cfg["bins"]["high"], width=cfg["bins"]["width"],
-                sigma=cfg["soft_sigma"], loss=cfg["regression_loss"])
+def make_head(kind: str, cfg: NetConfig, centre: float) -> Head:
+    head = "regression" if kind in SCALAR_NETS else cfg.head
+    return Head(head, centre, low=cfg.bins.low, high=cfg.bins.high, width=cfg.bins.width, sigma=cfg.soft_sigma,
+                loss=cfg.regression_loss)
 
 
 @dataclass
@@ -44,29 +49,27 @@ class Fitted:
     train_s: float = 0.0
 
 
-def fit_net(kind: str, x: dict[str, np.ndarray], freq: dict[str, np.ndarray], y: np.ndarray,
-            train_rows: np.ndarray, val_rows: np.ndarray, cfg: dict, seed: int, progress: bool = False,
-            label: str = "") -> Fitted:
+def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool = False, label: str = "") -> Fitted:
     torch.manual_seed(seed)
-    sizes = {g: len(f) for g, f in freq.items()}
+    x, y, train_rows, val_rows = data.x, data.y, data.train_rows, data.val_rows
     head = make_head(kind, cfg, float(y[train_rows].mean()))
-    model = build(kind, sizes, cfg, head.out_dim, x[DENSE].shape[1] if DENSE in x else 0)
+    model = build(kind, data.sizes, cfg, head.out_dim, x[DENSE].shape[1] if DENSE in x else 0)
     primary = "student" if "student" in model.outputs else "out"
-    freq_t = model.features.row_frequencies(freq)
+    freq_t = model.features.row_frequencies(data.freq)
     xt, yt = tensors(x, train_rows), torch.from_numpy(y[train_rows])
     xv, yv = tensors(x, val_rows), torch.from_numpy(y[val_rows])
     # fused: one kernel for the whole update; the for-loop version costs as much as the 1024-wide layer.
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0), fused=True)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     gen = torch.Generator().manual_seed(seed)
-    n, batch = len(train_rows), int(cfg["batch"])
+    n, batch = len(train_rows), cfg.batch
     n_batches = max(1, -(-n // batch))
-    evals = max(1, int(cfg["evals_per_epoch"]))
+    evals = cfg.evals_per_epoch
     eval_at = {round(n_batches * (k + 1) / evals) - 1 for k in range(evals)}
     fitted = Fitted(kind, model, head, primary)
     best_state, best_mae, stale = None, float("inf"), 0
-    patience = cfg.get("patience")
+    patience = cfg.patience
     started = time.perf_counter()
-    for epoch in range(int(cfg["epochs"])):
+    for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(n, generator=gen)
         running, seen = 0.0, 0
@@ -76,10 +79,10 @@ def fit_net(kind: str, x: dict[str, np.ndarray], freq: dict[str, np.ndarray], y:
         for b in bar:
             idx = order[b * batch : (b + 1) * batch]
             xb = {g: v[idx] for g, v in xt.items()}
-            loss, _ = joint_loss(model(xb), yt[idx], head, cfg["hint_weight"], cfg["block_gradient"])
-            if cfg["adaptive_l2"]:
+            loss, _ = joint_loss(model(xb), yt[idx], head, cfg.hint_weight, cfg.block_gradient)
+            if cfg.adaptive_l2:
                 ids, mask, _ = model.features.flat_ids(xb)
-                loss = loss + cfg["adaptive_l2"] * adaptive_l2(model.features.embedding.weight, ids, mask, freq_t)
+                loss = loss + cfg.adaptive_l2 * adaptive_l2(model.features.embedding.weight, ids, mask, freq_t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -117,7 +120,7 @@ def fit_net(kind: str, x: dict[str, np.ndarray], freq: dict[str, np.ndarray], y:
 def _validate(model, head, xv, yv, cfg) -> dict:
     model.eval()
     outputs = model(xv)
-    loss, _ = joint_loss(outputs, yv, head, cfg["hint_weight"], cfg["block_gradient"])
+    loss, _ = joint_loss(outputs, yv, head, cfg.hint_weight, cfg.block_gradient)
     record = {"val_loss": float(loss)}
     for name, raw in outputs.items():
         record[f"val_mae_{name}"] = float((head.score(raw) - yv).abs().mean())
@@ -129,3 +132,45 @@ def net_scores(fits: list[Fitted], x: dict[str, np.ndarray], rows: np.ndarray) -
     """Scores per output of the nets fitted with one seed each, averaged (models.nets.ensemble_scores)."""
     return {k: v.numpy() for k, v in ensemble_scores([f.model for f in fits], fits[0].head,
                                                      tensors(x, rows)).items()}
+
+
+@dataclass
+class Trained:
+    """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
+
+    name: str
+    x: dict
+    sizes: dict
+    estimator: object | None = None
+    fits: list = field(default_factory=list)
+    train_s: float = 0.0
+    chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
+
+    def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if self.estimator is not None:
+            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows)), np.float64)}
+        return net_scores(self.fits, self.x, rows)
+
+
+def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
+              progress: bool = False, features=None) -> Trained:
+    """`features(source_rows)` (models.data.features_from), if given, rebuilds `data.x` from other source rows:
+    a baseline's inner tuning split then gets features read from its inner fit rows alone."""
+    sizes = data.sizes
+    x, train_rows = data.x, data.train_rows
+    trained = Trained(name, x, sizes)
+    started = time.perf_counter()
+    if name in BASELINES:
+        # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
+        inner = None
+        if features is not None:
+            def inner(fit_positions):
+                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
+        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), data.y[train_rows],
+                                                          cfg, common.tune, seed, common.threads, inner)
+    else:
+        for k in range(cfg.seeds):
+            label = f"{name} seed {k + 1}/{cfg.seeds}"
+            trained.fits.append(fit_net(name, data, cfg, seed + k, progress, label))
+    trained.train_s = time.perf_counter() - started
+    return trained

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from models.layers import MLP, DenseBranch, FeaturesEmbedding, FeaturesLinear, FMInteraction
+from pipeline.params import NetConfig
 
 
 class FM(nn.Module):
@@ -121,18 +122,18 @@ def _wide(linear: FeaturesLinear | None, features: FeaturesEmbedding, x) -> torc
     return linear(features.flat_ids(x)[0]).unsqueeze(-1)
 
 
-def build(kind: str, sizes: dict[str, int], cfg: dict, out_dim: int, n_dense: int = 0) -> nn.Module:
+def build(kind: str, sizes: dict[str, int], cfg: NetConfig, out_dim: int, n_dense: int = 0) -> nn.Module:
     """kind: fm, deepfm, at, kd (sum pooling), kadn (attention pooling); n_dense dense inputs, if any."""
-    common = {"dim": cfg["dim"], "dropout": cfg.get("dropout", 0.0), "attention_hidden": cfg["attention_hidden"],
-              "linear": cfg.get("linear", False), "n_dense": n_dense, "dense_width": cfg.get("dense_width", 8)}
+    common = {"dim": cfg.dim, "dropout": cfg.dropout, "attention_hidden": cfg.attention_hidden,
+              "linear": cfg.linear, "n_dense": n_dense, "dense_width": cfg.dense_width}
     if kind == "fm":
         return FM(sizes, **common)
     if kind == "deepfm":
-        return DeepFM(sizes, hidden=cfg["deepfm_hidden"], **common)
+        return DeepFM(sizes, hidden=cfg.deepfm_hidden, **common)
     if kind == "at":
-        return AttentionNet(sizes, hidden=cfg["teacher"], out_dim=out_dim, **common)
+        return AttentionNet(sizes, hidden=cfg.teacher, out_dim=out_dim, **common)
     if kind in ("kd", "kadn"):
-        return TeacherStudent(sizes, teacher=cfg["teacher"], student=cfg["student"], out_dim=out_dim,
+        return TeacherStudent(sizes, teacher=cfg.teacher, student=cfg.student, out_dim=out_dim,
                               pooling="sum" if kind == "kd" else "attention", **common)
     raise ValueError(f"unknown neural model {kind!r}")
 

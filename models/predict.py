@@ -9,18 +9,21 @@ yet counts as released after all of them), and the popularity counts when the re
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from models import track as track_records
-from models.artifacts import load_model
+from models import track_records
+from models.artifacts import load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
-from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
-from pipeline.errors import KadnError
+from pipeline.encode import GROUPS, OOV, PEOPLE, POPULARITY, film_tokens, release_int
+from pipeline.errors import KadnError, RecordError
+from pipeline.records import parse_date
 
 REQUIRED = ("directors", "writers", "actors", "genres", "countries", "languages", "runtime_min", "release_date")
 LIST_FIELDS = ("directors", "writers", "actors", "genres", "countries", "languages")
@@ -48,27 +51,83 @@ def read_films(path: Path) -> list[dict]:
                 films.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise KadnError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    for i, film in enumerate(films, 1):
-        check_film(film, f"{path}: film {i}")
-    return films
+    if not films:
+        raise KadnError(f"{path}: no film records (an empty list)")
+    return [check_film(film, f"{path}: film {i}") for i, film in enumerate(films, 1)]
 
 
-def check_film(film, where: str) -> None:
+def _short(value) -> str:
+    """A bad value as an error line quotes it: its repr, cut to a short prefix."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _number(value) -> bool:
+    """A finite JSON number (not a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def check_film(film, where: str) -> dict:
+    """The film if every field the features read is usable, with its date in the canonical form; else a
+    KadnError naming the film and the field."""
     if not isinstance(film, dict):
         raise KadnError(f"{where}: expected an object with the export's fields, got {type(film).__name__}")
-    label = f"{where} ({film.get('douban_id') or film.get('title') or 'no id'})"
+    ident = film.get("douban_id")
+    label = f"{where} (douban_id {_short(ident)})" if ident is not None else where
     missing = [f for f in REQUIRED if f not in film]
     if missing:
         raise KadnError(f"{label}: missing field(s) {', '.join(missing)} (use null when unknown)")
+
+    def bad(field: str, expected: str):
+        return KadnError(f"{label}: field '{field}' must be {expected}, not {_short(film[field])}")
+
+    if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (str, int))):
+        raise bad("douban_id", "a number, a string or null")
+    if film.get("title") is not None and not isinstance(film["title"], str):
+        raise bad("title", "a string or null")
     for f in LIST_FIELDS:
         value = film[f]
         if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise KadnError(f"{label}: field '{f}' must be a list of strings or null")
+            raise bad(f, "a list of strings or null")
+    for group in PEOPLE:
+        f = group[:-1] + "_ids"
+        ids = film.get(f)
+        if ids is None:
+            continue
+        # Ids pair with names by position: a list of another length would drop people or mislabel them.
+        names = film[group] or []
+        if not (isinstance(ids, list) and all(v is None or (isinstance(v, (str, int)) and not isinstance(v, bool))
+                                              for v in ids)):
+            raise bad(f, f"a list of ids (string, number or null), one per name in '{group}', or null")
+        if ids and len(ids) != len(names):
+            raise KadnError(f"{label}: field '{f}' holds {len(ids)} ids for {len(names)} names in '{group}'")
     runtime = film["runtime_min"]
-    if runtime is not None and (isinstance(runtime, bool) or not isinstance(runtime, (int, float))):
-        raise KadnError(f"{label}: field 'runtime_min' must be a number of minutes or null")
-    if film["release_date"] is not None and not isinstance(film["release_date"], str):
-        raise KadnError(f"{label}: field 'release_date' must be 'YYYY-MM-DD', 'YYYY-MM', 'YYYY' or null")
+    if runtime is not None and (not _number(runtime) or runtime < 0):
+        raise bad("runtime_min", "a number of minutes or null")
+    for f in POPULARITY:
+        if film.get(f) is not None and (not _number(film[f]) or film[f] < 0):
+            raise bad(f, "a count (a number >= 0) or null")
+    film = dict(film)
+    date = film["release_date"]
+    if date is not None:
+        try:
+            if not isinstance(date, str):
+                raise RecordError("release_date", "")
+            film["release_date"] = parse_date(date)
+        except RecordError:
+            raise bad("release_date", "a date 'YYYY-MM-DD', 'YYYY-MM', 'YYYY' or null") from None
+    year = film.get("year")
+    if year is not None:
+        if isinstance(year, str) and year.strip().isdigit() and len(year.strip()) == 4:
+            film["year"] = int(year)
+        elif isinstance(year, bool) or not isinstance(year, int) or not 1000 <= year <= 9999:
+            raise bad("year", "a year such as 2019 or null")
+    return film
 
 
 def encode_films(films: list[dict], vocab: dict) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
@@ -77,11 +136,10 @@ def encode_films(films: list[dict], vocab: dict) -> tuple[dict[str, np.ndarray],
     tokens = [film_tokens(f, params) for f in films]
     x, unknown = {}, [dict() for _ in films]
     for g in GROUPS:
-        known = vocab["groups"][g]
         width = max(1, max(len(t[g]) for t in tokens))
         arr = np.zeros((len(films), width), dtype=np.int32)
         for i, t in enumerate(tokens):
-            ids = [known.get(tok, OOV) for tok in t[g]]
+            ids = token_ids(vocab, g, t[g])
             arr[i, : len(ids)] = ids
             misses = sum(1 for tok, j in zip(t[g], ids) if j == OOV or tok == "unknown")
             if misses:
@@ -117,7 +175,12 @@ def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
     if model not in REPORTED:
         raise KadnError(f"unknown model {model!r}; choose one of {', '.join(REPORTED)}")
     artifact, output = REPORTED[model]
-    films = read_films(path)
+    try:
+        films = read_films(path)
+    except RecursionError:
+        raise KadnError(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # not a JSONDecodeError: json's limit on the digits of an integer
+        raise KadnError(f"{path}: unreadable JSON ({_short(str(exc))})") from None
     loaded = load_model(models_dir, artifact)
     x, unknown = encode_films(films, loaded.vocab)
     if loaded.vocab.get("dense"):
@@ -144,9 +207,11 @@ def _main(args) -> int:
         for r in rows:
             out.write(json.dumps(r, ensure_ascii=False) + "\n")
         return 0
-    out.write("douban_id\ttitle\tpredicted\tunknown\tunknown_fields\n")
+    # The csv module quotes a title holding a tab, a quote or a line break, so every film stays one record.
+    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
+    writer.writerow(["douban_id", "title", "predicted", "unknown", "unknown_fields"])
     for r in rows:
         detail = ",".join(f"{g}:{n}" for g, n in r["unknown_fields"].items()) or "-"
-        out.write(f"{r['douban_id'] if r['douban_id'] is not None else ''}\t{r['title'] or ''}\t"
-                  f"{r['predicted']:.2f}\t{r['unknown']}\t{detail}\n")
+        writer.writerow(["" if r["douban_id"] is None else r["douban_id"], r["title"] or "", f"{r['predicted']:.2f}",
+                         r["unknown"], detail])
     return 0

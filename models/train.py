@@ -9,65 +9,21 @@ Both feature sets are trained by default: `pre_release` -> artifacts/models/MODE
 from __future__ import annotations
 
 import json
-import pickle
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from models import track as track_records
-from models.artifacts import net_bytes, save_model, vocab_payload
-from models.baselines import BASELINES, tune_baseline
+from models import track_records
+from models.artifacts import baseline_files, net_files, save_model, vocab_payload
 from models.config import MODELS, model_config
-from models.data import DENSE, FEATURE_SETS, dense_columns, features_from, multi_hot
-from models.fit import fit_net, net_scores, set_determinism
+from models.cv import cross_validate
+from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_from
+from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
-from pipeline.io import load_params, write_json
-
-
-@dataclass
-class Trained:
-    """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
-
-    name: str
-    x: dict
-    sizes: dict
-    estimator: object | None = None
-    fits: list = field(default_factory=list)
-    train_s: float = 0.0
-    chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
-
-    def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        if self.estimator is not None:
-            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows)), np.float64)}
-        return net_scores(self.fits, self.x, rows)
-
-
-def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.ndarray, train_rows: np.ndarray,
-              val_rows: np.ndarray, seed: int, progress: bool = False, features=None) -> Trained:
-    """`features(source_rows)` (models.data.features_from), if given, rebuilds `x` from other source rows:
-    a baseline's inner tuning split then gets features read from its inner fit rows alone."""
-    sizes = {g: len(f) for g, f in freq.items()}
-    trained = Trained(name, x, sizes)
-    started = time.perf_counter()
-    if name in BASELINES:
-        # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
-        inner = None
-        if features is not None:
-            def inner(fit_positions):
-                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
-        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), y[train_rows], cfg,
-                                                          common.get("tune") or {"val": 0.2, "seed": 0}, seed,
-                                                          common["threads"], inner)
-    else:
-        for k in range(int(cfg.get("seeds", 1))):
-            label = f"{name} seed {k + 1}/{cfg.get('seeds', 1)}"
-            trained.fits.append(fit_net(name, x, freq, y, train_rows, val_rows, cfg, seed + k, progress, label))
-    trained.train_s = time.perf_counter() - started
-    return trained
+from pipeline.io import write_json
+from pipeline.params import Params, load
 
 
 def encoded_digest(encoded_dir: Path) -> str:
@@ -77,19 +33,16 @@ def encoded_digest(encoded_dir: Path) -> str:
 SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
 
 
-def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progress: bool = False,
+def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
               feature_set: str = "pre_release") -> dict:
     """Train, save and cross-validate `name` on `feature_set`. With `with_popularity` and no popularity
     count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason."""
-    from models.cv import cross_validate
-
     if feature_set not in FEATURE_SETS:
         raise KadnError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
 
-    train = params["train"]
-    common = train["common"]
-    set_determinism(common["threads"])
-    cfg = model_config(train, name)
+    common = params.train.common
+    set_determinism(common.threads)
+    cfg = model_config(params.train, name)
     enc: Encoded = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
     out = Path(out_root) / name
@@ -100,34 +53,33 @@ def run_train(name: str, params: dict, encoded_dir: Path, out_root: Path, progre
             return _skip(out, name, feature_set, "no popularity counts in the data")
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
-    restricted = enc.restrict(train_rows, common["min_count"])
-    track_cfg = track_records.settings(common)
+    restricted = enc.restrict(train_rows, common.min_count)
+    track_cfg = common.track_records
     build = features_from(enc, restricted.x, feature_set, track_cfg)
     x, dense = build(train_rows)
-    trained = fit_model(name, cfg, common, x, restricted.freq, y, train_rows, val_rows, common["seed"], progress,
-                        build)
+    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), common.seed,
+                        progress, build)
     chosen: list = []
     cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
-    meta = {"name": name, "kind": name, "config": cfg, "feature_set": feature_set, "track_records": track_cfg,
-            "notes": notes, "train_s": round(trained.train_s, 3), "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
-            "cv": cv}
+    meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
+            "track_records": track_cfg.model_dump(), "notes": notes, "train_s": round(trained.train_s, 3),
+            "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
     history: list = []
     if trained.estimator is not None:
-        payload, suffix = pickle.dumps(trained.estimator, protocol=4), ".pkl"
+        files = baseline_files(name, trained.estimator)
     else:
         fits = trained.fits
         meta["epochs_run"] = [f.history[-1]["epoch"] if f.history else 0 for f in fits]
         meta["best"] = [f.best for f in fits]
         meta["head"] = fits[0].head.kind
         history = fits[0].history
-        payload = net_bytes(name, cfg, restricted.sizes(), fits[0].head, [f.model.state_dict() for f in fits],
-                            x[DENSE].shape[1] if DENSE in x else 0)
-        suffix = ".pt"
+        files = net_files(name, cfg.model_dump(), restricted.sizes(), fits[0].head,
+                          [f.model.state_dict() for f in fits], x[DENSE].shape[1] if DENSE in x else 0)
     (out / SKIPPED).unlink(missing_ok=True)
-    saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg["enabled"] else None
-    save_model(out, payload, suffix, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
+    saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg.enabled else None
+    save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
     return meta
 
@@ -158,9 +110,7 @@ def register(sub, name: str) -> None:
 def _main(args) -> int:
     if args.model not in MODELS:
         raise KadnError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
-    params = load_params(args.params)
-    if "train" not in params:
-        raise KadnError(f"{args.params}: no 'train' section")
+    params = load(args.params)
     roots = {"pre_release": Path(args.out), "with_popularity": Path(args.out_popularity)}
     for feature_set in args.feature_sets:
         root = roots[feature_set]

@@ -23,7 +23,8 @@ import pandas as pd
 
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, load_params, write_json
+from pipeline.io import atomic_path, write_json
+from pipeline.params import CleanConfig, load
 from pipeline.records import date_sort_key, first_release, parse_date, parse_runtime
 
 log = logging.getLogger(__name__)
@@ -103,32 +104,10 @@ def collapse_rereleases(records: list[dict]) -> tuple[list[dict], list[dict]]:
     return kept, dropped
 
 
-REQUIRABLE = {"directors", "writers", "actors", "genres", "countries", "languages", "release_date", "runtime_min"}
-
-
-def _check_params(params: dict) -> None:
-    """Every key the rules read, checked before any rule runs, so a typo names itself."""
-    try:
-        for key in ("date_min", "date_max"):
-            parse_date(str(params[key]), f"clean.{key}")
-        if not isinstance(params["non_film"]["keywords"], list) or not params["non_film"]["genre"]:
-            raise ValueError("non_film needs a genre and a list of keywords")
-        int(params["min_votes"])
-        unknown = set(params["required"]) - REQUIRABLE
-    except KeyError as exc:
-        raise KadnError(f"params.yaml: clean lacks the key {exc.args[0]!r}") from None
-    except (TypeError, ValueError, RecordError) as exc:
-        raise KadnError(f"params.yaml: clean section: {exc}") from None
-    if unknown:
-        raise KadnError(f"params.yaml: clean.required names unknown groups {sorted(unknown)}; "
-                        f"known: {sorted(REQUIRABLE)}")
-
-
-def apply_rules(records: list[dict], params: dict) -> tuple[list[dict], dict[str, list[dict]]]:
+def apply_rules(records: list[dict], cfg: CleanConfig) -> tuple[list[dict], dict[str, list[dict]]]:
     """Apply the range and the four rules in order; returns (kept, removed records per rule)."""
-    _check_params(params)
-    lo = date_sort_key(parse_date(str(params["date_min"])))
-    hi = date_sort_key(parse_date(str(params["date_max"])))
+    lo = date_sort_key(parse_date(cfg.date_min))
+    hi = date_sort_key(parse_date(cfg.date_max))
     removed: dict[str, list[dict]] = {rule: [] for rule in RULES}
 
     def split(rule: str, current: list[dict], drop) -> list[dict]:
@@ -146,15 +125,15 @@ def apply_rules(records: list[dict], params: dict) -> tuple[list[dict], dict[str
     current = split("out_of_range", current, lambda r: not _in_range(r, lo, hi))
     current, removed["rerelease"] = collapse_rereleases(current)
 
-    genre = params["non_film"]["genre"]
-    keywords = [k.casefold() for k in params["non_film"]["keywords"]]
+    genre = cfg.non_film.genre
+    keywords = [k.casefold() for k in cfg.non_film.keywords]
     current = split("non_film", current, lambda r: genre in r["genres"]
                     and any(k in r["title"].casefold() for k in keywords))
 
-    required = params["required"]
+    required = cfg.required
     current = split("missing_labels", current, lambda r: any(not r[g] for g in required))
 
-    min_votes = int(params["min_votes"])
+    min_votes = cfg.min_votes
     current = split("few_raters", current,
                     lambda r: r["rating"] is None or (r["votes"] is not None and r["votes"] < min_votes))
     return current, removed
@@ -169,13 +148,13 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     return frame.sort_values("douban_id", kind="stable").reset_index(drop=True)
 
 
-def run_clean(database_url: str | None, params: dict, out_table: Path, out_report: Path) -> dict:
+def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path) -> dict:
     engine = store.connect(database_url, create=False)
     records = store.load_records(engine)
     where = engine.url.render_as_string(hide_password=True)
     if not records:
         raise KadnError(f"database {where} holds no movies: nothing to clean")
-    kept, removed = apply_rules(records, params)
+    kept, removed = apply_rules(records, cfg)
     report = {
         "stored": len(records),
         "removed": {rule: len(recs) for rule, recs in removed.items()},
@@ -202,7 +181,7 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
-    report = run_clean(args.database_url, load_params(args.params, "clean"), Path(args.out), Path(args.report))
+    report = run_clean(args.database_url, load(args.params).clean, Path(args.out), Path(args.report))
     removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items())
     print(f"clean: {report['stored']} stored, removed {removed}; {report['kept']} kept -> {args.out}")
     return 0

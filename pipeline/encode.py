@@ -1,6 +1,6 @@
 """`kadn encode`: the cleaned table -> feature groups as padded index arrays, vocabularies and splits.
 
-Feature groups (paper §1.1, DESIGN.md): directors, writers, actors (first K billed), genres, countries,
+Feature groups (paper §1.1): directors, writers, actors (first K billed), genres, countries,
 languages, runtime bucket, release year, release month. People are keyed by Douban person id when known,
 else by name. Index 0 pads a group's row; index 1 is the group's out-of-vocabulary id.
 
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, load_params, write_json
+from pipeline.io import atomic_path, write_json
+from pipeline.params import EncodeConfig, Split, load
 from pipeline.records import parse_date
 from pipeline.store import person_key
 
@@ -68,16 +69,14 @@ def film_tokens(row: dict, params: dict) -> dict[str, list[str]]:
     return tokens
 
 
-def make_split(frame: pd.DataFrame, split: dict) -> np.ndarray:
+def make_split(frame: pd.DataFrame, split: Split) -> np.ndarray:
     """0/1/2 for train/val/test: seeded random (the paper's), or by release date (latest films tested)."""
     n = len(frame)
-    n_test, n_val = round(n * split["test"]), round(n * split["val"])
-    if split["method"] == "random":
-        order = np.random.default_rng(split["seed"]).permutation(n)
-    elif split["method"] == "time":
-        order = np.argsort(frame["release_date"].astype(str).to_numpy(), kind="stable")[::-1]
+    n_test, n_val = round(n * split.test), round(n * split.val)
+    if split.method == "random":
+        order = np.random.default_rng(split.seed).permutation(n)
     else:
-        raise KadnError(f"params.yaml: encode.split.method must be 'random' or 'time', not {split['method']!r}")
+        order = np.argsort(frame["release_date"].astype(str).to_numpy(), kind="stable")[::-1]
     labels = np.zeros(n, dtype=np.int8)
     labels[order[:n_test]] = SPLITS["test"]
     labels[order[n_test : n_test + n_val]] = SPLITS["val"]
@@ -128,12 +127,14 @@ def popularity_matrix(frame: pd.DataFrame) -> np.ndarray:
     return np.log1p(np.stack(cols, axis=1)).astype(np.float32)
 
 
-def run_encode(table: Path, params: dict, out_dir: Path) -> dict:
+def run_encode(table: Path, cfg: EncodeConfig, out_dir: Path) -> dict:
+    # The plain form is what film_tokens reads, here and from a saved model's vocab.json at prediction.
+    params = cfg.model_dump()
     frame = pd.read_parquet(table)
     if frame.empty:
         raise KadnError(f"{table}: the cleaned table is empty")
     arrays, vocab = encode_frame(frame, params)
-    split = make_split(frame, params["split"])
+    split = make_split(frame, cfg.split)
     counts = {name: int((split == code).sum()) for name, code in SPLITS.items()}
     for name, n in counts.items():
         if n == 0:
@@ -246,10 +247,11 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
+    cfg = load(args.params).encode
     table = Path(args.table)
     if not table.exists():
         raise KadnError(f"{table}: missing; run `kadn clean` first")
-    meta = run_encode(table, load_params(args.params, "encode"), Path(args.out))
+    meta = run_encode(table, cfg, Path(args.out))
     groups = ", ".join(f"{g} {v['tokens']}" for g, v in meta["groups"].items())
     print(f"encode: {meta['films']} films, split {meta['split']}; tokens {groups} -> {args.out}")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from pipeline.clean import apply_rules, to_frame
 from pipeline.encode import run_encode
 from pipeline.io import load_params
+from pipeline.params import Params, load, parse
 from tests.mockserver.catalogue import films_in_years, generate_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,11 +26,16 @@ def fast_params() -> dict:
     return params
 
 
+def fast(params: dict | None = None) -> Params:
+    """`fast_params()` (or `params`, a changed copy of it) as the typed configuration the stages take."""
+    return parse(fast_params() if params is None else params)
+
+
 def encoded_catalogue(folder: Path, n: int = 260, seed: int = 5) -> Path:
     """Mock films (person, genre and country effects + noise), cleaned and encoded into folder/enc."""
-    params = load_params(ROOT / "params.yaml")
-    kept, _ = apply_rules(films_in_years(generate_catalogue(n, seed)), params["clean"])
+    params = load(ROOT / "params.yaml")
+    kept, _ = apply_rules(films_in_years(generate_catalogue(n, seed)), params.clean)
     table = folder / "movies.parquet"
     to_frame(kept).to_parquet(table)
-    run_encode(table, params["encode"], folder / "enc")
+    run_encode(table, params.encode, folder / "enc")
     return folder / "enc"

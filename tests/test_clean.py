@@ -12,8 +12,9 @@ from pipeline.clean import apply_rules, normalise_title, run_clean
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from pipeline.io import load_params
+from pipeline.params import load, parse
 
-PARAMS = load_params("params.yaml", "clean")
+PARAMS = load("params.yaml").clean
 
 
 def rd(date, region="中国大陆", rerelease=False):
@@ -79,7 +80,7 @@ def test_missing_labels(make_film):
 
 
 def test_required_groups_are_configurable(make_film):
-    params = {**PARAMS, "required": ["directors", "writers"]}
+    params = PARAMS.model_copy(update={"required": ["directors", "writers"]})
     kept, removed = apply_rules([make_film(43, writers=[], writer_ids=None), make_film(44, actors=[])], params)
     assert ids(removed["missing_labels"]) == [43] and ids(kept) == [44]
 
@@ -126,19 +127,27 @@ def test_dates_another_tool_wrote_are_read_or_dropped_not_guessed(stored, db_url
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"required": ["directors", "cast"]}, "unknown groups ['cast']"),
-    ({"date_min": "2007-13-01"}, "clean section"),
-    ({"min_votes": None}, "clean section"),
+    ({"required": ["directors", "cast"]}, "params.yaml: clean.required.1: Input should be 'directors'"),
+    ({"date_min": "2007-13-01"}, "params.yaml: clean.date_min: month out of range in '2007-13-01'"),
+    ({"min_votes": None}, "params.yaml: clean.min_votes: Input should be a valid integer, not None"),
+    ({"min_votes": -1}, "params.yaml: clean.min_votes: Input should be greater than or equal to 0, not -1"),
+    ({"min_votes": 2.5}, "params.yaml: clean.min_votes: Input should be a valid integer, not 2.5"),
+    ({"min_votes": True}, "params.yaml: clean.min_votes: Input should be a valid integer, not True"),
+    ({"non_film": {"genre": "歌舞", "keywords": [1]}}, "params.yaml: clean.non_film.keywords.0: Input should be a valid string, not 1"),
+    ({"min_votess": 30}, "params.yaml: unknown key clean.min_votess; did you mean 'min_votes'?"),
 ])
-def test_bad_params_name_themselves(make_film, change, message):
+def test_bad_params_name_themselves(change, message):
+    raw = load_params("params.yaml")
+    raw["clean"].update(change)
     with pytest.raises(KadnError, match=re.escape(message)):
-        apply_rules([make_film(1)], {**PARAMS, **change})
+        parse(raw)
 
 
-def test_missing_param_key_is_named(make_film):
-    params = {k: v for k, v in PARAMS.items() if k != "non_film"}
-    with pytest.raises(KadnError, match="clean lacks the key 'non_film'"):
-        apply_rules([make_film(1)], params)
+def test_missing_param_key_is_named():
+    raw = load_params("params.yaml")
+    del raw["clean"]["non_film"]
+    with pytest.raises(KadnError, match="params.yaml: missing key clean.non_film"):
+        parse(raw)
 
 
 def test_normalise_title():

@@ -8,9 +8,9 @@ import pytest
 from pipeline.clean import to_frame
 from pipeline.encode import OOV, PAD, SPLITS, film_tokens, load_encoded, make_split, run_encode
 from pipeline.errors import KadnError
-from pipeline.io import load_params
+from pipeline.params import Split, load
 
-PARAMS = load_params("params.yaml", "encode")
+PARAMS = load("params.yaml").encode
 
 
 def frame_of(films):
@@ -20,7 +20,7 @@ def frame_of(films):
 def encode(tmp_path, films, **override):
     table = tmp_path / "movies.parquet"
     frame_of(films).to_parquet(table)
-    params = {**PARAMS, **override}
+    params = PARAMS.model_copy(update=override)
     run_encode(table, params, tmp_path / "enc")
     return load_encoded(tmp_path / "enc")
 
@@ -28,7 +28,7 @@ def encode(tmp_path, films, **override):
 def test_tokens_key_people_by_id_else_name(make_film):
     rec = make_film(1, directors=["甲", "乙"], director_ids=["77", None], runtime_min=95,
                     release_dates=[{"date": "2013-07-05", "region": None, "rerelease": False}])
-    toks = film_tokens(rec, PARAMS)
+    toks = film_tokens(rec, PARAMS.model_dump())
     assert toks["directors"] == ["id:77", "name:乙"]
     assert toks["runtime"] == ["90-100"] and toks["year"] == ["2013"] and toks["month"] == ["07"]
 
@@ -37,8 +37,8 @@ def test_first_k_actors_and_missing_values(make_film):
     cast = [f"演员{i}" for i in range(20)]
     rec = make_film(1, actors=cast, actor_ids=None, runtime_min=None,
                     release_dates=[{"date": "2013", "region": None, "rerelease": False}])
-    toks = film_tokens(rec, PARAMS)
-    assert toks["actors"] == [f"name:演员{i}" for i in range(PARAMS["max_len"]["actors"])]
+    toks = film_tokens(rec, PARAMS.model_dump())
+    assert toks["actors"] == [f"name:演员{i}" for i in range(PARAMS.max_len.actors)]
     assert toks["runtime"] == ["unknown"] and toks["month"] == ["unknown"]
 
 
@@ -73,18 +73,18 @@ def test_restrict_maps_rare_tokens_to_oov_using_training_rows_only(tmp_path, mak
 
 def test_splits_are_disjoint_cover_all_and_reproducible(make_film):
     frame = frame_of([make_film(i) for i in range(1, 201)])
-    split = {"method": "random", "val": 0.1, "test": 0.2, "seed": 7}
+    split = Split(method="random", val=0.1, test=0.2, seed=7)
     a, b = make_split(frame, split), make_split(frame, split)
     assert (a == b).all()
     assert [(a == c).sum() for c in SPLITS.values()] == [140, 20, 40]
-    assert not (make_split(frame, {**split, "seed": 8}) == a).all()
+    assert not (make_split(frame, split.model_copy(update={"seed": 8})) == a).all()
 
 
 def test_time_split_tests_on_the_latest_films(make_film):
     films = [make_film(i, release_dates=[{"date": f"{2007 + i % 13}-0{1 + i % 9}-01", "region": None,
                                           "rerelease": False}]) for i in range(1, 101)]
     frame = frame_of(films)
-    split = make_split(frame, {"method": "time", "val": 0.1, "test": 0.1, "seed": 0})
+    split = make_split(frame, Split(method="time", val=0.1, test=0.1, seed=0))
     dates = frame["release_date"].to_numpy()
     assert min(dates[split == SPLITS["test"]]) >= max(dates[split == SPLITS["val"]])
     assert min(dates[split == SPLITS["val"]]) >= max(dates[split == SPLITS["train"]])

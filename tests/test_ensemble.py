@@ -15,7 +15,8 @@ from models.nets import count_params, predict_scores
 from models.predict import encode_films, film_dense, predict
 from models.train import run_train
 from pipeline.encode import load_encoded
-from tests.model_support import encoded_catalogue, fast_params
+from pipeline.params import EvaluateConfig
+from tests.model_support import encoded_catalogue, fast, fast_params
 
 
 def params_with(seeds: int) -> dict:
@@ -34,8 +35,8 @@ def trained(tmp_path_factory):
     out = {"enc": enc}
     for seeds in (1, 2):
         models = folder / f"seeds{seeds}"
-        run_train("kadn", params_with(seeds), enc, models)
-        frag = run_evaluate(params_with(seeds), enc, models, folder / f"e{seeds}.json", folder / f"plots{seeds}")
+        run_train("kadn", fast(params_with(seeds)), enc, models)
+        frag = run_evaluate(fast(params_with(seeds)), enc, models, folder / f"e{seeds}.json", folder / f"plots{seeds}")
         out[seeds] = (models, frag["distillation"])
     torch.set_num_threads(threads)
     return out
@@ -120,6 +121,6 @@ def test_table2_times_every_member(trained, monkeypatch):
 
     monkeypatch.setattr(nets, "predict_scores", counting)
     branch_figures(loaded, model_view(enc, loaded), enc.index("test"), enc.index("train"),
-                   enc.rating.astype(np.float32), {"timing_repeats": 1, "timing_films": 50})
+                   enc.rating.astype(np.float32), EvaluateConfig(timing_repeats=1, timing_films=50))
     mlps = {id(getattr(net, side)) for net in loaded.nets for side in ("teacher", "student")}
     assert {id(m) for m in scored} == mlps

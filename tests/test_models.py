@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import Dense, dense_columns, kfold, multi_hot, with_dense
+from models.data import Dense, FitData, dense_columns, kfold, multi_hot, with_dense
 from models.fit import fit_net, make_head, set_determinism
 from models.heads import HEADS, Head
 from models.layers import DenseBranch
@@ -16,11 +16,12 @@ from models.nets import TeacherStudent, build, count_params, predict_scores
 from models.train import run_train
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast_params
+from pipeline.params import MeanConfig, RidgeConfig, SvmConfig, TrackRecords
+from tests.model_support import encoded_catalogue, fast, fast_params
 
 SIZES = {"directors": 5, "actors": 8, "genres": 4}
-CFG = {"dim": 4, "attention_hidden": 6, "teacher": [32, 16], "student": [8], "deepfm_hidden": [8],
-       "dropout": 0.0}
+CFG = fast().train.nets.model_copy(update={"dim": 4, "attention_hidden": 6, "teacher": [32, 16], "student": [8],
+                                          "deepfm_hidden": [8], "dropout": 0.0, "dense_width": 8})
 
 
 def random_batch(n=6, seed=0):
@@ -210,9 +211,10 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
-    cfg = fast_params()["train"]["nets"] | {"epochs": 4, "evals_per_epoch": 2}
-    a = fit_net("kadn", r.x, r.freq, enc.rating, tr, va, cfg, seed=3)
-    b = fit_net("kadn", r.x, r.freq, enc.rating, tr, va, cfg, seed=3)
+    cfg = fast().train.nets.model_copy(update={"epochs": 4, "evals_per_epoch": 2})
+    data = FitData(r.x, r.freq, enc.rating, tr, va)
+    a = fit_net("kadn", data, cfg, seed=3)
+    b = fit_net("kadn", data, cfg, seed=3)
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
     assert len(a.history) == 8 and [h["epoch"] for h in a.history][:2] == [0.5, 1.0]
@@ -225,7 +227,7 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
 
 
 def test_make_head_keeps_fm_and_deepfm_scalar():
-    cfg = fast_params()["train"]["nets"] | {"head": "soft"}
+    cfg = fast().train.nets.model_copy(update={"head": "soft"})
     assert make_head("deepfm", cfg, 7.0).kind == "regression"
     assert make_head("kadn", cfg, 7.0).kind == "soft"
 
@@ -262,22 +264,22 @@ def test_training_stage_refuses_inputs_that_do_not_match_their_vocabularies(cata
     vocab["digest"] = "0" * 16
     (enc_dir / "vocab.json").write_text(json.dumps(vocab))
     with pytest.raises(KadnError, match="vocab.json does not belong"):
-        run_train("ridge", fast_params(), enc_dir, tmp_path / "models")
+        run_train("ridge", fast(), enc_dir, tmp_path / "models")
     meta = json.loads((enc_dir / "meta.json").read_text())
     meta["vocab_digest"] = vocab["digest"]  # digests agree, but the arrays hold ids beyond the vocabulary
     (enc_dir / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(KadnError, match="beyond its vocabulary"):
-        run_train("kadn", fast_params(), enc_dir, tmp_path / "models")
+        run_train("kadn", fast(), enc_dir, tmp_path / "models")
     assert not (tmp_path / "models").exists()
 
 
 def test_unknown_model_and_preset_are_refused(catalogue, tmp_path):
     with pytest.raises(KadnError, match="unknown model"):
-        run_train("xgboost", fast_params(), catalogue, tmp_path)
+        run_train("xgboost", fast(), catalogue, tmp_path)
     params = fast_params()
     params["train"]["nets"]["preset"] = "fastest"
     with pytest.raises(KadnError, match="preset"):
-        run_train("kadn", params, catalogue, tmp_path)
+        run_train("kadn", fast(params), catalogue, tmp_path)
 
 
 def test_paper_preset_applies_the_papers_training_settings():
@@ -285,10 +287,10 @@ def test_paper_preset_applies_the_papers_training_settings():
 
     params = fast_params()
     params["train"]["nets"]["preset"] = "paper"
-    cfg = model_config(params["train"], "kadn")
-    assert (cfg["lr"], cfg["batch"], cfg["epochs"], cfg["evals_per_epoch"], cfg["head"]) == \
-        (1e-5, 32, 50, 2, "classification")
-    assert cfg["patience"] is None and cfg["teacher"] == params["train"]["nets"]["teacher"]
+    cfg = model_config(fast(params).train, "kadn")
+    assert (cfg.lr, cfg.batch, cfg.epochs, cfg.evals_per_epoch, cfg.head, cfg.preset) == \
+        (1e-5, 32, 50, 2, "classification", "paper")
+    assert cfg.patience is None and cfg.teacher == params["train"]["nets"]["teacher"]
 
 
 def test_adaptive_regulariser_in_training_shrinks_the_embedding(catalogue):
@@ -296,10 +298,11 @@ def test_adaptive_regulariser_in_training_shrinks_the_embedding(catalogue):
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
-    cfg = fast_params()["train"]["nets"] | {"epochs": 2}
+    cfg = fast().train.nets.model_copy(update={"epochs": 2})
     norms = {}
     for strength in (0.0, 5.0):
-        fitted = fit_net("kadn", r.x, r.freq, enc.rating, tr, va, cfg | {"adaptive_l2": strength}, seed=1)
+        fitted = fit_net("kadn", FitData(r.x, r.freq, enc.rating, tr, va),
+                         cfg.model_copy(update={"adaptive_l2": strength}), seed=1)
         norms[strength] = fitted.model.features.embedding.weight.norm().item()
     assert norms[5.0] < norms[0.0]
 
@@ -373,17 +376,17 @@ def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catal
 
     params = fast_params()
     params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
-    params["train"]["common"]["track_records"]["enabled"] = False  # popularity alone (tests/test_track.py: both)
+    params["train"]["common"]["track_records"]["enabled"] = False  # popularity alone (tests/test_track_records.py: both)
     enc_dir = tmp_path / "enc"
     shutil.copytree(catalogue, enc_dir)
     for name in ("ridge", "kadn"):
-        run_train(name, params, enc_dir, tmp_path / "pre")
-        meta = run_train(name, params, enc_dir, tmp_path / "pop", feature_set="with_popularity")
+        run_train(name, fast(params), enc_dir, tmp_path / "pre")
+        meta = run_train(name, fast(params), enc_dir, tmp_path / "pop", feature_set="with_popularity")
         assert meta["feature_set"] == "with_popularity" and "skipped" not in meta
     vocab = json.loads((tmp_path / "pop" / "kadn" / "vocab.json").read_text())
     assert vocab["dense"]["columns"] == ["votes", "review_count", "comment_count"]
     assert json.loads((tmp_path / "pre" / "kadn" / "vocab.json").read_text())["dense"] is None
-    frag = run_evaluate(params, enc_dir, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots", tmp_path / "pop")
+    frag = run_evaluate(fast(params), enc_dir, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots", tmp_path / "pop")
     for name in ("ridge", "kadn", "kadn_teacher"):
         assert {"mae", "rmse", "cv_mae_mean", "cv_mae_std"} <= set(frag["models_with_popularity"][name])
     assert frag["models_with_popularity"]["kadn"]["mae"] != frag["models"]["kadn"]["mae"]
@@ -391,29 +394,29 @@ def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catal
     pop = load_encoded(enc_dir).popularity
     _with_popularity(enc_dir, np.full_like(pop, np.nan))
     for name in ("ridge", "kadn"):
-        meta = run_train(name, params, enc_dir, tmp_path / "pop", feature_set="with_popularity")
+        meta = run_train(name, fast(params), enc_dir, tmp_path / "pop", feature_set="with_popularity")
         assert meta["skipped"] == "no popularity counts in the data"
         assert [p.name for p in (tmp_path / "pop" / name).iterdir()] == ["skipped.json"]
-    frag2 = run_evaluate(params, enc_dir, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots",
+    frag2 = run_evaluate(fast(params), enc_dir, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots",
                          tmp_path / "pop")
     assert frag2["models_with_popularity"] == {"skipped": "no popularity counts in the data"}
     assert frag2["models"]["kadn"]["mae"] == frag["models"]["kadn"]["mae"]
 
 
-# --- Baselines tuned inside each fit (part B of issue 7) ---
+# --- Baselines tuned inside each fit ---
 
 
 def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue, monkeypatch):
     import models.baselines as baselines
-    from models.train import fit_model
+    from models.fit import fit_model
 
-    common = fast_params()["train"]["common"]
-    cfg = {"alpha": 1.0, "grid": {"alpha": [0.01, 1.0, 100.0]}}
+    common = fast().train.common
+    cfg = RidgeConfig(alpha=1.0, grid={"alpha": [0.01, 1.0, 100.0]})
     enc = load_encoded(catalogue)
     y = enc.rating.astype(np.float32)
     rows = np.random.default_rng(1).permutation(len(y))
     train_rows, held = np.sort(rows[: len(y) * 2 // 3]), np.sort(rows[len(y) * 2 // 3 :])
-    restricted = enc.restrict(train_rows, common["min_count"])
+    restricted = enc.restrict(train_rows, common.min_count)
     seen = []
     real = baselines.validation_mae
 
@@ -422,7 +425,7 @@ def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue,
         return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads)
 
     monkeypatch.setattr(baselines, "validation_mae", spy)
-    first = fit_model("ridge", cfg, common, restricted.x, restricted.freq, y, train_rows, held[:5], 0)
+    first = fit_model("ridge", cfg, common, FitData(restricted.x, restricted.freq, y, train_rows, held[:5]), 0)
     assert len(seen) == 3 and first.chosen["alpha"] in (0.01, 1.0, 100.0)
     for n, y_fit, fit_rows, val_rows in seen:  # the scorer only ever sees the training rows' labels
         assert n == len(train_rows) and np.array_equal(y_fit, y[train_rows])
@@ -430,7 +433,7 @@ def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue,
     # Scrambling the held-out labels changes neither the chosen setting nor the predictions.
     y2 = y.copy()
     y2[held] = np.random.default_rng(2).uniform(1, 10, len(held)).astype(np.float32)
-    second = fit_model("ridge", cfg, common, restricted.x, restricted.freq, y2, train_rows, held[:5], 0)
+    second = fit_model("ridge", cfg, common, FitData(restricted.x, restricted.freq, y2, train_rows, held[:5]), 0)
     assert second.chosen == first.chosen
     assert np.allclose(second.scores(held)["out"], first.scores(held)["out"])
 
@@ -442,14 +445,14 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
 
     import models.baselines as baselines
     from models.data import features_from
-    from models.train import fit_model
+    from models.fit import fit_model
 
-    common = fast_params()["train"]["common"]
-    track_cfg = {"enabled": True, "actors": 3, "folds": 5, "seed": 1, "counts": False}
-    cfg = {"alpha": 1.0, "grid": {"alpha": [0.1, 10.0]}}
+    common = fast().train.common
+    track_cfg = TrackRecords(enabled=True, actors=3, folds=5, seed=1, counts=False)
+    cfg = RidgeConfig(alpha=1.0, grid={"alpha": [0.1, 10.0]})
     enc = load_encoded(catalogue)
     train_rows = enc.index("train")
-    restricted = enc.restrict(train_rows, common["min_count"])
+    restricted = enc.restrict(train_rows, common.min_count)
     seen = []
     real = baselines.validation_mae
 
@@ -463,8 +466,8 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
         build = features_from(e, restricted.x, "pre_release", track_cfg)
         x, _ = build(train_rows)
         seen.clear()
-        fit_model("ridge", cfg, common, x, restricted.freq, e.rating.astype(np.float32), train_rows,
-                  enc.index("val"), 0, features=build)
+        fit_model("ridge", cfg, common, FitData(x, restricted.freq, e.rating.astype(np.float32), train_rows,
+                                                enc.index("val")), 0, features=build)
         return x, seen[0]
 
     x1, (tune1, val_positions) = tuning_matrix(enc)
@@ -479,11 +482,12 @@ def test_every_baseline_is_tuned_per_fold_and_reports_its_choices(catalogue, tmp
     from models.baselines import grid_settings
 
     params = fast_params()
-    assert grid_settings({"grid": {"a": [1, 2], "b": ["x", "y", "z"]}})[:2] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}]
-    assert grid_settings({}) == [{}]
+    svm = SvmConfig(kernel="rbf", C=1.0, epsilon=0.1, grid={"C": [1, 2], "gamma": ["x", "y", "z"]})
+    assert grid_settings(svm)[:2] == [{"C": 1, "gamma": "x"}, {"C": 1, "gamma": "y"}]
+    assert grid_settings(MeanConfig()) == [{}]
     for name in ("ridge", "svm", "lightgbm"):
         grid = params["train"][name]["grid"]
         assert grid and all(len(v) >= 2 for v in grid.values())  # params.yaml declares a real grid
-    meta = run_train("svm", params, catalogue, tmp_path)
+    meta = run_train("svm", fast(params), catalogue, tmp_path)
     folds = params["train"]["common"]["cv"]["folds"]
     assert len(meta["cv_chosen"]) == folds and set(meta["chosen"]) == set(params["train"]["svm"]["grid"])

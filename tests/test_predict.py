@@ -1,18 +1,26 @@
 """`kadn predict` on fixture films: scores from the saved student, OOV fallback and its count, and clear
 errors for malformed input, missing fields and untrained models."""
 
+import contextlib
+import csv
+import io
 import json
+import math
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from models.evaluate import run_evaluate
 from models.predict import predict
 from models.train import run_train
 from pipeline.cli import main
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast_params
+from tests.model_support import encoded_catalogue, fast, fast_params
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +29,7 @@ def trained(tmp_path_factory):
     enc = encoded_catalogue(folder)
     threads = torch.get_num_threads()
     for name in ("kadn", "ridge"):
-        run_train(name, fast_params(), enc, folder / "models")
+        run_train(name, fast(), enc, folder / "models")
     torch.set_num_threads(threads)
     return folder
 
@@ -136,4 +144,91 @@ def test_evaluate_refuses_models_trained_on_another_encoding(trained, tmp_path):
     params = fast_params()
     params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
     with pytest.raises(KadnError, match="another encoding"):
-        run_evaluate(params, other, models, tmp_path / "m.json", tmp_path / "plots")
+        run_evaluate(fast(params), other, models, tmp_path / "m.json", tmp_path / "plots")
+
+
+def run_cli(args) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "no film records"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"douban_id": ' + "9" * 5000 + "}", "unreadable JSON"),
+])
+def test_unusable_files_get_one_line(trained, tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    code, out, err = run_cli(["predict", str(path), "--models", str(trained / "models")])
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and message in err and len(err) < 300
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"year": "abc", "release_date": None}, "film 2 (douban_id 21): field 'year' must be a year such as 2019 or null, not 'abc'"),
+    ({"actor_ids": "1274297"}, "film 2 (douban_id 21): field 'actor_ids' must be a list of ids"),
+    ({"actor_ids": ["1274297"]}, "field 'actor_ids' holds 1 ids for 2 names in 'actors'"),
+    ({"release_date": "next spring"}, "field 'release_date' must be a date"),
+    ({"release_date": "2019-13-01"}, "field 'release_date' must be a date"),
+    ({"release_date": 20190308}, "field 'release_date' must be a date"),
+    ({"votes": True}, "field 'votes' must be a count"),
+    ({"runtime_min": float("inf")}, "field 'runtime_min' must be a number of minutes"),
+    ({"title": {"zh": "新片"}}, "field 'title' must be a string or null"),
+    ({"genres": ["剧情" * 5000, 3]}, "field 'genres' must be a list of strings or null, not ['剧情剧情"),
+])
+def test_unusable_fields_are_refused_naming_the_film_and_field(trained, tmp_path, fields, message):
+    path = write(tmp_path / "f.json", [fixture_film(20), fixture_film(21, **fields)])
+    code, out, err = run_cli(["predict", str(path), "--models", str(trained / "models")])
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and message in err and len(err) < 300
+
+
+def test_a_year_alone_or_a_slashed_date_is_read(trained, tmp_path):
+    dated = predict(write(tmp_path / "a.json", [fixture_film(30, release_date="2019-03-08")]), "kadn",
+                    trained / "models")
+    slashed = predict(write(tmp_path / "b.json", [fixture_film(30, release_date="2019/3/8")]), "kadn",
+                      trained / "models")
+    assert slashed == dated
+    by_year = predict(write(tmp_path / "c.json", [fixture_film(31, release_date=None, year="2019")]), "kadn",
+                      trained / "models")
+    assert "year" not in by_year[0]["unknown_fields"]
+
+
+def test_tsv_keeps_one_record_per_film_whatever_the_title(trained, tmp_path):
+    titles = ["制\t表", "换\n行", 'a "quoted" title', "普通"]
+    path = write(tmp_path / "f.json", [fixture_film(40 + i, title=t) for i, t in enumerate(titles)])
+    code, out, _ = run_cli(["predict", str(path), "--models", str(trained / "models")])
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out), delimiter="\t"))
+    assert rows[0] == ["douban_id", "title", "predicted", "unknown", "unknown_fields"]
+    assert [r[1] for r in rows[1:]] == titles and [r[0] for r in rows[1:]] == ["40", "41", "42", "43"]
+
+
+FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
+                         st.text(max_size=12), st.lists(st.one_of(st.text(max_size=6), st.none(), st.integers()),
+                                                        max_size=4),
+                         st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+FIELDS = ("douban_id", "title", "directors", "director_ids", "writers", "actors", "actor_ids", "genres",
+          "countries", "languages", "runtime_min", "release_date", "year", "votes")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(films=st.lists(st.fixed_dictionaries({}, optional={f: FIELD_VALUES for f in FIELDS}).map(
+    lambda extra: {**fixture_film(1), **extra}), max_size=4), jsonl=st.booleans(), model=st.sampled_from(["kadn", "ridge"]))
+def test_predict_gives_a_score_per_film_or_one_line(trained, films, jsonl, model):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "films.json"
+        path.write_text("\n".join(json.dumps(f, ensure_ascii=False) for f in films) if jsonl
+                        else json.dumps(films, ensure_ascii=False), encoding="utf-8")
+        code, out, err = run_cli(["predict", str(path), "--model", model, "--models", str(trained / "models"),
+                                  "--format", "jsonl"])
+    if code == 0:
+        rows = [json.loads(line) for line in out.split("\n") if line]
+        assert len(rows) == len(films) and films
+        assert all(math.isfinite(r["predicted"]) for r in rows)
+    else:
+        assert code == 1 and out == "" and err.count("\n") == 1 and "Traceback" not in err

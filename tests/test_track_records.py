@@ -1,20 +1,22 @@
-"""Track-record features (issue 7): a film's features never read its own score, a held-out score, a score
+"""Track-record features: a film's features never read its own score, a held-out score, a score
 from its own out-of-fold part, or (time split) a later release; saved models rebuild them exactly."""
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 
-from models import track
+from models import track_records as track
 from models.data import DENSE, with_dense
 from models.train import run_train
 from pipeline.encode import load_encoded, release_int
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast_params
+from pipeline.params import TrackRecords
+from tests.model_support import encoded_catalogue, fast, fast_params
 
-CFG = {**track.DEFAULTS, "enabled": True, "actors": 2, "folds": 3}
+CFG = TrackRecords(enabled=True, actors=2, folds=3)
 
 
 def toy(n=60, people=12, seed=0):
@@ -44,12 +46,12 @@ def test_features_are_pooled_means_and_counts_from_source_rows():
     ids, y, _ = toy()
     source = np.arange(40)
     feats = track.track_features(ids, y, source, CFG)
-    folds = track.oof_folds(source, CFG["folds"], CFG["seed"])
+    folds = track.oof_folds(source, CFG.folds, CFG.seed)
     for i in range(len(y)):
         fold = next((f for f in folds if i in f), None)
         sources = np.setdiff1d(source, fold) if fold is not None else source
-        expect = naive(ids, y, sources, i, CFG["actors"])
-        scale = CFG["folds"] / (CFG["folds"] - 1) if fold is not None else 1.0
+        expect = naive(ids, y, sources, i, CFG.actors)
+        scale = CFG.folds / (CFG.folds - 1) if fold is not None else 1.0
         assert np.allclose(feats[i, 0::2], expect[0::2], equal_nan=True), i
         assert np.allclose(feats[i, 1::2], np.log1p(expect[1::2] * scale)), i
     assert np.isnan(feats[::7, 0]).all() and (feats[::7, 1] == 0).all()  # no director: NaN mean, zero count
@@ -77,7 +79,7 @@ def test_training_films_get_out_of_fold_features():
     ids, y, _ = toy()
     source = np.arange(45)
     base = track.track_features(ids, y, source, CFG)
-    folds = track.oof_folds(source, CFG["folds"], CFG["seed"])
+    folds = track.oof_folds(source, CFG.folds, CFG.seed)
     assert sorted(np.concatenate(folds).tolist()) == source.tolist()
     for fold in folds:
         y2 = y.copy()
@@ -94,7 +96,7 @@ def test_time_split_reads_only_films_released_strictly_earlier():
     feats = track.track_features(ids, y, source, CFG, release)
     for i in range(len(y)):
         earlier = [f for f in source if hi[f] < lo[i]]
-        expect = naive(ids, y, earlier, i, CFG["actors"])
+        expect = naive(ids, y, earlier, i, CFG.actors)
         assert np.allclose(feats[i, 0::2], expect[0::2], equal_nan=True), i
         assert np.allclose(feats[i, 1::2], np.log1p(expect[1::2])), i  # no OOF, no rescaling
         y2 = y.copy()
@@ -125,13 +127,17 @@ def test_missing_history_becomes_zero_plus_a_missing_flag():
 
 
 def test_settings_are_checked():
-    assert track.settings({}) == track.DEFAULTS
-    assert track.settings({"track_records": {"enabled": True}})["folds"] == track.DEFAULTS["folds"]
-    for bad, message in (({"enable": True}, "unknown key.*enable"), ({"folds": 1}, "folds must be"),
-                         ({"enabled": "yes"}, "enabled must be"), ({"actors": 2.5}, "actors must be"),
-                         ({"counts": None}, "counts must be")):
-        with pytest.raises(KadnError, match=message):
-            track.settings({"track_records": bad})
+    params = fast_params()
+    del params["train"]["common"]["track_records"]
+    assert fast(params).train.common.track_records == TrackRecords() and not TrackRecords().enabled
+    for bad, message in (({"enable": True}, "unknown key train.common.track_records.enable; did you mean 'enabled'"),
+                         ({"folds": 1}, "track_records.folds: Input should be greater than or equal to 2"),
+                         ({"enabled": "yes"}, "track_records.enabled: Input should be a valid boolean"),
+                         ({"actors": 2.5}, "track_records.actors: Input should be a valid integer"),
+                         ({"counts": None}, "track_records.counts: Input should be a valid boolean")):
+        params["train"]["common"]["track_records"] = bad
+        with pytest.raises(KadnError, match=re.escape(message)):
+            fast(params)
 
 
 @pytest.fixture(scope="module")
@@ -175,17 +181,17 @@ def test_train_evaluate_and_predict_with_track_records(catalogue, tmp_path):
     params["train"]["common"]["track_records"] = {"enabled": True, "actors": 3, "folds": 3, "seed": 1}
     for name in ("svm", "kadn"):
         for feature_set, root in (("pre_release", "pre"), ("with_popularity", "pop")):
-            meta = run_train(name, params, catalogue, tmp_path / root, feature_set=feature_set)
+            meta = run_train(name, fast(params), catalogue, tmp_path / root, feature_set=feature_set)
             assert meta["track_records"]["enabled"]
     params["train"]["common"]["track_records"]["counts"] = True
-    meta = run_train("ridge", params, catalogue, tmp_path / "counts")
+    meta = run_train("ridge", fast(params), catalogue, tmp_path / "counts")
     assert json.loads((tmp_path / "counts" / "ridge" / "vocab.json").read_text())["dense"]["columns"] == \
         list(track.COLUMNS)
     vocab = json.loads((tmp_path / "pre" / "kadn" / "vocab.json").read_text())
     # pre_release now has dense inputs: the means alone without `counts: true`
     assert vocab["dense"]["columns"] == [c for c in track.COLUMNS if c.endswith("_mean")]
     assert len(vocab["track"]["score"]) == len(load_encoded(catalogue).index("train"))
-    frag = run_evaluate(params, catalogue, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots", tmp_path / "pop")
+    frag = run_evaluate(fast(params), catalogue, tmp_path / "pre", tmp_path / "e.json", tmp_path / "plots", tmp_path / "pop")
     for name in ("svm", "kadn", "kadn_teacher"):
         assert np.isfinite(frag["models"][name]["mae"]) and np.isfinite(frag["models_with_popularity"][name]["mae"])
     assert frag["distillation"]["student"]["params"] > 0
@@ -207,7 +213,7 @@ def test_predict_knows_a_training_film_whatever_the_type_of_its_id(catalogue, tm
 
     params = fast_params()
     params["train"]["common"]["track_records"] = {"enabled": True, "actors": 3, "folds": 3, "seed": 1}
-    run_train("ridge", params, catalogue, tmp_path)
+    run_train("ridge", fast(params), catalogue, tmp_path)
     vocab = json.loads((tmp_path / "ridge" / "vocab.json").read_text())
     frame = pd.read_parquet(catalogue.parent / "movies.parquet").set_index("douban_id", drop=False)
     enc = load_encoded(catalogue)

@@ -1,7 +1,7 @@
-"""Track records (issue 7): for a film's directors, writers and first-billed actors, the mean score and the
+"""Track records: for a film's directors, writers and first-billed actors, the mean score and the
 number of their other films, read from a model's training films only.
 
-Leakage rules (each has a test in tests/test_track.py):
+Leakage rules (each has a test in tests/test_track_records.py):
 - Only `source` rows' scores are read: a model's training rows, never validation, test or a CV fold's
   held-out rows.
 - Random split: a source film's own features are out-of-fold (the source rows are cut into `folds` seeded
@@ -26,39 +26,17 @@ import scipy.sparse as sp
 
 from pipeline.encode import OOV, Encoded
 from pipeline.errors import KadnError
+from pipeline.params import TrackRecords
 
 ROLES = ("directors", "writers", "actors")
 COLUMNS = tuple(f"track_{role}_{stat}" for role in ROLES for stat in ("mean", "count"))
-DEFAULTS = {"enabled": False, "actors": 3, "folds": 5, "seed": 13, "counts": False}
 AFTER_ALL = 99991299  # the release of a film not out yet: after every training film
 
 
-def settings(common: dict) -> dict:
-    """train.common.track_records, checked: unknown keys or bad values are errors; absent keys default."""
-    raw = common.get("track_records")
-    where = "params.yaml: train.common.track_records"
-    if raw is None:
-        return dict(DEFAULTS)
-    if not isinstance(raw, dict):
-        raise KadnError(f"{where} must be a mapping with keys {', '.join(DEFAULTS)}")
-    unknown = sorted(set(raw) - set(DEFAULTS))
-    if unknown:
-        raise KadnError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS)}")
-    cfg = {**DEFAULTS, **raw}
-    for key in ("enabled", "counts"):
-        if not isinstance(cfg[key], bool):
-            raise KadnError(f"{where}.{key} must be true or false, not {cfg[key]!r}")
-    for key, low in (("actors", 1), ("folds", 2), ("seed", 0)):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise KadnError(f"{where}.{key} must be an integer >= {low}, not {value!r}")
-    return cfg
-
-
-def fed(cfg: dict) -> list[int]:
+def fed(cfg: TrackRecords) -> list[int]:
     """The columns given to the models: the means, plus the log counts with `counts: true` (the counts
     still decide which means are missing)."""
-    return [i for i, name in enumerate(COLUMNS) if cfg["counts"] or name.endswith("_mean")]
+    return [i for i, name in enumerate(COLUMNS) if cfg.counts or name.endswith("_mean")]
 
 
 def time_mode(encode_params: dict) -> bool:
@@ -115,7 +93,7 @@ def _sums(src_m, tgt_m, y, source, targets, bounds=None) -> tuple[np.ndarray, np
     return s, c
 
 
-def track_features(people: dict[str, np.ndarray], y: np.ndarray, source: np.ndarray, cfg: dict,
+def track_features(people: dict[str, np.ndarray], y: np.ndarray, source: np.ndarray, cfg: TrackRecords,
                    release: np.ndarray | None = None) -> np.ndarray:
     """[N, len(COLUMNS)] for every row. people: per role, person ids (> OOV) per film in billing order;
     only y[source] is read. release (YYYYMMDD) given: time mode (strictly earlier source films only);
@@ -125,7 +103,7 @@ def track_features(people: dict[str, np.ndarray], y: np.ndarray, source: np.ndar
     source = np.unique(np.asarray(source, np.int64))
     rows = np.arange(n)
     out = np.full((n, len(COLUMNS)), np.nan)
-    folds = int(cfg["folds"])
+    folds = cfg.folds
     scale = np.ones(n)
     if release is None:
         scale[source] = folds / (folds - 1)
@@ -133,14 +111,14 @@ def track_features(people: dict[str, np.ndarray], y: np.ndarray, source: np.ndar
         ids = np.asarray(people[role])
         size = int(ids.max(initial=OOV)) + 1
         src_m = _incidence(ids, size)
-        tgt_m = _incidence(ids[:, : int(cfg["actors"])] if role == "actors" else ids, size)
+        tgt_m = _incidence(ids[:, : cfg.actors] if role == "actors" else ids, size)
         if release is not None:
             s, c = _sums(src_m, tgt_m, y, source, rows, date_bounds(release))
         else:
             s, c = np.zeros(n), np.zeros(n)
             others = np.setdiff1d(rows, source)
             s[others], c[others] = _sums(src_m, tgt_m, y, source, others)
-            for fold in oof_folds(source, folds, int(cfg["seed"])):
+            for fold in oof_folds(source, folds, cfg.seed):
                 s[fold], c[fold] = _sums(src_m, tgt_m, y, np.setdiff1d(source, fold), fold)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, 2 * r] = np.where(c > 0, s / c, np.nan)
@@ -155,18 +133,18 @@ def _release(enc: Encoded) -> np.ndarray:
     return enc.release
 
 
-def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: dict) -> np.ndarray:
+def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords) -> np.ndarray:
     """Track features of every encoded film from the scores of `source_rows` (a model's training rows)."""
     return track_features({role: enc.x[role] for role in ROLES}, enc.rating, source_rows, cfg,
                           _release(enc) if time_mode(enc.params) else None)
 
 
-def payload(enc: Encoded, source_rows: np.ndarray, cfg: dict) -> dict:
+def payload(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords) -> dict:
     """What a saved model needs to rebuild track features for any film: its training films' ids, people
     (tokens), scores and release dates."""
     src = np.unique(source_rows)
     time = time_mode(enc.params)
-    return {"settings": cfg, "time": time, "douban_id": [int(v) for v in enc.douban_id[src]],
+    return {"settings": cfg.model_dump(), "time": time, "douban_id": [int(v) for v in enc.douban_id[src]],
             "score": [float(v) for v in enc.rating[src]],
             "release": [int(v) for v in _release(enc)[src]] if time else None,
             "people": {role: tokens_of(enc, role, src) for role in ROLES}}
@@ -197,7 +175,7 @@ def from_payload(saved: dict, tokens: dict[str, list[list[str]]], release: np.nd
     dates = None
     if saved["time"]:
         dates = np.concatenate([np.asarray(saved["release"], np.int64), np.asarray(release, np.int64)])
-    feats = track_features(people, y, np.arange(n_src), saved["settings"], dates)
+    feats = track_features(people, y, np.arange(n_src), TrackRecords.model_validate(saved["settings"]), dates)
     out = feats[n_src:]
     if douban_ids is not None:
         position = {d: i for i, d in enumerate(saved["douban_id"])}

@@ -1,0 +1,343 @@
+"""params.yaml as typed configuration: one model per section, built and checked once when a command starts.
+
+Every section refuses keys it does not know (with the closest known key as a hint) and values of the wrong
+type, so a misspelt key fails at once in one line naming the key and the file, instead of being ignored or
+failing deep inside training. Types are strict: `min_votes: 2.5`, `min_votes: true` and `keywords: [1]` are
+errors, not silently converted. Fields are declared in params.yaml's order, so a section written back (into
+encode's meta.json or a model's meta.json) reads as it did as a plain dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import difflib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.errors import KadnError, RecordError
+from pipeline.io import load_params
+from pipeline.records import parse_date
+
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+REQUIRABLE = ("directors", "writers", "actors", "genres", "countries", "languages", "release_date", "runtime_min")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- clean -----------------------------------------------------------------------------------------------
+class NonFilm(Section):
+    genre: Annotated[str, Field(min_length=1)]
+    keywords: list[Annotated[str, Field(min_length=1)]]
+
+
+class CleanConfig(Section):
+    date_min: str
+    date_max: str
+    non_film: NonFilm
+    required: list[Literal[REQUIRABLE]]
+    min_votes: NonNegative
+
+    @field_validator("date_min", "date_max", mode="before")
+    @classmethod
+    def _date(cls, value):
+        # An unquoted date in YAML arrives as a date: read it as the text it was written as.
+        text = value.isoformat() if isinstance(value, dt.date) else value
+        if isinstance(text, str):
+            try:
+                parse_date(text)
+            except RecordError as exc:
+                raise ValueError(str(exc).split(": ", 1)[-1]) from None
+        return text
+
+
+# --- encode ----------------------------------------------------------------------------------------------
+class MaxLen(Section):
+    directors: Positive
+    writers: Positive
+    actors: Positive
+    genres: Positive
+    countries: Positive
+    languages: Positive
+
+
+class Split(Section):
+    method: Literal["random", "time"]
+    val: Fraction
+    test: Fraction
+    seed: NonNegative
+
+
+class EncodeConfig(Section):
+    max_len: MaxLen
+    runtime_edges: Annotated[list[NonNegative], Field(min_length=2)]
+    split: Split
+
+    @field_validator("runtime_edges")
+    @classmethod
+    def _increasing(cls, edges):
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("must increase strictly")
+        return edges
+
+
+# --- models ----------------------------------------------------------------------------------------------
+BaselineName = Literal["mean", "ridge", "svm", "lightgbm"]
+NetName = Literal["fm", "deepfm", "at", "kd", "kadn"]
+BASELINES: tuple[str, ...] = BaselineName.__args__
+NETS: tuple[str, ...] = NetName.__args__
+
+
+class ModelsConfig(Section):
+    baselines: list[BaselineName]
+    nets: list[NetName]
+
+
+# --- train -----------------------------------------------------------------------------------------------
+class CV(Section):
+    folds: Annotated[int, Field(ge=2)]
+    repeats: Positive
+    seed: NonNegative
+    val: Fraction
+
+
+class Tune(Section):
+    val: Fraction = 0.2
+    seed: NonNegative = 0
+
+
+class TrackRecords(Section):
+    enabled: bool = False
+    actors: Positive = 3
+    folds: Annotated[int, Field(ge=2)] = 5
+    seed: NonNegative = 13
+    counts: bool = False
+
+
+class Common(Section):
+    seed: NonNegative
+    threads: Positive
+    min_count: Positive
+    cv: CV
+    tune: Tune = Tune()
+    track_records: TrackRecords = TrackRecords()
+
+
+Grid = dict[str, list[int | float | str]]
+
+
+class Baseline(Section):
+    """A baseline's settings; its `grid` (last, as in params.yaml) maps some of them to the values searched
+    at every fit."""
+
+    def search_grid(self) -> Grid:
+        return getattr(self, "grid", {})
+
+    @model_validator(mode="after")
+    def _grid_keys(self):
+        known = [f for f in type(self).model_fields if f != "grid"]
+        for key in self.search_grid():
+            if key not in known:
+                raise ValueError(f"grid key {key!r} is not a setting of this model{_hint(key, known)}")
+        return self
+
+    def with_setting(self, setting: dict):
+        """These settings with one grid combination in place of their own values."""
+        return self.model_copy(update=setting)
+
+
+class MeanConfig(Baseline):
+    pass
+
+
+class RidgeConfig(Baseline):
+    alpha: Annotated[float, Field(gt=0)]
+    grid: Grid = {}
+
+
+class SvmConfig(Baseline):
+    kernel: Literal["linear", "poly", "rbf", "sigmoid"]
+    C: Annotated[float, Field(gt=0)]
+    epsilon: Annotated[float, Field(ge=0)]
+    gamma: Literal["scale", "auto"] | Annotated[float, Field(gt=0)] = "scale"
+    grid: Grid = {}
+
+
+class LightgbmConfig(Baseline):
+    n_estimators: Positive
+    learning_rate: Annotated[float, Field(gt=0)]
+    num_leaves: Annotated[int, Field(ge=2)]
+    min_child_samples: Positive
+    reg_lambda: Annotated[float, Field(ge=0)]
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)]
+    subsample: Annotated[float, Field(gt=0, le=1)]
+    grid: Grid = {}
+
+
+class Bins(Section):
+    low: float
+    high: float
+    width: Annotated[float, Field(gt=0)]
+
+
+class NetConfig(Section):
+    """One neural model's settings: train.nets, then its own train.<model> keys, then the preset."""
+
+    head: Literal["classification", "soft", "regression"]
+    bins: Bins
+    soft_sigma: Annotated[float, Field(gt=0)]
+    regression_loss: Literal["mse", "huber"]
+    dim: Positive
+    attention_hidden: Positive
+    teacher: list[Positive]
+    student: list[Positive]
+    deepfm_hidden: list[Positive]
+    dense_width: Positive = 8
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    linear: bool = False
+    hint_weight: Annotated[float, Field(ge=0)]
+    block_gradient: bool
+    adaptive_l2: Annotated[float, Field(ge=0)]
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    lr: Annotated[float, Field(gt=0)]
+    batch: Positive
+    epochs: Positive
+    evals_per_epoch: Positive
+    patience: Positive | None = None  # validations without improvement before stopping; null: never stop
+    seeds: Positive = 1
+    preset: str = "tuned"  # last: a resolved configuration lists it after the settings it chose
+
+
+def _overrides(model: type[BaseModel], name: str) -> type[BaseModel]:
+    """A section that may set any key of `model`, each optional (a model's own keys, a preset)."""
+    fields = {}
+    for key, field in model.model_fields.items():
+        info = copy.copy(field)
+        info.default = None
+        fields[key] = (field.annotation | None, info)
+    return create_model(name, __base__=Section, **fields)
+
+
+NetOverrides = _overrides(NetConfig, "NetOverrides")
+
+
+class TrainConfig(Section):
+    common: Common
+    mean: MeanConfig = MeanConfig()
+    ridge: RidgeConfig
+    svm: SvmConfig
+    lightgbm: LightgbmConfig
+    nets: NetConfig
+    fm: NetOverrides = NetOverrides()  # type: ignore[valid-type]
+    deepfm: NetOverrides = NetOverrides()  # type: ignore[valid-type]
+    at: NetOverrides = NetOverrides()  # type: ignore[valid-type]
+    kd: NetOverrides = NetOverrides()  # type: ignore[valid-type]
+    kadn: NetOverrides = NetOverrides()  # type: ignore[valid-type]
+    presets: dict[str, NetOverrides] = {}  # type: ignore[valid-type]
+
+    @field_validator("mean", "fm", "deepfm", "at", "kd", "kadn", mode="before")
+    @classmethod
+    def _empty(cls, value):
+        return {} if value is None else value  # `kadn:` with nothing under it
+
+    @model_validator(mode="after")
+    def _resolvable(self):
+        for name in ("nets",) + NETS:
+            preset = getattr(self, name).preset
+            if preset is not None and preset != "tuned" and preset not in self.presets:
+                raise ValueError(f"{name}.preset {preset!r} is not one of tuned, {', '.join(self.presets)}")
+        for name in NETS:
+            try:
+                self.net(name)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"{name} with its preset: {where}: {err['msg']}") from None
+        return self
+
+    def baseline(self, name: str) -> Baseline:
+        return getattr(self, name)
+
+    def net(self, name: str) -> NetConfig:
+        """train.nets, then train.<name>, then the chosen preset on top."""
+        merged = {**self.nets.model_dump(), **getattr(self, name).model_dump(exclude_unset=True)}
+        preset = merged.pop("preset")
+        if preset != "tuned":
+            merged.update(self.presets[preset].model_dump(exclude_unset=True))
+        return NetConfig.model_validate({**merged, "preset": preset})
+
+
+# --- evaluate --------------------------------------------------------------------------------------------
+class EvaluateConfig(Section):
+    timing_repeats: Positive
+    timing_films: Positive
+
+
+class Params(Section):
+    clean: CleanConfig
+    encode: EncodeConfig
+    models: ModelsConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+
+def _hint(key: str, known) -> str:
+    if not known:
+        return "; this section takes no keys"
+    close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(map(str, known))}"
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _known_at(loc: tuple) -> list[str]:
+    """The keys the section at `loc` (a path into Params) accepts."""
+    model: type[BaseModel] = Params
+    for part in loc:
+        if model is TrainConfig and part == "presets":
+            model = NetOverrides
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            model = field.annotation
+    return list(model.model_fields)
+
+
+def parse(data, where: str | Path = "params.yaml") -> Params:
+    """Params from a loaded params.yaml, or a KadnError naming the file and the first bad key."""
+    if not isinstance(data, dict):
+        raise KadnError(f"{where}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top)"
+        if err["type"] == "extra_forbidden":
+            raise KadnError(f"{where}: unknown key {key}{_hint(loc[-1], _known_at(loc[:-1]))}") from None
+        if err["type"] == "missing":
+            raise KadnError(f"{where}: missing key {key}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        shown = "" if err["type"] in ("value_error", "assertion_error") else f", not {_short(err['input'])}"
+        raise KadnError(f"{where}: {key}: {message}{shown}") from None
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    return parse(load_params(path), path)
