@@ -19,6 +19,7 @@ from pipeline.errors import KadnError
 COMMANDS = {
     "import": "pipeline.commands",
     "export": "pipeline.commands",
+    "snapshot": "pipeline.snapshot",
     "clean": "pipeline.clean",
     "encode": "pipeline.encode",
     "metrics": "pipeline.metrics",
