@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from models.evaluate import multiply_adds, run_evaluate
+from models.evaluate import multiply_adds
 from models.train import run_train
 from pipeline.cli import main
 from tests.model_support import ROOT, encoded_catalogue, fast_params
@@ -71,7 +71,7 @@ def test_evaluate_and_metrics_give_the_same_bytes_with_one_or_two_threads(built,
         for key in ("mae", "rmse", "cv_mae_mean", "cv_mae_std"):
             assert round(entry[key], 3) == entry[key]
     timings = json.loads((written[2] / "timings.json").read_text(encoding="utf-8"))["distillation"]
-    assert TIMINGS <= keys(timings) and timings["threads"] == 2 and timings["student"]["infer_s"] > 0
+    assert keys(timings) >= TIMINGS and timings["threads"] == 2 and timings["student"]["infer_s"] > 0
 
 
 class TwoLayers(nn.Module):
