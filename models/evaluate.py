@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models import figures
 from models.artifacts import Loaded, load_model
 from models.config import REPORTED
 from models.cv import errors
@@ -241,25 +242,48 @@ def run_evaluate(params: dict, encoded_dir: Path, models_dir: Path, out: Path, p
             "test_films": int(len(test)),
             "seeds": len(kadn.nets),  # each side an ensemble of this many nets (train.nets.seeds)
         }
-        timings = {
+        timings = {"distillation": {
             "teacher": timed["teacher"], "student": timed["student"],
             "speedup": round(timed["teacher"]["infer_10k_s"] / max(timed["student"]["infer_10k_s"], 1e-9), 2),
             "joint_train_s": kadn.meta["train_s"],
             "threads": int(params["train"]["common"]["threads"]),
-        }
+        }}
         if timings_out is not None:
-            write_json(timings_out, {"distillation": timings})
+            write_json(timings_out, timings)
         write_csv(plots_dir / "predicted_vs_actual.csv", ["douban_id", "actual", "predicted"],
                   [[int(enc.douban_id[i]), round(float(y[i]), 2), round(float(p), 3)]
                    for i, p in zip(test, predictions["kadn"])])
+        history = _history(models_dir / "kadn")
         write_csv(plots_dir / "learning_curves.csv", ["epoch", "train_loss", "val_loss", "val_mae_student",
                                                       "val_mae_teacher"],
                   [[r["epoch"], round(r["train_loss"], 5), round(r["val_loss"], 5), round(r["val_mae_student"], 5),
-                    round(r["val_mae_teacher"], 5)] for r in _history(models_dir / "kadn")])
-    write_csv(plots_dir / "model_errors.csv", ["model", "mae", "rmse", "cv_mae", "cv_rmse"],
-              [[m, v["mae"], v["rmse"], v["cv_mae_mean"], v["cv_rmse_mean"]] for m, v in models.items()])
+                    round(r["val_mae_teacher"], 5)] for r in history])
+        figures.learning_curves(history, plots_dir / "learning_curves.png")
+        figures.table2(fragment["distillation"], plots_dir / "table2.png", timings["distillation"])
+        baselines = [m for m in params["models"]["baselines"] if m in models and m != figures.FLOOR]
+        shown = {"K-ADN student": predictions["kadn"]}
+        if baselines:
+            best = min(baselines, key=lambda m: (models[m]["cv_mae_mean"], m))
+            shown[f"{best} (best baseline by CV MAE)"] = predictions[best]
+        figures.predicted_vs_actual(y[test], shown, plots_dir / "predicted_vs_actual.png")
+    sets = {k: fragment[k] for k in ("models", "models_with_popularity") if k in fragment}
+    write_csv(plots_dir / "model_errors.csv", ["model", "mae", "rmse", "cv_mae", "cv_mae_std", "cv_rmse", "cv_rmse_std"],
+              error_rows(sets))
+    figures.model_errors(sets, plots_dir / "cv_mae.png", "cv_mae")
+    figures.model_errors(sets, plots_dir / "cv_rmse.png", "cv_rmse")
     write_json(out, fragment)
     return fragment
+
+
+def error_rows(sets: dict[str, dict]) -> list[list]:
+    """The plot table: one row per model and feature set, best CV MAE first. The mean baseline is left out:
+    its error (about 1.0 against 0.5-0.7) would set the scale; it stays in metrics.json and cv_mae.png."""
+    rows = []
+    for key, models in sets.items():
+        suffix = "" if key == "models" else " +popularity"
+        rows += [[f"{m}{suffix}", v["mae"], v["rmse"], v["cv_mae_mean"], v["cv_mae_std"], v["cv_rmse_mean"],
+                  v["cv_rmse_std"]] for m, v in models.items() if isinstance(v, dict) and m != figures.FLOOR]
+    return sorted(rows, key=lambda r: (r[3], r[0]))
 
 
 def _history(folder: Path) -> list[dict]:
