@@ -293,14 +293,15 @@ def _history(folder: Path) -> list[dict]:
 
 
 def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="score every trained model on the test split; Table 2; plot data")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--encoded", default="data/encoded")
-    p.add_argument("--models", default="artifacts/models")
+    p = sub.add_parser(name, help="score every trained model on the test split; Table 2; figures")
+    p.add_argument("--params", default="params.yaml", help="the parameters file")
+    p.add_argument("--encoded", default="data/encoded", help="the encode stage's folder")
+    p.add_argument("--models", default="artifacts/models", help="the pre_release models (one folder each)")
     p.add_argument("--models-popularity", default="artifacts/models_with_popularity",
                    help="the with_popularity models ('' to leave that feature set out)")
-    p.add_argument("--out", default="artifacts/metrics/evaluate.json")
-    p.add_argument("--plots", default="plots")
+    p.add_argument("--out", default="artifacts/metrics/evaluate.json",
+                   help="the metrics fragment `kadn metrics` merges")
+    p.add_argument("--plots", default="plots", help="folder for the plot data (CSV) and figures (PNG)")
     p.add_argument("--timings", default="timings.json",
                    help="where Table 2's wall-clock timings go ('' to leave them out)")
     p.set_defaults(func=_main)

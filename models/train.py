@@ -61,7 +61,7 @@ def fit_model(name: str, cfg: dict, common: dict, x: dict, freq: dict, y: np.nda
                 return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
         trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), y[train_rows], cfg,
                                                           common.get("tune") or {"val": 0.2, "seed": 0}, seed,
-                                                          common["threads"], inner)
+                                                          common["threads"], inner, progress=progress)
     else:
         for k in range(int(cfg.get("seeds", 1))):
             label = f"{name} seed {k + 1}/{cfg.get('seeds', 1)}"
@@ -145,12 +145,13 @@ def _skip(out: Path, name: str, feature_set: str, reason: str) -> dict:
 def register(sub, name: str) -> None:
     p = sub.add_parser(name, help="train one model (and cross-validate it) on the encoded features")
     p.add_argument("model", help=f"one of {', '.join(MODELS)}")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--encoded", default="data/encoded")
+    p.add_argument("--params", default="params.yaml", help="the parameters file")
+    p.add_argument("--encoded", default="data/encoded", help="the encode stage's folder")
     p.add_argument("--out", default="artifacts/models", help="where the pre_release model goes")
     p.add_argument("--out-popularity", default="artifacts/models_with_popularity",
                    help="where the with_popularity model goes")
-    p.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS)
+    p.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS,
+                   help="feature sets to train on")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)
 
