@@ -10,11 +10,13 @@ held-out fold.
 from __future__ import annotations
 
 import itertools
+import sys
 
 import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import Ridge
 from sklearn.svm import SVR
+from tqdm import tqdm
 
 from models.data import inner_split
 from pipeline.params import Baseline, Tune
@@ -66,7 +68,7 @@ def validation_mae(kind: str, cfg: Baseline, X, y: np.ndarray, fit_rows: np.ndar
 
 
 def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int = 1,
-                  inner_X=None):
+                  inner_X=None, progress: bool = False):
     """(fitted model, chosen setting): grid search on an inner split of the rows of X/y, then a refit on all.
 
     X and y hold the fit's training rows only; the held-out rows of a fold never reach this function.
@@ -78,8 +80,12 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
     if len(settings) > 1:
         fit_rows, val_rows = inner_split(np.arange(len(y)), tune.val, tune.seed)
         X_tune = X if inner_X is None else inner_X(fit_rows)
-        scores = [validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed, threads)
-                  for s in settings]
+        scores = []
+        # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
+        bar = tqdm(settings, desc=f"{kind} tuning", file=sys.stderr, disable=not progress, leave=False)
+        for s in bar:
+            scores.append(validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed, threads))
+            bar.set_postfix(best_mae=f"{min(scores):.4f}")
         chosen = settings[int(np.argmin(scores))]
     elif settings:
         chosen = settings[0]

@@ -2,7 +2,8 @@
 Table 2 (teacher against student), and the data behind the plots (paper figures 3-5).
 
 Writes a metrics fragment (merged into metrics.json by `kadn metrics --fragments`) and CSVs for
-`dvc plots show`. Timings are the only figures that change between identical runs.
+`dvc plots show`. Wall-clock timings, the only figures that change between identical runs, go to a file of
+their own (timings.json), so `dvc metrics diff` shows real changes only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from models import figures
 from models.artifacts import Loaded, load_model, token_ids
 from models.config import REPORTED
 from models.cv import errors
@@ -44,10 +47,15 @@ def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
     return x
 
 
+# Errors are kept to 3 decimals: their CV standard deviation is 0.02-0.07, so a fourth decimal is noise
+# (and moves with the thread count or the machine), never a finding.
+DECIMALS = 3
+
+
 def cv_summary(cv: dict) -> dict:
     mae, rmse = np.asarray(cv["mae"]), np.asarray(cv["rmse"])
-    return {"cv_mae_mean": round(float(mae.mean()), 4), "cv_mae_std": round(float(mae.std()), 4),
-            "cv_rmse_mean": round(float(rmse.mean()), 4), "cv_rmse_std": round(float(rmse.std()), 4),
+    return {"cv_mae_mean": round(float(mae.mean()), DECIMALS), "cv_mae_std": round(float(mae.std()), DECIMALS),
+            "cv_rmse_mean": round(float(rmse.mean()), DECIMALS), "cv_rmse_std": round(float(rmse.std()), DECIMALS),
             "cv_folds": int(len(mae))}
 
 
@@ -64,15 +72,31 @@ def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
     return best
 
 
+def multiply_adds(nets: list[torch.nn.Module], x: dict[str, torch.Tensor]) -> int:
+    """Multiply-adds of the ensemble `nets` scoring the films of `x`, counted by torch's FLOP counter (its
+    matrix products: every Linear layer and the attention units; 2 FLOPs per multiply-add). The attention
+    runs on a film's real tokens only, so the count depends on the films, never on the machine."""
+    total = 0
+    for net in nets:
+        net.eval()
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            net(x)
+        total += counter.get_total_flops()
+    return total // 2
+
+
 def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, train_rows: np.ndarray,
-                   y: np.ndarray, cfg: EvaluateConfig) -> dict:
-    """Table 2 for teacher and student: parameters, size of the serialised weights, inference and training time.
+                   y: np.ndarray, cfg: EvaluateConfig) -> tuple[dict, dict]:
+    """Table 2 for teacher and student: (what the models determine, wall-clock timings).
+
+    The first holds parameters, the size of the serialised weights and multiply-adds per film (the mean over
+    `rows`): the same on every machine. The second holds inference and training times.
 
     With N seeds (`train.nets.seeds`) each side is an ensemble of N nets, like with like: the teacher's N
-    branches against the student's N. Parameters and sizes add up over the members; inference is every member
-    scoring the films plus the averaging, as `kadn predict` does. Each net is timed alone (shared layers + its
-    private MLP). Training time is one net trained alone for one epoch of the training rows, times the epochs
-    the joint runs took (summed over the members), so the two are comparable.
+    branches against the student's N. Parameters, sizes and multiply-adds add up over the members; inference is
+    every member scoring the films plus the averaging, as `kadn predict` does. Each net is timed alone (shared
+    layers + its private MLP). Training time is one net trained alone for one epoch of the training rows, times
+    the epochs the joint runs took (summed over the members), so the two are comparable.
     """
     repeats = cfg.timing_repeats
     test_x = tensors(x, rows)
@@ -86,7 +110,7 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
                           repeats)
     big_s = _interleaved({n: (lambda m=m: ensemble_scores(m, loaded.head, big_x)) for n, m in members.items()},
                          repeats)
-    out = {}
+    figures, timings = {}, {}
     for name, nets in members.items():
         size = 0
         for branch in nets:
@@ -95,14 +119,17 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
             size += len(buf.getvalue())
         # The members share one architecture and the same rows, so one member's epoch times them all.
         per_epoch = _epoch_seconds(nets[0], loaded.head, train_x, train_y, loaded.meta["config"], joint_loss)
-        out[name] = {
+        figures[name] = {
             "params": sum(count_params(b) for b in nets),
             "size_kb": round(size / 1024, 1),
+            "multiply_adds_per_film": round(multiply_adds(nets, test_x) / len(rows)),
+        }
+        timings[name] = {
             "infer_s": round(test_s[name], 5),
             "infer_10k_s": round(big_s[name] * 10000 / len(big), 4),
             "train_s": round(per_epoch * epochs, 3),
         }
-    return out
+    return figures, timings
 
 
 def _epoch_seconds(branch, head, xt, y, cfg, joint_loss) -> float:
@@ -149,7 +176,7 @@ def _scored(enc: Encoded, loaded: dict[str, Loaded], test: np.ndarray, y: np.nda
         pred = model.score(model_view(enc, model), output)[test]
         predictions[reported] = pred
         mae, rmse = errors(pred, y[test])
-        models[reported] = {"mae": round(mae, 4), "rmse": round(rmse, 4), **cv_summary(model.meta["cv"][output])}
+        models[reported] = {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(model.meta["cv"][output])}
         if model.nets is not None:
             models[reported]["head"] = model.meta["head"]
     return models, predictions
@@ -170,7 +197,9 @@ def popularity_figures(enc: Encoded, popularity_dir: Path, names: list[str], dig
 
 
 def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path,
-                 popularity_dir: Path | None = None) -> dict:
+                 popularity_dir: Path | None = None, timings_out: Path | None = None) -> dict:
+    """Write the metrics fragment (only what data, params and code determine: the same bytes on any machine
+    and thread count), the plot data and, if `timings_out` is given, the wall-clock timings apart."""
     cfg = params.evaluate
     set_determinism(params.train.common.threads)
     enc = load_encoded(encoded_dir)
@@ -185,28 +214,60 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
         fragment["models_with_popularity"] = popularity_figures(enc, popularity_dir, names, digest, test, y)
     if "kadn" in loaded:
         kadn = loaded["kadn"]
-        table = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"), y.astype(np.float32), cfg)
+        table, timed = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"), y.astype(np.float32),
+                                      cfg)
         teacher, student = table["teacher"], table["student"]
         fragment["distillation"] = {
             "teacher": teacher, "student": student,
             "param_reduction": round(1 - student["params"] / teacher["params"], 4),
             "size_reduction": round(1 - student["size_kb"] / teacher["size_kb"], 4),
-            "speedup": round(teacher["infer_10k_s"] / max(student["infer_10k_s"], 1e-9), 2),
-            "joint_train_s": kadn.meta["train_s"],
+            "multiply_add_reduction": round(1 - student["multiply_adds_per_film"] / teacher["multiply_adds_per_film"],
+                                            4),
             "test_films": int(len(test)),
             "seeds": len(kadn.nets),  # each side an ensemble of this many nets (train.nets.seeds)
         }
+        timings = {"distillation": {
+            "teacher": timed["teacher"], "student": timed["student"],
+            "speedup": round(timed["teacher"]["infer_10k_s"] / max(timed["student"]["infer_10k_s"], 1e-9), 2),
+            "joint_train_s": kadn.meta["train_s"],
+            "threads": params.train.common.threads,
+        }}
+        if timings_out is not None:
+            write_json(timings_out, timings)
         write_csv(plots_dir / "predicted_vs_actual.csv", ["douban_id", "actual", "predicted"],
                   [[int(enc.douban_id[i]), round(float(y[i]), 2), round(float(p), 3)]
                    for i, p in zip(test, predictions["kadn"])])
+        history = _history(models_dir / "kadn")
         write_csv(plots_dir / "learning_curves.csv", ["epoch", "train_loss", "val_loss", "val_mae_student",
                                                       "val_mae_teacher"],
                   [[r["epoch"], round(r["train_loss"], 5), round(r["val_loss"], 5), round(r["val_mae_student"], 5),
-                    round(r["val_mae_teacher"], 5)] for r in _history(models_dir / "kadn")])
-    write_csv(plots_dir / "model_errors.csv", ["model", "mae", "rmse", "cv_mae", "cv_rmse"],
-              [[m, v["mae"], v["rmse"], v["cv_mae_mean"], v["cv_rmse_mean"]] for m, v in models.items()])
+                    round(r["val_mae_teacher"], 5)] for r in history])
+        figures.learning_curves(history, plots_dir / "learning_curves.png")
+        figures.table2(fragment["distillation"], plots_dir / "table2.png", timings["distillation"])
+        baselines = [m for m in params.models.baselines if m in models and m != figures.FLOOR]
+        shown = {"K-ADN student": predictions["kadn"]}
+        if baselines:
+            best = min(baselines, key=lambda m: (models[m]["cv_mae_mean"], m))
+            shown[f"{best} (best baseline by CV MAE)"] = predictions[best]
+        figures.predicted_vs_actual(y[test], shown, plots_dir / "predicted_vs_actual.png")
+    sets = {k: fragment[k] for k in ("models", "models_with_popularity") if k in fragment}
+    write_csv(plots_dir / "model_errors.csv", ["model", "mae", "rmse", "cv_mae", "cv_mae_std", "cv_rmse", "cv_rmse_std"],
+              error_rows(sets))
+    figures.model_errors(sets, plots_dir / "cv_mae.png", "cv_mae")
+    figures.model_errors(sets, plots_dir / "cv_rmse.png", "cv_rmse")
     write_json(out, fragment)
     return fragment
+
+
+def error_rows(sets: dict[str, dict]) -> list[list]:
+    """The plot table: one row per model and feature set, best CV MAE first. The mean baseline is left out:
+    its error (about 1.0 against 0.5-0.7) would set the scale; it stays in metrics.json and cv_mae.png."""
+    rows = []
+    for key, models in sets.items():
+        suffix = "" if key == "models" else " +popularity"
+        rows += [[f"{m}{suffix}", v["mae"], v["rmse"], v["cv_mae_mean"], v["cv_mae_std"], v["cv_rmse_mean"],
+                  v["cv_rmse_std"]] for m, v in models.items() if isinstance(v, dict) and m != figures.FLOOR]
+    return sorted(rows, key=lambda r: (r[3], r[0]))
 
 
 def _history(folder: Path) -> list[dict]:
@@ -214,31 +275,36 @@ def _history(folder: Path) -> list[dict]:
 
 
 def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="score every trained model on the test split; Table 2; plot data")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--encoded", default="data/encoded")
-    p.add_argument("--models", default="artifacts/models")
+    p = sub.add_parser(name, help="score every trained model on the test split; Table 2; figures")
+    p.add_argument("--params", default="params.yaml", help="the parameters file")
+    p.add_argument("--encoded", default="data/encoded", help="the encode stage's folder")
+    p.add_argument("--models", default="artifacts/models", help="the pre_release models (one folder each)")
     p.add_argument("--models-popularity", default="artifacts/models_with_popularity",
                    help="the with_popularity models ('' to leave that feature set out)")
-    p.add_argument("--out", default="artifacts/metrics/evaluate.json")
-    p.add_argument("--plots", default="plots")
+    p.add_argument("--out", default="artifacts/metrics/evaluate.json",
+                   help="the metrics fragment `kadn metrics` merges")
+    p.add_argument("--plots", default="plots", help="folder for the plot data (CSV) and figures (PNG)")
+    p.add_argument("--timings", default="timings.json",
+                   help="where Table 2's wall-clock timings go ('' to leave them out)")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
     params = load(args.params)
     fragment = run_evaluate(params, Path(args.encoded), Path(args.models), Path(args.out), Path(args.plots),
-                            Path(args.models_popularity) if args.models_popularity else None)
+                            Path(args.models_popularity) if args.models_popularity else None,
+                            Path(args.timings) if args.timings else None)
     for key in ("models", "models_with_popularity"):
         for name, m in fragment.get(key, {}).items():
             if not isinstance(m, dict):
                 print(f"{key}.{name}: {m}", file=sys.stderr)
                 continue
             suffix = "" if key == "models" else " (with popularity)"
-            print(f"{name:13s} test MAE {m['mae']:.4f} RMSE {m['rmse']:.4f} | CV MAE {m['cv_mae_mean']:.4f} "
-                  f"± {m['cv_mae_std']:.4f} RMSE {m['cv_rmse_mean']:.4f}{suffix}", file=sys.stderr)
+            print(f"{name:13s} test MAE {m['mae']:.3f} RMSE {m['rmse']:.3f} | CV MAE {m['cv_mae_mean']:.3f} "
+                  f"± {m['cv_mae_std']:.3f} RMSE {m['cv_rmse_mean']:.3f}{suffix}", file=sys.stderr)
     if "distillation" in fragment:
         d = fragment["distillation"]
         print(f"distillation ({d['seeds']} seed(s) per side): params {d['teacher']['params']} -> {d['student']['params']} "
-              f"(-{100 * d['param_reduction']:.1f}%), speed-up x{d['speedup']}", file=sys.stderr)
+              f"(-{100 * d['param_reduction']:.1f}%), multiply-adds per film {d['teacher']['multiply_adds_per_film']} "
+              f"-> {d['student']['multiply_adds_per_film']} (-{100 * d['multiply_add_reduction']:.1f}%)", file=sys.stderr)
     return 0

@@ -167,7 +167,7 @@ def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitDat
             def inner(fit_positions):
                 return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
         trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), data.y[train_rows],
-                                                          cfg, common.tune, seed, common.threads, inner)
+                                                          cfg, common.tune, seed, common.threads, inner, progress=progress)
     else:
         for k in range(cfg.seeds):
             label = f"{name} seed {k + 1}/{cfg.seeds}"

@@ -196,7 +196,7 @@ def register(sub, name: str) -> None:
     p.add_argument("--model", default="kadn", help=f"kadn (the student, default), kadn_teacher, or any of "
                    f"{', '.join(m for m in REPORTED if m not in ('kadn', 'kadn_teacher'))}")
     p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
-    p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv")
+    p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv", help="output format")
     p.set_defaults(func=_main)
 
 

@@ -97,12 +97,13 @@ def _skip(out: Path, name: str, feature_set: str, reason: str) -> dict:
 def register(sub, name: str) -> None:
     p = sub.add_parser(name, help="train one model (and cross-validate it) on the encoded features")
     p.add_argument("model", help=f"one of {', '.join(MODELS)}")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--encoded", default="data/encoded")
+    p.add_argument("--params", default="params.yaml", help="the parameters file")
+    p.add_argument("--encoded", default="data/encoded", help="the encode stage's folder")
     p.add_argument("--out", default="artifacts/models", help="where the pre_release model goes")
     p.add_argument("--out-popularity", default="artifacts/models_with_popularity",
                    help="where the with_popularity model goes")
-    p.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS)
+    p.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS), choices=FEATURE_SETS,
+                   help="feature sets to train on")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)
 

@@ -26,6 +26,7 @@ from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, write_json
 from pipeline.params import CleanConfig, load
 from pipeline.records import date_sort_key, first_release, parse_date, parse_runtime
+from pipeline.snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
 RULES = ("unreadable", "out_of_range", "rerelease", "non_film", "missing_labels", "few_raters")
@@ -148,12 +149,17 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     return frame.sort_values("douban_id", kind="stable").reset_index(drop=True)
 
 
-def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path) -> dict:
-    engine = store.connect(database_url, create=False)
-    records = store.load_records(engine)
-    where = engine.url.render_as_string(hide_password=True)
+def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path,
+              snapshot: Path | None = None) -> dict:
+    """Clean the films of `snapshot` (a `kadn snapshot` file, what the DVC stage reads), else of the store."""
+    if snapshot is not None:
+        records, where = read_snapshot(snapshot), f"snapshot {snapshot}"
+    else:
+        engine = store.connect(database_url, create=False)
+        records = store.load_records(engine)
+        where = f"database {engine.url.render_as_string(hide_password=True)}"
     if not records:
-        raise KadnError(f"database {where} holds no movies: nothing to clean")
+        raise KadnError(f"{where} holds no movies: nothing to clean")
     kept, removed = apply_rules(records, cfg)
     report = {
         "stored": len(records),
@@ -173,15 +179,19 @@ def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_r
 
 def register(sub, name: str) -> None:
     p = sub.add_parser(name, help="apply the date range and the paper's four cleaning rules")
-    p.add_argument("--database-url", help="SQLAlchemy URL (default: $DATABASE_URL or the snapshot)")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--out", default="data/clean/movies.parquet")
-    p.add_argument("--report", default="data/clean/report.json")
+    p.add_argument("--snapshot", help="read the films from this `kadn snapshot` file instead of the store "
+                   "(the DVC stage does)")
+    p.add_argument("--database-url", help="SQLAlchemy URL of the store read without --snapshot "
+                   "(default: $DATABASE_URL, else the shipped SQLite file)")
+    p.add_argument("--params", default="params.yaml", help="the parameters file (its clean section)")
+    p.add_argument("--out", default="data/clean/movies.parquet", help="the cleaned table (parquet)")
+    p.add_argument("--report", default="data/clean/report.json", help="what each rule removed (JSON)")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    report = run_clean(args.database_url, load(args.params).clean, Path(args.out), Path(args.report))
+    report = run_clean(args.database_url, load(args.params).clean, Path(args.out), Path(args.report),
+                       Path(args.snapshot) if args.snapshot else None)
     removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items())
     print(f"clean: {report['stored']} stored, removed {removed}; {report['kept']} kept -> {args.out}")
     return 0

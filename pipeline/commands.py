@@ -23,7 +23,7 @@ def register(sub, name: str) -> None:
         p.set_defaults(func=run_import)
     else:
         p = sub.add_parser("export", help="print one record per stored movie")
-        p.add_argument("--format", choices=sorted(WRITERS), default="jsonl")
+        p.add_argument("--format", choices=sorted(WRITERS), default="jsonl", help="output format")
         p.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
         p.add_argument("--database-url", help="SQLAlchemy URL (default: $DATABASE_URL or the snapshot)")
         p.set_defaults(func=run_export)

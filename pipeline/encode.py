@@ -240,9 +240,9 @@ def load_encoded(out_dir: str | Path) -> Encoded:
 
 def register(sub, name: str) -> None:
     p = sub.add_parser(name, help="build feature groups, vocabularies and splits from the cleaned table")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--table", default="data/clean/movies.parquet")
-    p.add_argument("--out", default="data/encoded")
+    p.add_argument("--params", default="params.yaml", help="the parameters file (its encode section)")
+    p.add_argument("--table", default="data/clean/movies.parquet", help="the cleaned table to encode")
+    p.add_argument("--out", default="data/encoded", help="folder for the encoded arrays and vocabularies")
     p.set_defaults(func=_main)
 
 

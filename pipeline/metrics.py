@@ -45,10 +45,10 @@ def gather(report: Path, encoded_meta: Path, fragments: list[Path]) -> dict:
 
 def register(sub, name: str) -> None:
     p = sub.add_parser(name, help="gather data and model figures into metrics.json")
-    p.add_argument("--report", default="data/clean/report.json")
-    p.add_argument("--encoded-meta", default="data/encoded/meta.json")
+    p.add_argument("--report", default="data/clean/report.json", help="the clean stage's report (data counts)")
+    p.add_argument("--encoded-meta", default="data/encoded/meta.json", help="the encode stage's split sizes")
     p.add_argument("--fragments", nargs="*", default=[], help="JSON fragments to merge (evaluate's outputs)")
-    p.add_argument("--out", default="metrics.json")
+    p.add_argument("--out", default="metrics.json", help="the metrics file to write")
     p.set_defaults(func=_main)
 
 

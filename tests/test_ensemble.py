@@ -36,8 +36,10 @@ def trained(tmp_path_factory):
     for seeds in (1, 2):
         models = folder / f"seeds{seeds}"
         run_train("kadn", fast(params_with(seeds)), enc, models)
-        frag = run_evaluate(fast(params_with(seeds)), enc, models, folder / f"e{seeds}.json", folder / f"plots{seeds}")
-        out[seeds] = (models, frag["distillation"])
+        timings = folder / f"t{seeds}.json"
+        frag = run_evaluate(fast(params_with(seeds)), enc, models, folder / f"e{seeds}.json", folder / f"plots{seeds}",
+                            timings_out=timings)
+        out[seeds] = (models, {**frag["distillation"], "timed": json.loads(timings.read_text())["distillation"]})
     torch.set_num_threads(threads)
     return out
 
@@ -90,8 +92,8 @@ def test_predict_averages_every_member(trained, tmp_path):
 def test_table2_counts_every_member_on_both_sides(trained):
     one, two = trained[1][1], trained[2][1]
     assert one["seeds"] == 1 and two["seeds"] == 2
-    assert set(one) == set(two) == {"teacher", "student", "param_reduction", "size_reduction", "speedup",
-                                    "joint_train_s", "test_films", "seeds"}
+    assert set(one) == set(two) == {"teacher", "student", "param_reduction", "size_reduction",
+                                    "multiply_add_reduction", "test_films", "seeds", "timed"}
     single = load_model(trained[1][0], "kadn").nets[0]
     for side in ("teacher", "student"):
         branch = single.branch(side)
@@ -99,11 +101,14 @@ def test_table2_counts_every_member_on_both_sides(trained):
         assert one[side]["params"] == count_params(branch)
         assert two[side]["params"] == 2 * one[side]["params"]
         assert two[side]["size_kb"] == pytest.approx(2 * one[side]["size_kb"], abs=0.2)
+        assert two[side]["multiply_adds_per_film"] == pytest.approx(2 * one[side]["multiply_adds_per_film"], abs=1)
         for figures in (one, two):
-            assert {"params", "size_kb", "infer_s", "infer_10k_s", "train_s"} == set(figures[side])
-            assert all(figures[side][k] > 0 for k in ("infer_s", "infer_10k_s", "train_s"))
+            assert {"params", "size_kb", "multiply_adds_per_film"} == set(figures[side])
+            assert {"infer_s", "infer_10k_s", "train_s"} == set(figures["timed"][side])
+            assert all(figures["timed"][side][k] > 0 for k in ("infer_s", "infer_10k_s", "train_s"))
     # Both sides grow alike, so the reductions are the same figures.
     assert two["param_reduction"] == one["param_reduction"]
+    assert two["multiply_add_reduction"] == one["multiply_add_reduction"]
     # (sizes of these tiny nets are a few KB, rounded to 0.1 KB: the size reduction moves a little)
     assert two["size_reduction"] == pytest.approx(one["size_reduction"], abs=0.02)
 

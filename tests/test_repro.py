@@ -1,8 +1,11 @@
 """End to end: `dvc repro` in a copy of the repository, on a tiny database written with pipeline.store and
-a fast params override; then a param change shows in `dvc metrics diff`, and a rerun reproduces metrics."""
+a fast params override; then a param change shows in `dvc metrics diff`, a rerun reproduces metrics, the films
+of any DATABASE_URL reach the pipeline exactly when they change, `dvc plots show` embeds the PNG figures, and
+`dvc exp run -S ...` runs a variant that `dvc exp show` and `dvc metrics diff` compare."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,13 +20,16 @@ from tests.model_support import ROOT, fast_params
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
+PNGS = ("cv_mae.png", "cv_rmse.png", "predicted_vs_actual.png", "learning_curves.png", "table2.png")
 
 
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, database_url: str | None = None, ok=(0,)) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("DATABASE_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode in ok, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
 
@@ -49,18 +55,15 @@ def repo(tmp_path_factory) -> Path:
     return dest
 
 
+def out_of_date(repo: Path) -> dict:
+    """`dvc status` without the snapshot stage, which DVC reports as always changed by design."""
+    status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    assert status.pop("snapshot", ["always changed"]) == ["always changed"]
+    return status
+
+
 def metrics(repo: Path) -> dict:
     return json.loads((repo / "metrics.json").read_text(encoding="utf-8"))
-
-
-def without_timings(m: dict) -> dict:
-    m = json.loads(json.dumps(m))
-    for net in ("teacher", "student"):
-        for key in ("infer_s", "infer_10k_s", "train_s"):
-            m["distillation"][net].pop(key)
-    for key in ("speedup", "joint_train_s"):
-        m["distillation"].pop(key)
-    return m
 
 
 def test_dvc_repro_builds_every_model_and_metrics(repo):
@@ -78,15 +81,51 @@ def test_dvc_repro_builds_every_model_and_metrics(repo):
     assert m["models"]["kadn"]["head"] == "regression"
     d = m["distillation"]
     for net in ("teacher", "student"):
-        assert {"params", "size_kb", "infer_s", "train_s"} <= set(d[net])
+        assert {"params", "size_kb", "multiply_adds_per_film"} == set(d[net])
+    timings = json.loads((repo / "timings.json").read_text(encoding="utf-8"))["distillation"]
+    assert {"infer_s", "infer_10k_s", "train_s"} <= set(timings["student"])
     assert d["student"]["params"] < d["teacher"]["params"]
     assert d["param_reduction"] == pytest.approx(1 - d["student"]["params"] / d["teacher"]["params"], abs=1e-4)
     for plot in ("predicted_vs_actual.csv", "learning_curves.csv", "model_errors.csv"):
         assert len((repo / "plots" / plot).read_text().splitlines()) > 2
     assert (repo / "artifacts" / "models" / "kadn" / "model.pt").exists()
     shown = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
-    assert set(shown) == {"K-ADN predicted against actual (test split)", "K-ADN learning curves (per half-epoch)",
-                          "MAE per model (CV mean)", "RMSE per model (CV mean)"}
+    assert set(shown) == {"K-ADN predicted against actual (test split)", "K-ADN loss per half-epoch",
+                          "K-ADN validation MAE per half-epoch", "MAE per model (CV mean, best first)",
+                          "RMSE per model (CV mean)", *(f"plots/{name}" for name in PNGS)}
+    assert (repo / "timings.json").exists() and "timings.json" not in run(["git", "check-ignore", "-v", "--no-index",
+                                                                           "timings.json"], repo, ok=(0, 1)).stdout
+
+
+def test_plots_show_writes_a_page_embedding_every_figure_without_a_script(repo):
+    run(["dvc", "plots", "show"], repo)
+    page = (repo / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    sources = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    for name in PNGS:
+        found = [src for src in sources if src.endswith(name.replace("/", "_")) or src.endswith(name)]
+        assert found, f"{name} not embedded in dvc_plots/index.html"
+        assert not found[0].startswith(("http:", "https:", "//"))
+        if not found[0].startswith("data:"):
+            assert (repo / "dvc_plots" / found[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_films_reach_the_pipeline_from_any_database_exactly_when_they_change(repo, tmp_path):
+    out = run(["dvc", "repro"], repo).stdout
+    assert "Running stage 'snapshot'" in out and "Running stage 'clean'" not in out
+    # The same films in another database: the snapshot runs, nothing after it does.
+    same = tmp_path / "same.sqlite"
+    shutil.copy2(repo / "data" / "douban.sqlite", same)
+    out = run(["dvc", "repro"], repo, database_url=f"sqlite:///{same}").stdout
+    assert "Running stage 'snapshot'" in out and "Running stage 'clean'" not in out
+    # One film's score changed there: clean (and so everything after it) is out of date.
+    engine = store.connect(f"sqlite:///{same}")
+    first = store.load_records(engine)[0]
+    store.upsert_records(engine, [{**first, "rating": 1.5 if first["rating"] != 1.5 else 9.5}], source="test")
+    engine.dispose()
+    run(["dvc", "repro", "-s", "snapshot"], repo, database_url=f"sqlite:///{same}")
+    assert "clean" in out_of_date(repo)
+    run(["dvc", "repro", "-s", "snapshot"], repo)
+    assert out_of_date(repo) == {}
 
 
 def test_a_param_change_reruns_only_its_model_and_shows_in_metrics_diff(repo):
@@ -104,8 +143,28 @@ def test_a_param_change_reruns_only_its_model_and_shows_in_metrics_diff(repo):
 
 
 def test_rerunning_training_reproduces_the_metrics(repo):
-    before = metrics(repo)
+    before = (repo / "metrics.json").read_bytes()
     run(["dvc", "repro", "-f", "-s", "train_net@kadn"], repo)
     run(["dvc", "repro", "-s", "evaluate"], repo)
     run(["dvc", "repro", "-s", "metrics"], repo)
-    assert without_timings(metrics(repo)) == without_timings(before)
+    assert (repo / "metrics.json").read_bytes() == before
+
+
+def test_an_experiment_runs_a_variant_that_exp_show_and_metrics_diff_compare(repo):
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline"], repo)
+    assert out_of_date(repo) == {}
+    run(["dvc", "exp", "run", "-S", "train.nets.head=soft", "-n", "soft-head"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or []) if e.get("name") == "soft-head"]
+    assert exps, "the experiment is not in `dvc exp show`"
+    data = exps[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["nets"]["head"] == "soft"
+    assert "kadn" in data["metrics"]["metrics.json"]["data"]["models"]
+    # The workspace now holds the experiment's results: `dvc metrics diff` shows what the variant changed.
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)["metrics.json"]
+    assert diff["models.kadn.head"]["old"] == "regression" and diff["models.kadn.head"]["new"] == "soft"
+    assert any(k.startswith("models.kadn.") and k != "models.kadn.head" for k in diff)
+    assert not any(k.startswith(("models.ridge.", "models.svm.")) for k in diff)
+    # Only real changes: no wall-clock figure moves in the compared metrics.
+    assert not any(k.endswith(("_s", "speedup")) for k in diff), sorted(diff)
