@@ -6,7 +6,7 @@ then `kadn clean` and `kadn encode` run as separate processes, so each one's pea
     .venv/bin/python bench/pipeline_scaling.py                 # 10k, 50k, 140k films
     .venv/bin/python bench/pipeline_scaling.py --sizes 2000    # a quick look
 
-Target (issue 4): clean + encode under 60 s and 2 GiB at 140k films on a 2-core machine.
+Target: clean + encode under 60 s and 2 GiB at 140k films on a 2-core machine.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def deep_merge(into: dict, other: dict) -> dict:
 
 def gather(report: Path, encoded_meta: Path, fragments: list[Path]) -> dict:
     clean, meta = _read(report), _read(encoded_meta)
-    # DESIGN.md's order: the range first, then the paper's four rules.
+    # The order the rules apply in: the range first, then the paper's four rules.
     removed = {k: clean["removed"][k] for k in
                ("out_of_range", "rerelease", "non_film", "missing_labels", "few_raters", "unreadable")}
     metrics = {"data": {"stored": clean["stored"], "removed": removed, "kept": clean["kept"],
