@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import yaml
 
@@ -107,6 +108,27 @@ def test_plots_show_writes_a_page_embedding_every_figure_without_a_script(repo):
         assert not found[0].startswith(("http:", "https:", "//"))
         if not found[0].startswith("data:"):
             assert (repo / "dvc_plots" / found[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+BROWSER = next((b for b in ("chromium-headless-shell", "chromium", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium on PATH (apt-get install chromium-headless-shell)")
+def test_the_plots_page_shows_the_figures_in_a_headless_browser_offline(repo, tmp_path):
+    """What a person sees: the page rendered by a real browser with no network shows the figures, not
+    broken-image icons on a white page."""
+    run(["dvc", "repro"], repo)  # a no-op after the first test; this one also runs alone
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "page")], repo)
+    shot = tmp_path / "shot.png"
+    subprocess.run([BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+                    f"--screenshot={shot}", "--window-size=1200,2400", "--virtual-time-budget=3000",
+                    (tmp_path / "page" / "index.html").as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    inked = (pixels.mean(axis=2) < 0.9).mean()
+    coloured = (pixels.max(axis=2) - pixels.min(axis=2) > 0.2).mean()
+    # Drawn figures ink a good share of the page and carry colour (bars, points); a page of broken images
+    # is almost all white and grey.
+    assert inked > 0.05 and coloured > 0.01, (inked, coloured)
 
 
 def test_films_reach_the_pipeline_from_any_database_exactly_when_they_change(repo, tmp_path):
