@@ -4,17 +4,23 @@ Folds run over every film (train, val and test of the fixed split alike) and are
 (seeded by `train.common.cv.seed`). Inside a fold, the vocabularies are rebuilt from the fold's training
 rows, and a seeded slice of those rows is held back as the nets' validation set (early stopping and the
 best checkpoint); the baselines are fitted on exactly the nets' training rows.
+
+Every fold draws its randomness from its own seeds alone, so the folds can run in worker processes
+(`train.common.workers`) in any order and give the same figures as one after the other.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
 
 from models.data import FitData, features_from, inner_split, kfold
-from models.fit import fit_model
+from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
 
@@ -24,32 +30,107 @@ def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(np.abs(e).mean()), float(np.sqrt((e**2).mean()))
 
 
-def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: Common, progress: bool = False,
-                   feature_set: str = "pre_release", chosen: list | None = None) -> dict:
-    """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
-    in each fold (on that fold's training rows) is appended to `chosen`."""
+# The encoded data of a worker process, sent once when the worker starts rather than with every task.
+_WORKER: dict = {}
+
+
+def _start_worker(threads: int, enc: Encoded) -> None:
+    set_determinism(threads)
+    _WORKER["enc"] = enc
+
+
+def make_pool(workers: int, threads: int, enc: Encoded) -> ProcessPoolExecutor | None:
+    """Worker processes for folds and fits, or None for `workers` 1 (everything in this process). Forked, so
+    a worker starts with the modules and `enc` already loaded (spawning re-imports torch in each, seconds of
+    CPU per stage); safe because torch runs one thread here (set_determinism), so no thread pool is copied
+    half-way through its work."""
+    if workers <= 1:
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_start_worker, initargs=(threads, enc))
+
+
+@contextmanager
+def closing_pool(pool: ProcessPoolExecutor | None):
+    """`pool`, shut down on leaving (its pending tasks cancelled if an error leaves early)."""
+    try:
+        yield pool
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    if pool is not None:
+        pool.shutdown()
+
+
+def run_task(pool: ProcessPoolExecutor | None, enc: Encoded, fn, *args):
+    """A future-like handle on `fn(enc, *args)`: run in a worker of `pool` (which holds its own copy of
+    `enc`), or here when its result is asked for if there is no pool."""
+    if pool is None:
+        return _Later(fn, enc, *args)
+    return pool.submit(_in_worker, fn, *args)
+
+
+def _in_worker(fn, *args):
+    return fn(_WORKER["enc"], *args)
+
+
+class _Later:
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def result(self):
+        return self.fn(*self.args)
+
+
+def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, feature_set: str, k: int,
+            train_rows: np.ndarray, held_rows: np.ndarray) -> tuple[dict[str, tuple[float, float]], dict | None]:
+    """Fold `k`: ({output: (MAE, RMSE) on the held-out rows}, the baseline's chosen setting or None)."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
-    track_cfg = common.track_records
-    folds = kfold(len(y), spec.folds, spec.repeats, spec.seed)
+    fit_rows, val_rows = inner_split(train_rows, spec.val, spec.seed + k)
+    restricted = enc.restrict(fit_rows, common.min_count)
+    # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
+    # only their scores (the nets' validation rows and the held-out fold are never a source).
+    build = features_from(enc, restricted.x, feature_set, common.track_records)
+    x, _ = build(fit_rows)
+    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows),
+                        common.seed + 1000 * (k + 1), features=build)
+    scores = {out: errors(pred, y[held_rows]) for out, pred in trained.scores(held_rows).items()}
+    return scores, (trained.chosen if trained.estimator is not None else None)
+
+
+def submit_folds(pool, enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common,
+                 feature_set: str) -> list:
+    spec = common.cv
+    folds = kfold(len(enc.rating), spec.folds, spec.repeats, spec.seed)
+    return [run_task(pool, enc, cv_fold, name, cfg, common, feature_set, k, tr, held)
+            for k, (tr, held) in enumerate(folds)]
+
+
+def gather_folds(tasks: list, name: str, feature_set: str = "pre_release", progress: bool = False,
+                 chosen: list | None = None) -> dict:
+    """The folds' figures in fold order, whichever finished first."""
     result: dict[str, dict[str, list[float]]] = {}
-    bar = tqdm(folds, desc=f"{name} CV" + ("" if feature_set == "pre_release" else f" ({feature_set})"), file=sys.stderr, disable=not progress, leave=False)
-    for k, (train_rows, held_rows) in enumerate(bar):
-        fit_rows, val_rows = inner_split(train_rows, spec.val, spec.seed + k)
-        restricted = enc.restrict(fit_rows, common.min_count)
-        # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
-        # only their scores (the nets' validation rows and the held-out fold are never a source).
-        build = features_from(enc, restricted.x, feature_set, track_cfg)
-        x, _ = build(fit_rows)
-        trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows),
-                            common.seed + 1000 * (k + 1), features=build)
-        if chosen is not None and trained.estimator is not None:
-            chosen.append(trained.chosen)
-        for out, pred in trained.scores(held_rows).items():
-            mae, rmse = errors(pred, y[held_rows])
+    bar = tqdm(tasks, desc=f"{name} CV" + ("" if feature_set == "pre_release" else f" ({feature_set})"),
+               file=sys.stderr, disable=not progress, leave=False)
+    for task in bar:
+        scores, setting = task.result()
+        if chosen is not None and setting is not None:
+            chosen.append(setting)
+        for out, (mae, rmse) in scores.items():
             result.setdefault(out, {"mae": [], "rmse": []})
             result[out]["mae"].append(round(mae, 6))
             result[out]["rmse"].append(round(rmse, 6))
         primary = "student" if "student" in result else "out"
         bar.set_postfix(mae=f"{np.mean(result[primary]['mae']):.4f}")
     return result
+
+
+def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: Common, progress: bool = False,
+                   feature_set: str = "pre_release", chosen: list | None = None, pool=None) -> dict:
+    """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
+    in each fold (on that fold's training rows) is appended to `chosen`. With `pool` (`make_pool`), the
+    folds run in its worker processes."""
+    return gather_folds(submit_folds(pool, enc, name, cfg, common, feature_set), name, feature_set, progress,
+                        chosen)

@@ -17,13 +17,13 @@ import numpy as np
 from models import track_records
 from models.artifacts import baseline_files, net_files, save_model, vocab_payload
 from models.config import MODELS, model_config
-from models.cv import cross_validate
+from models.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
 from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_from
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
-from pipeline.params import Params, load
+from pipeline.params import Common, Params, load
 
 
 def encoded_digest(encoded_dir: Path) -> str:
@@ -34,33 +34,63 @@ SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its
 
 
 def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
-              feature_set: str = "pre_release") -> dict:
+              feature_set: str = "pre_release", pool=None) -> dict:
     """Train, save and cross-validate `name` on `feature_set`. With `with_popularity` and no popularity
-    count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason."""
+    count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason. With
+    `pool` (`models.cv.make_pool`), the fits run in its worker processes."""
+    return start_train(name, params, encoded_dir, out_root, progress, feature_set, pool)()
+
+
+def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
+                feature_set: str = "pre_release", pool=None, enc: Encoded | None = None):
+    """Submit `run_train`'s fits (to `pool` if any) and return the function that waits for them, saves the
+    model and returns its meta: several feature sets can share the workers."""
     if feature_set not in FEATURE_SETS:
         raise KadnError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
 
     common = params.train.common
     set_determinism(common.threads)
     cfg = model_config(params.train, name)
-    enc: Encoded = load_encoded(encoded_dir)
+    enc = load_encoded(encoded_dir) if enc is None else enc
     digest = encoded_digest(encoded_dir)
     out = Path(out_root) / name
     notes: list[str] = []
     if feature_set != "pre_release":
         columns, notes = dense_columns(enc.popularity)
         if not columns:
-            return _skip(out, name, feature_set, "no popularity counts in the data")
+            meta = _skip(out, name, feature_set, "no popularity counts in the data")
+            return lambda: meta
+    # Progress bars only from this process: workers' bars would overwrite each other.
+    fixed = run_task(pool, enc, fit_fixed, name, cfg, common, feature_set, progress and pool is None)
+    folds = submit_folds(pool, enc, name, cfg, common, feature_set)
+
+    def finish() -> dict:
+        trained, restricted, dense = fixed.result()
+        chosen: list = []
+        cv = gather_folds(folds, name, feature_set, progress, chosen)
+        return _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv,
+                     chosen)
+
+    return finish
+
+
+def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, progress: bool = False):
+    """The model on the fixed split's training rows (validated on its val rows): (Trained, the restricted
+    vocabularies, the dense inputs' statistics)."""
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
     restricted = enc.restrict(train_rows, common.min_count)
-    track_cfg = common.track_records
-    build = features_from(enc, restricted.x, feature_set, track_cfg)
+    build = features_from(enc, restricted.x, feature_set, common.track_records)
     x, dense = build(train_rows)
     trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), common.seed,
                         progress, build)
-    chosen: list = []
-    cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
+    return trained, restricted, dense
+
+
+def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv, chosen):
+    track_cfg = common.track_records
+    train_rows, val_rows = enc.index("train"), enc.index("val")
+    x = trained.x
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
             "track_records": track_cfg.model_dump(), "notes": notes, "train_s": round(trained.train_s, 3),
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
@@ -112,11 +142,16 @@ def _main(args) -> int:
     if args.model not in MODELS:
         raise KadnError(f"unknown model {args.model!r}; choose one of {', '.join(MODELS)}")
     params = load(args.params)
+    common = params.train.common
     roots = {"pre_release": Path(args.out), "with_popularity": Path(args.out_popularity)}
-    for feature_set in args.feature_sets:
+    enc = load_encoded(Path(args.encoded))
+    # Every feature set's fits are queued at once, so the workers stay busy until the last one.
+    with closing_pool(make_pool(common.workers, common.threads, enc)) as pool:
+        pending = [(fs, start_train(args.model, params, Path(args.encoded), roots[fs], not args.quiet, fs, pool,
+                                    enc)) for fs in args.feature_sets]
+        metas = [(fs, finish()) for fs, finish in pending]
+    for feature_set, meta in metas:
         root = roots[feature_set]
-        meta = run_train(args.model, params, Path(args.encoded), root, progress=not args.quiet,
-                         feature_set=feature_set)
         if "skipped" in meta:
             print(f"train {args.model} ({feature_set}): skipped, {meta['skipped']}", file=sys.stderr)
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -83,24 +84,47 @@ def make_split(frame: pd.DataFrame, split: Split) -> np.ndarray:
     return labels
 
 
+def _column(frame: pd.DataFrame, name: str) -> list:
+    return [_as_list(v) for v in frame[name]] if name in frame else [[] for _ in range(len(frame))]
+
+
+def group_tokens(frame: pd.DataFrame, params: dict) -> dict[str, list[list[str]]]:
+    """Every film's tokens per group, column by column: what `film_tokens` gives row by row (a test holds
+    them equal), without building a dict per film."""
+    limits = params["max_len"]
+    tokens: dict[str, list[list[str]]] = {}
+    for group in PEOPLE:
+        names, ids = _column(frame, group), _column(frame, group[:-1] + "_ids")
+        tokens[group] = [[person_key(n, p) for n, p in zip(ns, ps or [None] * len(ns))][: limits[group]]
+                         for ns, ps in zip(names, ids)]
+    for group in LISTS:
+        tokens[group] = [v[: limits[group]] for v in _column(frame, group)]
+    n = len(frame)
+    dates = frame["release_date"].tolist() if "release_date" in frame else [None] * n
+    years = frame["year"].tolist() if "year" in frame else [None] * n
+    runtimes = frame["runtime_min"].tolist() if "runtime_min" in frame else [None] * n
+    edges = params["runtime_edges"]
+    tokens["runtime"] = [[runtime_bucket(m, edges)] for m in runtimes]
+    tokens["year"] = [[str(d)[:4] if d else (str(int(y)) if y is not None and not pd.isna(y) else "unknown")]
+                      for d, y in zip(dates, years)]
+    tokens["month"] = [[str(d)[5:7] if d and len(str(d)) >= 7 else "unknown"] for d in dates]
+    return tokens
+
+
 def encode_frame(frame: pd.DataFrame, params: dict) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """Index arrays per group (N x width, 0-padded) and the vocabularies (token list; id = position + 2)."""
-    rows = frame.to_dict("records")
-    per_film = [film_tokens(r, params) for r in rows]
     vocab: dict[str, list[str]] = {}
     arrays: dict[str, np.ndarray] = {}
-    for group in GROUPS:
-        seen: dict[str, int] = {}
-        for toks in per_film:
-            for t in toks[group]:
-                seen.setdefault(t, len(seen) + 2)
-        # Vocabulary in first-seen order of films sorted by id: stable across runs.
-        vocab[group] = list(seen)
-        width = max(1, max((len(t[group]) for t in per_film), default=1))
-        arr = np.zeros((len(rows), width), dtype=np.int32)
-        for i, toks in enumerate(per_film):
-            ids = [seen[t] for t in toks[group]]
-            arr[i, : len(ids)] = ids
+    for group, lists in group_tokens(frame, params).items():
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        flat = np.fromiter(chain.from_iterable(lists), dtype=object, count=int(lengths.sum()))
+        # Codes in first-seen order over the films sorted by id: the vocabulary is stable across runs.
+        codes, uniques = pd.factorize(flat, use_na_sentinel=False)
+        vocab[group] = uniques.tolist()
+        width = max(1, int(lengths.max(initial=1)))
+        arr = np.zeros((len(lists), width), dtype=np.int32)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        arr[np.repeat(np.arange(len(lists)), lengths), np.arange(len(flat)) - starts] = codes + 2
         arrays[group] = arr
     return arrays, vocab
 

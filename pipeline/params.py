@@ -131,6 +131,7 @@ class TrackRecords(Section):
 class Common(Section):
     seed: NonNegative
     threads: Positive
+    workers: Positive = 2  # processes for the fits of `kadn train` (the fixed split's and every CV fold's)
     min_count: Positive
     cv: CV
     tune: Tune = Tune()

@@ -93,7 +93,8 @@ def test_table2_counts_every_member_on_both_sides(trained):
     one, two = trained[1][1], trained[2][1]
     assert one["seeds"] == 1 and two["seeds"] == 2
     assert set(one) == set(two) == {"teacher", "student", "param_reduction", "size_reduction",
-                                    "multiply_add_reduction", "test_films", "seeds", "timed"}
+                                    "multiply_add_reduction", "param_reduction_private",
+                                    "multiply_add_reduction_private", "test_films", "seeds", "timed"}
     single = load_model(trained[1][0], "kadn").nets[0]
     for side in ("teacher", "student"):
         branch = single.branch(side)
@@ -103,7 +104,8 @@ def test_table2_counts_every_member_on_both_sides(trained):
         assert two[side]["size_kb"] == pytest.approx(2 * one[side]["size_kb"], abs=0.2)
         assert two[side]["multiply_adds_per_film"] == pytest.approx(2 * one[side]["multiply_adds_per_film"], abs=1)
         for figures in (one, two):
-            assert {"params", "size_kb", "multiply_adds_per_film"} == set(figures[side])
+            assert {"params", "size_kb", "multiply_adds_per_film", "params_shared", "params_private",
+                    "multiply_adds_shared_per_film", "multiply_adds_private_per_film"} == set(figures[side])
             assert {"infer_s", "infer_10k_s", "train_s"} == set(figures["timed"][side])
             assert all(figures["timed"][side][k] > 0 for k in ("infer_s", "infer_10k_s", "train_s"))
     # Both sides grow alike, so the reductions are the same figures.
