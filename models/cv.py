@@ -13,6 +13,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from models.conformal import known_share
 from models.data import FitData, features_from, inner_split, kfold
 from models.fit import fit_model
 from pipeline.encode import Encoded
@@ -25,9 +26,10 @@ def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: Common, progress: bool = False,
-                   feature_set: str = "pre_release", chosen: list | None = None) -> dict:
+                   feature_set: str = "pre_release", chosen: list | None = None, held: list | None = None) -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
-    in each fold (on that fold's training rows) is appended to `chosen`."""
+    in each fold (on that fold's training rows) is appended to `chosen`, and each fold's held-out rows,
+    their scores and known shares (what intervals are calibrated on, models.conformal) to `held`."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
     track_cfg = common.track_records
@@ -45,7 +47,11 @@ def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: C
                             common.seed + 1000 * (k + 1), features=build)
         if chosen is not None and trained.estimator is not None:
             chosen.append(trained.chosen)
-        for out, pred in trained.scores(held_rows).items():
+        scores = trained.scores(held_rows)
+        if held is not None:
+            held.append({"repeat": k // spec.folds, "fold": k % spec.folds, "rows": held_rows,
+                         "known": known_share(restricted.x, held_rows), "pred": scores})
+        for out, pred in scores.items():
             mae, rmse = errors(pred, y[held_rows])
             result.setdefault(out, {"mae": [], "rmse": []})
             result[out]["mae"].append(round(mae, 6))

@@ -13,12 +13,13 @@ import csv
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models import track_records
-from models.artifacts import load_model, token_ids
+from models.artifacts import Loaded, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
 from pipeline.encode import GROUPS, OOV, PEOPLE, POPULARITY, film_tokens, release_int
@@ -171,23 +172,43 @@ def _int_id(value) -> int | None:
         return None
 
 
-def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
+@dataclass
+class Scored:
+    """Films scored by a saved model: its inputs (model ids), the scores and the unknown values per group."""
+
+    films: list[dict]
+    x: dict[str, np.ndarray]
+    scores: np.ndarray
+    unknown: list[dict[str, int]]
+
+
+def score_films(films: list[dict], loaded: Loaded, output: str) -> Scored:
+    """The one scorer of `kadn predict` and `kadn forecast`: checked records -> the model's inputs -> scores."""
+    x, unknown = encode_films(films, loaded.vocab)
+    if loaded.vocab.get("dense"):
+        x[DENSE] = film_dense(films, loaded.vocab)
+    return Scored(films, x, np.asarray(loaded.score(x, output), np.float64), unknown)
+
+
+def resolve(model: str) -> tuple[str, str]:
+    """A reported model name -> (its folder under --models, its output)."""
     if model not in REPORTED:
         raise KadnError(f"unknown model {model!r}; choose one of {', '.join(REPORTED)}")
-    artifact, output = REPORTED[model]
+    return REPORTED[model]
+
+
+def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
+    artifact, output = resolve(model)
     try:
         films = read_films(path)
     except RecursionError:
         raise KadnError(f"{path}: JSON nested too deeply to read") from None
     except ValueError as exc:  # not a JSONDecodeError: json's limit on the digits of an integer
         raise KadnError(f"{path}: unreadable JSON ({_short(str(exc))})") from None
-    loaded = load_model(models_dir, artifact)
-    x, unknown = encode_films(films, loaded.vocab)
-    if loaded.vocab.get("dense"):
-        x[DENSE] = film_dense(films, loaded.vocab)
-    scores = loaded.score(x, output)
+    scored = score_films(films, load_model(models_dir, artifact), output)
     return [{"douban_id": f.get("douban_id"), "title": f.get("title"), "predicted": round(float(s), 3),
-             "unknown": sum(u.values()), "unknown_fields": u} for f, s, u in zip(films, scores, unknown)]
+             "unknown": sum(u.values()), "unknown_fields": u}
+            for f, s, u in zip(films, scored.scores, scored.unknown)]
 
 
 def register(sub, name: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import track_records
+from models import conformal, track_records
 from models.artifacts import baseline_files, net_files, save_model, vocab_payload
 from models.config import MODELS, model_config
 from models.cv import cross_validate
@@ -60,7 +60,8 @@ def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, prog
     trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), common.seed,
                         progress, build)
     chosen: list = []
-    cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
+    held: list = []
+    cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen, held)
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
             "track_records": track_cfg.model_dump(), "notes": notes, "train_s": round(trained.train_s, 3),
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
@@ -81,6 +82,7 @@ def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, prog
     saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg.enabled else None
     save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
+    conformal.save(out, held, enc.split, enc.douban_id, enc.rating)
     return meta
 
 
