@@ -319,8 +319,11 @@ def _main(args) -> int:
                 print(f"{key}.{name}: {m}", file=sys.stderr)
                 continue
             suffix = "" if key == "models" else " (with popularity)"
+            iv = m.get("interval")
+            cover = (f" | {iv['level']:.0%} interval coverage {iv['coverage']:.3f} (CV {iv['cv_coverage']:.3f}), "
+                     f"width {iv['mean_width']:.2f}") if iv else ""
             print(f"{name:13s} test MAE {m['mae']:.3f} RMSE {m['rmse']:.3f} | CV MAE {m['cv_mae_mean']:.3f} "
-                  f"± {m['cv_mae_std']:.3f} RMSE {m['cv_rmse_mean']:.3f}{suffix}", file=sys.stderr)
+                  f"± {m['cv_mae_std']:.3f} RMSE {m['cv_rmse_mean']:.3f}{cover}{suffix}", file=sys.stderr)
     if "distillation" in fragment:
         d = fragment["distillation"]
         print(f"distillation ({d['seeds']} seed(s) per side): params {d['teacher']['params']} -> {d['student']['params']} "
