@@ -237,3 +237,14 @@ def test_a_bad_film_in_a_file_gets_one_line_naming_it_and_writes_nothing(trained
     assert code == 1 and not target.exists()
     assert err.count("\n") == 1 and f"{bad}:2" in err and "runtime_min" in err and "longlonglong" not in err[200:]
     assert len(err) < 300
+
+
+def test_a_model_folder_without_calibration_gets_one_line_to_retrain(trained, tmp_path, capsys):
+    for f in (trained / "models" / "ridge").iterdir():
+        (tmp_path / "models" / "ridge").mkdir(parents=True, exist_ok=True)
+        if f.name != conformal.FILE:
+            (tmp_path / "models" / "ridge" / f.name).write_bytes(f.read_bytes())
+    args = [*common_args(trained)[:2], "--models", str(tmp_path / "models"), "--params", str(trained / "params.yaml")]
+    code, out, err = run_cli(["forecast", *args, "--model", "ridge"], capsys)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "calibration.npz: missing" in err and "retrain with `kadn train ridge`" in err
