@@ -4,8 +4,8 @@ Training keeps every cross-validation fold's held-out predictions (`calibration.
 plain arrays, read with `allow_pickle=False`). A film's interval is its score +- the `level` conformal
 quantile of |residual| among calibration films with a similar share of known people (directors, writers
 and actors the model has an id for): a film of people the model never saw gets the residuals of such films,
-which are larger. Bins with few residuals merge with a neighbour, and a bin of less-known films never gets
-a narrower interval than a bin of better-known ones (widening only raises coverage).
+which are larger. Bins with few residuals merge with a neighbour, and so does a bin of less-known films whose
+residuals are no larger than those of better-known ones, so intervals widen as less is known.
 """
 
 from __future__ import annotations
@@ -69,29 +69,30 @@ def calibrate(residuals: np.ndarray, known: np.ndarray, cfg: ForecastConfig) -> 
     def members(lo: float, hi: float) -> np.ndarray:
         return (known >= lo) & ((known < hi) | (hi >= 1.0))
 
+    def merge(a: int) -> None:  # bins a and a + 1 become one
+        groups[a:a + 2] = [[groups[a][0], groups[a + 1][1]]]
+
     # Merge the thinnest bin with its thinner neighbour until every bin has enough residuals.
     while len(groups) > 1:
         counts = [int(members(lo, hi).sum()) for lo, hi in groups]
         thin = int(np.argmin(counts))
         if counts[thin] >= cfg.min_bin:
             break
-        if thin == 0:
-            other = 1
-        elif thin == len(groups) - 1:
-            other = thin - 1
+        if thin in (0, len(groups) - 1):
+            merge(0 if thin == 0 else thin - 1)
         else:
-            other = thin - 1 if counts[thin - 1] <= counts[thin + 1] else thin + 1
-        a, b = sorted((thin, other))
-        groups[a:b + 1] = [[groups[a][0], groups[b][1]]]
-    half, counts = [], []
-    for lo, hi in groups:
-        inside = residuals[members(lo, hi)]
-        counts.append(int(len(inside)))
-        half.append(conformal_quantile(inside, cfg.level) if len(inside) else np.inf)
-    # Less known never narrower: the running maximum from the best-known bin down.
-    half = list(np.maximum.accumulate(np.asarray(half)[::-1])[::-1])
-    fallback = conformal_quantile(residuals, cfg.level)
-    half = [round(float(h if np.isfinite(h) else fallback), 6) for h in half]
+            merge(thin - 1 if counts[thin - 1] <= counts[thin + 1] else thin)
+    # A bin of less-known films whose residuals are no larger than its better-known neighbour's is merged
+    # with it: the half-widths then never shrink as less is known, and each bin's quantile still comes from
+    # its own films alone (a coarser bin keeps the split-conformal guarantee; forcing widths up would not).
+    while True:
+        half = [conformal_quantile(residuals[members(lo, hi)], cfg.level) for lo, hi in groups]
+        flat = next((i for i in range(len(groups) - 1) if half[i] <= half[i + 1]), None)
+        if flat is None:
+            break
+        merge(flat)
+    counts = [int(members(lo, hi).sum()) for lo, hi in groups]
+    half = [round(h, 6) for h in half]
     return Calibration([g[0] for g in groups] + [1.0], half, counts, cfg.level)
 
 

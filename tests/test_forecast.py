@@ -112,17 +112,24 @@ def test_unknown_people_get_a_wider_interval(trained, tmp_path):
 
 def test_calibration_bins_merge_thin_ones_and_never_narrow_for_less_known_films():
     rng = np.random.default_rng(0)
+    cfg = ForecastConfig(level=0.8, known_edges=[0.25, 0.5, 0.75], min_bin=30)
     known = np.concatenate([np.zeros(200), np.full(200, 0.6), np.full(10, 0.9)])
     residuals = np.concatenate([rng.normal(0, 2.0, 200), rng.normal(0, 0.5, 200), rng.normal(0, 5.0, 10)])
-    cal = conformal.calibrate(residuals, known, ForecastConfig(level=0.8, known_edges=[0.25, 0.5, 0.75],
-                                                               min_bin=30))
+    cal = conformal.calibrate(residuals, known, cfg)
     # The empty 0.25-0.5 bin and the 10 films above 0.75 join a neighbour: every bin has 30 residuals or more.
-    assert min(cal.counts) >= 30 and sum(cal.counts) == len(residuals)
+    assert cal.edges == [0.0, 0.5, 1.0] and cal.counts == [200, 210]
     wide, narrow = cal.half_width(np.array([0.0, 0.6]))
     assert wide > 2 * narrow  # about 1.28 * 2.0 against 1.28 * 0.5
-    assert np.all(np.diff(cal.half_widths) <= 0)
-    low = np.abs(residuals[:200]) <= wide
-    assert 0.75 <= low.mean() <= 0.9
+    assert 0.75 <= (np.abs(residuals[:200]) <= wide).mean() <= 0.85
+    # Films knowing nothing that miss less than half-known ones share one bin with them: one quantile of
+    # the pooled residuals, never a narrower interval for the less-known films.
+    known = np.concatenate([np.zeros(100), np.full(100, 0.4), np.full(100, 0.9)])
+    residuals = np.concatenate([rng.normal(0, 1.0, 100), rng.normal(0, 1.5, 100), rng.normal(0, 0.3, 100)])
+    cal = conformal.calibrate(residuals, known, cfg)
+    assert cal.edges == [0.0, 0.75, 1.0] and cal.counts == [200, 100]
+    pooled = conformal.conformal_quantile(np.abs(residuals[:200]), 0.8)
+    assert cal.half_width(np.array([0.0]))[0] == pytest.approx(pooled, abs=1e-6)
+    assert np.all(np.diff(cal.half_widths) < 0)
 
 
 def test_cross_conformal_coverage_never_calibrates_on_the_fold_it_scores():
