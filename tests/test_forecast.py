@@ -255,3 +255,20 @@ def test_a_model_folder_without_calibration_gets_one_line_to_retrain(trained, tm
     code, out, err = run_cli(["forecast", *args, "--model", "ridge"], capsys)
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert "calibration.npz: missing" in err and "retrain with `kadn train ridge`" in err
+
+
+def test_every_import_layout_is_read_by_the_importers_readers(trained, tmp_path):
+    people = known_people(trained)
+    names = {g: people[g] for g in ("directors", "writers", "actors")}  # CC0 rows carry names, no ids
+    record = film(9000001, **names)
+    (tmp_path / "f.jsonl").write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
+    with (tmp_path / "f.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["movie_id", "title", "rating", "total_ratings", "directors", "screenwriters", "actors",
+                         "genres", "countries", "languages", "runtime", "release_date"])
+        writer.writerow([9000001, record["title"], "", "", "/".join(names["directors"]), "/".join(names["writers"]),
+                         "/".join(names["actors"]), "剧情", "中国大陆", "汉语普通话", "104分钟", "2019-03-08"])
+    by_json, by_csv = (forecast(select_films(fast(), tmp_path / f, None, None)[0], "kadn", trained / "models",
+                                fast())[0] for f in ("f.jsonl", "f.csv"))
+    assert {k: by_csv[k] for k in ("douban_id", "predicted", "low", "high", "unknown_text")} == \
+           {k: by_json[k] for k in ("douban_id", "predicted", "low", "high", "unknown_text")}
