@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     params = load(args.params)
+    torch.set_num_threads(params.train.common.threads)  # as the command does
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'store.sqlite'}"
         start = time.perf_counter()
@@ -95,7 +98,7 @@ def main() -> None:
         scored = timed("encode + score", lambda: score_films(films, loaded, output))
         timed("calibrate", lambda: conformal.for_model(conformal.load(Path(args.models) / artifact), output,
                                                        params.forecast))
-        timed("reasons", lambda: explain.explain(films, scored.x, loaded, output))
+        timed("reasons", lambda: explain.explain(films, scored.x, loaded, output, scored.tokens))
         rows = forecast(films, args.model, Path(args.models), params)
         timed("table", lambda: table(rows, True))
         print("in process: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items())

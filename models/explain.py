@@ -124,16 +124,18 @@ def unknown_words(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndar
     return "; ".join(parts) or "nothing unknown"
 
 
-def explain(films: list[dict], x: dict[str, np.ndarray], loaded: Loaded, output: str) -> list[dict]:
-    """Per film: {"unknown_text": ..., "leaned_on": {group: [person...]}} (leaned_on only with attention)."""
+def explain(films: list[dict], x: dict[str, np.ndarray], loaded: Loaded, output: str,
+            tokens: list[dict[str, list[str]]] | None = None) -> list[dict]:
+    """Per film: {"unknown_text": ..., "leaned_on": {group: [person...]}} (leaned_on only with attention);
+    `tokens`: the films' `film_tokens`, when already made."""
     params = loaded.vocab["encode_params"]
     weights = ensemble_weights(loaded, output, x)
     track = track_index(loaded.vocab) if weights is not None else {}
     out = []
     for i, film in enumerate(films):
-        tokens = film_tokens(film, params)
-        entry = {"unknown_text": unknown_words(film, tokens, x, i)}
+        tokens_i = tokens[i] if tokens is not None else film_tokens(film, params)
+        entry = {"unknown_text": unknown_words(film, tokens_i, x, i)}
         if weights is not None:
-            entry["leaned_on"] = leaned_on(film, tokens, weights, i, track)
+            entry["leaned_on"] = leaned_on(film, tokens_i, weights, i, track)
         out.append(entry)
     return out
