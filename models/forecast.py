@@ -221,7 +221,9 @@ def _main(args) -> int:
         print(f"forecast: {len(rows)} films from {where} -> {out}", file=sys.stderr)
         return 0
     if not rows:
-        print(f"forecast: no film to score in {where}", file=sys.stderr)
+        print(f"forecast: no film to score in {where}" + ("" if args.file or args.ids else
+              f": none in {params.clean.date_min}..{params.clean.date_max} lacks a usable score (rating shown, "
+              f"{params.clean.min_votes}+ raters); name films with --ids or FILE"), file=sys.stderr)
         return 0
     sys.stdout.write(table(rows, args.explain))
     print(f"forecast: {len(rows)} films from {where}; intervals hold the real score for about "
