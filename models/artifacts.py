@@ -17,13 +17,12 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
-import skops.io as sio
 import torch
 
 from models.data import Dense, multi_hot, tensors
@@ -76,6 +75,8 @@ def baseline_files(kind: str, estimator) -> dict[str, bytes]:
     if kind == "lightgbm":
         name, payload = "model.txt", estimator.booster_.model_to_string().encode("utf-8")
     else:
+        import skops.io as sio
+
         name, payload = "model.skops", sio.dumps(estimator)
     return {"model.json": _json_bytes({"format": FORMAT, "kind": kind, "file": name}), name: payload}
 
@@ -151,9 +152,16 @@ def load_model(root: Path, name: str) -> Loaded:
     except FileNotFoundError as exc:
         raise KadnError(f"{folder}: {Path(exc.filename or '?').name} missing; {retrain}") from None
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, AttributeError, zipfile.BadZipFile,
-            pickle.UnpicklingError, lgb.basic.LightGBMError) as exc:
+            pickle.UnpicklingError, *_lightgbm_errors()) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise KadnError(f"{folder}: damaged model files ({reason}); {retrain}") from None
+
+
+def _lightgbm_errors() -> tuple[type[Exception], ...]:
+    """LightGBM's error type once it is loaded: skops and LightGBM are imported only by the baselines that
+    need them, so scoring a net (`kadn forecast`, `kadn predict`) does not pay seconds for their imports."""
+    lgb = sys.modules.get("lightgbm")
+    return (lgb.basic.LightGBMError,) if lgb is not None else ()
 
 
 def _read_json(path: Path, retrain: str, kind: type):
@@ -177,10 +185,14 @@ def _load_baseline(path: Path):
             raise KadnError(f"{path}: damaged model files (an incomplete LightGBM model); retrain with "
                             f"`kadn train {path.parent.name}`")
         # Booster.predict is what LGBMRegressor.predict calls: the same scores.
+        import lightgbm as lgb
+
         return lgb.Booster(model_str=text)
     if path.name != "model.skops":
         raise KadnError(f"{path}: not a model file this version writes")
     payload = path.read_bytes()
+    import skops.io as sio
+
     untrusted = set(sio.get_untrusted_types(data=payload))
     if untrusted - TRUSTED:
         raise KadnError(f"{path}: holds types no baseline uses ({', '.join(sorted(untrusted - TRUSTED))[:200]}); "

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import numpy as np
 from tqdm import tqdm
 
+from models.conformal import known_share
 from models.data import FitData, features_from, inner_split, kfold
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded
@@ -84,8 +85,9 @@ class _Later:
 
 
 def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, feature_set: str, k: int,
-            train_rows: np.ndarray, held_rows: np.ndarray) -> tuple[dict[str, tuple[float, float]], dict | None]:
-    """Fold `k`: ({output: (MAE, RMSE) on the held-out rows}, the baseline's chosen setting or None)."""
+            train_rows: np.ndarray, held_rows: np.ndarray) -> tuple[dict[str, tuple[float, float]], dict | None, dict]:
+    """Fold `k`: ({output: (MAE, RMSE) on the held-out rows}, the baseline's chosen setting or None, the
+    held-out rows with their scores and known shares: what intervals are calibrated on, models.conformal)."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
     fit_rows, val_rows = inner_split(train_rows, spec.val, spec.seed + k)
@@ -96,8 +98,11 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     x, _ = build(fit_rows)
     trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows),
                         common.seed + 1000 * (k + 1), features=build)
-    scores = {out: errors(pred, y[held_rows]) for out, pred in trained.scores(held_rows).items()}
-    return scores, (trained.chosen if trained.estimator is not None else None)
+    preds = trained.scores(held_rows)
+    scores = {out: errors(pred, y[held_rows]) for out, pred in preds.items()}
+    held = {"repeat": k // spec.folds, "fold": k % spec.folds, "rows": held_rows,
+            "known": known_share(restricted.x, held_rows), "pred": preds}
+    return scores, (trained.chosen if trained.estimator is not None else None), held
 
 
 def submit_folds(pool, enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common,
@@ -109,15 +114,17 @@ def submit_folds(pool, enc: Encoded, name: str, cfg: Baseline | NetConfig, commo
 
 
 def gather_folds(tasks: list, name: str, feature_set: str = "pre_release", progress: bool = False,
-                 chosen: list | None = None) -> dict:
-    """The folds' figures in fold order, whichever finished first."""
+                 chosen: list | None = None, held: list | None = None) -> dict:
+    """The folds' figures in fold order, whichever finished first; each fold's held-out scores go to `held`."""
     result: dict[str, dict[str, list[float]]] = {}
     bar = tqdm(tasks, desc=f"{name} CV" + ("" if feature_set == "pre_release" else f" ({feature_set})"),
                file=sys.stderr, disable=not progress, leave=False)
     for task in bar:
-        scores, setting = task.result()
+        scores, setting, fold_held = task.result()
         if chosen is not None and setting is not None:
             chosen.append(setting)
+        if held is not None:
+            held.append(fold_held)
         for out, (mae, rmse) in scores.items():
             result.setdefault(out, {"mae": [], "rmse": []})
             result[out]["mae"].append(round(mae, 6))
@@ -128,9 +135,10 @@ def gather_folds(tasks: list, name: str, feature_set: str = "pre_release", progr
 
 
 def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: Common, progress: bool = False,
-                   feature_set: str = "pre_release", chosen: list | None = None, pool=None) -> dict:
+                   feature_set: str = "pre_release", chosen: list | None = None, pool=None,
+                   held: list | None = None) -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
-    in each fold (on that fold's training rows) is appended to `chosen`. With `pool` (`make_pool`), the
-    folds run in its worker processes."""
+    in each fold (on that fold's training rows) is appended to `chosen`, each fold's held-out scores to
+    `held`. With `pool` (`make_pool`), the folds run in its worker processes."""
     return gather_folds(submit_folds(pool, enc, name, cfg, common, feature_set), name, feature_set, progress,
-                        chosen)
+                        chosen, held)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import figures
+from models import conformal, figures
 from models.artifacts import Loaded, load_model, token_ids
 from models.config import REPORTED
 from models.cv import errors
@@ -33,7 +33,7 @@ from models.train import SKIPPED, encoded_digest
 from pipeline.encode import GROUPS, OOV, PAD, Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
-from pipeline.params import EvaluateConfig, Params, load
+from pipeline.params import EvaluateConfig, ForecastConfig, Params, load
 
 
 def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
@@ -197,30 +197,48 @@ def _load_all(models_dir: Path, names: list[str], digest: str) -> dict[str, Load
     return loaded
 
 
-def _scored(enc: Encoded, loaded: dict[str, Loaded], test: np.ndarray, y: np.ndarray):
+def interval_figures(model_dir: Path, output: str, x: dict[str, np.ndarray], pred: np.ndarray,
+                     test: np.ndarray, y: np.ndarray, cfg: ForecastConfig) -> dict:
+    """Intervals at `cfg.level`: coverage and mean width on the test split (calibrated on the out-of-fold
+    residuals of the other films, never a test film's) and in CV (cross-conformal: each fold calibrated on
+    the other folds)."""
+    data = conformal.load(model_dir)
+    half = conformal.for_model(data, output, cfg).half_width(conformal.known_share(x, test))
+    cv = conformal.cross_conformal(data, output, cfg)
+    return {"level": cfg.level, "coverage": round(float((np.abs(pred - y[test]) <= half).mean()), DECIMALS),
+            "mean_width": round(float(2 * half.mean()), DECIMALS),
+            "cv_coverage": round(cv["cv_coverage"], DECIMALS), "cv_mean_width": round(cv["cv_mean_width"], DECIMALS)}
+
+
+def _scored(enc: Encoded, loaded: dict[str, Loaded], test: np.ndarray, y: np.ndarray,
+            models_dir: Path | None = None, interval: ForecastConfig | None = None):
     models: dict[str, dict] = {}
     predictions: dict[str, np.ndarray] = {}
     for reported, (artifact, output) in REPORTED.items():
         if artifact not in loaded:
             continue
         model = loaded[artifact]
-        pred = model.score(model_view(enc, model), output)[test]
+        view = model_view(enc, model)
+        pred = model.score(view, output)[test]
         predictions[reported] = pred
         mae, rmse = errors(pred, y[test])
         models[reported] = {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(model.meta["cv"][output])}
         if model.nets is not None:
             models[reported]["head"] = model.meta["head"]
+        if interval is not None:
+            models[reported]["interval"] = interval_figures(models_dir / artifact, output, view, pred, test, y,
+                                                            interval)
     return models, predictions
 
 
 def popularity_figures(enc: Encoded, popularity_dir: Path, names: list[str], digest: str, test: np.ndarray,
-                       y: np.ndarray) -> dict:
+                       y: np.ndarray, interval: ForecastConfig | None = None) -> dict:
     """`models_with_popularity`: every model trained on the with_popularity set, or why there is none."""
     skipped = [n for n in names if (popularity_dir / n / SKIPPED).exists()]
     if skipped:
         reasons = {json.loads((popularity_dir / n / SKIPPED).read_text(encoding="utf-8"))["skipped"] for n in skipped}
         return {"skipped": "; ".join(sorted(reasons))}
-    models, _ = _scored(enc, _load_all(popularity_dir, names, digest), test, y)
+    models, _ = _scored(enc, _load_all(popularity_dir, names, digest), test, y, popularity_dir, interval)
     _, notes = dense_columns(enc.popularity)
     if notes:
         models["note"] = "; ".join(notes)
@@ -239,10 +257,11 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
     test = enc.index("test")
     y = enc.rating.astype(np.float64)
     loaded = _load_all(models_dir, names, digest)
-    models, predictions = _scored(enc, loaded, test, y)
+    models, predictions = _scored(enc, loaded, test, y, models_dir, params.forecast)
     fragment: dict = {"models": models}
     if popularity_dir is not None:
-        fragment["models_with_popularity"] = popularity_figures(enc, popularity_dir, names, digest, test, y)
+        fragment["models_with_popularity"] = popularity_figures(enc, popularity_dir, names, digest, test, y,
+                                                                params.forecast)
     if "kadn" in loaded:
         kadn = loaded["kadn"]
         table, timed = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"), y.astype(np.float32),
@@ -335,8 +354,11 @@ def _main(args) -> int:
                 print(f"{key}.{name}: {m}", file=sys.stderr)
                 continue
             suffix = "" if key == "models" else " (with popularity)"
+            iv = m.get("interval")
+            cover = (f" | {iv['level']:.0%} interval coverage {iv['coverage']:.3f} (CV {iv['cv_coverage']:.3f}), "
+                     f"width {iv['mean_width']:.2f}") if iv else ""
             print(f"{name:13s} test MAE {m['mae']:.3f} RMSE {m['rmse']:.3f} | CV MAE {m['cv_mae_mean']:.3f} "
-                  f"± {m['cv_mae_std']:.3f} RMSE {m['cv_rmse_mean']:.3f}{suffix}", file=sys.stderr)
+                  f"± {m['cv_mae_std']:.3f} RMSE {m['cv_rmse_mean']:.3f}{cover}{suffix}", file=sys.stderr)
     if "distillation" in fragment:
         d = fragment["distillation"]
         print(f"distillation ({d['seeds']} seed(s) per side): params {d['teacher']['params']} -> {d['student']['params']} "

@@ -13,12 +13,13 @@ import csv
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models import track_records
-from models.artifacts import load_model, token_ids
+from models.artifacts import Loaded, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
 from pipeline.encode import GROUPS, OOV, PEOPLE, POPULARITY, film_tokens, release_int
@@ -130,10 +131,12 @@ def check_film(film, where: str) -> dict:
     return film
 
 
-def encode_films(films: list[dict], vocab: dict) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
-    """Model-id arrays per group, and per film the count of unknown values per group."""
+def encode_films(films: list[dict], vocab: dict, tokens: list[dict] | None = None
+                 ) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
+    """Model-id arrays per group, and per film the count of unknown values per group (`tokens`: the films'
+    `film_tokens`, when already made)."""
     params = vocab["encode_params"]
-    tokens = [film_tokens(f, params) for f in films]
+    tokens = tokens if tokens is not None else [film_tokens(f, params) for f in films]
     x, unknown = {}, [dict() for _ in films]
     for g in GROUPS:
         width = max(1, max(len(t[g]) for t in tokens))
@@ -148,13 +151,14 @@ def encode_films(films: list[dict], vocab: dict) -> tuple[dict[str, np.ndarray],
     return x, unknown
 
 
-def film_dense(films: list[dict], vocab: dict) -> np.ndarray:
+def film_dense(films: list[dict], vocab: dict, tokens: list[dict] | None = None) -> np.ndarray:
     """The dense inputs of a model trained with some, for these films (NaN -> missing flag where unknown)."""
     counts = np.array([[f.get(c) if isinstance(f.get(c), (int, float)) else np.nan for c in POPULARITY]
                        for f in films], np.float64)
     track = None
     if vocab.get("track"):
-        tokens = [film_tokens(f, vocab["encode_params"]) for f in films]
+        if tokens is None:
+            tokens = [film_tokens(f, vocab["encode_params"]) for f in films]
         # As in encode: the date, else the year alone; a film with neither counts as later than every training film.
         release = np.array([release_int(f["release_date"], f.get("year")) or track_records.AFTER_ALL for f in films])
         track = track_records.from_payload(vocab["track"], {r: [t[r] for t in tokens] for r in track_records.ROLES},
@@ -171,23 +175,45 @@ def _int_id(value) -> int | None:
         return None
 
 
-def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
+@dataclass
+class Scored:
+    """Films scored by a saved model: its inputs (model ids), the scores and the unknown values per group."""
+
+    films: list[dict]
+    tokens: list[dict[str, list[str]]]
+    x: dict[str, np.ndarray]
+    scores: np.ndarray
+    unknown: list[dict[str, int]]
+
+
+def score_films(films: list[dict], loaded: Loaded, output: str) -> Scored:
+    """The one scorer of `kadn predict` and `kadn forecast`: checked records -> the model's inputs -> scores."""
+    tokens = [film_tokens(f, loaded.vocab["encode_params"]) for f in films]
+    x, unknown = encode_films(films, loaded.vocab, tokens)
+    if loaded.vocab.get("dense"):
+        x[DENSE] = film_dense(films, loaded.vocab, tokens)
+    return Scored(films, tokens, x, np.asarray(loaded.score(x, output), np.float64), unknown)
+
+
+def resolve(model: str) -> tuple[str, str]:
+    """A reported model name -> (its folder under --models, its output)."""
     if model not in REPORTED:
         raise KadnError(f"unknown model {model!r}; choose one of {', '.join(REPORTED)}")
-    artifact, output = REPORTED[model]
+    return REPORTED[model]
+
+
+def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
+    artifact, output = resolve(model)
     try:
         films = read_films(path)
     except RecursionError:
         raise KadnError(f"{path}: JSON nested too deeply to read") from None
     except ValueError as exc:  # not a JSONDecodeError: json's limit on the digits of an integer
         raise KadnError(f"{path}: unreadable JSON ({_short(str(exc))})") from None
-    loaded = load_model(models_dir, artifact)
-    x, unknown = encode_films(films, loaded.vocab)
-    if loaded.vocab.get("dense"):
-        x[DENSE] = film_dense(films, loaded.vocab)
-    scores = loaded.score(x, output)
+    scored = score_films(films, load_model(models_dir, artifact), output)
     return [{"douban_id": f.get("douban_id"), "title": f.get("title"), "predicted": round(float(s), 3),
-             "unknown": sum(u.values()), "unknown_fields": u} for f, s, u in zip(films, scores, unknown)]
+             "unknown": sum(u.values()), "unknown_fields": u}
+            for f, s, u in zip(films, scored.scores, scored.unknown)]
 
 
 def register(sub, name: str) -> None:

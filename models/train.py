@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models import track_records
+from models import conformal, track_records
 from models.artifacts import baseline_files, net_files, save_model, vocab_payload
 from models.config import MODELS, model_config
 from models.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
@@ -67,9 +67,10 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
     def finish() -> dict:
         trained, restricted, dense = fixed.result()
         chosen: list = []
-        cv = gather_folds(folds, name, feature_set, progress, chosen)
+        held: list = []
+        cv = gather_folds(folds, name, feature_set, progress, chosen, held)
         return _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv,
-                     chosen)
+                     chosen, held)
 
     return finish
 
@@ -87,7 +88,8 @@ def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, pr
     return trained, restricted, dense
 
 
-def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv, chosen):
+def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv, chosen,
+          held):
     track_cfg = common.track_records
     train_rows, val_rows = enc.index("train"), enc.index("val")
     x = trained.x
@@ -111,6 +113,7 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
     saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg.enabled else None
     save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
+    conformal.save(out, held, enc.split, enc.douban_id, enc.rating)
     return meta
 
 

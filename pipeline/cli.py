@@ -28,6 +28,7 @@ COMMANDS = {
     "train": ("models.train", "train one model (and cross-validate it) on the encoded features"),
     "evaluate": ("models.evaluate", "score every trained model on the test split; Table 2; figures"),
     "predict": ("models.predict", "score films (JSON/JSONL in the export's field names) with a trained model"),
+    "forecast": ("models.forecast", "score the films with no usable score yet, with intervals and reasons"),
     "mock-douban": ("tests.mockserver.site", "serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)"),
 }
 # Commands served by a test fixture, which a source checkout has and an installed package has not.

@@ -288,12 +288,30 @@ class EvaluateConfig(Section):
     timing_films: Positive
 
 
+# --- forecast --------------------------------------------------------------------------------------------
+class ForecastConfig(Section):
+    """Prediction intervals (read by `kadn evaluate` and `kadn forecast`): split-conformal on out-of-fold
+    residuals, one residual quantile per bin of the share of a film's people the model knows."""
+
+    level: Fraction = 0.8
+    known_edges: list[Fraction] = [0.25, 0.5, 0.75]  # inner edges of the known-share bins
+    min_bin: Positive = 30  # fewer calibration residuals in a bin: it merges with its neighbour
+
+    @field_validator("known_edges")
+    @classmethod
+    def _increasing(cls, edges):
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError("must increase strictly")
+        return edges
+
+
 class Params(Section):
     clean: CleanConfig
     encode: EncodeConfig
     models: ModelsConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    forecast: ForecastConfig = ForecastConfig()
 
 
 def _hint(key: str, known) -> str:

@@ -76,7 +76,7 @@ def test_a_fold_alone_scores_as_it_does_in_sequence(enc):
     in_order = cross_validate("kadn", data, cfg, common)
     folds = kfold(len(data.rating), common.cv.folds, common.cv.repeats, common.cv.seed)
     for k in reversed(range(len(folds))):
-        scores, _ = cv_fold(data, "kadn", cfg, common, "pre_release", k, *folds[k])
+        scores, *_ = cv_fold(data, "kadn", cfg, common, "pre_release", k, *folds[k])
         for out, (mae, rmse) in scores.items():
             assert round(mae, 6) == in_order[out]["mae"][k]
             assert round(rmse, 6) == in_order[out]["rmse"][k]
