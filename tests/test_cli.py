@@ -91,10 +91,19 @@ def test_baselines_show_tuning_and_cv_progress_unless_quiet(encoded, quiet, caps
     folder, enc = encoded
     args = ["train", "ridge", "--params", str(folder / "params.yaml"), "--encoded", str(enc),
             "--out", str(folder / f"m{quiet}"), "--feature-sets", "pre_release"]
+    # One process: fits in worker processes (train.common.workers) draw no bars of their own.
+    params = fast_params()
+    params["train"]["common"]["workers"] = 1
+    (folder / "serial.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    args[3] = str(folder / "serial.yaml")
     assert main(args + (["--quiet"] if quiet else [])) == 0
     err = capsys.readouterr().err
     assert ("ridge tuning" in err and "ridge CV" in err) is not quiet
     assert ("ridge tuning" in err or "ridge CV" in err) is not quiet
+    # With workers, this process still shows the bar over the CV folds.
+    args[3] = str(folder / "params.yaml")
+    assert main(args + (["--quiet"] if quiet else [])) == 0
+    assert ("ridge CV" in capsys.readouterr().err) is not quiet
 
 
 def test_dvc_shows_the_baselines_progress():

@@ -82,7 +82,8 @@ def test_dvc_repro_builds_every_model_and_metrics(repo):
     assert m["models"]["kadn"]["head"] == "regression"
     d = m["distillation"]
     for net in ("teacher", "student"):
-        assert {"params", "size_kb", "multiply_adds_per_film"} == set(d[net])
+        assert {"params", "size_kb", "multiply_adds_per_film", "params_shared", "params_private",
+                "multiply_adds_shared_per_film", "multiply_adds_private_per_film"} == set(d[net])
     timings = json.loads((repo / "timings.json").read_text(encoding="utf-8"))["distillation"]
     assert {"infer_s", "infer_10k_s", "train_s"} <= set(timings["student"])
     assert d["student"]["params"] < d["teacher"]["params"]
