@@ -20,6 +20,7 @@ out of the folds (for choosing defaults without touching them). Not run by the t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ def main() -> None:
                         help="train.common.track_records.enabled (both: with and without, paired)")
     parser.add_argument("--track-set", action="append", default=[], metavar="KEY=VALUE",
                         help="train.common.track_records keys")
+    parser.add_argument("--common-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="train.common keys (e.g. oov=indicator)")
+    parser.add_argument("--json", help="also write every model's per-fold MAE here, for pairing across runs")
     parser.add_argument("--rows", choices=("all", "trainval"), default="all",
                         help="trainval: the fixed split's test films are left out of the folds")
     args = parser.parse_args()
@@ -73,6 +77,9 @@ def main() -> None:
     for item in args.track_set:
         key, _, value = item.partition("=")
         common_raw["track_records"][key] = yaml.safe_load(value)
+    for item in args.common_set:
+        key, _, value = item.partition("=")
+        common_raw[key] = yaml.safe_load(value)
     train = parse(raw, "params.yaml with the options given").train
     common, track = train.common, train.common.track_records
     seed_counts = args.seeds or [train.nets.seeds]
@@ -82,6 +89,7 @@ def main() -> None:
     if args.rows == "trainval":
         enc = subset(enc, enc.split != SPLITS["test"])
     spec = common.cv
+    dump: dict = {}
     print(f"{len(enc)} films ({args.rows}); {spec.folds}-fold CV x {spec.repeats} repeat(s); nets: preset "
           f"{train.nets.preset}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}; "
           f"track records {track.model_dump()} arms {arms}\n")
@@ -109,6 +117,7 @@ def main() -> None:
                     for reported, (artifact, output) in REPORTED.items():
                         if artifact == name:
                             mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
+                            dump.setdefault(feature_set, {})[reported + label] = mae.tolist()
                             for m in seed_counts if name in BASELINES else [n]:
                                 per_fold[(enabled, m)][reported] = mae
                             print(f"| {reported}{label} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
@@ -128,6 +137,8 @@ def main() -> None:
                 for reported, on in per_fold[(True, n)].items():
                     paired(feature_set, f"{reported} with - without track records"
                            + ("" if len(seed_counts) == 1 else f" (seeds {n})"), on - per_fold[(False, n)][reported])
+    if args.json:
+        Path(args.json).write_text(json.dumps(dump, indent=1) + "\n", encoding="utf-8")
 
 
 def paired(feature_set: str, what: str, d: np.ndarray) -> None:

@@ -66,6 +66,7 @@ def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, prog
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
+        meta["oov"] = common.oov
     history: list = []
     if trained.estimator is not None:
         files = baseline_files(name, trained.estimator)

@@ -135,6 +135,7 @@ class Common(Section):
     cv: CV
     tune: Tune = Tune()
     track_records: TrackRecords = TrackRecords()
+    oov: Literal["count", "indicator", "scaled"] = "count"  # the baselines' OOV columns (models.data.multi_hot)
 
 
 Grid = dict[str, list[int | float | str]]
@@ -200,7 +201,8 @@ class NetConfig(Section):
     head: Literal["classification", "soft", "regression"]
     bins: Bins
     soft_sigma: Annotated[float, Field(gt=0)]
-    regression_loss: Literal["mse", "huber"]
+    regression_loss: Literal["mse", "huber", "l1"]
+    huber_delta: Annotated[float, Field(gt=0)] = 1.0  # the squared zone's half-width under the huber loss
     dim: Positive
     attention_hidden: Positive
     teacher: list[Positive]
@@ -214,6 +216,7 @@ class NetConfig(Section):
     adaptive_l2: Annotated[float, Field(ge=0)]
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     lr: Annotated[float, Field(gt=0)]
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: lr -> 0 over `epochs`, per batch
     batch: Positive
     epochs: Positive
     evals_per_epoch: Positive
