@@ -13,7 +13,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from models.data import FitData, features_from, inner_split, kfold
+from models.data import FitData, cv_folds, features_from, fold_split
 from models.fit import fit_model
 from pipeline.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
@@ -31,11 +31,12 @@ def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: C
     spec = common.cv
     y = enc.rating.astype(np.float32)
     track_cfg = common.track_records
-    folds = kfold(len(y), spec.folds, spec.repeats, spec.seed)
+    # Films from before the range (clean.history) only ever train: held-out rows are in-range films.
+    folds = cv_folds(len(y), spec.folds, spec.repeats, spec.seed, enc.in_range)
     result: dict[str, dict[str, list[float]]] = {}
     bar = tqdm(folds, desc=f"{name} CV" + ("" if feature_set == "pre_release" else f" ({feature_set})"), file=sys.stderr, disable=not progress, leave=False)
     for k, (train_rows, held_rows) in enumerate(bar):
-        fit_rows, val_rows = inner_split(train_rows, spec.val, spec.seed + k)
+        fit_rows, val_rows = fold_split(train_rows, spec.val, spec.seed + k, enc.in_range)
         restricted = enc.restrict(fit_rows, common.min_count)
         # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
         # only their scores (the nets' validation rows and the held-out fold are never a source).

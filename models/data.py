@@ -187,6 +187,27 @@ def kfold(n: int, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray,
     return out
 
 
+def cv_folds(n: int, folds: int, repeats: int, seed: int, in_range: np.ndarray | None = None
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`kfold` over the in-range rows only; every fold's training rows also get every row outside the range
+    (films from before it: training context, never held out). Without such rows, exactly `kfold(n, ...)`."""
+    if in_range is None or in_range.all():
+        return kfold(n, folds, repeats, seed)
+    inside, outside = np.flatnonzero(in_range), np.flatnonzero(~in_range)
+    return [(np.sort(np.concatenate([inside[tr], outside])), inside[held])
+            for tr, held in kfold(len(inside), folds, repeats, seed)]
+
+
+def fold_split(rows: np.ndarray, val_fraction: float, seed: int, in_range: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """`inner_split` of a fold's training rows, the validation rows drawn from in-range rows only (so early
+    stopping judges what is reported); out-of-range rows all go to the fit rows."""
+    if in_range is None or in_range[rows].all():
+        return inner_split(rows, val_fraction, seed)
+    fit, val = inner_split(rows[in_range[rows]], val_fraction, seed)
+    return np.sort(np.concatenate([fit, rows[~in_range[rows]]])), val
+
+
 def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded share of `rows` held back for validation: (fit rows, validation rows), both sorted."""
     order = np.random.default_rng(seed).permutation(rows)

@@ -51,6 +51,11 @@ class CleanConfig(Section):
     non_film: NonFilm
     required: list[Literal[REQUIRABLE]]
     min_votes: NonNegative
+    # Films released before date_min kept as training context (never validated, tested or scored).
+    history: bool = False
+    # Re-releases by id: an in-range film whose Douban id is below the median id of the films first released
+    # this many years before date_min is a re-release (its subject predates the range); null: off.
+    rerelease_id_years: Positive | None = None
 
     @field_validator("date_min", "date_max", mode="before")
     @classmethod
