@@ -85,7 +85,7 @@ def test_cv_holds_out_in_range_rows_only_and_trains_on_every_history_row():
     inside = np.flatnonzero(in_range)
     held_all = np.concatenate([h for _, h in folds[:5]])
     assert sorted(held_all.tolist()) == inside.tolist()
-    for (tr, held), (tr0, held0) in zip(folds, kfold(len(inside), 5, 2, 4)):
+    for (tr, held), (_, held0) in zip(folds, kfold(len(inside), 5, 2, 4)):
         assert np.array_equal(held, inside[held0])  # the same in-range folds as without history
         assert {0, 7, 8, 29} <= set(tr) and not set(tr) & set(held)
         fit, val = fold_split(tr, 0.2, 3, in_range)
