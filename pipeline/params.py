@@ -295,12 +295,27 @@ class EvaluateConfig(Section):
     timing_films: Positive
 
 
+# --- backtest --------------------------------------------------------------------------------------------
+class BacktestConfig(Section):
+    years: Annotated[list[Annotated[int, Field(ge=1888, le=2100)]], Field(min_length=1)] = [2015, 2016, 2017, 2018, 2019]
+    models: Annotated[list[BaselineName | NetName], Field(min_length=1)] = ["ridge", "svm", "lightgbm", "kadn"]
+    seeds: Positive = 1  # per net and year (train.nets.seeds is for the shipped models)
+
+    @field_validator("years")
+    @classmethod
+    def _increasing(cls, years):
+        if any(b <= a for a, b in zip(years, years[1:])):
+            raise ValueError("must increase strictly")
+        return years
+
+
 class Params(Section):
     clean: CleanConfig
     encode: EncodeConfig
     models: ModelsConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    backtest: BacktestConfig = BacktestConfig()
 
 
 def _hint(key: str, known) -> str:
