@@ -25,9 +25,10 @@ def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: Common, progress: bool = False,
-                   feature_set: str = "pre_release", chosen: list | None = None) -> dict:
+                   feature_set: str = "pre_release", chosen: list | None = None, oof: dict | None = None) -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
-    in each fold (on that fold's training rows) is appended to `chosen`."""
+    in each fold (on that fold's training rows) is appended to `chosen`; `oof`, if given, gets per output the
+    held-out predictions, [repeats, films] (NaN where a film was not held out: outside the range)."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
     track_cfg = common.track_records
@@ -47,6 +48,8 @@ def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: C
         if chosen is not None and trained.estimator is not None:
             chosen.append(trained.chosen)
         for out, pred in trained.scores(held_rows).items():
+            if oof is not None:
+                oof.setdefault(out, np.full((spec.repeats, len(y)), np.nan))[k // spec.folds, held_rows] = pred
             mae, rmse = errors(pred, y[held_rows])
             result.setdefault(out, {"mae": [], "rmse": []})
             result[out]["mae"].append(round(mae, 6))
