@@ -22,7 +22,7 @@ from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_fr
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
-from pipeline.io import write_json
+from pipeline.io import atomic_path, write_json
 from pipeline.params import Params, load
 
 
@@ -31,6 +31,7 @@ def encoded_digest(encoded_dir: Path) -> str:
 
 
 SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
+OOF_FILE = "oof.npz"  # its CV's held-out predictions per output, [repeats, films] (models.blend stacks them)
 
 
 def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
@@ -60,7 +61,8 @@ def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, prog
     trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), common.seed,
                         progress, build)
     chosen: list = []
-    cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen)
+    oof: dict = {}
+    cv = cross_validate(name, enc, cfg, common, progress, feature_set, chosen, oof)
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
             "track_records": track_cfg.model_dump(), "notes": notes, "train_s": round(trained.train_s, 3),
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
@@ -82,6 +84,8 @@ def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, prog
     saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg.enabled else None
     save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
+    with atomic_path(out / OOF_FILE, ".npz") as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(fh, **oof)
     return meta
 
 

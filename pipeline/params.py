@@ -309,6 +309,14 @@ class BacktestConfig(Section):
         return years
 
 
+# --- blend -----------------------------------------------------------------------------------------------
+ReportedName = Literal[BaselineName.__args__ + NetName.__args__ + ("kadn_teacher",)]
+
+
+class BlendConfig(Section):
+    members: Annotated[list[ReportedName], Field(min_length=2)] = ["svm", "lightgbm", "kadn"]
+
+
 class Params(Section):
     clean: CleanConfig
     encode: EncodeConfig
@@ -316,6 +324,7 @@ class Params(Section):
     train: TrainConfig
     evaluate: EvaluateConfig
     backtest: BacktestConfig = BacktestConfig()
+    blend: BlendConfig = BlendConfig()
 
 
 def _hint(key: str, known) -> str:
