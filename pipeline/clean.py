@@ -74,16 +74,28 @@ def release_year(rec: dict) -> int | None:
     return date_sort_key(rec["release_date"])[0] if rec["release_date"] else rec["year"]
 
 
+MIN_REFERENCE = 5  # films first released in the reference year needed for their median id to mean anything
+MAX_SHARE = 0.05  # re-releases by id are rare: a threshold flagging more in-range films means ids do not follow time
+
+
 def old_id_threshold(records: list[dict], first_year: int, years: int) -> int | None:
     """The Douban id below which an in-range film's subject is too old for a first release in the range.
 
     Douban subject ids grow with time, and a film gets its subject at the earliest a year or so before its
     release. The median id of the films first released `years` years before the range is an id that
     existed that long before the range opened; a film under it that claims a first release inside the range
-    carries a re-release date. None when no stored film was released that year (the rule cannot be set).
+    carries a re-release date. None (the rule does not fire) with fewer than MIN_REFERENCE films that year,
+    or when the threshold would flag more than MAX_SHARE of the range's films: ids that do not follow
+    release years (another source's numbering) say nothing about re-releases.
     """
     ids = sorted(r["douban_id"] for r in records if release_year(r) == first_year - years)
-    return ids[(len(ids) - 1) // 2] if ids else None
+    if len(ids) < MIN_REFERENCE:
+        return None
+    threshold = ids[(len(ids) - 1) // 2]
+    in_range = [r["douban_id"] for r in records if (release_year(r) or 0) >= first_year]
+    if sum(i < threshold for i in in_range) > MAX_SHARE * len(in_range):
+        return None
+    return threshold
 
 
 def _canonical(rec: dict) -> dict:

@@ -37,21 +37,25 @@ def test_history_keeps_films_before_the_range_only_as_flagged_rows(make_film):
 
 
 def test_old_ids_with_an_in_range_date_are_rereleases(make_film):
-    # Subjects of films first shown in 2005 (two years before the range): ids 100, 200, 300 -> median 200.
-    films = [make_film(i, release_dates=[rd("2005-05-01")]) for i in (100, 200, 300)]
-    films += [make_film(150, "龙猫", release_dates=[rd("2018-12-14")]),   # an old subject, a 2018 date
-              make_film(250, release_dates=[rd("2008-01-01")])]
-    assert old_id_threshold(films, 2007, 2) == 200
+    # Subjects of films first shown in 2005 (two years before the range): ids 100..500 -> median 300.
+    films = [make_film(i, release_dates=[rd("2005-05-01")]) for i in (100, 200, 300, 400, 500)]
+    films += [make_film(150, "龙猫", release_dates=[rd("2018-12-14")])]   # an old subject, a 2018 date
+    films += [make_film(1000 + i, release_dates=[rd("2008-01-01")]) for i in range(20)]
+    assert old_id_threshold(films, 2007, 2) == 300
     assert old_id_threshold(films, 2007, 5) is None  # nothing released in 2002: no threshold
+    assert old_id_threshold(films[1:], 2007, 2) is None  # four films that year: too few to set one
     info: dict = {}
     kept, removed = apply_rules(films, PARAMS.clean.model_copy(update={"rerelease_id_years": 2}), info)
-    assert ids(kept) == [250] and ids(removed["rerelease"]) == [150]
-    assert info == {"rerelease_id_threshold": 200}
-    # Off (the default), the old subject stays.
-    assert ids(apply_rules(films, PARAMS.clean)[0]) == [150, 250]
+    assert ids(removed["rerelease"]) == [150] and len(kept) == 20
+    assert info == {"rerelease_id_threshold": 300}
+    # Ids that do not follow time (half the range's films under the threshold): the rule stands down.
+    mixed = films + [make_film(10 + i, release_dates=[rd("2009-01-01")]) for i in range(20)]
+    assert old_id_threshold(mixed, 2007, 2) is None
+    # Off, the old subject stays.
+    assert 150 in ids(apply_rules(films, PARAMS.clean.model_copy(update={"rerelease_id_years": None}))[0])
     # A film from before the range is not judged by the rule: it is history, whatever its id.
     kept, _ = apply_rules(films, PARAMS.clean.model_copy(update={"rerelease_id_years": 2, "history": True}))
-    assert ids(kept) == [100, 200, 250, 300]
+    assert ids(kept)[:5] == [100, 200, 300, 400, 500] and 150 not in ids(kept)
 
 
 def test_history_rows_stay_out_of_the_split_and_leave_the_in_range_split_unchanged(make_film, tmp_path):
