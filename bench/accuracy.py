@@ -20,6 +20,7 @@ out of the folds (for choosing defaults without touching them). Not run by the t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,9 +31,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.blend import cross_fitted  # noqa: E402
 from models.config import BASELINES, MODELS, REPORTED, model_config  # noqa: E402
 from models.cv import cross_validate  # noqa: E402
-from models.data import FEATURE_SETS, dense_columns  # noqa: E402
+from models.data import FEATURE_SETS, cv_folds, dense_columns  # noqa: E402
 from models.fit import set_determinism  # noqa: E402
 from pipeline.encode import SPLITS, Encoded, load_encoded  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
@@ -55,6 +57,12 @@ def main() -> None:
                         help="train.common.track_records.enabled (both: with and without, paired)")
     parser.add_argument("--track-set", action="append", default=[], metavar="KEY=VALUE",
                         help="train.common.track_records keys")
+    parser.add_argument("--common-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="train.common keys (e.g. oov=indicator)")
+    parser.add_argument("--json", help="also write every model's per-fold MAE here, for pairing across runs")
+    parser.add_argument("--blend", nargs="+", metavar="MODEL",
+                        help="also a stacked blend of these reported rows (e.g. svm lightgbm kadn), cross-fitted "
+                        "on their out-of-fold predictions, paired against svm")
     parser.add_argument("--rows", choices=("all", "trainval"), default="all",
                         help="trainval: the fixed split's test films are left out of the folds")
     args = parser.parse_args()
@@ -73,6 +81,9 @@ def main() -> None:
     for item in args.track_set:
         key, _, value = item.partition("=")
         common_raw["track_records"][key] = yaml.safe_load(value)
+    for item in args.common_set:
+        key, _, value = item.partition("=")
+        common_raw[key] = yaml.safe_load(value)
     train = parse(raw, "params.yaml with the options given").train
     common, track = train.common, train.common.track_records
     seed_counts = args.seeds or [train.nets.seeds]
@@ -82,6 +93,7 @@ def main() -> None:
     if args.rows == "trainval":
         enc = subset(enc, enc.split != SPLITS["test"])
     spec = common.cv
+    dump: dict = {}
     print(f"{len(enc)} films ({args.rows}); {spec.folds}-fold CV x {spec.repeats} repeat(s); nets: preset "
           f"{train.nets.preset}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}; "
           f"track records {track.model_dump()} arms {arms}\n")
@@ -94,6 +106,7 @@ def main() -> None:
         print("\n| model | CV MAE | CV RMSE | time (s) |\n|---|---|---|---:|")
         # One run per (track records on/off, seed count); the baselines have no seeds, so one run serves all counts.
         per_fold: dict[tuple[bool, int], dict[str, np.ndarray]] = {(e, n): {} for e in arms for n in seed_counts}
+        oof: dict[str, np.ndarray] = {}  # reported row -> held-out predictions, first arm and seed count
         for name in args.models:
             for enabled in arms:
                 for n in seed_counts[:1] if name in BASELINES else seed_counts:
@@ -102,17 +115,30 @@ def main() -> None:
                         cfg = cfg.model_copy(update={"seeds": n})
                     started = time.perf_counter()
                     arm_common = common.model_copy(update={"track_records": track.model_copy(update={"enabled": enabled})})
-                    cv = cross_validate(name, enc, cfg, arm_common, feature_set=feature_set)
+                    preds: dict = {}
+                    cv = cross_validate(name, enc, cfg, arm_common, feature_set=feature_set, oof=preds)
+                    if enabled == arms[0] and (name in BASELINES or n == seed_counts[0]):
+                        oof.update({r: preds[o] for r, (a, o) in REPORTED.items() if a == name and o in preds})
                     took = time.perf_counter() - started
                     label = ("" if len(seed_counts) == 1 or name in BASELINES else f" (seeds {n})") + \
                         (" + track" if enabled and len(arms) > 1 else "")
                     for reported, (artifact, output) in REPORTED.items():
                         if artifact == name:
                             mae, rmse = np.asarray(cv[output]["mae"]), np.asarray(cv[output]["rmse"])
+                            dump.setdefault(feature_set, {})[reported + label] = mae.tolist()
                             for m in seed_counts if name in BASELINES else [n]:
                                 per_fold[(enabled, m)][reported] = mae
                             print(f"| {reported}{label} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
                                   f"{rmse.std():.4f} | {took:.0f} |", flush=True)
+        if args.blend:
+            folds = cv_folds(len(enc), spec.folds, spec.repeats, spec.seed, enc.in_range)
+            blend = np.asarray(cross_fitted(oof, args.blend, enc.rating.astype(np.float64), folds, spec.folds)["mae"])
+            dump.setdefault(feature_set, {})["blend"] = blend.tolist()
+            print(f"| blend of {' + '.join(args.blend)} | {blend.mean():.4f} ± {blend.std():.4f} | | |")
+            first = per_fold[(arms[0], seed_counts[0])]
+            for ref in ("svm", *args.blend):
+                if ref in first:
+                    paired(feature_set, f"blend - {ref}", blend - first[ref])
         for (enabled, n), maes in per_fold.items():
             label = "" if len(seed_counts) == 1 else f", seeds {n}"
             targets(feature_set, maes, label + ("" if len(arms) == 1 else f", track records {'on' if enabled else 'off'}"))
@@ -128,6 +154,8 @@ def main() -> None:
                 for reported, on in per_fold[(True, n)].items():
                     paired(feature_set, f"{reported} with - without track records"
                            + ("" if len(seed_counts) == 1 else f" (seeds {n})"), on - per_fold[(False, n)][reported])
+    if args.json:
+        Path(args.json).write_text(json.dumps(dump, indent=1) + "\n", encoding="utf-8")
 
 
 def paired(feature_set: str, what: str, d: np.ndarray) -> None:

@@ -110,7 +110,9 @@ class Loaded:
 
     def score(self, x: dict[str, np.ndarray], output: str = "out") -> np.ndarray:
         if self.estimator is not None:
-            return np.asarray(self.estimator.predict(multi_hot(x, self.vocab["sizes"])), dtype=np.float64)
+            # A model saved before `train.common.oov` existed was fitted on raw counts.
+            X = multi_hot(x, self.vocab["sizes"], oov=self.meta.get("oov", "count"))
+            return np.asarray(self.estimator.predict(X), dtype=np.float64)
         return ensemble_scores(self.members(output), self.head, tensors(x))[output].numpy()
 
     def members(self, output: str) -> list[torch.nn.Module]:

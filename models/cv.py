@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.conformal import known_share
-from models.data import FitData, features_from, inner_split, kfold
+from models.data import FitData, cv_folds, features_from, fold_split
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
@@ -90,7 +90,7 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     held-out rows with their scores and known shares: what intervals are calibrated on, models.conformal)."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
-    fit_rows, val_rows = inner_split(train_rows, spec.val, spec.seed + k)
+    fit_rows, val_rows = fold_split(train_rows, spec.val, spec.seed + k, enc.in_range)
     restricted = enc.restrict(fit_rows, common.min_count)
     # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
     # only their scores (the nets' validation rows and the held-out fold are never a source).
@@ -108,7 +108,8 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
 def submit_folds(pool, enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common,
                  feature_set: str) -> list:
     spec = common.cv
-    folds = kfold(len(enc.rating), spec.folds, spec.repeats, spec.seed)
+    # Films from before the range (clean.history) only ever train: held-out rows are in-range films.
+    folds = cv_folds(len(enc.rating), spec.folds, spec.repeats, spec.seed, enc.in_range)
     return [run_task(pool, enc, cv_fold, name, cfg, common, feature_set, k, tr, held)
             for k, (tr, held) in enumerate(folds)]
 
@@ -134,11 +135,25 @@ def gather_folds(tasks: list, name: str, feature_set: str = "pre_release", progr
     return result
 
 
+def out_of_fold(held: list[dict], n_films: int, repeats: int) -> dict[str, np.ndarray]:
+    """Per output, the folds' held-out predictions as [repeats, films] (NaN where a film was never held out:
+    films before the range only ever train): what the blend is fitted on."""
+    oof: dict[str, np.ndarray] = {}
+    for fold in held:
+        for out, pred in fold["pred"].items():
+            oof.setdefault(out, np.full((repeats, n_films), np.nan))[fold["repeat"], fold["rows"]] = pred
+    return oof
+
+
 def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: Common, progress: bool = False,
                    feature_set: str = "pre_release", chosen: list | None = None, pool=None,
-                   held: list | None = None) -> dict:
+                   held: list | None = None, oof: dict | None = None) -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
     in each fold (on that fold's training rows) is appended to `chosen`, each fold's held-out scores to
     `held`. With `pool` (`make_pool`), the folds run in its worker processes."""
-    return gather_folds(submit_folds(pool, enc, name, cfg, common, feature_set), name, feature_set, progress,
-                        chosen, held)
+    held = [] if held is None and oof is not None else held
+    result = gather_folds(submit_folds(pool, enc, name, cfg, common, feature_set), name, feature_set, progress,
+                          chosen, held)
+    if oof is not None:
+        oof.update(out_of_fold(held, len(enc.rating), common.cv.repeats))
+    return result

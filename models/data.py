@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from models import track_records
-from pipeline.encode import GROUPS, PAD, POPULARITY
+from pipeline.encode import GROUPS, OOV, PAD, POPULARITY
 from pipeline.params import TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")
@@ -146,13 +146,29 @@ def encoded_dense(enc, vocab: dict) -> np.ndarray:
     return saved_dense(vocab, enc.popularity, track_records.for_encoded(enc, saved) if saved else None)
 
 
-def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None) -> sp.csr_matrix:
-    """One column per (group, model id) except padding; the OOV columns count a film's unknown tokens."""
+OOV_MODES = ("count", "indicator", "scaled")
+
+
+def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None,
+              oov: str = "count") -> sp.csr_matrix:
+    """One column per (group, model id) except padding. Every column is 0/1 but each group's OOV column,
+    which holds a film's number of unknown tokens (`count`, up to the group's length), that number clipped
+    to 0/1 (`indicator`), or divided by the group's length (`scaled`): a raw count of 8 unknown actors
+    outweighs every 0/1 column in an RBF kernel's distances."""
+    if oov not in OOV_MODES:
+        raise ValueError(f"oov must be one of {', '.join(OOV_MODES)}, not {oov!r}")
     blocks = []
     for g in GROUPS:
         arr = x[g] if rows is None else x[g][rows]
         r, c = np.nonzero(arr != PAD)
-        blocks.append(sp.csr_matrix((np.ones(len(r), np.float32), (r, arr[r, c])), shape=(len(arr), sizes[g])))
+        block = sp.csr_matrix((np.ones(len(r), np.float32), (r, arr[r, c])), shape=(len(arr), sizes[g]))
+        block.sum_duplicates()  # one stored entry per (film, id): the OOV entry holds the film's count
+        at_oov = block.indices == OOV
+        if oov == "indicator":
+            block.data[at_oov] = 1.0
+        elif oov == "scaled":
+            block.data[at_oov] /= max(1, arr.shape[1])
+        blocks.append(block)
     if DENSE in x:
         blocks.append(sp.csr_matrix(x[DENSE] if rows is None else x[DENSE][rows]))
     return sp.hstack(blocks, format="csr")
@@ -169,6 +185,27 @@ def kfold(n: int, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray,
             held = np.sort(parts[k])
             out.append((np.sort(np.concatenate([p for j, p in enumerate(parts) if j != k])), held))
     return out
+
+
+def cv_folds(n: int, folds: int, repeats: int, seed: int, in_range: np.ndarray | None = None
+             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`kfold` over the in-range rows only; every fold's training rows also get every row outside the range
+    (films from before it: training context, never held out). Without such rows, exactly `kfold(n, ...)`."""
+    if in_range is None or in_range.all():
+        return kfold(n, folds, repeats, seed)
+    inside, outside = np.flatnonzero(in_range), np.flatnonzero(~in_range)
+    return [(np.sort(np.concatenate([inside[tr], outside])), inside[held])
+            for tr, held in kfold(len(inside), folds, repeats, seed)]
+
+
+def fold_split(rows: np.ndarray, val_fraction: float, seed: int, in_range: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """`inner_split` of a fold's training rows, the validation rows drawn from in-range rows only (so early
+    stopping judges what is reported); out-of-range rows all go to the fit rows."""
+    if in_range is None or in_range[rows].all():
+        return inner_split(rows, val_fraction, seed)
+    fit, val = inner_split(rows[in_range[rows]], val_fraction, seed)
+    return np.sort(np.concatenate([fit, rows[~in_range[rows]]])), val
 
 
 def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ def set_determinism(threads: int) -> None:
 def make_head(kind: str, cfg: NetConfig, centre: float) -> Head:
     head = "regression" if kind in SCALAR_NETS else cfg.head
     return Head(head, centre, low=cfg.bins.low, high=cfg.bins.high, width=cfg.bins.width, sigma=cfg.soft_sigma,
-                loss=cfg.regression_loss)
+                loss=cfg.regression_loss, huber_delta=cfg.huber_delta)
 
 
 @dataclass
@@ -65,6 +65,8 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
     n_batches = max(1, -(-n // batch))
     evals = cfg.evals_per_epoch
     eval_at = {round(n_batches * (k + 1) / evals) - 1 for k in range(evals)}
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * n_batches)
+                if cfg.lr_schedule == "cosine" else None)
     fitted = Fitted(kind, model, head, primary)
     best_state, best_mae, stale = None, float("inf"), 0
     patience = cfg.patience
@@ -86,6 +88,8 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if schedule is not None:
+                schedule.step()
             running += loss.item() * len(idx)
             seen += len(idx)
             if b in eval_at:
@@ -145,10 +149,12 @@ class Trained:
     fits: list = field(default_factory=list)
     train_s: float = 0.0
     chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
+    oov: str = "count"  # how a baseline's OOV columns are encoded (train.common.oov)
 
     def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         if self.estimator is not None:
-            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows)), np.float64)}
+            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows, self.oov)),
+                                  np.float64)}
         return net_scores(self.fits, self.x, rows)
 
 
@@ -158,15 +164,16 @@ def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitDat
     a baseline's inner tuning split then gets features read from its inner fit rows alone."""
     sizes = data.sizes
     x, train_rows = data.x, data.train_rows
-    trained = Trained(name, x, sizes)
+    trained = Trained(name, x, sizes, oov=common.oov)
     started = time.perf_counter()
     if name in BASELINES:
         # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
         inner = None
         if features is not None:
             def inner(fit_positions):
-                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows)
-        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows), data.y[train_rows],
+                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows, common.oov)
+        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows, common.oov),
+                                                          data.y[train_rows],
                                                           cfg, common.tune, seed, common.threads, inner, progress=progress)
     else:
         for k in range(cfg.seeds):

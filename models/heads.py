@@ -3,7 +3,8 @@
 - `classification`: the paper's softmax over rating bins (hard labels); the score is the expectation over
   bin centres, so MAE/RMSE are measured on a continuous score.
 - `soft`: the same bins, trained on Gaussian soft labels centred on the true score (stable on small data).
-- `regression`: one output (offset from the training mean), squared or Huber loss.
+- `regression`: one output (offset from the training mean), squared, Huber or absolute (L1) loss; the last
+  two follow MAE, the reported metric, more closely than the squared loss.
 The hint term of eq. 6 is ||l(x) - z(x)||^2 on logits for the binned heads and on outputs for regression.
 """
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 HEADS = ("classification", "soft", "regression")
+REGRESSION_LOSSES = ("mse", "huber", "l1")
 
 
 class Head(nn.Module):
@@ -21,8 +23,8 @@ class Head(nn.Module):
         super().__init__()
         if kind not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, not {kind!r}")
-        if loss not in ("mse", "huber"):
-            raise ValueError(f"regression loss must be 'mse' or 'huber', not {loss!r}")
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(f"regression loss must be one of {', '.join(REGRESSION_LOSSES)}, not {loss!r}")
         self.kind, self.sigma, self.loss_name, self.huber_delta = kind, sigma, loss, huber_delta
         self.low, self.width = low, width
         n_bins = max(1, round((high - low) / width))
@@ -44,6 +46,8 @@ class Head(nn.Module):
             pred = out.squeeze(-1) + self.centre
             if self.loss_name == "huber":
                 return nn.functional.huber_loss(pred, y, delta=self.huber_delta)
+            if self.loss_name == "l1":
+                return nn.functional.l1_loss(pred, y)
             return nn.functional.mse_loss(pred, y)
         if self.kind == "classification":
             target = ((y - self.low) / self.width).long().clamp(0, len(self.centres) - 1)

@@ -1,9 +1,13 @@
 """`kadn clean`: the 2007-2019 range and the paper's four cleaning rules (§2.1), in order.
 
 0. unreadable: a stored date or runtime that cannot be read is dropped under its own reason, never guessed.
-   out_of_range: release date (else the year) outside [date_min, date_max].
+   out_of_range: release date (else the year) outside [date_min, date_max]. With `history`, films released
+   before date_min are kept instead, flagged `history` (training context only: never validated or tested),
+   and go through the same rules.
 1. rerelease: records of one film (same normalised title, a shared director) collapse to the one with the
    latest release; re-release dates (重映) never count as a film's release date (see records.first_release).
+   With `rerelease_id_years`, an in-range film whose Douban subject id is older than the range allows is a
+   re-release too (see `old_id_threshold`): its only known date is a re-release, e.g. 千与千寻 2019.
 2. non_film: 歌舞 records whose title names a concert, gala, tour... (keyword list in params).
 3. missing_labels: a record missing any required group.
 4. few_raters: no score shown (rating null) or fewer than `min_votes` raters when the count is known.
@@ -33,7 +37,7 @@ RULES = ("unreadable", "out_of_range", "rerelease", "non_film", "missing_labels"
 # The columns of the cleaned table; list columns hold names (and person ids, None where unknown).
 COLUMNS = ("douban_id", "title", "year", "release_date", "runtime_min", "rating", "votes", "review_count",
            "comment_count", "directors", "director_ids", "writers", "writer_ids", "actors", "actor_ids",
-           "genres", "countries", "languages")
+           "genres", "countries", "languages", "history")
 
 
 def normalise_title(title: str) -> str:
@@ -55,6 +59,43 @@ def _in_range(rec: dict, lo: tuple, hi: tuple) -> bool:
     if rec["year"] is not None:
         return lo[0] <= rec["year"] <= hi[0]
     return True  # no date at all: rule 3 (missing release date) decides
+
+
+def _before_range(rec: dict, lo: tuple) -> bool:
+    """Released before the range: the whole period of its date (else its year) ends before `lo`."""
+    if rec["release_date"]:
+        key = date_sort_key(rec["release_date"])
+        depth = 1 if key[1] == 0 else 2 if key[2] == 0 else 3
+        return key[:depth] < lo[:depth]
+    return rec["year"] is not None and rec["year"] < lo[0]
+
+
+def release_year(rec: dict) -> int | None:
+    return date_sort_key(rec["release_date"])[0] if rec["release_date"] else rec["year"]
+
+
+MIN_REFERENCE = 5  # films first released in the reference year needed for their median id to mean anything
+MAX_SHARE = 0.05  # re-releases by id are rare: a threshold flagging more in-range films means ids do not follow time
+
+
+def old_id_threshold(records: list[dict], first_year: int, years: int) -> int | None:
+    """The Douban id below which an in-range film's subject is too old for a first release in the range.
+
+    Douban subject ids grow with time, and a film gets its subject at the earliest a year or so before its
+    release. The median id of the films first released `years` years before the range is an id that
+    existed that long before the range opened; a film under it that claims a first release inside the range
+    carries a re-release date. None (the rule does not fire) with fewer than MIN_REFERENCE films that year,
+    or when the threshold would flag more than MAX_SHARE of the range's films: ids that do not follow
+    release years (another source's numbering) say nothing about re-releases.
+    """
+    ids = sorted(r["douban_id"] for r in records if release_year(r) == first_year - years)
+    if len(ids) < MIN_REFERENCE:
+        return None
+    threshold = ids[(len(ids) - 1) // 2]
+    in_range = [r["douban_id"] for r in records if (release_year(r) or 0) >= first_year]
+    if sum(i < threshold for i in in_range) > MAX_SHARE * len(in_range):
+        return None
+    return threshold
 
 
 def _canonical(rec: dict) -> dict:
@@ -105,11 +146,14 @@ def collapse_rereleases(records: list[dict]) -> tuple[list[dict], list[dict]]:
     return kept, dropped
 
 
-def apply_rules(records: list[dict], cfg: CleanConfig) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Apply the range and the four rules in order; returns (kept, removed records per rule)."""
+def apply_rules(records: list[dict], cfg: CleanConfig, info: dict | None = None
+                ) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Apply the range and the four rules in order; returns (kept, removed records per rule). `info`, if
+    given, gets the id threshold of re-releases by id (`rerelease_id_threshold`, None if it cannot be set)."""
     lo = date_sort_key(parse_date(cfg.date_min))
     hi = date_sort_key(parse_date(cfg.date_max))
     removed: dict[str, list[dict]] = {rule: [] for rule in RULES}
+    old_id = None
 
     def split(rule: str, current: list[dict], drop) -> list[dict]:
         kept = []
@@ -123,8 +167,16 @@ def apply_rules(records: list[dict], cfg: CleanConfig) -> tuple[list[dict], dict
             current.append(_canonical(rec))
         except RecordError:
             removed["unreadable"].append(rec)
-    current = split("out_of_range", current, lambda r: not _in_range(r, lo, hi))
+    if cfg.rerelease_id_years is not None:
+        old_id = old_id_threshold(current, lo[0], cfg.rerelease_id_years)
+    for rec in current:
+        rec["history"] = cfg.history and _before_range(rec, lo)
+    current = split("out_of_range", current, lambda r: not (r["history"] or _in_range(r, lo, hi)))
     current, removed["rerelease"] = collapse_rereleases(current)
+    if old_id is not None:
+        old = [r for r in current if not r["history"] and r["douban_id"] < old_id]
+        removed["rerelease"] += old
+        current = [r for r in current if r["history"] or r["douban_id"] >= old_id]
 
     genre = cfg.non_film.genre
     keywords = [k.casefold() for k in cfg.non_film.keywords]
@@ -137,15 +189,20 @@ def apply_rules(records: list[dict], cfg: CleanConfig) -> tuple[list[dict], dict
     min_votes = cfg.min_votes
     current = split("few_raters", current,
                     lambda r: r["rating"] is None or (r["votes"] is not None and r["votes"] < min_votes))
+    if info is not None and cfg.rerelease_id_years is not None:
+        info["rerelease_id_threshold"] = old_id
     return current, removed
 
 
 def to_frame(records: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records([{c: r[c] for c in COLUMNS} for r in records], columns=list(COLUMNS))
+    # `history` is set by apply_rules; a record that never went through it is a film of the range.
+    frame = pd.DataFrame.from_records([{c: r.get(c, False) if c == "history" else r[c] for c in COLUMNS}
+                                       for r in records], columns=list(COLUMNS))
     for col in ("year", "runtime_min", "votes", "review_count", "comment_count"):
         frame[col] = frame[col].astype("Int64")
     frame["rating"] = frame["rating"].astype("float64")
     frame["douban_id"] = frame["douban_id"].astype("int64")
+    frame["history"] = frame["history"].astype(bool)
     return frame.sort_values("douban_id", kind="stable").reset_index(drop=True)
 
 
@@ -160,15 +217,20 @@ def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_r
         where = f"database {engine.url.render_as_string(hide_password=True)}"
     if not records:
         raise KadnError(f"{where} holds no movies: nothing to clean")
-    kept, removed = apply_rules(records, cfg)
+    info: dict = {}
+    kept, removed = apply_rules(records, cfg, info)
+    history = sum(r["history"] for r in kept)
     report = {
         "stored": len(records),
         "removed": {rule: len(recs) for rule, recs in removed.items()},
-        "kept": len(kept),
+        "kept": len(kept) - history,
         # A few titles per rule, so a reader can check the rules did what they say.
         "examples": {rule: [f"{r['douban_id']} {r['title']}" for r in recs[:5]] for rule, recs in removed.items()},
     }
-    if not kept:
+    if cfg.history:
+        report["history"] = history  # kept as training context, beside the `kept` films of the range
+    report.update(info)
+    if len(kept) == history:
         detail = ", ".join(f"{rule} removed {n}" for rule, n in report["removed"].items() if n)
         raise KadnError(f"every one of the {len(records)} stored movies was removed ({detail}); check params.yaml clean")
     with atomic_path(out_table, ".parquet") as tmp:
@@ -193,5 +255,6 @@ def _main(args) -> int:
     report = run_clean(args.database_url, load(args.params).clean, Path(args.out), Path(args.report),
                        Path(args.snapshot) if args.snapshot else None)
     removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items())
-    print(f"clean: {report['stored']} stored, removed {removed}; {report['kept']} kept -> {args.out}")
+    history = f" (+ {report['history']} before the range, as training context)" if "history" in report else ""
+    print(f"clean: {report['stored']} stored, removed {removed}; {report['kept']} kept{history} -> {args.out}")
     return 0

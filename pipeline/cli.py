@@ -27,6 +27,8 @@ COMMANDS = {
     "metrics": ("pipeline.metrics", "gather data and model figures into metrics.json"),
     "train": ("models.train", "train one model (and cross-validate it) on the encoded features"),
     "evaluate": ("models.evaluate", "score every trained model on the test split; Table 2; figures"),
+    "blend": ("models.blend", "stack the student and the strongest baselines on their out-of-fold predictions"),
+    "backtest": ("models.backtest", "train on the films before each year, score that year's films"),
     "predict": ("models.predict", "score films (JSON/JSONL in the export's field names) with a trained model"),
     "forecast": ("models.forecast", "score the films with no usable score yet, with intervals and reasons"),
     "mock-douban": ("tests.mockserver.site", "serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)"),

@@ -34,6 +34,7 @@ LISTS = ("genres", "countries", "languages")
 SCALAR_GROUPS = ("runtime", "year", "month")
 GROUPS = PEOPLE + LISTS + SCALAR_GROUPS
 SPLITS = {"train": 0, "val": 1, "test": 2}
+HISTORY = 3  # the split code of a film released before the range (clean.history): a training row only
 POPULARITY = ("votes", "review_count", "comment_count")
 
 
@@ -70,17 +71,30 @@ def film_tokens(row: dict, params: dict) -> dict[str, list[str]]:
     return tokens
 
 
+def history_mask(frame: pd.DataFrame) -> np.ndarray:
+    """Films kept by clean.history from before the range (False for a table cleaned without the column)."""
+    if "history" not in frame:
+        return np.zeros(len(frame), bool)
+    return frame["history"].fillna(False).to_numpy(bool)
+
+
 def make_split(frame: pd.DataFrame, split: Split) -> np.ndarray:
-    """0/1/2 for train/val/test: seeded random (the paper's), or by release date (latest films tested)."""
-    n = len(frame)
+    """0/1/2 for train/val/test: seeded random (the paper's), or by release date (latest films tested).
+    Films from before the range are HISTORY, outside the split: the in-range films split exactly as they
+    would without them."""
+    history = history_mask(frame)
+    in_range = np.flatnonzero(~history)
+    n = len(in_range)
     n_test, n_val = round(n * split.test), round(n * split.val)
     if split.method == "random":
         order = np.random.default_rng(split.seed).permutation(n)
     else:
-        order = np.argsort(frame["release_date"].astype(str).to_numpy(), kind="stable")[::-1]
-    labels = np.zeros(n, dtype=np.int8)
-    labels[order[:n_test]] = SPLITS["test"]
-    labels[order[n_test : n_test + n_val]] = SPLITS["val"]
+        dates = frame["release_date"].astype(str).to_numpy()[in_range]
+        order = np.argsort(dates, kind="stable")[::-1]
+    labels = np.full(len(frame), HISTORY, dtype=np.int8)
+    labels[in_range] = SPLITS["train"]
+    labels[in_range[order[:n_test]]] = SPLITS["test"]
+    labels[in_range[order[n_test : n_test + n_val]]] = SPLITS["val"]
     return labels
 
 
@@ -178,14 +192,17 @@ def run_encode(table: Path, cfg: EncodeConfig, out_dir: Path) -> dict:
         np.savez_compressed(fh, **payload)
     digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
     write_json(out_dir / "vocab.json", {"digest": digest, "groups": vocab})
+    n_history = int((split == HISTORY).sum())
     meta = {
-        "films": len(frame),
+        "films": len(frame) - n_history,
         "split": counts,
         "vocab_digest": digest,
         "groups": {g: {"tokens": len(vocab[g]), "width": int(arrays[g].shape[1])} for g in GROUPS},
         "popularity_known": {c: int(np.isfinite(payload["popularity"][:, i]).sum()) for i, c in enumerate(POPULARITY)},
         "params": params,
     }
+    if n_history:
+        meta["history"] = n_history  # training rows from before the range, beside the `films` of the range
     write_json(out_dir / "meta.json", meta)
     return meta
 
@@ -207,7 +224,15 @@ class Encoded:
         return len(self.rating)
 
     def index(self, name: str) -> np.ndarray:
+        """The rows of a split; `train` includes the films from before the range (HISTORY)."""
+        if name == "train":
+            return np.flatnonzero((self.split == SPLITS["train"]) | (self.split == HISTORY))
         return np.flatnonzero(self.split == SPLITS[name])
+
+    @property
+    def in_range(self) -> np.ndarray:
+        """Rows of films inside the range: the only rows any figure is computed on."""
+        return self.split != HISTORY
 
     def restrict(self, train_rows: np.ndarray, min_count: int) -> Restricted:
         """Map tokens seen fewer than `min_count` times in `train_rows` to OOV, renumbered densely."""
@@ -277,5 +302,6 @@ def _main(args) -> int:
         raise KadnError(f"{table}: missing; run `kadn clean` first")
     meta = run_encode(table, cfg, Path(args.out))
     groups = ", ".join(f"{g} {v['tokens']}" for g, v in meta["groups"].items())
-    print(f"encode: {meta['films']} films, split {meta['split']}; tokens {groups} -> {args.out}")
+    history = f" (+ {meta['history']} before the range, training only)" if "history" in meta else ""
+    print(f"encode: {meta['films']} films{history}, split {meta['split']}; tokens {groups} -> {args.out}")
     return 0

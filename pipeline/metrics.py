@@ -38,6 +38,8 @@ def gather(report: Path, encoded_meta: Path, fragments: list[Path]) -> dict:
                ("out_of_range", "rerelease", "non_film", "missing_labels", "few_raters", "unreadable")}
     metrics = {"data": {"stored": clean["stored"], "removed": removed, "kept": clean["kept"],
                         "split": meta["split"]}}
+    if "history" in clean:
+        metrics["data"]["history"] = clean["history"]  # films before the range kept as training rows
     for path in sorted(fragments):
         deep_merge(metrics, _read(path))
     return metrics

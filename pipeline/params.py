@@ -51,6 +51,11 @@ class CleanConfig(Section):
     non_film: NonFilm
     required: list[Literal[REQUIRABLE]]
     min_votes: NonNegative
+    # Films released before date_min kept as training context (never validated, tested or scored).
+    history: bool = False
+    # Re-releases by id: an in-range film whose Douban id is below the median id of the films first released
+    # this many years before date_min is a re-release (its subject predates the range); null: off.
+    rerelease_id_years: Positive | None = None
 
     @field_validator("date_min", "date_max", mode="before")
     @classmethod
@@ -136,6 +141,7 @@ class Common(Section):
     cv: CV
     tune: Tune = Tune()
     track_records: TrackRecords = TrackRecords()
+    oov: Literal["count", "indicator", "scaled"] = "count"  # the baselines' OOV columns (models.data.multi_hot)
 
 
 Grid = dict[str, list[int | float | str]]
@@ -201,7 +207,8 @@ class NetConfig(Section):
     head: Literal["classification", "soft", "regression"]
     bins: Bins
     soft_sigma: Annotated[float, Field(gt=0)]
-    regression_loss: Literal["mse", "huber"]
+    regression_loss: Literal["mse", "huber", "l1"]
+    huber_delta: Annotated[float, Field(gt=0)] = 1.0  # the squared zone's half-width under the huber loss
     dim: Positive
     attention_hidden: Positive
     teacher: list[Positive]
@@ -215,6 +222,7 @@ class NetConfig(Section):
     adaptive_l2: Annotated[float, Field(ge=0)]
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     lr: Annotated[float, Field(gt=0)]
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: lr -> 0 over `epochs`, per batch
     batch: Positive
     epochs: Positive
     evals_per_epoch: Positive
@@ -305,6 +313,28 @@ class ForecastConfig(Section):
         return edges
 
 
+# --- backtest --------------------------------------------------------------------------------------------
+class BacktestConfig(Section):
+    years: Annotated[list[Annotated[int, Field(ge=1888, le=2100)]], Field(min_length=1)] = [2015, 2016, 2017, 2018, 2019]
+    models: Annotated[list[BaselineName | NetName], Field(min_length=1)] = ["ridge", "svm", "lightgbm", "kadn"]
+    seeds: Positive = 1  # per net and year (train.nets.seeds is for the shipped models)
+
+    @field_validator("years")
+    @classmethod
+    def _increasing(cls, years):
+        if any(b <= a for a, b in zip(years, years[1:])):
+            raise ValueError("must increase strictly")
+        return years
+
+
+# --- blend -----------------------------------------------------------------------------------------------
+ReportedName = Literal[BaselineName.__args__ + NetName.__args__ + ("kadn_teacher",)]
+
+
+class BlendConfig(Section):
+    members: Annotated[list[ReportedName], Field(min_length=2)] = ["svm", "lightgbm", "kadn"]
+
+
 class Params(Section):
     clean: CleanConfig
     encode: EncodeConfig
@@ -312,6 +342,8 @@ class Params(Section):
     train: TrainConfig
     evaluate: EvaluateConfig
     forecast: ForecastConfig = ForecastConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    blend: BlendConfig = BlendConfig()
 
 
 def _hint(key: str, known) -> str:

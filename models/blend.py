@@ -1,0 +1,123 @@
+"""A stacked blend: the K-ADN student and the strongest baselines combined with non-negative weights (plus
+an intercept) fitted on their out-of-fold predictions, so no weight is fitted on a prediction a model
+made for a film it trained on. Reported as its own row (`blend`), never in place of a model's own row.
+
+Its cross-validated error is cross-fitted on the same folds as the models': the weights scoring fold k
+are fitted on the other folds' held-out predictions of the same repeat, never on fold k's scores.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.linear_model import LinearRegression
+
+from models.artifacts import load_model
+from models.config import REPORTED
+from models.cv import errors
+from models.data import cv_folds
+from models.evaluate import DECIMALS, cv_summary, model_view
+from models.train import OOF_FILE, SKIPPED, encoded_digest
+from pipeline.encode import Encoded, load_encoded
+from pipeline.errors import KadnError
+from pipeline.io import write_json
+from pipeline.params import Params, load
+
+
+def fit_weights(preds: np.ndarray, y: np.ndarray) -> LinearRegression:
+    """Non-negative stacking weights of the columns of `preds` [films, models] (each a model's scores)."""
+    return LinearRegression(positive=True).fit(preds, y)
+
+
+def stacked(oof: dict[str, np.ndarray], members: list[str]) -> np.ndarray:
+    """[repeats, films, members]: each member's out-of-fold predictions side by side."""
+    return np.stack([oof[m] for m in members], -1)
+
+
+def cross_fitted(oof: dict[str, np.ndarray], members: list[str], y: np.ndarray,
+                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int) -> dict[str, list[float]]:
+    """{"mae": [per fold], "rmse": [per fold]} of the blend on `folds` (those the members were
+    cross-validated on, `per_repeat` of them per repeat), each fold scored with weights fitted on the
+    other folds' held-out predictions of its repeat."""
+    preds = stacked(oof, members)
+    out: dict[str, list[float]] = {"mae": [], "rmse": []}
+    for k, (_, held) in enumerate(folds):
+        p = preds[k // per_repeat]
+        others = np.setdiff1d(np.flatnonzero(np.isfinite(p).all(1)), held)
+        model = fit_weights(p[others], y[others])
+        mae, rmse = errors(model.predict(p[held]), y[held])
+        out["mae"].append(round(mae, 6))
+        out["rmse"].append(round(rmse, 6))
+    return out
+
+
+def load_oof(folder: Path, output: str, shape: tuple[int, int]) -> np.ndarray:
+    path = folder / OOF_FILE
+    if not path.exists():
+        raise KadnError(f"{path}: missing; retrain with `kadn train {folder.name}` (or `dvc repro`)")
+    with np.load(path) as npz:
+        if output not in npz.files or npz[output].shape != shape:
+            raise KadnError(f"{path}: no {output} predictions for these {shape[1]} films and {shape[0]} CV "
+                            f"repeat(s); retrain with `kadn train {folder.name}` (or `dvc repro`)")
+        return npz[output]
+
+
+def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
+    """The blend's row of one feature set: test-split error with weights fitted on the out-of-fold
+    predictions of every film outside the test split, and the cross-fitted CV error on the models' folds."""
+    members, spec = params.blend.members, params.train.common.cv
+    y = enc.rating.astype(np.float64)
+    oof = {m: load_oof(root / REPORTED[m][0], REPORTED[m][1], (spec.repeats, len(y))) for m in members}
+    folds = cv_folds(len(y), spec.folds, spec.repeats, spec.seed, enc.in_range)
+    cv = cross_fitted(oof, members, y, folds, spec.folds)
+    test = enc.index("test")
+    preds = stacked(oof, members)
+    fit_rows = np.setdiff1d(np.flatnonzero(enc.in_range), test)  # the test films never set a weight
+    shipped = fit_weights(preds[:, fit_rows].reshape(-1, len(members)), np.tile(y[fit_rows], spec.repeats))
+    scores = []
+    for m in members:
+        artifact, output = REPORTED[m]
+        loaded = load_model(root, artifact)
+        if loaded.vocab["vocab_digest"] != digest:
+            raise KadnError(f"{root / artifact}: trained on another encoding; retrain with `dvc repro`")
+        scores.append(loaded.score(model_view(enc, loaded), output)[test])
+    mae, rmse = errors(shipped.predict(np.stack(scores, -1)), y[test])
+    return {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(cv), "members": list(members),
+            "weights": [round(float(w), DECIMALS) for w in shipped.coef_],
+            "intercept": round(float(shipped.intercept_), DECIMALS)}
+
+
+def run_blend(params: Params, encoded_dir: Path, roots: dict[str, Path], out: Path) -> dict:
+    """The metrics fragment `models.blend` (and `models_with_popularity.blend` when that set was trained)."""
+    enc = load_encoded(encoded_dir)
+    digest = encoded_digest(encoded_dir)
+    fragment: dict = {}
+    for feature_set, root in roots.items():
+        if any((root / REPORTED[m][0] / SKIPPED).exists() for m in params.blend.members):
+            continue  # the feature set was not trained (no popularity counts): evaluate reports why
+        key = "models" if feature_set == "pre_release" else f"models_{feature_set}"
+        fragment[key] = {"blend": blend_row(params, enc, root, digest)}
+    write_json(out, fragment)
+    return fragment
+
+
+def register(sub, name: str) -> None:
+    p = sub.add_parser(name, help="stack the student and the strongest baselines on their out-of-fold predictions")
+    p.add_argument("--params", default="params.yaml", help="the parameters file (blend, train.common)")
+    p.add_argument("--encoded", default="data/encoded", help="the encode stage's folder")
+    p.add_argument("--models", default="artifacts/models", help="the pre_release models")
+    p.add_argument("--models-popularity", default="artifacts/models_with_popularity",
+                   help="the with_popularity models")
+    p.add_argument("--out", default="artifacts/metrics/blend.json", help="the metrics fragment to write")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    roots = {"pre_release": Path(args.models), "with_popularity": Path(args.models_popularity)}
+    fragment = run_blend(load(args.params), Path(args.encoded), roots, Path(args.out))
+    summary = "; ".join(f"{k}: test MAE {v['blend']['mae']:.3f}, CV {v['blend']['cv_mae_mean']:.3f}"
+                        for k, v in fragment.items())
+    print(f"blend: {summary or 'nothing to blend'} -> {args.out}", file=sys.stderr)
+    return 0

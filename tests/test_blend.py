@@ -1,0 +1,81 @@
+"""The stacked blend: non-negative weights on out-of-fold predictions, never fitted on the rows it scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.blend import cross_fitted, fit_weights, run_blend
+from models.data import kfold
+from models.train import OOF_FILE, run_train
+from pipeline.encode import load_encoded
+from pipeline.errors import KadnError
+from tests.model_support import encoded_catalogue, fast, fast_params
+
+
+def test_weights_are_non_negative_and_follow_the_better_model():
+    rng = np.random.default_rng(0)
+    y = rng.normal(7, 1, 400)
+    good, anti = y + rng.normal(0, 0.2, 400), 14 - y  # `anti` is perfectly anti-correlated with the score
+    model = fit_weights(np.stack([good, anti], 1), y)
+    assert model.coef_[1] == 0 and model.coef_[0] > 0.9
+
+
+def test_each_fold_is_scored_with_weights_fitted_on_the_other_folds(monkeypatch):
+    import models.blend as blend
+
+    n = 60
+    y = np.arange(n, dtype=np.float64)  # distinct scores: a score seen by a fit names its film
+    rng = np.random.default_rng(1)
+    oof = {"a": (y + rng.normal(0, 1, n))[None], "b": (y + rng.normal(0, 3, n))[None]}
+    folds = kfold(n, 4, 1, seed=2)
+    fitted_on = []
+    real = blend.fit_weights
+
+    def spy(preds, target):
+        fitted_on.append(set(target.tolist()))
+        return real(preds, target)
+
+    monkeypatch.setattr(blend, "fit_weights", spy)
+    cv = cross_fitted(oof, ["a", "b"], y, folds, 4)
+    assert len(cv["mae"]) == 4
+    for seen, (train, _) in zip(fitted_on, folds):
+        assert seen == set(y[train].tolist())  # every other fold's film, none of the held-out ones
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("blend")
+    enc_dir = encoded_catalogue(folder)
+    params = fast_params()
+    params["train"]["common"]["track_records"]["enabled"] = False
+    params["blend"] = {"members": ["ridge", "kadn"]}
+    for name in ("ridge", "kadn"):
+        run_train(name, fast(params), enc_dir, folder / "pre")
+    return params, enc_dir, folder
+
+
+def test_blend_row_reports_test_and_cross_fitted_cv_errors(trained, tmp_path):
+    params, enc_dir, folder = trained
+    enc = load_encoded(enc_dir)
+    with np.load(folder / "pre" / "kadn" / OOF_FILE) as npz:
+        assert set(npz.files) == {"student", "teacher"} and npz["student"].shape == (1, len(enc))
+        assert np.isfinite(npz["student"]).all()  # every film held out once in a repeat
+    fragment = run_blend(fast(params), enc_dir, {"pre_release": folder / "pre"}, tmp_path / "blend.json")
+    assert json.loads((tmp_path / "blend.json").read_text()) == fragment
+    row = fragment["models"]["blend"]
+    assert row["members"] == ["ridge", "kadn"] and len(row["weights"]) == 2 and min(row["weights"]) >= 0
+    assert row["cv_folds"] == 2 and {"mae", "rmse", "cv_mae_mean", "cv_mae_std"} <= set(row)
+
+
+def test_blend_refuses_models_without_out_of_fold_predictions(trained, tmp_path):
+    import shutil
+
+    params, enc_dir, folder = trained
+    shutil.copytree(folder / "pre", tmp_path / "pre")
+    (tmp_path / "pre" / "ridge" / OOF_FILE).unlink()
+    with pytest.raises(KadnError, match=r"ridge/oof.npz: missing; retrain with `kadn train ridge`"):
+        run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
+    assert not (tmp_path / "blend.json").exists()

@@ -1,0 +1,99 @@
+"""The baselines' OOV encoding and the student's training levers (losses, learning-rate schedule)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.data import FitData, multi_hot
+from models.fit import fit_net, make_head, set_determinism
+from models.heads import Head
+from models.train import run_train
+from pipeline.encode import GROUPS, load_encoded
+from pipeline.errors import KadnError
+from tests.model_support import encoded_catalogue, fast, fast_params
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    return encoded_catalogue(tmp_path_factory.mktemp("levers"))
+
+
+def _actors_only(actors: np.ndarray) -> tuple[dict, dict]:
+    x = {g: np.zeros((len(actors), 1), np.int32) for g in GROUPS}
+    x["actors"] = actors
+    return x, dict.fromkeys(GROUPS, 4)
+
+
+def test_oov_columns_are_a_count_an_indicator_or_a_scaled_count():
+    # Film 0: known actor 2 and two unknown actors; film 1: known actor 3 only. Width 4 = the group's max_len.
+    x, sizes = _actors_only(np.array([[2, 1, 1, 0], [3, 0, 0, 0]], np.int32))
+    start = 4 * GROUPS.index("actors")
+
+    def actors(oov):
+        return multi_hot(x, sizes, oov=oov).toarray()[:, start:start + 4].tolist()
+
+    assert actors("count") == [[0, 2, 1, 0], [0, 0, 0, 1]]
+    assert actors("indicator") == [[0, 1, 1, 0], [0, 0, 0, 1]]
+    assert actors("scaled") == [[0, 0.5, 1, 0], [0, 0, 0, 1]]
+    # Known tokens stay 0/1 whatever the mode, and rows can be picked as before.
+    assert multi_hot(x, sizes, np.array([1]), oov="indicator").toarray()[0, start + 3] == 1
+    with pytest.raises(ValueError, match="oov must be one of"):
+        multi_hot(x, sizes, oov="clip")
+
+
+def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, tmp_path):
+    params = fast_params()
+    params["train"]["common"]["oov"] = "bogus"
+    with pytest.raises(KadnError, match="train.common.oov"):
+        fast(params)
+    params["train"]["common"].update(oov="indicator", track_records={"enabled": False})
+    params["train"]["ridge"]["grid"] = {}
+    meta = run_train("ridge", fast(params), catalogue, tmp_path / "ind")
+    assert meta["oov"] == "indicator"
+    params["train"]["common"]["oov"] = "count"
+    counted = run_train("ridge", fast(params), catalogue, tmp_path / "cnt")
+    # The two encodings give the ridge different inputs, so different cross-validated errors.
+    assert meta["cv"]["out"]["mae"] != counted["cv"]["out"]["mae"]
+    from models.artifacts import load_model
+    from models.evaluate import model_view
+
+    enc = load_encoded(catalogue)
+    loaded = load_model(tmp_path / "ind", "ridge")
+    x = model_view(enc, loaded)
+    expected = loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"], oov="indicator"))
+    assert np.allclose(loaded.score(x), expected)
+    assert not np.allclose(loaded.score(x), loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"])))
+    assert json.loads((tmp_path / "ind" / "ridge" / "meta.json").read_text())["oov"] == "indicator"
+
+
+def test_l1_loss_is_the_mean_absolute_error_of_the_scores():
+    head = Head("regression", centre=7.0, loss="l1")
+    y = torch.tensor([7.0, 9.0, 6.0])
+    assert head.loss(torch.zeros(3, 1), y).item() == pytest.approx(1.0)  # (0 + 2 + 1) / 3
+    with pytest.raises(ValueError, match="regression loss must be one of"):
+        Head("regression", centre=7.0, loss="l2")
+
+
+def test_huber_delta_reaches_the_head_from_the_params():
+    cfg = fast().train.nets.model_copy(update={"regression_loss": "huber", "huber_delta": 0.25})
+    head = make_head("kadn", cfg, 7.0)
+    # Far from the target the Huber loss is delta * (|e| - delta / 2): linear with slope delta.
+    y = torch.tensor([9.0])
+    assert head.loss(torch.zeros(1, 1), y).item() == pytest.approx(0.25 * (2.0 - 0.125))
+
+
+def test_cosine_schedule_changes_training_and_stays_deterministic(catalogue):
+    set_determinism(1)
+    enc = load_encoded(catalogue)
+    tr, va = enc.index("train"), enc.index("val")
+    r = enc.restrict(tr, 2)
+    data = FitData(r.x, r.freq, enc.rating, tr, va)
+    base = fast().train.nets.model_copy(update={"epochs": 2, "evals_per_epoch": 1})
+    cosine = base.model_copy(update={"lr_schedule": "cosine"})
+    a, b, c = fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, base, seed=3)
+    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
+    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
