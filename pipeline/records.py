@@ -283,7 +283,11 @@ def parse_runtime(text: Any, field: str = "runtime_min") -> int | None:
     m = _RUNTIME_RE.search(text)
     if not m:
         raise RecordError(field, f"cannot read a runtime in minutes from {short(text)}")
-    minutes = int(m.group(1))
+    digits = m.group(1)
+    # int() refuses over 4,300 digits with an error naming no field; no runtime has more than a few.
+    if len(digits) > 6:
+        raise RecordError(field, f"runtime {short(text)} is too large to be minutes")
+    minutes = int(digits)
     return minutes if minutes > 0 else None
 
 

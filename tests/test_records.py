@@ -31,6 +31,12 @@ def test_parse_runtime_rejects_text_without_number():
         parse_runtime("unknown")
 
 
+def test_parse_runtime_names_the_field_for_a_5000_digit_number():
+    with pytest.raises(RecordError) as err:
+        parse_runtime("9" * 5000 + "分钟")
+    assert "runtime_min" in str(err.value) and len(str(err.value)) < 200
+
+
 def test_split_list():
     assert split_list("剧情, 喜剧") == ["剧情", "喜剧"]
     assert split_list("汉语普通话 / 英语 / ") == ["汉语普通话", "英语"]
