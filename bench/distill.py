@@ -26,38 +26,33 @@ sys.path.insert(0, str(ROOT))
 
 from models.artifacts import load_model  # noqa: E402
 from models.config import model_config  # noqa: E402
-from models.data import FitData, tensors  # noqa: E402
-from models.evaluate import _interleaved, model_view  # noqa: E402
+from models.data import FitData  # noqa: E402
+from models.evaluate import branch_figures, model_view  # noqa: E402
 from models.fit import fit_net, set_determinism  # noqa: E402
-from models.nets import count_params, ensemble_scores  # noqa: E402
 from pipeline.encode import load_encoded, run_encode  # noqa: E402
-from pipeline.params import load  # noqa: E402
+from pipeline.params import EvaluateConfig, load  # noqa: E402
 
 
 def table2(args) -> None:
+    """Table 2 exactly as `kadn evaluate` computes it (models.evaluate.branch_figures), with more timing
+    repeats and a chosen thread count."""
     torch.set_num_threads(args.threads)
     enc = load_encoded(ROOT / "data" / "encoded")
     kadn = load_model(ROOT / "artifacts" / "models", "kadn")
-    x = model_view(enc, kadn)
     test = enc.index("test")
-    big = tensors(x, np.resize(test, args.films))
-    small = tensors(x, test)
-    # One member per seed on each side, scores averaged (as Table 2 and `kadn predict`).
-    members = {name: kadn.members(name) for name in ("teacher", "student")}
-    # Teacher and student take turns, so other work on the machine slows both alike; fastest run kept.
-    t_big = _interleaved({n: (lambda m=m: ensemble_scores(m, kadn.head, big)) for n, m in members.items()},
-                         5 * args.rounds)
-    t_test = _interleaved({n: (lambda m=m: ensemble_scores(m, kadn.head, small)) for n, m in members.items()},
-                          20 * args.rounds)
-    rows = {n: (sum(count_params(b) for b in m), t_test[n], t_big[n] * 10000 / args.films) for n, m in members.items()}
-    t, s = rows["teacher"], rows["student"]
+    cfg = EvaluateConfig(timing_repeats=5 * args.rounds, timing_films=args.films)
+    table, timed = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"),
+                                  enc.rating.astype(np.float32), cfg)
     print(f"threads {args.threads}; {len(kadn.nets)} seed(s) per side; test set {len(test)} films; per-10k timing "
           f"on {args.films} films")
-    print("| net | params | test set (s) | per 10k films (s) |\n|---|---:|---:|---:|")
-    for name, (p, a, b) in rows.items():
-        print(f"| {name} | {p:,} | {a:.4f} | {b:.4f} |")
-    print(f"parameter reduction {100 * (1 - s[0] / t[0]):.1f}%; student scores x{t[2] / s[2]:.2f} faster "
-          f"(per 10k films), x{t[1] / s[1]:.2f} on the test set alone")
+    print("| net | params | multiply-adds per film | test set (s) | per 10k films (s) |\n|---|---:|---:|---:|---:|")
+    for name in ("teacher", "student"):
+        print(f"| {name} | {table[name]['params']:,} | {table[name]['multiply_adds_per_film']:,} | "
+              f"{timed[name]['infer_s']:.4f} | {timed[name]['infer_10k_s']:.4f} |")
+    t, s = timed["teacher"], timed["student"]
+    print(f"parameter reduction {100 * (1 - table['student']['params'] / table['teacher']['params']):.1f}%; "
+          f"student scores x{t['infer_10k_s'] / s['infer_10k_s']:.2f} faster (per 10k films), "
+          f"x{t['infer_s'] / s['infer_s']:.2f} on the test set alone")
 
 
 def throughput(args) -> None:

@@ -25,9 +25,8 @@ from models.artifacts import Loaded, load_model, token_ids
 from models.config import REPORTED
 from models.cv import errors
 from models.data import DENSE, dense_columns, encoded_dense, tensors
-from models.fit import set_determinism
+from models.fit import set_determinism, train_step
 from models.layers import DenseBranch
-from models.loss import joint_loss
 from models.nets import count_params, ensemble_scores
 from models.train import SKIPPED, encoded_digest
 from pipeline.encode import GROUPS, OOV, PAD, Encoded, load_encoded
@@ -147,7 +146,7 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
             torch.save(branch.state_dict(), buf)
             size += len(buf.getvalue())
         # The members share one architecture and the same rows, so one member's epoch times them all.
-        per_epoch = _epoch_seconds(nets[0], loaded.head, train_x, train_y, loaded.meta["config"], joint_loss)
+        per_epoch = _epoch_seconds(nets[0], loaded.head, train_x, train_y, loaded.meta["config"])
         counts = split_counts(nets, test_x, len(rows))
         figures[name] = {
             "params": counts.pop("params"),
@@ -163,7 +162,7 @@ def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, t
     return figures, timings
 
 
-def _epoch_seconds(branch, head, xt, y, cfg, joint_loss) -> float:
+def _epoch_seconds(branch, head, xt, y, cfg) -> float:
     net = copy.deepcopy(branch)  # the saved weights stay untouched
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
@@ -171,10 +170,7 @@ def _epoch_seconds(branch, head, xt, y, cfg, joint_loss) -> float:
     start = time.perf_counter()
     for b in range(0, n, batch):
         xb = {g: v[b : b + batch] for g, v in xt.items()}
-        loss, _ = joint_loss(net(xb), y[b : b + batch], head)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(net, opt, xb, y[b : b + batch], head)
     return time.perf_counter() - start
 
 

@@ -49,6 +49,19 @@ class Fitted:
     train_s: float = 0.0
 
 
+def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: float = 0.0,
+               block_gradient: bool = True, penalty=None) -> torch.Tensor:
+    """One optimiser step on a batch: eq. 6 (plus `penalty(xb)`, if given), backward, update. The training
+    loop and Table 2's training-time measurement both take their steps here."""
+    loss, _ = joint_loss(model(xb), yb, head, hint_weight, block_gradient)
+    if penalty is not None:
+        loss = loss + penalty(xb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool = False, label: str = "") -> Fitted:
     torch.manual_seed(seed)
     x, y, train_rows, val_rows = data.x, data.y, data.train_rows, data.val_rows
@@ -67,6 +80,11 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
     eval_at = {round(n_batches * (k + 1) / evals) - 1 for k in range(evals)}
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * n_batches)
                 if cfg.lr_schedule == "cosine" else None)
+    penalty = None
+    if cfg.adaptive_l2:
+        def penalty(xb):  # eq. 3 on the embedding rows this batch uses
+            ids, mask, _ = model.features.flat_ids(xb)
+            return cfg.adaptive_l2 * adaptive_l2(model.features.embedding.weight, ids, mask, freq_t)
     fitted = Fitted(kind, model, head, primary)
     best_state, best_mae, stale = None, float("inf"), 0
     patience = cfg.patience
@@ -81,13 +99,7 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
         for b in bar:
             idx = order[b * batch : (b + 1) * batch]
             xb = {g: v[idx] for g, v in xt.items()}
-            loss, _ = joint_loss(model(xb), yt[idx], head, cfg.hint_weight, cfg.block_gradient)
-            if cfg.adaptive_l2:
-                ids, mask, _ = model.features.flat_ids(xb)
-                loss = loss + cfg.adaptive_l2 * adaptive_l2(model.features.embedding.weight, ids, mask, freq_t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(model, opt, xb, yt[idx], head, cfg.hint_weight, cfg.block_gradient, penalty)
             if schedule is not None:
                 schedule.step()
             running += loss.item() * len(idx)
