@@ -35,7 +35,7 @@ from pipeline.params import NetConfig, TrackRecords
 
 FORMAT = 2  # model.json's "format"; folders without model.json were written by an older version (pickles)
 # Types a saved scikit-learn baseline may hold beyond those skops trusts by default; anything else is refused.
-TRUSTED = frozenset({"models.baselines.MeanModel", "scipy.sparse._csr.csr_matrix"})
+TRUSTED = frozenset({"scipy.sparse._csr.csr_matrix"})
 VOCAB_KEYS = ("vocab_digest", "encode_params", "sizes", "groups", "feature_set", "dense", "track")
 META_KEYS = ("kind", "config", "cv")
 

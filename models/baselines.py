@@ -14,6 +14,7 @@ import sys
 
 import lightgbm as lgb
 import numpy as np
+from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import Ridge
 from sklearn.svm import SVR
 from tqdm import tqdm
@@ -22,20 +23,9 @@ from models.data import inner_split
 from pipeline.params import Baseline, Tune
 
 
-class MeanModel:
-    """Predicts the training mean for every film: the floor any model has to beat."""
-
-    def fit(self, X, y):
-        self.value_ = float(np.mean(y))
-        return self
-
-    def predict(self, X):
-        return np.full(X.shape[0], self.value_)
-
-
 def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int = 1):
     if kind == "mean":
-        return MeanModel()
+        return DummyRegressor(strategy="mean")  # the training mean for every film: the floor to beat
     if kind == "ridge":
         return Ridge(alpha=cfg.alpha)
     if kind == "svm":

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
+from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from tqdm import tqdm
 
 from models.conformal import known_share
@@ -27,8 +28,9 @@ from pipeline.params import Baseline, Common, NetConfig
 
 
 def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    e = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
-    return float(np.abs(e).mean()), float(np.sqrt((e**2).mean()))
+    """(MAE, RMSE) of `pred` against `y`, in float64."""
+    pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
+    return float(mean_absolute_error(y, pred)), float(root_mean_squared_error(y, pred))
 
 
 # The encoded data of a worker process, sent once when the worker starts rather than with every task.

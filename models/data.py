@@ -61,7 +61,11 @@ def dense_columns(popularity: np.ndarray) -> tuple[list[int], list[str]]:
 @dataclass
 class Dense:
     """Dense inputs: each kept column standardised with its training rows' mean and sd, NaN -> 0, plus a
-    missing indicator per column. Fitted on training rows only."""
+    missing indicator per column. Fitted on training rows only.
+
+    Kept instead of scikit-learn's SimpleImputer(add_indicator=True) + StandardScaler: the statistics are
+    saved as plain JSON in the model folder (`kadn predict` rebuilds the inputs from them without unpickling),
+    and the nets and baselines read the same columns."""
 
     columns: list[int]
     mean: list[float]
@@ -175,7 +179,11 @@ def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray 
 
 
 def kfold(n: int, folds: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Repeated k-fold over `n` rows: (train positions, held-out positions), identical for every model."""
+    """Repeated k-fold over `n` rows: (train positions, held-out positions), identical for every model.
+
+    Kept instead of scikit-learn's RepeatedKFold (which splits alike but draws other folds from the same
+    seed): swapping would move every published fold and so every CV figure in metrics.json across commits;
+    `cv_folds` also needs the in-range rows alone to be folded."""
     out = []
     rng = np.random.default_rng(seed)
     for _ in range(repeats):
