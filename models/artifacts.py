@@ -75,7 +75,7 @@ def baseline_files(kind: str, estimator) -> dict[str, bytes]:
     if kind == "lightgbm":
         name, payload = "model.txt", estimator.booster_.model_to_string().encode("utf-8")
     else:
-        import skops.io as sio
+        import skops.io as sio  # here, not at the top: scoring a net never pays for skops (seconds of start-up)
 
         name, payload = "model.skops", sio.dumps(estimator)
     return {"model.json": _json_bytes({"format": FORMAT, "kind": kind, "file": name}), name: payload}
@@ -187,13 +187,13 @@ def _load_baseline(path: Path):
             raise KadnError(f"{path}: damaged model files (an incomplete LightGBM model); retrain with "
                             f"`kadn train {path.parent.name}`")
         # Booster.predict is what LGBMRegressor.predict calls: the same scores.
-        import lightgbm as lgb
+        import lightgbm as lgb  # only a LightGBM folder needs it (start-up time)
 
         return lgb.Booster(model_str=text)
     if path.name != "model.skops":
         raise KadnError(f"{path}: not a model file this version writes")
     payload = path.read_bytes()
-    import skops.io as sio
+    import skops.io as sio  # only a scikit-learn folder needs it (start-up time)
 
     untrusted = set(sio.get_untrusted_types(data=payload))
     if untrusted - TRUSTED:
