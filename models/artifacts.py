@@ -99,7 +99,9 @@ def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, hist
 
 
 @dataclass
-class Loaded:
+class SavedModel:
+    """A model read back from its folder: what `kadn evaluate`, `predict` and `forecast` score with."""
+
     name: str
     kind: str
     vocab: dict
@@ -121,7 +123,7 @@ class Loaded:
         return [net.branch(output) if hasattr(net, "branch") else net for net in self.nets]
 
 
-def load_model(root: Path, name: str) -> Loaded:
+def load_model(root: Path, name: str) -> SavedModel:
     folder = Path(root) / name
     retrain = f"retrain with `kadn train {name}`"
     if not (folder / "model.json").exists():
@@ -147,7 +149,7 @@ def load_model(root: Path, name: str) -> Loaded:
         raise KadnError(f"{folder / 'vocab.json'}: unreadable track-record settings; {retrain}") from None
     try:
         if "file" in spec:
-            return Loaded(name, spec["kind"], vocab, meta, estimator=_load_baseline(folder / spec["file"]))
+            return SavedModel(name, spec["kind"], vocab, meta, estimator=_load_baseline(folder / spec["file"]))
         return _load_nets(folder, name, spec, vocab, meta)
     except KadnError:
         raise
@@ -202,7 +204,7 @@ def _load_baseline(path: Path):
     return sio.loads(payload, trusted=sorted(untrusted))
 
 
-def _load_nets(folder: Path, name: str, spec: dict, vocab: dict, meta: dict) -> Loaded:
+def _load_nets(folder: Path, name: str, spec: dict, vocab: dict, meta: dict) -> SavedModel:
     states = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
     if not isinstance(states, list) or len(states) != spec["seeds"]:
         raise KadnError(f"{folder / 'model.pt'}: does not match model.json; retrain with `kadn train {name}`")
@@ -216,4 +218,4 @@ def _load_nets(folder: Path, name: str, spec: dict, vocab: dict, meta: dict) -> 
         net.load_state_dict(state)
         net.eval()
         nets.append(net)
-    return Loaded(name, spec["kind"], vocab, meta, nets=nets, head=head)
+    return SavedModel(name, spec["kind"], vocab, meta, nets=nets, head=head)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import conformal, figures
-from models.artifacts import Loaded, load_model, token_ids
+from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.cv import errors
 from models.data import DENSE, dense_columns, encoded_dense, tensors
@@ -35,7 +35,7 @@ from pipeline.io import atomic_path, write_json
 from pipeline.params import EvaluateConfig, ForecastConfig, Params, load
 
 
-def model_view(enc: Encoded, loaded: Loaded) -> dict[str, np.ndarray]:
+def model_view(enc: Encoded, loaded: SavedModel) -> dict[str, np.ndarray]:
     """The encoded arrays in the model's own ids (tokens it never trained on -> OOV), plus its dense inputs
     (standardised with its own training statistics) when it was trained on some."""
     x = {}
@@ -113,7 +113,7 @@ def split_counts(nets: list[torch.nn.Module], x: dict[str, torch.Tensor], films:
             "multiply_adds_private_per_film": round(private_macs / films)}
 
 
-def branch_figures(loaded: Loaded, x: dict[str, np.ndarray], rows: np.ndarray, train_rows: np.ndarray,
+def branch_figures(loaded: SavedModel, x: dict[str, np.ndarray], rows: np.ndarray, train_rows: np.ndarray,
                    y: np.ndarray, cfg: EvaluateConfig) -> tuple[dict, dict]:
     """Table 2 for teacher and student: (what the models determine, wall-clock timings).
 
@@ -183,8 +183,8 @@ def write_csv(path: Path, header: list[str], rows: list) -> None:
         tmp.write_text(buf.getvalue(), encoding="utf-8")
 
 
-def _load_all(models_dir: Path, names: list[str], digest: str) -> dict[str, Loaded]:
-    loaded: dict[str, Loaded] = {}
+def _load_all(models_dir: Path, names: list[str], digest: str) -> dict[str, SavedModel]:
+    loaded: dict[str, SavedModel] = {}
     for name in names:
         loaded[name] = load_model(models_dir, name)
         if loaded[name].vocab["vocab_digest"] != digest:
@@ -206,7 +206,7 @@ def interval_figures(model_dir: Path, output: str, x: dict[str, np.ndarray], pre
             "cv_coverage": round(cv["cv_coverage"], DECIMALS), "cv_mean_width": round(cv["cv_mean_width"], DECIMALS)}
 
 
-def _scored(enc: Encoded, loaded: dict[str, Loaded], test: np.ndarray, y: np.ndarray,
+def _scored(enc: Encoded, loaded: dict[str, SavedModel], test: np.ndarray, y: np.ndarray,
             models_dir: Path | None = None, interval: ForecastConfig | None = None):
     models: dict[str, dict] = {}
     predictions: dict[str, np.ndarray] = {}

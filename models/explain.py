@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.artifacts import Loaded
+from models.artifacts import SavedModel
 from models.data import tensors
 from pipeline.encode import GROUPS, OOV, PEOPLE, film_tokens
 
@@ -47,7 +47,7 @@ def attention_weights(net: torch.nn.Module, x: dict[str, np.ndarray]) -> dict[st
     return out
 
 
-def ensemble_weights(loaded: Loaded, output: str, x: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+def ensemble_weights(loaded: SavedModel, output: str, x: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     """The weights averaged over the model's seeds (None for a model without attention)."""
     if loaded.nets is None:
         return None
@@ -124,7 +124,7 @@ def unknown_words(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndar
     return "; ".join(parts) or "nothing unknown"
 
 
-def explain(films: list[dict], x: dict[str, np.ndarray], loaded: Loaded, output: str,
+def explain(films: list[dict], x: dict[str, np.ndarray], loaded: SavedModel, output: str,
             tokens: list[dict[str, list[str]]] | None = None) -> list[dict]:
     """Per film: {"unknown_text": ..., "leaned_on": {group: [person...]}} (leaned_on only with attention);
     `tokens`: the films' `film_tokens`, when already made."""

@@ -39,7 +39,9 @@ def make_head(kind: str, cfg: NetConfig, centre: float) -> Head:
 
 
 @dataclass
-class Fitted:
+class NetFit:
+    """One net's training run: the net at its best validation checkpoint and its learning curve."""
+
     kind: str
     model: torch.nn.Module
     head: Head
@@ -62,7 +64,7 @@ def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: 
     return loss
 
 
-def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool = False, label: str = "") -> Fitted:
+def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool = False, label: str = "") -> NetFit:
     torch.manual_seed(seed)
     x, y, train_rows, val_rows = data.x, data.y, data.train_rows, data.val_rows
     head = make_head(kind, cfg, float(y[train_rows].mean()))
@@ -85,7 +87,7 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
         def penalty(xb):  # eq. 3 on the embedding rows this batch uses
             ids, mask, _ = model.features.flat_ids(xb)
             return cfg.adaptive_l2 * adaptive_l2(model.features.embedding.weight, ids, mask, freq_t)
-    fitted = Fitted(kind, model, head, primary)
+    fitted = NetFit(kind, model, head, primary)
     best_state, best_mae, stale = None, float("inf"), 0
     patience = cfg.patience
     started = time.perf_counter()
@@ -144,14 +146,14 @@ def _validate(model, head, xv, yv, cfg) -> dict:
     return record
 
 
-def net_scores(fits: list[Fitted], x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+def net_scores(fits: list[NetFit], x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
     """Scores per output of the nets fitted with one seed each, averaged (models.nets.ensemble_scores)."""
     return {k: v.numpy() for k, v in ensemble_scores([f.model for f in fits], fits[0].head,
                                                      tensors(x, rows)).items()}
 
 
 @dataclass
-class Trained:
+class FittedModel:
     """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
 
     name: str
@@ -171,12 +173,12 @@ class Trained:
 
 
 def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
-              progress: bool = False, features=None) -> Trained:
+              progress: bool = False, features=None) -> FittedModel:
     """`features(source_rows)` (models.data.features_from), if given, rebuilds `data.x` from other source rows:
     a baseline's inner tuning split then gets features read from its inner fit rows alone."""
     sizes = data.sizes
     x, train_rows = data.x, data.train_rows
-    trained = Trained(name, x, sizes, oov=common.oov)
+    trained = FittedModel(name, x, sizes, oov=common.oov)
     started = time.perf_counter()
     if name in BASELINES:
         # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.

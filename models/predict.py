@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from models import track_records
-from models.artifacts import Loaded, load_model, token_ids
+from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
 from pipeline.encode import GROUPS, OOV, PEOPLE, POPULARITY, film_tokens, release_int
@@ -186,7 +186,7 @@ class Scored:
     unknown: list[dict[str, int]]
 
 
-def score_films(films: list[dict], loaded: Loaded, output: str) -> Scored:
+def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
     """The one scorer of `kadn predict` and `kadn forecast`: checked records -> the model's inputs -> scores."""
     tokens = [film_tokens(f, loaded.vocab["encode_params"]) for f in films]
     x, unknown = encode_films(films, loaded.vocab, tokens)

@@ -77,7 +77,7 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
 
 
 def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, progress: bool = False):
-    """The model on the fixed split's training rows (validated on its val rows): (Trained, the restricted
+    """The model on the fixed split's training rows (validated on its val rows): (FittedModel, the restricted
     vocabularies, the dense inputs' statistics)."""
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
