@@ -102,6 +102,9 @@ def test_dvc_repro_builds_every_model_and_metrics(repo):
 def test_plots_show_writes_a_page_embedding_every_figure_without_a_script(repo):
     run(["dvc", "plots", "show"], repo)
     page = (repo / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    # The Vega scatter of predicted against actual carries the y = x line (a layer plotting actual on both axes).
+    diagonal = page.index("y = x: a perfect prediction")
+    assert re.search(r'"x": \{"field": "actual"[^}]*\}, "y": \{"field": "actual"', page[diagonal:diagonal + 400])
     sources = re.findall(r'<img[^>]*src="([^"]+)"', page)
     for name in PNGS:
         found = [src for src in sources if src.endswith(name.replace("/", "_")) or src.endswith(name)]
