@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
+
+from models.train import run_train
 from pipeline.clean import apply_rules, to_frame
 from pipeline.encode import run_encode
 from pipeline.io import load_params
@@ -40,3 +43,14 @@ def encoded_catalogue(folder: Path, n: int = 260, seed: int = 5) -> Path:
     to_frame(kept).to_parquet(table)
     run_encode(table, params.encode, folder / "enc")
     return folder / "enc"
+
+
+def train_models(folder: Path, names: tuple[str, ...] = ("kadn", "ridge")) -> Path:
+    """`names` trained with fast params on the small catalogue into folder/models (torch's thread count,
+    which training sets, restored after)."""
+    enc = encoded_catalogue(folder)
+    threads = torch.get_num_threads()
+    for name in names:
+        run_train(name, fast(), enc, folder / "models")
+    torch.set_num_threads(threads)
+    return folder / "models"

@@ -18,22 +18,17 @@ from models.evaluate import run_evaluate
 from models.explain import attention_weights
 from models.forecast import forecast, select_films
 from models.predict import encode_films
-from models.train import run_train
 from pipeline import store
 from pipeline.cli import main
 from pipeline.params import ForecastConfig
 from tests.mockserver.catalogue import generate_catalogue, store_catalogue
-from tests.model_support import encoded_catalogue, fast, fast_params
+from tests.model_support import fast, fast_params, train_models
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("forecast")
-    enc = encoded_catalogue(folder)
-    threads = torch.get_num_threads()
-    for name in ("kadn", "ridge"):
-        run_train(name, fast(), enc, folder / "models")
-    torch.set_num_threads(threads)
+    train_models(folder)
     # The same catalogue (so the models know its people) in a store: its unrated films are the forecast's.
     url = f"sqlite:///{folder / 'store.sqlite'}"
     store_catalogue(generate_catalogue(260, 5), url)

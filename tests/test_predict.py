@@ -11,26 +11,20 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.evaluate import run_evaluate
 from models.predict import predict
-from models.train import run_train
 from pipeline.cli import main
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast, fast_params
+from tests.model_support import encoded_catalogue, fast, fast_params, train_models
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("predict")
-    enc = encoded_catalogue(folder)
-    threads = torch.get_num_threads()
-    for name in ("kadn", "ridge"):
-        run_train(name, fast(), enc, folder / "models")
-    torch.set_num_threads(threads)
+    train_models(folder)
     return folder
 
 
