@@ -64,6 +64,15 @@ def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: 
     return loss
 
 
+def evals_per_epoch(n_batches: int, cfg: NetConfig) -> int:
+    """Validations per epoch: `evals_per_epoch`, or more when an epoch has over `eval_steps` steps per
+    validation. On a large set a net peaks within an epoch or two; validating by steps keeps the best
+    checkpoint as close and lets patience stop the run as soon after it as on a small set."""
+    if cfg.eval_steps is None:
+        return cfg.evals_per_epoch
+    return max(cfg.evals_per_epoch, -(-n_batches // cfg.eval_steps))
+
+
 def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool = False, label: str = "") -> NetFit:
     torch.manual_seed(seed)
     x, y, train_rows, val_rows = data.x, data.y, data.train_rows, data.val_rows
@@ -78,7 +87,7 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
     gen = torch.Generator().manual_seed(seed)
     n, batch = len(train_rows), cfg.batch
     n_batches = max(1, -(-n // batch))
-    evals = cfg.evals_per_epoch
+    evals = evals_per_epoch(n_batches, cfg)
     eval_at = {round(n_batches * (k + 1) / evals) - 1 for k in range(evals)}
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * n_batches)
                 if cfg.lr_schedule == "cosine" else None)

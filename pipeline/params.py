@@ -226,6 +226,8 @@ class NetConfig(Section):
     batch: Positive
     epochs: Positive
     evals_per_epoch: Positive
+    # At most this many optimiser steps between validations (more per epoch on large sets); null: off.
+    eval_steps: Positive | None = None
     patience: Positive | None = None  # validations without improvement before stopping; null: never stop
     seeds: Positive = 1
     preset: str = "tuned"  # last: a resolved configuration lists it after the settings it chose

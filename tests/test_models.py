@@ -226,6 +226,26 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     assert np.abs(pred - enc.rating[va]).mean() == pytest.approx(best, abs=1e-4)
 
 
+def test_eval_steps_validates_more_often_only_when_an_epoch_is_long(catalogue):
+    """A long epoch (many batches) gets a validation at least every `eval_steps` steps; a short one keeps
+    `evals_per_epoch`, so small sets train exactly as without the setting."""
+    set_determinism(1)
+    enc = load_encoded(catalogue)
+    tr, va = enc.index("train"), enc.index("val")
+    r = enc.restrict(tr, 2)
+    data = FitData(r.x, r.freq, enc.rating, tr, va)
+    batches = -(-len(tr) // 8)
+    base = fast().train.nets.model_copy(update={"epochs": 1, "evals_per_epoch": 2, "batch": 8, "patience": None})
+    plain = fit_net("kadn", data, base, seed=1)
+    steps = max(1, batches // 4)
+    often = fit_net("kadn", data, base.model_copy(update={"eval_steps": steps}), seed=1)
+    roomy = fit_net("kadn", data, base.model_copy(update={"eval_steps": batches}), seed=1)
+    assert len(plain.history) == 2
+    assert len(often.history) == -(-batches // steps) > 2
+    assert [h["epoch"] for h in often.history][-1] == 1.0
+    assert [h["val_mae_student"] for h in roomy.history] == [h["val_mae_student"] for h in plain.history]
+
+
 def test_make_head_keeps_fm_and_deepfm_scalar():
     cfg = fast().train.nets.model_copy(update={"head": "soft"})
     assert make_head("deepfm", cfg, 7.0).kind == "regression"
