@@ -14,8 +14,10 @@ import sys
 
 import lightgbm as lgb
 import numpy as np
+import scipy.sparse as sp
 from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import Ridge
+from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVR
 from tqdm import tqdm
 
@@ -57,6 +59,39 @@ def validation_mae(kind: str, cfg: Baseline, X, y: np.ndarray, fit_rows: np.ndar
     return float(np.abs(model.predict(X[val_rows]) - y[val_rows]).mean())
 
 
+def rbf_gamma(gamma, X) -> float:
+    """The number SVR uses for `gamma` on X ("scale": 1 / (features * variance of every entry), as
+    scikit-learn computes it, sparse or dense)."""
+    if gamma == "scale":
+        var = X.multiply(X).mean() - X.mean() ** 2 if sp.issparse(X) else X.var()
+        return 1.0 / (X.shape[1] * var) if var != 0 else 1.0
+    if gamma == "auto":
+        return 1.0 / X.shape[1]
+    return float(gamma)
+
+
+def svr_validation_maes(cfg: Baseline, settings: list[dict], X_fit, y_fit: np.ndarray, X_val,
+                        y_val: np.ndarray, bar=None) -> list[float]:
+    """`validation_mae` of every RBF SVR setting, each kernel matrix computed once per gamma and shared by
+    that gamma's C and epsilon values. libsvm evaluates a sparse RBF kernel entry by entry, which is most of
+    a fit's time at thousands of films; a precomputed matrix (one sparse product) gives the same solution
+    up to rounding, about 3x faster."""
+    scores: list[float | None] = [None] * len(settings)
+    by_gamma: dict[float, list[int]] = {}
+    for i, s in enumerate(settings):
+        by_gamma.setdefault(rbf_gamma(cfg.with_setting(s).gamma, X_fit), []).append(i)
+    for gamma, members in by_gamma.items():  # one gamma's matrices in memory at a time
+        K, K_val = rbf_kernel(X_fit, gamma=gamma), rbf_kernel(X_val, X_fit, gamma=gamma)
+        for i in members:
+            c = cfg.with_setting(settings[i])
+            model = SVR(kernel="precomputed", C=c.C, epsilon=c.epsilon).fit(K, y_fit)
+            scores[i] = float(np.abs(model.predict(K_val) - y_val).mean())
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(best_mae=f"{min(v for v in scores if v is not None):.4f}")
+    return scores
+
+
 def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int = 1,
                   inner_X=None, progress: bool = False):
     """(fitted model, chosen setting): grid search on an inner split of the rows of X/y, then a refit on all.
@@ -70,12 +105,19 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
     if len(settings) > 1:
         fit_rows, val_rows = inner_split(np.arange(len(y)), tune.val, tune.seed)
         X_tune = X if inner_X is None else inner_X(fit_rows)
-        scores = []
         # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
-        bar = tqdm(settings, desc=f"{kind} tuning", file=sys.stderr, disable=not progress, leave=False)
-        for s in bar:
-            scores.append(validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed, threads))
-            bar.set_postfix(best_mae=f"{min(scores):.4f}")
+        bar = tqdm(total=len(settings), desc=f"{kind} tuning", file=sys.stderr, disable=not progress, leave=False)
+        if kind == "svm" and cfg.kernel == "rbf":
+            scores = svr_validation_maes(cfg, settings, X_tune[fit_rows], y[fit_rows], X_tune[val_rows],
+                                         y[val_rows], bar)
+        else:
+            scores = []
+            for s in settings:
+                scores.append(validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed,
+                                             threads))
+                bar.update()
+                bar.set_postfix(best_mae=f"{min(scores):.4f}")
+        bar.close()
         chosen = settings[int(np.argmin(scores))]
     elif settings:
         chosen = settings[0]

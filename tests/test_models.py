@@ -511,3 +511,24 @@ def test_every_baseline_is_tuned_per_fold_and_reports_its_choices(catalogue, tmp
     meta = run_train("svm", fast(params), catalogue, tmp_path)
     folds = params["train"]["common"]["cv"]["folds"]
     assert len(meta["cv_chosen"]) == folds and set(meta["chosen"]) == set(params["train"]["svm"]["grid"])
+
+
+def test_svr_tuning_on_shared_kernel_matrices_scores_every_setting_like_a_plain_svr(catalogue):
+    # The grid search fits each gamma's settings on one precomputed kernel matrix; each setting's validation
+    # MAE must be the one a plain RBF SVR of that setting gets.
+    from models.baselines import grid_settings, svr_validation_maes, validation_mae
+    from models.data import inner_split
+
+    enc = load_encoded(catalogue)
+    train_rows = enc.index("train")
+    restricted = enc.restrict(train_rows, 2)
+    X = multi_hot(restricted.x, restricted.sizes(), train_rows, "scaled")
+    y = enc.rating[train_rows].astype(np.float64)
+    fit, val = inner_split(np.arange(len(y)), 0.25, 3)
+    cfg = SvmConfig(kernel="rbf", C=1.0, epsilon=0.1,
+                    grid={"C": [0.5, 4.0], "gamma": ["scale", 0.05, "auto"], "epsilon": [0.05, 0.3]})
+    settings = grid_settings(cfg)
+    shared = svr_validation_maes(cfg, settings, X[fit], y[fit], X[val], y[val])
+    plain = [validation_mae("svm", cfg.with_setting(s), X, y, fit, val, 0, 1) for s in settings]
+    assert len(set(np.round(plain, 6))) > 3  # the settings really differ
+    assert shared == pytest.approx(plain, abs=1e-6)
