@@ -104,6 +104,10 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
     chosen: dict = {}
     if len(settings) > 1:
         fit_rows, val_rows = inner_split(np.arange(len(y)), tune.val, tune.seed)
+        limit = getattr(cfg, "tune_rows", None)
+        if limit is not None and len(fit_rows) > limit:
+            # A seeded sample: the setting is chosen on fewer rows, the chosen model refitted on all of them.
+            fit_rows = np.sort(np.random.default_rng(tune.seed).choice(fit_rows, limit, replace=False))
         X_tune = X if inner_X is None else inner_X(fit_rows)
         # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
         bar = tqdm(total=len(settings), desc=f"{kind} tuning", file=sys.stderr, disable=not progress, leave=False)

@@ -181,6 +181,7 @@ class SvmConfig(Baseline):
     C: Annotated[float, Field(gt=0)]
     epsilon: Annotated[float, Field(ge=0)]
     gamma: Literal["scale", "auto"] | Annotated[float, Field(gt=0)] = "scale"
+    tune_rows: Positive | None = None  # the grid search fits on at most this many rows (an SVR fit costs n^2)
     grid: Grid = {}
 
 

@@ -532,3 +532,29 @@ def test_svr_tuning_on_shared_kernel_matrices_scores_every_setting_like_a_plain_
     plain = [validation_mae("svm", cfg.with_setting(s), X, y, fit, val, 0, 1) for s in settings]
     assert len(set(np.round(plain, 6))) > 3  # the settings really differ
     assert shared == pytest.approx(plain, abs=1e-6)
+
+
+def test_svr_tune_rows_caps_the_grid_search_rows_not_the_final_fit(catalogue, monkeypatch):
+    import models.baselines as baselines
+    from models.baselines import tune_baseline
+
+    enc = load_encoded(catalogue)
+    train_rows = enc.index("train")
+    restricted = enc.restrict(train_rows, 2)
+    X = multi_hot(restricted.x, restricted.sizes(), train_rows, "scaled")
+    y = enc.rating[train_rows].astype(np.float64)
+    tune = fast().train.common.tune
+    seen = []
+    real = baselines.svr_validation_maes
+
+    def spy(cfg, settings, X_fit, *args, **kwargs):
+        seen.append(X_fit.shape[0])
+        return real(cfg, settings, X_fit, *args, **kwargs)
+
+    monkeypatch.setattr(baselines, "svr_validation_maes", spy)
+    grid = {"C": [1.0, 3.0]}
+    full, _ = tune_baseline("svm", X, y, SvmConfig(kernel="rbf", C=1.0, epsilon=0.1, grid=grid), tune, 0)
+    capped, _ = tune_baseline("svm", X, y, SvmConfig(kernel="rbf", C=1.0, epsilon=0.1, grid=grid, tune_rows=20),
+                              tune, 0)
+    assert seen[0] > 20 and seen[1] == 20
+    assert capped.shape_fit_[0] == full.shape_fit_[0] == len(y)  # the chosen setting is refitted on every row
