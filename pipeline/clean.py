@@ -29,7 +29,7 @@ from pipeline import store
 from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, write_json
 from pipeline.params import CleanConfig, load
-from pipeline.records import date_sort_key, first_release, parse_date, parse_runtime
+from pipeline.records import date_sort_key, first_release, gc_paused, parse_date, parse_runtime
 from pipeline.snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,12 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
 def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path,
               snapshot: Path | None = None) -> dict:
     """Clean the films of `snapshot` (a `kadn snapshot` file, what the DVC stage reads), else of the store."""
+    with gc_paused():
+        return _run_clean(database_url, cfg, out_table, out_report, snapshot)
+
+
+def _run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path,
+               snapshot: Path | None) -> dict:
     if snapshot is not None:
         records, where = read_snapshot(snapshot), f"snapshot {snapshot}"
     else:
