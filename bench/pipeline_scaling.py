@@ -1,12 +1,14 @@
 """Time and peak memory of the clean and encode stages on mock catalogues of growing size.
 
 Each catalogue comes from the mock site's generator, written straight into a fresh SQLite store (no crawl);
-then `kadn clean` and `kadn encode` run as separate processes, so each one's peak RSS is its own.
+then each stage runs as its own process, so each one's peak RSS is its own. Two paths are timed:
+`kadn clean` straight from the store, then `kadn encode`; and the DVC pipeline's, `kadn snapshot` then
+`kadn clean --snapshot` (whose table, the same bytes, encode reads alike).
 
     .venv/bin/python bench/pipeline_scaling.py                 # 10k, 50k, 140k films
     .venv/bin/python bench/pipeline_scaling.py --sizes 2000    # a quick look
 
-Target: clean + encode under 60 s and 2 GiB at 140k films on a 2-core machine.
+Target: clean + encode under 20 s and 2 GiB at 140k films on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     print(f"{'films':>8} {'stored':>8} {'kept':>7} {'gen+store s':>12} {'clean s':>8} {'clean MiB':>10} "
-          f"{'encode s':>9} {'encode MiB':>11} {'total s':>8}")
+          f"{'encode s':>9} {'encode MiB':>11} {'total s':>8} {'snapshot s':>11} {'snapshot MiB':>13} "
+          f"{'clean --snapshot s':>19} {'MiB':>5}")
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -58,10 +61,16 @@ def main() -> None:
                                            "--report", str(tmp / "report.json")], env)
             encode_s, encode_mb = run_stage(["encode", "--table", str(tmp / "clean.parquet"),
                                              "--out", str(tmp / "enc")], env)
+            snap_s, snap_mb = run_stage(["snapshot", "--out", str(tmp / "films.jsonl")], env)
+            snap_clean_s, snap_clean_mb = run_stage(["clean", "--snapshot", str(tmp / "films.jsonl"),
+                                                     "--out", str(tmp / "clean_snap.parquet"),
+                                                     "--report", str(tmp / "report_snap.json")], env)
+            if (tmp / "clean_snap.parquet").read_bytes() != (tmp / "clean.parquet").read_bytes():
+                raise SystemExit(f"{n} films: clean --snapshot wrote another table than clean from the store")
             kept = json.loads((tmp / "report.json").read_text())["kept"]
             print(f"{n:>8} {stored:>8} {kept:>7} {gen_s:>12.1f} {clean_s:>8.1f} {clean_mb:>10.0f} "
-                  f"{encode_s:>9.1f} {encode_mb:>11.0f} {clean_s + encode_s:>8.1f}", flush=True)
-
+                  f"{encode_s:>9.1f} {encode_mb:>11.0f} {clean_s + encode_s:>8.1f} {snap_s:>11.1f} {snap_mb:>13.0f} "
+                  f"{snap_clean_s:>19.1f} {snap_clean_mb:>5.0f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -93,6 +93,13 @@ def _text(value: Any, field: str) -> str | None:
 
 def parse_date(text: str | None, field: str = "release_date") -> str | None:
     """'2010-09-01', '2010-9-1', '2010-09' or '2010' -> canonical 'YYYY[-MM[-DD]]'; None for blank."""
+    if isinstance(text, str):
+        return _parse_date_text(text, field)
+    return _parse_date_text.__wrapped__(text, field)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # as date_sort_key: many films, few distinct dates
+def _parse_date_text(text: str | None, field: str) -> str | None:
     text = _text(text, field)
     if text is None:
         return None

@@ -20,6 +20,7 @@ from pipeline.io import atomic_path
 from pipeline.records import FIELDS, gc_paused
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
+_FIELD_SET = frozenset(FIELDS)
 
 
 def _plain_float(value) -> bool:
@@ -79,9 +80,9 @@ def read_snapshot(path: Path) -> list[dict]:
                 rec = _parse(line)
             except json.JSONDecodeError as exc:
                 raise KadnError(f"{path}: line {number}: not JSON ({exc.msg}): {line[:40]!r}") from None
-            missing = [f for f in FIELDS if not isinstance(rec, dict) or f not in rec]
-            if missing:
-                raise KadnError(f"{path}: line {number}: record lacks the field {missing[0]!r}")
+            if not (isinstance(rec, dict) and rec.keys() >= _FIELD_SET):
+                missing = next(f for f in FIELDS if not isinstance(rec, dict) or f not in rec)
+                raise KadnError(f"{path}: line {number}: record lacks the field {missing!r}")
             records.append(rec)
     return records
 
