@@ -409,47 +409,52 @@ def _read_records(conn, ids: list[int] | None = None, *, lock: bool = False) -> 
     movies = conn.execute(movie_query.with_for_update() if lock else movie_query).all()
     films = np.fromiter((m[0] for m in movies), dtype=np.int64, count=len(movies))
 
-    def per_film(query, *columns: int) -> list[list]:
-        """The rows of `query` (movie_id first, ordered by it): for each column asked for, its values cut into
-        one list per film of `movies`."""
+    def columns(query) -> tuple[list[tuple], list[tuple[int, int]]]:
+        """The columns of `query`'s rows (movie_id first, ordered by it) and each film's (start, end) in them."""
         rows = conn.execute(query).all()
-        keys = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        cols = list(zip(*rows)) or [()] * len(query.selected_columns)
+        keys = np.fromiter(cols[0], dtype=np.int64, count=len(rows))
         bounds = list(zip(np.searchsorted(keys, films, side="left").tolist(),
                           np.searchsorted(keys, films, side="right").tolist()))
-        return [[values[a:b] for a, b in bounds] for values in ([r[c] for r in rows] for c in columns)]
+        return cols, bounds
 
-    credits = {role: per_film(only(select(Credit.movie_id, Credit.person_id).where(Credit.role == ROLE_NAME[role])
-                                   .order_by(Credit.movie_id, Credit.billing), Credit.movie_id), 1)[0]
+    def per_film(values: list, bounds: list[tuple[int, int]]) -> list[list]:
+        return [values[a:b] for a, b in bounds]
+
+    credits = {role: columns(only(select(Credit.movie_id, Credit.person_id).where(Credit.role == ROLE_NAME[role])
+                                  .order_by(Credit.movie_id, Credit.billing), Credit.movie_id))
                for role in ROLES}
     people_query = select(Person.id, Person.name, Person.douban_person_id)
     if ids is None:
         people = conn.execute(people_query).all()
     else:
-        wanted = sorted({p for per_role in credits.values() for film in per_role for p in film})
+        wanted = sorted({p for cols, _ in credits.values() for p in cols[1]})
         people = [row for chunk in _chunks(wanted) for row in conn.execute(people_query.where(Person.id.in_(chunk)))]
     name_of = {pid: name for pid, name, _ in people}.__getitem__
     dpid_of = {pid: dpid for pid, _, dpid in people}.__getitem__
-    attrs = [per_film(only(select(Attribute.movie_id, Attribute.value).where(Attribute.kind == ATTR_NAME[attr])
-                           .order_by(Attribute.movie_id, Attribute.position), Attribute.movie_id), 1)[0]
-             for attr in ATTRIBUTES]
-    dates = zip(*per_film(only(select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region,
-                                      ReleaseDate.rerelease)
-                               .order_by(ReleaseDate.movie_id, ReleaseDate.position), ReleaseDate.movie_id), 1, 2, 3))
+    people_lists = []  # names and ids of directors, writers, actors: FIELDS order
+    for cols, bounds in credits.values():
+        people_lists += [per_film(list(map(name_of, cols[1])), bounds), per_film(list(map(dpid_of, cols[1])), bounds)]
+    attr_lists = []
+    for attr in ATTRIBUTES:
+        cols, bounds = columns(only(select(Attribute.movie_id, Attribute.value).where(Attribute.kind == ATTR_NAME[attr])
+                                    .order_by(Attribute.movie_id, Attribute.position), Attribute.movie_id))
+        attr_lists.append(per_film(list(cols[1]), bounds))
+    cols, bounds = columns(only(select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region, ReleaseDate.rerelease)
+                                .order_by(ReleaseDate.movie_id, ReleaseDate.position), ReleaseDate.movie_id))
+    dates = per_film([{"date": d, "region": r, "rerelease": bool(x)} for d, r, x in zip(*cols[1:])], bounds)
 
     out = []
-    for movie, directors, writers, actors, genres, countries, languages, (days, regions, reissues) in zip(
-            movies, *credits.values(), *attrs, dates):
+    for movie, directors, director_ids, writers, writer_ids, actors, actor_ids, genres, countries, languages, \
+            release_dates in zip(movies, *people_lists, *attr_lists, dates):
         douban_id, title, year, runtime_min, rating, votes, review_count, comment_count, imdb_id = movie
-        release_dates = [{"date": d, "region": r, "rerelease": bool(x)} for d, r, x in zip(days, regions, reissues)]
         out.append({  # in the order of FIELDS
-            "douban_id": douban_id, "title": title, "year": year,
-            "directors": list(map(name_of, directors)), "director_ids": list(map(dpid_of, directors)),
-            "writers": list(map(name_of, writers)), "writer_ids": list(map(dpid_of, writers)),
-            "actors": list(map(name_of, actors)), "actor_ids": list(map(dpid_of, actors)),
-            "genres": genres, "countries": countries, "languages": languages, "runtime_min": runtime_min,
-            "release_date": _release_date(release_dates), "release_dates": release_dates,
-            "rating": rating, "votes": votes, "review_count": review_count, "comment_count": comment_count,
-            "imdb_id": imdb_id})
+            "douban_id": douban_id, "title": title, "year": year, "directors": directors,
+            "director_ids": director_ids, "writers": writers, "writer_ids": writer_ids, "actors": actors,
+            "actor_ids": actor_ids, "genres": genres, "countries": countries, "languages": languages,
+            "runtime_min": runtime_min, "release_date": _release_date(release_dates),
+            "release_dates": release_dates, "rating": rating, "votes": votes, "review_count": review_count,
+            "comment_count": comment_count, "imdb_id": imdb_id})
     return out
 
 
