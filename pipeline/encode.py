@@ -174,12 +174,13 @@ def _flat_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = Non
         if table is None:
             return _column(frame, name)
         return _column(table.select([name]).to_pandas(), name) if name in table.column_names else _column(frame, name)
+
     for group in PEOPLE:
         names, ids = _list_array(source, group), _list_array(source, group[:-1] + "_ids")
         fast = names is not None and ids is not None and names.null_count == 0 and pc.list_flatten(names).null_count == 0
         if fast:
             flat_names, lengths, full = _truncated(names, limits[group])
-            flat_ids, id_lengths, id_full = _truncated(ids, limits[group])
+            flat_ids, _, id_full = _truncated(ids, limits[group])
             fast = np.array_equal(full, id_full)
         if fast:
             known = pc.fill_null(pc.greater(pc.utf8_length(flat_ids), 0), False)
