@@ -1,12 +1,14 @@
 """Time and peak memory of the clean and encode stages on mock catalogues of growing size.
 
 Each catalogue comes from the mock site's generator, written straight into a fresh SQLite store (no crawl);
-then `kadn clean` and `kadn encode` run as separate processes, so each one's peak RSS is its own.
+then each stage runs as its own process, so each one's peak RSS is its own. Two paths are timed:
+`kadn clean` straight from the store, then `kadn encode`; and the DVC pipeline's, `kadn snapshot` then
+`kadn clean --snapshot` (whose table, the same bytes, encode reads alike).
 
     .venv/bin/python bench/pipeline_scaling.py                 # 10k, 50k, 140k films
     .venv/bin/python bench/pipeline_scaling.py --sizes 2000    # a quick look
 
-Target: clean + encode under 60 s and 2 GiB at 140k films on a 2-core machine.
+Target: clean + encode under 20 s and 2 GiB at 140k films on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -26,17 +28,23 @@ sys.path.insert(0, str(ROOT))
 from tests.mockserver.catalogue import generate_catalogue, store_catalogue  # noqa: E402
 
 
-def run_stage(args: list[str], env: dict) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one `kadn` stage run in a child process."""
+def run_stage(args: list[str], env: dict) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one `kadn` stage run in a child process."""
     code = ("import resource, sys; from pipeline.cli import main; rc = main(sys.argv[1:]); "
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+            "u = resource.getrusage(resource.RUSAGE_SELF); "
+            "print('PEAK', u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=ROOT, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr}")
-    peak_kb = int(next(line.split()[1] for line in proc.stderr.splitlines() if line.startswith("PEAK")))
-    return elapsed, peak_kb / 1024
+    _, peak_kb, cpu = next(line.split() for line in proc.stderr.splitlines() if line.startswith("PEAK"))
+    return elapsed, float(cpu), int(peak_kb) / 1024
+
+
+def columns(stage: tuple[float, float, float], width: int) -> str:
+    wall, cpu, mib = stage
+    return f"{wall:>{width}.1f} {cpu:>5.1f} {mib:>5.0f}"
 
 
 def main() -> None:
@@ -44,8 +52,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 140_000])
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    print(f"{'films':>8} {'stored':>8} {'kept':>7} {'gen+store s':>12} {'clean s':>8} {'clean MiB':>10} "
-          f"{'encode s':>9} {'encode MiB':>11} {'total s':>8}")
+    print("Wall seconds, and the CPU seconds behind them (what a shared machine's load does not inflate).")
+    print(f"{'films':>8} {'stored':>8} {'kept':>7} {'gen+store s':>12} {'clean s':>8} {'cpu':>5} {'MiB':>5} "
+          f"{'encode s':>9} {'cpu':>5} {'MiB':>5} {'total s':>8} {'cpu':>5} | {'snapshot s':>11} {'cpu':>5} {'MiB':>5} "
+          f"{'clean --snapshot s':>19} {'cpu':>5} {'MiB':>5}")
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -54,14 +64,17 @@ def main() -> None:
             stored = store_catalogue(generate_catalogue(n, seed=args.seed), url)
             gen_s = time.perf_counter() - start
             env = {**os.environ, "DATABASE_URL": url}
-            clean_s, clean_mb = run_stage(["clean", "--out", str(tmp / "clean.parquet"),
-                                           "--report", str(tmp / "report.json")], env)
-            encode_s, encode_mb = run_stage(["encode", "--table", str(tmp / "clean.parquet"),
-                                             "--out", str(tmp / "enc")], env)
+            clean = run_stage(["clean", "--out", str(tmp / "clean.parquet"), "--report", str(tmp / "report.json")], env)
+            encode = run_stage(["encode", "--table", str(tmp / "clean.parquet"), "--out", str(tmp / "enc")], env)
+            snap = run_stage(["snapshot", "--out", str(tmp / "films.jsonl")], env)
+            snap_clean = run_stage(["clean", "--snapshot", str(tmp / "films.jsonl"), "--out",
+                                    str(tmp / "clean_snap.parquet"), "--report", str(tmp / "report_snap.json")], env)
+            if (tmp / "clean_snap.parquet").read_bytes() != (tmp / "clean.parquet").read_bytes():
+                raise SystemExit(f"{n} films: clean --snapshot wrote another table than clean from the store")
             kept = json.loads((tmp / "report.json").read_text())["kept"]
-            print(f"{n:>8} {stored:>8} {kept:>7} {gen_s:>12.1f} {clean_s:>8.1f} {clean_mb:>10.0f} "
-                  f"{encode_s:>9.1f} {encode_mb:>11.0f} {clean_s + encode_s:>8.1f}", flush=True)
-
+            print(f"{n:>8} {stored:>8} {kept:>7} {gen_s:>12.1f} {columns(clean, 8)} {columns(encode, 9)} "
+                  f"{clean[0] + encode[0]:>8.1f} {clean[1] + encode[1]:>5.1f} | {columns(snap, 11)} "
+                  f"{columns(snap_clean, 19)}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -24,12 +24,14 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, write_json
 from pipeline.params import CleanConfig, load
-from pipeline.records import date_sort_key, first_release, parse_date, parse_runtime
+from pipeline.records import date_sort_key, first_release, gc_paused, parse_date, parse_runtime
 from pipeline.snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -196,8 +198,8 @@ def apply_rules(records: list[dict], cfg: CleanConfig, info: dict | None = None
 
 def to_frame(records: list[dict]) -> pd.DataFrame:
     # `history` is set by apply_rules; a record that never went through it is a film of the range.
-    frame = pd.DataFrame.from_records([{c: r.get(c, False) if c == "history" else r[c] for c in COLUMNS}
-                                       for r in records], columns=list(COLUMNS))
+    frame = pd.DataFrame({c: [r.get(c, False) for r in records] if c == "history" else [r[c] for r in records]
+                          for c in COLUMNS}, columns=list(COLUMNS))
     for col in ("year", "runtime_min", "votes", "review_count", "comment_count"):
         frame[col] = frame[col].astype("Int64")
     frame["rating"] = frame["rating"].astype("float64")
@@ -206,9 +208,21 @@ def to_frame(records: list[dict]) -> pd.DataFrame:
     return frame.sort_values("douban_id", kind="stable").reset_index(drop=True)
 
 
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """`frame.to_parquet(path, index=False)`, byte for byte, with the list columns converted on one thread:
+    the conversion holds the GIL, so pandas' default of a thread per core only adds contention."""
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False, nthreads=1), path, compression="snappy")
+
+
 def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path,
               snapshot: Path | None = None) -> dict:
     """Clean the films of `snapshot` (a `kadn snapshot` file, what the DVC stage reads), else of the store."""
+    with gc_paused():
+        return _run_clean(database_url, cfg, out_table, out_report, snapshot)
+
+
+def _run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path,
+               snapshot: Path | None) -> dict:
     if snapshot is not None:
         records, where = read_snapshot(snapshot), f"snapshot {snapshot}"
     else:
@@ -234,7 +248,7 @@ def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_r
         detail = ", ".join(f"{rule} removed {n}" for rule, n in report["removed"].items() if n)
         raise KadnError(f"every one of the {len(records)} stored movies was removed ({detail}); check params.yaml clean")
     with atomic_path(out_table, ".parquet") as tmp:
-        to_frame(kept).to_parquet(tmp, index=False)
+        write_table(to_frame(kept), tmp)
     write_json(out_report, report)
     return report
 

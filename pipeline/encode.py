@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, write_json
@@ -36,6 +39,7 @@ GROUPS = PEOPLE + LISTS + SCALAR_GROUPS
 SPLITS = {"train": 0, "val": 1, "test": 2}
 HISTORY = 3  # the split code of a film released before the range (clean.history): a training row only
 POPULARITY = ("votes", "review_count", "comment_count")
+LIST_COLUMNS = tuple(c for g in PEOPLE for c in (g, g[:-1] + "_ids")) + LISTS
 
 
 def runtime_bucket(minutes, edges: list[int]) -> str:
@@ -102,43 +106,134 @@ def _column(frame: pd.DataFrame, name: str) -> list:
     return [_as_list(v) for v in frame[name]] if name in frame else [[] for _ in range(len(frame))]
 
 
-def group_tokens(frame: pd.DataFrame, params: dict) -> dict[str, list[list[str]]]:
-    """Every film's tokens per group, column by column: what `film_tokens` gives row by row (a test holds
-    them equal), without building a dict per film."""
-    limits = params["max_len"]
-    tokens: dict[str, list[list[str]]] = {}
-    for group in PEOPLE:
-        names, ids = _column(frame, group), _column(frame, group[:-1] + "_ids")
-        tokens[group] = [[person_key(n, p) for n, p in zip(ns, ps or [None] * len(ns))][: limits[group]]
-                         for ns, ps in zip(names, ids)]
-    for group in LISTS:
-        tokens[group] = [v[: limits[group]] for v in _column(frame, group)]
+def _per_value(values: list, fn) -> list:
+    """fn of each value, computed once per distinct value (a catalogue has few runtimes and dates)."""
+    cache: dict = {}
+    return [cache[v] if v in cache else cache.setdefault(v, fn(v)) for v in values]
+
+
+def _scalar_tokens(frame: pd.DataFrame, params: dict) -> dict[str, list[str]]:
+    """Each film's one token of the runtime, year and month groups."""
     n = len(frame)
     dates = frame["release_date"].tolist() if "release_date" in frame else [None] * n
     years = frame["year"].tolist() if "year" in frame else [None] * n
     runtimes = frame["runtime_min"].tolist() if "runtime_min" in frame else [None] * n
     edges = params["runtime_edges"]
-    tokens["runtime"] = [[runtime_bucket(m, edges)] for m in runtimes]
-    tokens["year"] = [[str(d)[:4] if d else (str(int(y)) if y is not None and not pd.isna(y) else "unknown")]
-                      for d, y in zip(dates, years)]
-    tokens["month"] = [[str(d)[5:7] if d and len(str(d)) >= 7 else "unknown"] for d in dates]
+
+    def year(pair):
+        d, y = pair
+        return str(d)[:4] if d else (str(int(y)) if y is not None and not pd.isna(y) else "unknown")
+
+    return {"runtime": _per_value(runtimes, lambda m: runtime_bucket(m, edges)),
+            "year": _per_value(list(zip(dates, years)), year),
+            "month": _per_value(dates, lambda d: str(d)[5:7] if d and len(str(d)) >= 7 else "unknown")}
+
+
+def _list_array(source: pd.DataFrame | pa.Table, name: str) -> pa.ListArray | None:
+    """A list column as one Arrow list of strings; None when absent or not a list of text."""
+    if isinstance(source, pa.Table):
+        if name not in source.column_names:
+            return None
+        column = source.column(name).combine_chunks()
+    else:
+        if name not in source:
+            return None
+        try:
+            column = pa.array(source[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return None
+    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
+        return None
+    value_type = column.type.value_type
+    if pa.types.is_null(value_type):  # every cell empty or all values unknown (no person ids at all)
+        column = column.cast(pa.list_(pa.string()))
+    elif not pa.types.is_string(value_type) and not pa.types.is_large_string(value_type):
+        return None
+    return column
+
+
+def _truncated(column: pa.ListArray, limit: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """(the first `limit` values of each row, flat; those rows' lengths; the rows' full lengths)."""
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
+    values = pc.list_flatten(column)  # null rows hold no values, so lengths and values agree
+    position = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return values.filter(pa.array(position < limit)), np.minimum(lengths, limit), lengths
+
+
+def _flat_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = None
+                 ) -> dict[str, tuple[list[str] | pa.Array, np.ndarray]]:
+    """Every film's tokens per group as (all tokens in film order, each film's count): what `group_tokens`
+    gives, computed with Arrow over whole columns. `table`, if given, holds the list columns (as read from
+    parquet); else they are read from `frame`. A column Arrow cannot take as text lists (names missing,
+    ids not as long as names...) goes the row-by-row way, whose result is the reference."""
+    limits = params["max_len"]
+    source = table if table is not None else frame
+    out: dict[str, tuple] = {}
+
+    def by_row(name: str) -> list:
+        if table is None:
+            return _column(frame, name)
+        return _column(table.select([name]).to_pandas(), name) if name in table.column_names else _column(frame, name)
+
+    for group in PEOPLE:
+        names, ids = _list_array(source, group), _list_array(source, group[:-1] + "_ids")
+        fast = names is not None and ids is not None and names.null_count == 0 and pc.list_flatten(names).null_count == 0
+        if fast:
+            flat_names, lengths, full = _truncated(names, limits[group])
+            flat_ids, _, id_full = _truncated(ids, limits[group])
+            fast = np.array_equal(full, id_full)
+        if fast:
+            known = pc.fill_null(pc.greater(pc.utf8_length(flat_ids), 0), False)
+            keys = pc.if_else(known, pc.binary_join_element_wise("id:", flat_ids, ""),
+                              pc.binary_join_element_wise("name:", flat_names, ""))
+            out[group] = (keys, lengths)
+        else:
+            lists = [[person_key(n, p) for n, p in zip(ns, ps or [None] * len(ns))][: limits[group]]
+                     for ns, ps in zip(by_row(group), by_row(group[:-1] + "_ids"))]
+            out[group] = (list(chain.from_iterable(lists)), np.fromiter(map(len, lists), np.int64, len(lists)))
+    for group in LISTS:
+        values = _list_array(source, group)
+        if values is not None and pc.list_flatten(values).null_count == 0:
+            flat, lengths, _ = _truncated(values, limits[group])
+            out[group] = (flat, lengths)
+        else:
+            lists = [v[: limits[group]] for v in by_row(group)]
+            out[group] = (list(chain.from_iterable(lists)), np.fromiter(map(len, lists), np.int64, len(lists)))
+    for group, tokens in _scalar_tokens(frame, params).items():
+        out[group] = (tokens, np.ones(len(tokens), np.int64))
+    return out
+
+
+def group_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = None) -> dict[str, list[list[str]]]:
+    """Every film's tokens per group, column by column: what `film_tokens` gives row by row (a test holds
+    them equal), without building a dict per film."""
+    tokens = {}
+    for group, (flat, lengths) in _flat_tokens(frame, params, table).items():
+        flat = flat.to_pylist() if isinstance(flat, pa.Array) else flat
+        ends = np.cumsum(lengths).tolist()
+        tokens[group] = [flat[a:b] for a, b in zip([0, *ends], ends)]
     return tokens
 
 
-def encode_frame(frame: pd.DataFrame, params: dict) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
-    """Index arrays per group (N x width, 0-padded) and the vocabularies (token list; id = position + 2)."""
+def encode_frame(frame: pd.DataFrame, params: dict, table: pa.Table | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Index arrays per group (N x width, 0-padded) and the vocabularies (token list; id = position + 2).
+    `table`, if given, holds the list columns (see `_flat_tokens`)."""
     vocab: dict[str, list[str]] = {}
     arrays: dict[str, np.ndarray] = {}
-    for group, lists in group_tokens(frame, params).items():
-        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
-        flat = np.fromiter(chain.from_iterable(lists), dtype=object, count=int(lengths.sum()))
+    for group, (flat, lengths) in _flat_tokens(frame, params, table).items():
         # Codes in first-seen order over the films sorted by id: the vocabulary is stable across runs.
-        codes, uniques = pd.factorize(flat, use_na_sentinel=False)
-        vocab[group] = uniques.tolist()
+        if isinstance(flat, pa.Array):
+            encoded = flat.dictionary_encode()
+            codes, uniques = encoded.indices.to_numpy(), encoded.dictionary.to_pylist()
+        else:
+            codes, uniques = pd.factorize(np.array(flat, dtype=object), use_na_sentinel=False)
+            uniques = uniques.tolist()
+        vocab[group] = uniques
         width = max(1, int(lengths.max(initial=1)))
-        arr = np.zeros((len(lists), width), dtype=np.int32)
+        arr = np.zeros((len(lengths), width), dtype=np.int32)
         starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        arr[np.repeat(np.arange(len(lists)), lengths), np.arange(len(flat)) - starts] = codes + 2
+        arr[np.repeat(np.arange(len(lengths)), lengths), np.arange(len(codes)) - starts] = codes + 2
         arrays[group] = arr
     return arrays, vocab
 
@@ -168,10 +263,15 @@ def popularity_matrix(frame: pd.DataFrame) -> np.ndarray:
 def run_encode(table: Path, cfg: EncodeConfig, out_dir: Path) -> dict:
     # The plain form is what film_tokens reads, here and from a saved model's vocab.json at prediction.
     params = cfg.model_dump()
-    frame = pd.read_parquet(table)
-    if frame.empty:
+    # The list columns go to Arrow as they are; only the scalar ones become a pandas frame (a list cell in
+    # pandas is one numpy array per film).
+    names = pq.read_schema(table).names
+    lists = [c for c in LIST_COLUMNS if c in names]
+    frame = pd.read_parquet(table, columns=[c for c in names if c not in lists])
+    list_table = pq.read_table(table, columns=lists)
+    if pq.read_metadata(table).num_rows == 0 or not names:
         raise KadnError(f"{table}: the cleaned table is empty")
-    arrays, vocab = encode_frame(frame, params)
+    arrays, vocab = encode_frame(frame, params, list_table)
     split = make_split(frame, cfg.split)
     counts = {name: int((split == code).sum()) for name, code in SPLITS.items()}
     for name, n in counts.items():
@@ -185,7 +285,7 @@ def run_encode(table: Path, cfg: EncodeConfig, out_dir: Path) -> dict:
         rating=frame["rating"].to_numpy(np.float32),
         split=split,
         popularity=popularity_matrix(frame),
-        release=np.array([release_int(d, y) for d, y in zip(frame["release_date"], years)], np.int32),
+        release=np.array(_per_value(list(zip(frame["release_date"], years)), lambda dy: release_int(*dy)), np.int32),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "arrays.npz", ".npz") as tmp, tmp.open("wb") as fh:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -42,7 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.errors import KadnError, RecordError, SchemaError
 from pipeline.merge import SCALARS, merge_record
-from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release
+from pipeline.records import ATTRIBUTES, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
 
 SCHEMA_VERSION = "1"
 DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
@@ -387,7 +388,7 @@ def load_records(engine: Engine) -> list[dict]:
     """Every stored movie as canonical records, ordered by Douban id."""
     # Crawlers may be writing meanwhile: on PostgreSQL read every table from one snapshot.
     options = {"isolation_level": "REPEATABLE READ"} if engine.dialect.name == "postgresql" else {}
-    with engine.connect().execution_options(**options) as conn, conn.begin():
+    with gc_paused(), engine.connect().execution_options(**options) as conn, conn.begin():
         return _read_records(conn)
 
 
@@ -399,39 +400,62 @@ def _read_records(conn, ids: list[int] | None = None, *, lock: bool = False) -> 
     def only(query, column):
         return query if ids is None else query.where(column.in_(ids))
 
-    movie_query = only(select(Movie).order_by(Movie.douban_id), Movie.douban_id)
-    movies = conn.execute(movie_query.with_for_update() if lock else movie_query).mappings().all()
-    credits = defaultdict(lambda: defaultdict(list))
-    for movie_id, role, name, dpid in conn.execute(only(
-        select(Credit.movie_id, Credit.role, Person.name, Person.douban_person_id)
-        .join(Person, Person.id == Credit.person_id)
-        .order_by(Credit.movie_id, Credit.role, Credit.billing), Credit.movie_id)
-    ):
-        credits[movie_id][role].append((name, dpid))
-    attrs = defaultdict(lambda: defaultdict(list))
-    for movie_id, kind, value in conn.execute(only(
-        select(Attribute.movie_id, Attribute.kind, Attribute.value).order_by(
-            Attribute.movie_id, Attribute.kind, Attribute.position), Attribute.movie_id)
-    ):
-        attrs[movie_id][kind].append(value)
-    dates = defaultdict(list)
-    for movie_id, date, region, rerelease in conn.execute(only(
-        select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region, ReleaseDate.rerelease).order_by(
-            ReleaseDate.movie_id, ReleaseDate.position), ReleaseDate.movie_id)
-    ):
-        dates[movie_id].append({"date": date, "region": region, "rerelease": bool(rerelease)})
+    # Plain rows fetched in bulk, each child table once per role or kind in its key's order, then cut into
+    # per-film lists by slicing: 100k films hold millions of credits, and an ORM object, a join to people
+    # or a Python step per credit each cost seconds there.
+    movie_query = only(select(Movie.douban_id, Movie.title, Movie.year, Movie.runtime_min, Movie.rating, Movie.votes,
+                              Movie.review_count, Movie.comment_count, Movie.imdb_id).order_by(Movie.douban_id),
+                       Movie.douban_id)
+    movies = conn.execute(movie_query.with_for_update() if lock else movie_query).all()
+    films = np.fromiter((m[0] for m in movies), dtype=np.int64, count=len(movies))
+
+    def columns(query) -> tuple[list[tuple], list[tuple[int, int]]]:
+        """The columns of `query`'s rows (movie_id first, ordered by it) and each film's (start, end) in them."""
+        rows = conn.execute(query).all()
+        cols = list(zip(*rows)) or [()] * len(query.selected_columns)
+        keys = np.fromiter(cols[0], dtype=np.int64, count=len(rows))
+        bounds = list(zip(np.searchsorted(keys, films, side="left").tolist(),
+                          np.searchsorted(keys, films, side="right").tolist()))
+        return cols, bounds
+
+    def per_film(values: list, bounds: list[tuple[int, int]]) -> list[list]:
+        return [values[a:b] for a, b in bounds]
+
+    credits = {role: columns(only(select(Credit.movie_id, Credit.person_id).where(Credit.role == ROLE_NAME[role])
+                                  .order_by(Credit.movie_id, Credit.billing), Credit.movie_id))
+               for role in ROLES}
+    people_query = select(Person.id, Person.name, Person.douban_person_id)
+    if ids is None:
+        people = conn.execute(people_query).all()
+    else:
+        wanted = sorted({p for cols, _ in credits.values() for p in cols[1]})
+        people = [row for chunk in _chunks(wanted) for row in conn.execute(people_query.where(Person.id.in_(chunk)))]
+    name_of = {pid: name for pid, name, _ in people}.__getitem__
+    dpid_of = {pid: dpid for pid, _, dpid in people}.__getitem__
+    people_lists = []  # names and ids of directors, writers, actors: FIELDS order
+    for cols, bounds in credits.values():
+        people_lists += [per_film(list(map(name_of, cols[1])), bounds), per_film(list(map(dpid_of, cols[1])), bounds)]
+    attr_lists = []
+    for attr in ATTRIBUTES:
+        cols, bounds = columns(only(select(Attribute.movie_id, Attribute.value).where(Attribute.kind == ATTR_NAME[attr])
+                                    .order_by(Attribute.movie_id, Attribute.position), Attribute.movie_id))
+        attr_lists.append(per_film(list(cols[1]), bounds))
+    cols, bounds = columns(only(select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region, ReleaseDate.rerelease)
+                                .order_by(ReleaseDate.movie_id, ReleaseDate.position), ReleaseDate.movie_id))
+    dates = per_film([{"date": d, "region": r, "rerelease": bool(x)} for d, r, x in zip(*cols[1:])], bounds)
 
     out = []
-    for m in movies:
-        mid = m["douban_id"]
-        rec = {"douban_id": mid, **{k: m[k] for k in SCALARS}}
-        for role in ROLES:
-            people_in_role = credits[mid][ROLE_NAME[role]]
-            rec[role] = [name for name, _ in people_in_role]
-            rec[ID_FIELD[role]] = [dpid for _, dpid in people_in_role]
-        for attr in ATTRIBUTES:
-            rec[attr] = attrs[mid][ATTR_NAME[attr]]
-        rec["release_dates"] = dates[mid]
-        rec["release_date"] = _release_date(dates[mid])
-        out.append({f: rec[f] for f in FIELDS})
+    for movie, directors, director_ids, writers, writer_ids, actors, actor_ids, genres, countries, languages, \
+            release_dates in zip(movies, *people_lists, *attr_lists, dates):
+        douban_id, title, year, runtime_min, rating, votes, review_count, comment_count, imdb_id = movie
+        out.append({  # in the order of FIELDS
+            "douban_id": douban_id, "title": title, "year": year, "directors": directors,
+            "director_ids": director_ids, "writers": writers, "writer_ids": writer_ids, "actors": actors,
+            "actor_ids": actor_ids, "genres": genres, "countries": countries, "languages": languages,
+            "runtime_min": runtime_min, "release_date": _release_date(release_dates),
+            "release_dates": release_dates, "rating": rating, "votes": votes, "review_count": review_count,
+            "comment_count": comment_count, "imdb_id": imdb_id})
     return out
+
+
+

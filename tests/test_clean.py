@@ -8,11 +8,13 @@ import pytest
 from sqlalchemy import text
 
 from pipeline import store
-from pipeline.clean import apply_rules, normalise_title, run_clean
+from pipeline.clean import apply_rules, normalise_title, run_clean, to_frame, write_table
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from pipeline.io import load_params
 from pipeline.params import load, parse
+from pipeline.records import ID_FIELD, ROLES
+from tests.mockserver.catalogue import films, generate_catalogue
 
 PARAMS = load("params.yaml").clean
 
@@ -181,3 +183,16 @@ def test_everything_removed_names_the_rules(stored, db_url, make_film, tmp_path)
     with pytest.raises(KadnError, match=r"out_of_range removed 1, few_raters removed 1"):
         run_clean(db_url, PARAMS, out, tmp_path / "r.json")
     assert not out.exists() and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["catalogue", "no_person_ids", "one_film_no_lists"])
+def test_the_table_is_written_byte_for_byte_as_to_parquet_writes_it(tmp_path, kind):
+    records = [{k: v for k, v in e.items() if k not in ("kind", "traits")} for e in films(generate_catalogue(300, 5))]
+    if kind == "no_person_ids":  # every id column all unknown: Arrow types them list<null>
+        records = [{**r, **{ID_FIELD[role]: [None] * len(r[role]) for role in ROLES}} for r in records]
+    elif kind == "one_film_no_lists":
+        records = [{**records[0], **{k: [] for k in (*ROLES, *ID_FIELD.values(), "genres", "countries", "languages")}}]
+    frame = to_frame(records)
+    frame.to_parquet(tmp_path / "pandas.parquet", index=False)
+    write_table(frame, tmp_path / "ours.parquet")
+    assert (tmp_path / "ours.parquet").read_bytes() == (tmp_path / "pandas.parquet").read_bytes()

@@ -3,15 +3,22 @@ stages after it exactly when the films changed, whichever database DATABASE_URL 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import store
 from pipeline.clean import run_clean
 from pipeline.cli import main
+from pipeline.errors import KadnError
 from pipeline.params import load
+from pipeline.records import FIELDS
+from pipeline.snapshot import read_snapshot, snapshot_line
 from tests.conftest import film, read_jsonl
 from tests.services import postgres_url
 
@@ -104,3 +111,29 @@ def test_dvc_runs_the_snapshot_every_time_and_clean_reads_only_it():
     assert "--snapshot data/snapshot/films.jsonl" in stages["clean"]["cmd"]
     data_deps = [d for d in stages["clean"]["deps"] if d.startswith("data/")]
     assert data_deps == ["data/snapshot/films.jsonl"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(title=st.text(), names=st.lists(st.text(max_size=8), max_size=3),
+       rating=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+       votes=st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1)))
+def test_a_snapshot_line_is_what_json_writes(title, names, rating, votes):
+    # Control characters, quotes, U+2028 and friends, floats of any size: byte for byte the compact json line.
+    rec = {**FILMS[0], "title": title, "directors": names, "director_ids": [None] * len(names),
+           "rating": rating, "votes": votes}
+    expected = json.dumps({f: rec[f] for f in FIELDS}, ensure_ascii=False, separators=(",", ":"))
+    assert snapshot_line(rec) == expected.encode()
+
+
+def test_snapshot_lines_json_reads_are_read_as_json_reads_them(tmp_path):
+    # NaN and a number beyond 64 bits are JSON to Python's reader (not to orjson): read the same, not refused.
+    rec = {f: None for f in FIELDS}
+    snap = tmp_path / "films.jsonl"
+    snap.write_text(json.dumps({**rec, "douban_id": 2**70, "rating": float("nan")}) + "\n" + json.dumps(rec) + "\n",
+                    encoding="utf-8")
+    first, second = read_snapshot(snap)
+    assert first["douban_id"] == 2**70 and first["rating"] != first["rating"] and second == rec
+    snap.write_text(json.dumps(rec) + "\n{\"douban_id\": 1,\n", encoding="utf-8")
+    with pytest.raises(KadnError, match=r"films.jsonl: line 2: not JSON \(Expecting property name enclosed in "
+                                        r"double quotes\): '\{\"douban_id\": 1,'"):
+        read_snapshot(snap)

@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 
 from pipeline import store
 from pipeline.errors import KadnError, RecordError, SchemaError
+from pipeline.records import FIELDS
 
 
 def test_upsert_is_idempotent(stored, make_film):
@@ -105,3 +106,20 @@ def test_an_older_fetch_never_overwrites_a_newer_one(stored, make_film):
     with engine.connect() as conn:
         first, last = conn.execute(select(store.Movie.first_fetched, store.Movie.last_fetched)).one()
     assert first == new.replace(tzinfo=None) and last == (new + timedelta(days=1)).replace(tzinfo=None)
+
+
+def test_load_records_cuts_each_films_rows_in_billing_order_whatever_the_write_order(stored, make_film):
+    # Films written out of id order, then one re-cast (its credits rewritten after every other row), one
+    # without any credit or date, and people shared between films: every film gets its own rows, in order.
+    films = [make_film(i, actors=[f"演员{i}-{k}" for k in range(4)], actor_ids=[str(900 + i * 10 + k) for k in range(4)])
+             for i in (9, 2, 5)]
+    films.append(make_film(7, directors=[], director_ids=[], writers=[], writer_ids=[], actors=[], actor_ids=[],
+                           genres=[], countries=[], languages=[], release_dates=[], release_date=None))
+    engine = stored(films)
+    # The cast again, newcomer first and the rest in reverse billing: a superset, so it replaces the stored one.
+    recast = {**films[1], "actors": ["新演员", *films[1]["actors"][::-1]], "actor_ids": [None, *films[1]["actor_ids"][::-1]]}
+    store.upsert_records(engine, [recast], source="test")
+    got = store.load_records(engine)
+    assert [r["douban_id"] for r in got] == [2, 5, 7, 9]
+    assert got == sorted([recast, films[0], films[2], films[3]], key=lambda r: r["douban_id"])
+    assert all(list(r) == list(FIELDS) for r in got)  # the order the snapshot and export write
