@@ -333,6 +333,7 @@ ReportedName = Literal[BaselineName.__args__ + NetName.__args__ + ("kadn_teacher
 
 class BlendConfig(Section):
     members: Annotated[list[ReportedName], Field(min_length=2)] = ["svm", "lightgbm", "kadn"]
+    loss: Literal["squared", "absolute"] = "squared"  # what the stacking weights minimise
 
 
 class Params(Section):
