@@ -57,6 +57,8 @@ def main() -> None:
                         help="train.common.track_records.enabled (both: with and without, paired)")
     parser.add_argument("--track-set", action="append", default=[], metavar="KEY=VALUE",
                         help="train.common.track_records keys")
+    parser.add_argument("--baseline-set", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                        help="a baseline's keys (e.g. svm.C=10, lightgbm.grid={})")
     parser.add_argument("--common-set", action="append", default=[], metavar="KEY=VALUE",
                         help="train.common keys (e.g. oov=indicator)")
     parser.add_argument("--json", help="also write every model's per-fold MAE here, for pairing across runs")
@@ -84,6 +86,10 @@ def main() -> None:
     for item in args.track_set:
         key, _, value = item.partition("=")
         common_raw["track_records"][key] = yaml.safe_load(value)
+    for item in args.baseline_set:
+        key, _, value = item.partition("=")
+        model, _, key = key.partition(".")
+        raw["train"].setdefault(model, {})[key] = yaml.safe_load(value)
     for item in args.common_set:
         key, _, value = item.partition("=")
         common_raw[key] = yaml.safe_load(value)
