@@ -57,12 +57,17 @@ def main() -> None:
                         help="train.common.track_records.enabled (both: with and without, paired)")
     parser.add_argument("--track-set", action="append", default=[], metavar="KEY=VALUE",
                         help="train.common.track_records keys")
+    parser.add_argument("--baseline-set", action="append", default=[], metavar="MODEL.KEY=VALUE",
+                        help="a baseline's keys (e.g. svm.C=10, lightgbm.grid={})")
     parser.add_argument("--common-set", action="append", default=[], metavar="KEY=VALUE",
                         help="train.common keys (e.g. oov=indicator)")
     parser.add_argument("--json", help="also write every model's per-fold MAE here, for pairing across runs")
+    parser.add_argument("--oof", help="also write every reported row's out-of-fold predictions here (.npz, one "
+                        "array `SET__ROW` per feature set and row, [repeats, films]), for blending across runs")
     parser.add_argument("--blend", nargs="+", metavar="MODEL",
                         help="also a stacked blend of these reported rows (e.g. svm lightgbm kadn), cross-fitted "
                         "on their out-of-fold predictions, paired against svm")
+    parser.add_argument("--blend-loss", choices=("squared", "absolute"), help="blend.loss")
     parser.add_argument("--rows", choices=("all", "trainval"), default="all",
                         help="trainval: the fixed split's test films are left out of the folds")
     args = parser.parse_args()
@@ -81,10 +86,17 @@ def main() -> None:
     for item in args.track_set:
         key, _, value = item.partition("=")
         common_raw["track_records"][key] = yaml.safe_load(value)
+    for item in args.baseline_set:
+        key, _, value = item.partition("=")
+        model, _, key = key.partition(".")
+        raw["train"].setdefault(model, {})[key] = yaml.safe_load(value)
     for item in args.common_set:
         key, _, value = item.partition("=")
         common_raw[key] = yaml.safe_load(value)
-    train = parse(raw, "params.yaml with the options given").train
+    if args.blend_loss:
+        raw.setdefault("blend", {})["loss"] = args.blend_loss
+    parsed = parse(raw, "params.yaml with the options given")
+    train, blend_loss = parsed.train, parsed.blend.loss
     common, track = train.common, train.common.track_records
     seed_counts = args.seeds or [train.nets.seeds]
     arms = {"off": [False], "on": [True], "both": [False, True]}.get(args.track_records, [track.enabled])
@@ -94,6 +106,7 @@ def main() -> None:
         enc = subset(enc, enc.split != SPLITS["test"])
     spec = common.cv
     dump: dict = {}
+    oof_dump: dict[str, np.ndarray] = {}
     print(f"{len(enc)} films ({args.rows}); {spec.folds}-fold CV x {spec.repeats} repeat(s); nets: preset "
           f"{train.nets.preset}, seeds {' / '.join(map(str, seed_counts))}, overrides {args.set or 'none'}; "
           f"track records {track.model_dump()} arms {arms}\n")
@@ -130,11 +143,13 @@ def main() -> None:
                                 per_fold[(enabled, m)][reported] = mae
                             print(f"| {reported}{label} | {mae.mean():.4f} ± {mae.std():.4f} | {rmse.mean():.4f} ± "
                                   f"{rmse.std():.4f} | {took:.0f} |", flush=True)
+        oof_dump.update({f"{feature_set}__{r}": p for r, p in oof.items()})
         if args.blend:
             folds = cv_folds(len(enc), spec.folds, spec.repeats, spec.seed, enc.in_range)
-            blend = np.asarray(cross_fitted(oof, args.blend, enc.rating.astype(np.float64), folds, spec.folds)["mae"])
+            blend = np.asarray(cross_fitted(oof, args.blend, enc.rating.astype(np.float64), folds, spec.folds,
+                                          blend_loss)["mae"])
             dump.setdefault(feature_set, {})["blend"] = blend.tolist()
-            print(f"| blend of {' + '.join(args.blend)} | {blend.mean():.4f} ± {blend.std():.4f} | | |")
+            print(f"| blend of {' + '.join(args.blend)} ({blend_loss} loss) | {blend.mean():.4f} ± {blend.std():.4f} | | |")
             first = per_fold[(arms[0], seed_counts[0])]
             for ref in ("svm", *args.blend):
                 if ref in first:
@@ -156,6 +171,8 @@ def main() -> None:
                            + ("" if len(seed_counts) == 1 else f" (seeds {n})"), on - per_fold[(False, n)][reported])
     if args.json:
         Path(args.json).write_text(json.dumps(dump, indent=1) + "\n", encoding="utf-8")
+    if args.oof:
+        np.savez_compressed(args.oof, rating=enc.rating, **oof_dump)
 
 
 def paired(feature_set: str, what: str, d: np.ndarray) -> None:

@@ -18,6 +18,7 @@ import io
 import json
 import pickle
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,10 @@ def net_files(kind: str, cfg: dict, sizes: dict, head: Head, states: list[dict],
 def baseline_files(kind: str, estimator) -> dict[str, bytes]:
     if kind == "lightgbm":
         name, payload = "model.txt", estimator.booster_.model_to_string().encode("utf-8")
+    elif kind == "catboost":
+        with tempfile.TemporaryDirectory() as tmp:  # CatBoost writes its own binary format to a file only
+            estimator.save_model(f"{tmp}/model.cbm", format="cbm")
+            name, payload = "model.cbm", Path(f"{tmp}/model.cbm").read_bytes()
     else:
         import skops.io as sio  # here, not at the top: scoring a net never pays for skops (seconds of start-up)
 
@@ -156,7 +161,7 @@ def load_model(root: Path, name: str) -> SavedModel:
     except FileNotFoundError as exc:
         raise KadnError(f"{folder}: {Path(exc.filename or '?').name} missing; {retrain}") from None
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError, AttributeError, zipfile.BadZipFile,
-            pickle.UnpicklingError, *_lightgbm_errors()) as exc:
+            pickle.UnpicklingError, *_lightgbm_errors(), *_catboost_errors()) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise KadnError(f"{folder}: damaged model files ({reason}); {retrain}") from None
 
@@ -166,6 +171,11 @@ def _lightgbm_errors() -> tuple[type[Exception], ...]:
     need them, so scoring a net (`kadn forecast`, `kadn predict`) does not pay seconds for their imports."""
     lgb = sys.modules.get("lightgbm")
     return (lgb.basic.LightGBMError,) if lgb is not None else ()
+
+
+def _catboost_errors() -> tuple[type[Exception], ...]:
+    cb = sys.modules.get("catboost")
+    return (cb.CatBoostError,) if cb is not None else ()
 
 
 def _read_json(path: Path, retrain: str, kind: type):
@@ -192,6 +202,10 @@ def _load_baseline(path: Path):
         import lightgbm as lgb  # only a LightGBM folder needs it (start-up time)
 
         return lgb.Booster(model_str=text)
+    if path.name == "model.cbm":
+        from catboost import CatBoostRegressor  # only a CatBoost folder needs it (start-up time)
+
+        return CatBoostRegressor().load_model(blob=path.read_bytes())
     if path.name != "model.skops":
         raise KadnError(f"{path}: not a model file this version writes")
     payload = path.read_bytes()

@@ -56,7 +56,7 @@ def run_backtest(params: Params, encoded_dir: Path, out: Path, progress: bool = 
             model_cfg = model_config(params.train, name)
             if name not in BASELINES:
                 model_cfg = model_cfg.model_copy(update={"seeds": cfg.seeds})
-            trained = fit_model(name, model_cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows),
+            trained = fit_model(name, model_cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows, enc.in_range),
                                 common.seed + year, features=build)
             outputs = trained.scores(scored)
             for reported, (artifact, output) in REPORTED.items():

@@ -38,6 +38,12 @@ def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int = 1):
             min_child_samples=cfg.min_child_samples, reg_lambda=cfg.reg_lambda,
             colsample_bytree=cfg.colsample_bytree, subsample=cfg.subsample, subsample_freq=1,
             random_state=seed, n_jobs=threads, deterministic=True, force_row_wise=True, verbose=-1)
+    if kind == "catboost":
+        from catboost import CatBoostRegressor  # only this baseline needs it (start-up time)
+
+        return CatBoostRegressor(iterations=cfg.iterations, learning_rate=cfg.learning_rate, depth=cfg.depth,
+                                 l2_leaf_reg=cfg.l2_leaf_reg, loss_function=cfg.loss, random_seed=seed,
+                                 thread_count=threads, verbose=0, allow_writing_files=False)
     raise ValueError(f"unknown baseline {kind!r}")
 
 

@@ -1,6 +1,8 @@
 """A stacked blend: the K-ADN student and the strongest baselines combined with non-negative weights (plus
 an intercept) fitted on their out-of-fold predictions, so no weight is fitted on a prediction a model
 made for a film it trained on. Reported as its own row (`blend`), never in place of a model's own row.
+The weights minimise the squared error (`blend.loss: squared`) or, matching the MAE every row is judged
+by, the absolute error (`absolute`: least absolute deviations, a linear programme).
 
 Its cross-validated error is cross-fitted on the same folds as the models': the weights scoring fold k
 are fitted on the other folds' held-out predictions of the same repeat, never on fold k's scores.
@@ -12,6 +14,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import linprog
 from sklearn.linear_model import LinearRegression
 
 from models.artifacts import load_model
@@ -26,8 +30,34 @@ from pipeline.io import write_json
 from pipeline.params import Params, load
 
 
-def fit_weights(preds: np.ndarray, y: np.ndarray) -> LinearRegression:
-    """Non-negative stacking weights of the columns of `preds` [films, models] (each a model's scores)."""
+class AbsoluteWeights:
+    """Non-negative weights and a free intercept minimising the sum of absolute errors: with w, b and each
+    film's residual split into its positive and negative parts u, v >= 0, minimise sum(u + v) subject to
+    preds @ w + b + v - u = y (the usual LP form of least absolute deviations)."""
+
+    def fit(self, preds: np.ndarray, y: np.ndarray) -> AbsoluteWeights:
+        n, m = preds.shape
+        eye = sp.eye(n, format="csr")
+        a_eq = sp.hstack([sp.csr_matrix(preds), sp.csr_matrix(np.ones((n, 1))), eye, -eye], format="csr")
+        cost = np.concatenate([np.zeros(m + 1), np.ones(2 * n)])
+        bounds = [(0, None)] * m + [(None, None)] + [(0, None)] * (2 * n)
+        res = linprog(cost, A_eq=a_eq, b_eq=y, bounds=bounds, method="highs")
+        if not res.success:
+            raise KadnError(f"blend: the absolute-error weights did not solve ({res.message[:80]})")
+        self.coef_, self.intercept_ = res.x[:m], float(res.x[m])
+        return self
+
+    def predict(self, preds: np.ndarray) -> np.ndarray:
+        return preds @ self.coef_ + self.intercept_
+
+
+def fit_weights(preds: np.ndarray, y: np.ndarray, loss: str = "squared") -> LinearRegression | AbsoluteWeights:
+    """Non-negative stacking weights of the columns of `preds` [films, models] (each a model's scores) and an
+    intercept, minimising the squared or the absolute error."""
+    if loss == "absolute":
+        return AbsoluteWeights().fit(preds, y)
+    if loss != "squared":
+        raise ValueError(f"blend loss must be squared or absolute, not {loss!r}")
     return LinearRegression(positive=True).fit(preds, y)
 
 
@@ -37,7 +67,8 @@ def stacked(oof: dict[str, np.ndarray], members: list[str]) -> np.ndarray:
 
 
 def cross_fitted(oof: dict[str, np.ndarray], members: list[str], y: np.ndarray,
-                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int) -> dict[str, list[float]]:
+                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int, loss: str = "squared"
+                 ) -> dict[str, list[float]]:
     """{"mae": [per fold], "rmse": [per fold]} of the blend on `folds` (those the members were
     cross-validated on, `per_repeat` of them per repeat), each fold scored with weights fitted on the
     other folds' held-out predictions of its repeat."""
@@ -46,7 +77,7 @@ def cross_fitted(oof: dict[str, np.ndarray], members: list[str], y: np.ndarray,
     for k, (_, held) in enumerate(folds):
         p = preds[k // per_repeat]
         others = np.setdiff1d(np.flatnonzero(np.isfinite(p).all(1)), held)
-        model = fit_weights(p[others], y[others])
+        model = fit_weights(p[others], y[others], loss)
         mae, rmse = errors(model.predict(p[held]), y[held])
         out["mae"].append(round(mae, 6))
         out["rmse"].append(round(rmse, 6))
@@ -71,11 +102,12 @@ def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
     y = enc.rating.astype(np.float64)
     oof = {m: load_oof(root / REPORTED[m][0], REPORTED[m][1], (spec.repeats, len(y))) for m in members}
     folds = cv_folds(len(y), spec.folds, spec.repeats, spec.seed, enc.in_range)
-    cv = cross_fitted(oof, members, y, folds, spec.folds)
+    cv = cross_fitted(oof, members, y, folds, spec.folds, params.blend.loss)
     test = enc.index("test")
     preds = stacked(oof, members)
     fit_rows = np.setdiff1d(np.flatnonzero(enc.in_range), test)  # the test films never set a weight
-    shipped = fit_weights(preds[:, fit_rows].reshape(-1, len(members)), np.tile(y[fit_rows], spec.repeats))
+    shipped = fit_weights(preds[:, fit_rows].reshape(-1, len(members)), np.tile(y[fit_rows], spec.repeats),
+                          params.blend.loss)
     scores = []
     for m in members:
         artifact, output = REPORTED[m]

@@ -98,7 +98,7 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     # only their scores (the nets' validation rows and the held-out fold are never a source).
     build = features_from(enc, restricted.x, feature_set, common.track_records)
     x, _ = build(fit_rows)
-    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows),
+    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows, enc.in_range),
                         common.seed + 1000 * (k + 1), features=build)
     preds = trained.scores(held_rows)
     scores = {out: errors(pred, y[held_rows]) for out, pred in preds.items()}

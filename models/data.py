@@ -9,6 +9,7 @@ dense inputs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,15 @@ class FitData:
     y: np.ndarray
     train_rows: np.ndarray
     val_rows: np.ndarray
+    in_range: np.ndarray | None = None  # per film, whether it may validate (films before the range only train)
+
+    def rotated(self, seed: int) -> FitData:
+        """The same rows split anew: a seeded validation share as large as `val_rows`, in-range rows only."""
+        rows = np.union1d(self.train_rows, self.val_rows)
+        pool = rows if self.in_range is None else rows[self.in_range[rows]]
+        order = np.random.default_rng(seed).permutation(pool)
+        val = np.sort(order[: len(self.val_rows)])
+        return dataclasses.replace(self, train_rows=np.setdiff1d(rows, val), val_rows=val)
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -201,6 +201,7 @@ def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitDat
     else:
         for k in range(cfg.seeds):
             label = f"{name} seed {k + 1}/{cfg.seeds}"
-            trained.fits.append(fit_net(name, data, cfg, seed + k, progress, label))
+            seed_data = data.rotated(seed + k) if cfg.rotate_val and k else data
+            trained.fits.append(fit_net(name, seed_data, cfg, seed + k, progress, label))
     trained.train_s = time.perf_counter() - started
     return trained

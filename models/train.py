@@ -84,7 +84,7 @@ def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, pr
     restricted = enc.restrict(train_rows, common.min_count)
     build = features_from(enc, restricted.x, feature_set, common.track_records)
     x, dense = build(train_rows)
-    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), common.seed,
+    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows, enc.in_range), common.seed,
                         progress, build)
     return trained, restricted, dense
 

@@ -101,7 +101,7 @@ class EncodeConfig(Section):
 
 
 # --- models ----------------------------------------------------------------------------------------------
-BaselineName = Literal["mean", "ridge", "svm", "lightgbm"]
+BaselineName = Literal["mean", "ridge", "svm", "lightgbm", "catboost"]
 NetName = Literal["fm", "deepfm", "at", "kd", "kadn"]
 BASELINES: tuple[str, ...] = BaselineName.__args__
 NETS: tuple[str, ...] = NetName.__args__
@@ -196,6 +196,15 @@ class LightgbmConfig(Baseline):
     grid: Grid = {}
 
 
+class CatboostConfig(Baseline):
+    iterations: Positive
+    learning_rate: Annotated[float, Field(gt=0)]
+    depth: Annotated[int, Field(ge=1, le=16)]
+    l2_leaf_reg: Annotated[float, Field(ge=0)]
+    loss: Literal["RMSE", "MAE"] = "RMSE"
+    grid: Grid = {}
+
+
 class Bins(Section):
     low: float
     high: float
@@ -231,6 +240,9 @@ class NetConfig(Section):
     eval_steps: Positive | None = None
     patience: Positive | None = None  # validations without improvement before stopping; null: never stop
     seeds: Positive = 1
+    # Each seed after the first validates on its own seeded share of the fit's rows (as many as the first's
+    # validation rows) and trains on the rest, so a seed ensemble learns from every training row.
+    rotate_val: bool = False
     preset: str = "tuned"  # last: a resolved configuration lists it after the settings it chose
 
 
@@ -253,6 +265,7 @@ class TrainConfig(Section):
     ridge: RidgeConfig
     svm: SvmConfig
     lightgbm: LightgbmConfig
+    catboost: CatboostConfig
     nets: NetConfig
     fm: NetOverrides = NetOverrides()  # type: ignore[valid-type]
     deepfm: NetOverrides = NetOverrides()  # type: ignore[valid-type]
@@ -336,6 +349,7 @@ ReportedName = Literal[BaselineName.__args__ + NetName.__args__ + ("kadn_teacher
 
 class BlendConfig(Section):
     members: Annotated[list[ReportedName], Field(min_length=2)] = ["svm", "lightgbm", "kadn"]
+    loss: Literal["squared", "absolute"] = "squared"  # what the stacking weights minimise
 
 
 class Params(Section):

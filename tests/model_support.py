@@ -25,6 +25,7 @@ def fast_params() -> dict:
     train["nets"].update(dim=4, attention_hidden=4, teacher=[16, 8], student=[8], deepfm_hidden=[8],
                          epochs=3, patience=None, batch=32, dropout=0.0, lr=0.005, seeds=1)
     train["lightgbm"]["n_estimators"] = 20
+    train["catboost"]["iterations"] = 20
     params["evaluate"] = {"timing_repeats": 1, "timing_films": 200}
     params["backtest"] = {"years": [2018, 2019], "models": ["ridge", "kadn"], "seeds": 1}
     return params

@@ -21,7 +21,7 @@ from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
 from tests.model_support import encoded_catalogue, fast
 
-MODELS = ("mean", "ridge", "svm", "lightgbm", "fm", "kadn")
+MODELS = ("mean", "ridge", "svm", "lightgbm", "catboost", "fm", "kadn")
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,8 @@ def test_a_skops_file_with_foreign_types_is_refused(saved, tmp_path):
 
 
 @pytest.mark.parametrize("name, file", [("kadn", "model.pt"), ("svm", "model.skops"),
-                                        ("lightgbm", "model.txt"), ("kadn", "model.json")])
+                                        ("lightgbm", "model.txt"), ("catboost", "model.cbm"),
+                                        ("kadn", "model.json")])
 def test_a_truncated_model_file_gives_one_line_naming_the_folder(saved, tmp_path, capsys, name, file):
     folder = copy_of(saved, name, tmp_path)
     data = (folder / file).read_bytes()

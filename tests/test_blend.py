@@ -23,6 +23,24 @@ def test_weights_are_non_negative_and_follow_the_better_model():
     assert model.coef_[1] == 0 and model.coef_[0] > 0.9
 
 
+def test_absolute_loss_weights_minimise_the_mae_and_stay_non_negative():
+    rng = np.random.default_rng(3)
+    y = rng.normal(7, 1, 300)
+    y[:30] -= 3  # a few films far below every model's score, as the worst-rated films are
+    good, noisy, anti = y + rng.normal(0, 0.2, 300), y + rng.normal(0, 0.8, 300), 14 - y
+    good[:30] += 3
+    preds = np.stack([good, noisy, anti], 1)
+    absolute, squared = fit_weights(preds, y, "absolute"), fit_weights(preds, y)
+    assert (absolute.coef_ >= 0).all() and absolute.coef_[2] == pytest.approx(0, abs=1e-9)
+    mae = {k: np.abs(m.predict(preds) - y).mean() for k, m in (("absolute", absolute), ("squared", squared))}
+    assert mae["absolute"] < mae["squared"] - 0.01  # least squares chases the outliers, LAD does not
+
+
+def test_blend_loss_is_checked():
+    with pytest.raises(ValueError, match="squared or absolute"):
+        fit_weights(np.ones((3, 2)), np.ones(3), "huber")
+
+
 def test_each_fold_is_scored_with_weights_fitted_on_the_other_folds(monkeypatch):
     import models.blend as blend
 
@@ -34,9 +52,9 @@ def test_each_fold_is_scored_with_weights_fitted_on_the_other_folds(monkeypatch)
     fitted_on = []
     real = blend.fit_weights
 
-    def spy(preds, target):
+    def spy(preds, target, loss="squared"):
         fitted_on.append(set(target.tolist()))
-        return real(preds, target)
+        return real(preds, target, loss)
 
     monkeypatch.setattr(blend, "fit_weights", spy)
     cv = cross_fitted(oof, ["a", "b"], y, folds, 4)
@@ -79,3 +97,21 @@ def test_blend_refuses_models_without_out_of_fold_predictions(trained, tmp_path)
     with pytest.raises(KadnError, match=r"ridge/oof.npz: missing; retrain with `kadn train ridge`"):
         run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
     assert not (tmp_path / "blend.json").exists()
+
+
+def test_blend_fits_its_weights_with_the_configured_loss(trained, tmp_path, monkeypatch):
+    import models.blend as blend
+
+    params, enc_dir, folder = trained
+    params = {**params, "blend": {"members": ["ridge", "kadn"], "loss": "absolute"}}
+    losses = []
+    real = blend.fit_weights
+
+    def spy(preds, target, loss="squared"):
+        losses.append(loss)
+        return real(preds, target, loss)
+
+    monkeypatch.setattr(blend, "fit_weights", spy)
+    row = run_blend(fast(params), enc_dir, {"pre_release": folder / "pre"}, tmp_path / "blend.json")["models"]["blend"]
+    assert losses == ["absolute"] * 3  # each of the 2 CV folds' weights and the shipped ones
+    assert min(row["weights"]) >= 0

@@ -97,3 +97,35 @@ def test_cosine_schedule_changes_training_and_stays_deterministic(catalogue):
     a, b, c = fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, base, seed=3)
     assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
     assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+
+
+def test_a_rotated_split_keeps_the_rows_and_validates_on_as_many_in_range_films():
+    rows = np.arange(40)
+    in_range = rows >= 10  # films 0-9 are from before the range: they only ever train
+    val = np.arange(10, 14)
+    data = FitData({}, {}, np.zeros(40), np.setdiff1d(rows, val), val, in_range)
+    seen = set()
+    for seed in range(5):
+        split = data.rotated(seed)
+        assert np.array_equal(np.union1d(split.train_rows, split.val_rows), rows)
+        assert not np.intersect1d(split.train_rows, split.val_rows).size
+        assert len(split.val_rows) == 4 and in_range[split.val_rows].all()
+        seen.add(tuple(split.val_rows))
+    assert len(seen) == 5  # each seed its own share
+
+
+def test_rotate_val_gives_each_seed_after_the_first_its_own_validation_rows(catalogue, monkeypatch):
+    import models.fit as fit
+
+    enc = load_encoded(catalogue)
+    tr, va = enc.index("train"), enc.index("val")
+    r = enc.restrict(tr, 2)
+    data = FitData(r.x, r.freq, enc.rating.astype(np.float32), tr, va, enc.in_range)
+    splits = []
+    monkeypatch.setattr(fit, "fit_net", lambda kind, d, *a, **k: splits.append(tuple(d.val_rows)))
+    train = fast().train
+    for rotate in (False, True):
+        cfg = train.net("kadn").model_copy(update={"seeds": 3, "rotate_val": rotate})
+        fit.fit_model("kadn", cfg, train.common, data, seed=0)
+    assert splits[:3] == [tuple(va)] * 3  # off: every seed validates on the same rows
+    assert splits[3] == tuple(va) and len(set(splits[3:])) == 3  # on: the first as before, then new shares
