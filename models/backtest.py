@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from models.config import BASELINES, REPORTED, model_config
-from models.cv import errors
+from models.cv import closing_pool, errors, make_pool, run_task
 from models.data import FitData, features_from, fold_split
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
@@ -36,37 +36,51 @@ def year_rows(enc: Encoded, year: int) -> tuple[np.ndarray, np.ndarray]:
     return train, scored
 
 
+def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, dict]:
+    """{reported row: {mae, rmse, films}} of model `name` trained on the films before `year`, scoring `year`'s."""
+    common = params.train.common
+    y = enc.rating.astype(np.float32)
+    train_rows, scored = year_rows(enc, year)
+    fit_rows, val_rows = fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range)
+    restricted = enc.restrict(fit_rows, common.min_count)
+    build = features_from(enc, restricted.x, "pre_release", common.track_records)
+    x, _ = build(fit_rows)
+    model_cfg = model_config(params.train, name)
+    if name not in BASELINES:
+        model_cfg = model_cfg.model_copy(update={"seeds": params.backtest.seeds})
+    trained = fit_model(name, model_cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows, enc.in_range),
+                        common.seed + year, features=build)
+    outputs = trained.scores(scored)
+    figures = {}
+    for reported, (artifact, output) in REPORTED.items():
+        if artifact == name and output in outputs:
+            mae, rmse = errors(outputs[output], y[scored])
+            figures[reported] = {"mae": round(mae, 3), "rmse": round(rmse, 3), "films": int(len(scored))}
+    return figures
+
+
 def run_backtest(params: Params, encoded_dir: Path, out: Path, progress: bool = False) -> dict:
     cfg, common = params.backtest, params.train.common
     set_determinism(common.threads)
     enc = load_encoded(encoded_dir)
-    y = enc.rating.astype(np.float32)
-    figures: dict[str, dict] = {}
     rows = {year: year_rows(enc, year) for year in cfg.years}
     for year, (train_rows, scored) in rows.items():  # every year checked before any training
         if len(scored) == 0 or len(train_rows) < 10:
             raise KadnError(f"{encoded_dir}: backtest year {year} has {len(train_rows)} earlier films and "
                             f"{len(scored)} films of its own; change params.yaml backtest.years")
-    for year, (train_rows, scored) in rows.items():
-        fit_rows, val_rows = fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range)
-        restricted = enc.restrict(fit_rows, common.min_count)
-        build = features_from(enc, restricted.x, "pre_release", common.track_records)
-        x, _ = build(fit_rows)
-        for name in cfg.models:
-            model_cfg = model_config(params.train, name)
-            if name not in BASELINES:
-                model_cfg = model_cfg.model_copy(update={"seeds": cfg.seeds})
-            trained = fit_model(name, model_cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows, enc.in_range),
-                                common.seed + year, features=build)
-            outputs = trained.scores(scored)
-            for reported, (artifact, output) in REPORTED.items():
-                if artifact == name and output in outputs:
-                    mae, rmse = errors(outputs[output], y[scored])
-                    figures.setdefault(reported, {})[str(year)] = {
-                        "mae": round(mae, 3), "rmse": round(rmse, 3), "films": int(len(scored))}
-            if progress:
-                print(f"backtest {year} {name}: trained on {len(fit_rows)} films, scored {len(scored)}",
-                      file=sys.stderr)
+    # Every (year, model) fit is its own seeded task, so the worker processes give the bytes of one process;
+    # the latest years (the most rows) go first, so no long fit starts last.
+    order = sorted(((year, name) for year in cfg.years for name in cfg.models), key=lambda t: -t[0])
+    with closing_pool(make_pool(common.workers, common.threads, enc)) as pool:
+        tasks = {key: run_task(pool, enc, fit_year, params, *key) for key in order}
+        figures: dict[str, dict] = {}
+        for year in cfg.years:
+            for name in cfg.models:
+                for reported, fig in tasks[(year, name)].result().items():
+                    figures.setdefault(reported, {})[str(year)] = fig
+                if progress:
+                    print(f"backtest {year} {name}: trained on the films before {year}, scored "
+                          f"{len(rows[year][1])}", file=sys.stderr)
     for per_year in figures.values():
         per_year["mean"] = round(float(np.mean([v["mae"] for v in per_year.values()])), 3)
     fragment = {"backtest": figures}

@@ -22,7 +22,7 @@ from models.artifacts import load_model
 from models.config import REPORTED
 from models.cv import errors
 from models.data import cv_folds
-from models.evaluate import DECIMALS, cv_summary, model_view
+from models.evaluate import DECIMALS, cv_summary, model_view, rows_of
 from models.train import OOF_FILE, SKIPPED, encoded_digest
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
@@ -114,7 +114,7 @@ def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
         loaded = load_model(root, artifact)
         if loaded.vocab["vocab_digest"] != digest:
             raise KadnError(f"{root / artifact}: trained on another encoding; retrain with `dvc repro`")
-        scores.append(loaded.score(model_view(enc, loaded), output)[test])
+        scores.append(loaded.score(rows_of(model_view(enc, loaded), test), output))
     mae, rmse = errors(shipped.predict(np.stack(scores, -1)), y[test])
     return {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(cv), "members": list(members),
             "weights": [round(float(w), DECIMALS) for w in shipped.coef_],

@@ -35,6 +35,12 @@ from pipeline.io import atomic_path, write_json
 from pipeline.params import EvaluateConfig, ForecastConfig, Params, load
 
 
+def rows_of(x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The same arrays cut to `rows`: scoring only the films a figure needs (an SVR scores a film against
+    every support vector, thousands at scale)."""
+    return {g: v[rows] for g, v in x.items()}
+
+
 def model_view(enc: Encoded, loaded: SavedModel) -> dict[str, np.ndarray]:
     """The encoded arrays in the model's own ids (tokens it never trained on -> OOV), plus its dense inputs
     (standardised with its own training statistics) when it was trained on some."""
@@ -215,7 +221,7 @@ def _scored(enc: Encoded, loaded: dict[str, SavedModel], test: np.ndarray, y: np
             continue
         model = loaded[artifact]
         view = model_view(enc, model)
-        pred = model.score(view, output)[test]
+        pred = model.score(rows_of(view, test), output)
         predictions[reported] = pred
         mae, rmse = errors(pred, y[test])
         models[reported] = {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(model.meta["cv"][output])}

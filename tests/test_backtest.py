@@ -20,9 +20,10 @@ def catalogue(tmp_path_factory):
     return encoded_catalogue(tmp_path_factory.mktemp("backtest"), n=300)
 
 
-def _params(years, models=("mean", "ridge", "kadn")):
+def _params(years, models=("mean", "ridge", "kadn"), workers=1):
     params = fast_params()
     params["train"]["common"]["track_records"]["enabled"] = False
+    params["train"]["common"]["workers"] = workers  # 1: the fits run here, where a test can watch them
     params["backtest"] = {"years": list(years), "models": list(models), "seeds": 1}
     return params
 
@@ -55,6 +56,16 @@ def test_each_year_trains_on_earlier_films_and_scores_its_own(catalogue, tmp_pat
     assert figures["mean"]["2016"]["mae"] == pytest.approx(expected, abs=1e-3)
     for m in figures:
         assert figures[m]["mean"] == pytest.approx(np.mean([figures[m][y]["mae"] for y in ("2016", "2018")]), abs=1e-3)
+
+
+def test_worker_processes_give_the_figures_of_one_process(catalogue, tmp_path):
+    """Each (year, model) fit is seeded on its own: spread over worker processes, latest year first, the
+    fragment is the one a single process writes fitting them in order."""
+    serial = run_backtest(fast(_params([2016, 2018], ("ridge", "svm", "kadn"))), catalogue, tmp_path / "a.json")
+    parallel = run_backtest(fast(_params([2016, 2018], ("ridge", "svm", "kadn"), workers=2)), catalogue,
+                            tmp_path / "b.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    assert list(parallel["backtest"]["svm"]) == ["2016", "2018", "mean"] and parallel == serial
 
 
 def test_a_year_without_films_is_refused_without_output(catalogue, tmp_path, capsys):
