@@ -1,11 +1,12 @@
 """Crawl throughput against the local mock Douban site, politeness off, and parse cost per page.
 
     .venv/bin/python bench/crawl_throughput.py [--movies 3000] [--seed 1] [--concurrency 32] [--json OUT]
+                                               [--real-page SAVED_SUBJECT.html]
 
 Starts the mock site on 127.0.0.1 (in this process), runs a real `scrapy crawl douban` subprocess into a
 temporary SQLite store, and reports pages per second (responses / Scrapy's elapsed time, and end to end
 including process start), checks the store holds exactly the catalogue's films, then times
-`crawler.parsing.parse_subject` on the saved real page (when ../shared is present) and on mock pages.
+`crawler.parsing.parse_subject` on mock pages and, given `--real-page`, on a saved real subject page.
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ from pipeline import store  # noqa: E402
 from tests.mockserver.site import MockDouban, render_subject  # noqa: E402
 from tests.test_spider import parse_stats  # noqa: E402
 
-REAL = ROOT.parent / "shared" / "douban_pages" / "subject_3541415.html"
-
 
 def parse_cost(html: str, url: str, repeat: int) -> float:
     """Median milliseconds per parse over `repeat` runs of 20 parses."""
@@ -49,6 +48,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--real-page", type=Path, help="a saved movie.douban.com subject page to time the parser on")
     args = ap.parse_args()
 
     site = MockDouban(args.movies, args.seed)
@@ -71,8 +71,11 @@ def main() -> int:
         print(proc.stderr[-3000:], file=sys.stderr)
         return 1
     pages = stats["downloader/response_count"]
-    real_ms = parse_cost(REAL.read_text(encoding="utf-8"), "https://movie.douban.com/subject/3541415/", 15) \
-        if REAL.exists() else None
+    real = args.real_page
+    # The parser reads the subject id from the page's URL: taken from the file's name (subject_<id>.html).
+    real_id = "".join(c for c in real.stem if c.isdigit()) if real is not None else ""
+    real_ms = parse_cost(real.read_text(encoding="utf-8"), f"https://movie.douban.com/subject/{real_id or 1}/", 15) \
+        if real is not None else None
     sample = [e for e in site.catalogue if e["kind"] == "film"][:200]
     mock_ms = statistics.median(parse_cost(render_subject(e), f"http://127.0.0.1/subject/{e['douban_id']}/", 1)
                                 for e in sample[:50])
@@ -83,7 +86,7 @@ def main() -> int:
         "pages_per_s": round(pages / stats["elapsed_time_seconds"], 1),
         "pages_per_s_end_to_end": round(pages / wall, 1), "wall_seconds": round(wall, 2),
         "parse_ms_real_page": None if real_ms is None else round(real_ms, 2),
-        "real_page_kb": round(REAL.stat().st_size / 1024) if REAL.exists() else None,
+        "real_page_kb": round(real.stat().st_size / 1024) if real is not None else None,
         "parse_ms_mock_page": round(mock_ms, 2),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
     }
@@ -94,7 +97,7 @@ def main() -> int:
         print(f"parse: {out['parse_ms_real_page']} ms per real page ({out['real_page_kb']} kB), "
               f"{out['parse_ms_mock_page']} ms per mock page")
     else:
-        print(f"parse: {out['parse_ms_mock_page']} ms per mock page (../shared absent: no real page)")
+        print(f"parse: {out['parse_ms_mock_page']} ms per mock page (no --real-page given)")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     return 0 if out["store_matches_catalogue"] else 1
