@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections.abc import Iterator
 
 import lightgbm as lgb
 import numpy as np
@@ -77,12 +78,11 @@ def rbf_gamma(gamma, X) -> float:
 
 
 def svr_validation_maes(cfg: Baseline, settings: list[dict], X_fit, y_fit: np.ndarray, X_val,
-                        y_val: np.ndarray, bar=None) -> list[float]:
-    """`validation_mae` of every RBF SVR setting, each kernel matrix computed once per gamma and shared by
-    that gamma's C and epsilon values. libsvm evaluates a sparse RBF kernel entry by entry, which is most of
-    a fit's time at thousands of films; a precomputed matrix (one sparse product) gives the same solution
-    up to rounding, about 3x faster."""
-    scores: list[float | None] = [None] * len(settings)
+                        y_val: np.ndarray) -> Iterator[tuple[int, float]]:
+    """(index, `validation_mae`) of every RBF SVR setting, as each is scored, grouped by gamma: each kernel
+    matrix is computed once and shared by that gamma's C and epsilon values. libsvm evaluates a sparse RBF
+    kernel entry by entry, which is most of a fit's time at thousands of films; a precomputed matrix (one
+    sparse product) gives the same solution up to rounding, about 3x faster."""
     by_gamma: dict[float, list[int]] = {}
     for i, s in enumerate(settings):
         by_gamma.setdefault(rbf_gamma(cfg.with_setting(s).gamma, X_fit), []).append(i)
@@ -91,11 +91,7 @@ def svr_validation_maes(cfg: Baseline, settings: list[dict], X_fit, y_fit: np.nd
         for i in members:
             c = cfg.with_setting(settings[i])
             model = SVR(kernel="precomputed", C=c.C, epsilon=c.epsilon).fit(K, y_fit)
-            scores[i] = float(np.abs(model.predict(K_val) - y_val).mean())
-            if bar is not None:
-                bar.update()
-                bar.set_postfix(best_mae=f"{min(v for v in scores if v is not None):.4f}")
-    return scores
+            yield i, float(np.abs(model.predict(K_val) - y_val).mean())
 
 
 def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int = 1,
@@ -115,19 +111,19 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
             # A seeded sample: the setting is chosen on fewer rows, the chosen model refitted on all of them.
             fit_rows = np.sort(np.random.default_rng(tune.seed).choice(fit_rows, limit, replace=False))
         X_tune = X if inner_X is None else inner_X(fit_rows)
-        # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
-        bar = tqdm(total=len(settings), desc=f"{kind} tuning", file=sys.stderr, disable=not progress, leave=False)
         if kind == "svm" and cfg.kernel == "rbf":
-            scores = svr_validation_maes(cfg, settings, X_tune[fit_rows], y[fit_rows], X_tune[val_rows],
-                                         y[val_rows], bar)
+            scored = svr_validation_maes(cfg, settings, X_tune[fit_rows], y[fit_rows], X_tune[val_rows], y[val_rows])
         else:
-            scores = []
-            for s in settings:
-                scores.append(validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed,
-                                             threads))
+            scored = ((i, validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed, threads))
+                      for i, s in enumerate(settings))
+        scores = [np.inf] * len(settings)
+        # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
+        with tqdm(total=len(settings), desc=f"{kind} tuning", file=sys.stderr, disable=not progress,
+                  leave=False) as bar:
+            for i, score in scored:
+                scores[i] = score
                 bar.update()
                 bar.set_postfix(best_mae=f"{min(scores):.4f}")
-        bar.close()
         chosen = settings[int(np.argmin(scores))]
     elif settings:
         chosen = settings[0]

@@ -214,15 +214,10 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False, nthreads=1), path, compression="snappy")
 
 
+@gc_paused()
 def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path,
               snapshot: Path | None = None) -> dict:
     """Clean the films of `snapshot` (a `kadn snapshot` file, what the DVC stage reads), else of the store."""
-    with gc_paused():
-        return _run_clean(database_url, cfg, out_table, out_report, snapshot)
-
-
-def _run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_report: Path,
-               snapshot: Path | None) -> dict:
     if snapshot is not None:
         records, where = read_snapshot(snapshot), f"snapshot {snapshot}"
     else:

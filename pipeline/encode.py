@@ -160,6 +160,11 @@ def _truncated(column: pa.ListArray, limit: int) -> tuple[pa.Array, np.ndarray, 
     return values.filter(pa.array(position < limit)), np.minimum(lengths, limit), lengths
 
 
+def _flattened(lists: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    """Per-film token lists as (all tokens in film order, each film's count), the row-by-row way."""
+    return list(chain.from_iterable(lists)), np.fromiter(map(len, lists), np.int64, len(lists))
+
+
 def _flat_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = None
                  ) -> dict[str, tuple[list[str] | pa.Array, np.ndarray]]:
     """Every film's tokens per group as (all tokens in film order, each film's count): what `group_tokens`
@@ -188,17 +193,15 @@ def _flat_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = Non
                               pc.binary_join_element_wise("name:", flat_names, ""))
             out[group] = (keys, lengths)
         else:
-            lists = [[person_key(n, p) for n, p in zip(ns, ps or [None] * len(ns))][: limits[group]]
-                     for ns, ps in zip(by_row(group), by_row(group[:-1] + "_ids"))]
-            out[group] = (list(chain.from_iterable(lists)), np.fromiter(map(len, lists), np.int64, len(lists)))
+            out[group] = _flattened([[person_key(n, p) for n, p in zip(ns, ps or [None] * len(ns))][: limits[group]]
+                                     for ns, ps in zip(by_row(group), by_row(group[:-1] + "_ids"))])
     for group in LISTS:
         values = _list_array(source, group)
         if values is not None and pc.list_flatten(values).null_count == 0:
             flat, lengths, _ = _truncated(values, limits[group])
             out[group] = (flat, lengths)
         else:
-            lists = [v[: limits[group]] for v in by_row(group)]
-            out[group] = (list(chain.from_iterable(lists)), np.fromiter(map(len, lists), np.int64, len(lists)))
+            out[group] = _flattened([v[: limits[group]] for v in by_row(group)])
     for group, tokens in _scalar_tokens(frame, params).items():
         out[group] = (tokens, np.ones(len(tokens), np.int64))
     return out

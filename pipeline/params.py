@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,6 +33,15 @@ from pipeline.records import parse_date
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+def _strictly_increasing(values: list) -> list:
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError("must increase strictly")
+    return values
+
+
+Increasing = AfterValidator(_strictly_increasing)  # a list's annotation: bin edges, years
 REQUIRABLE = ("directors", "writers", "actors", "genres", "countries", "languages", "release_date", "runtime_min")
 
 
@@ -89,15 +99,8 @@ class Split(Section):
 
 class EncodeConfig(Section):
     max_len: MaxLen
-    runtime_edges: Annotated[list[NonNegative], Field(min_length=2)]
+    runtime_edges: Annotated[list[NonNegative], Field(min_length=2), Increasing]
     split: Split
-
-    @field_validator("runtime_edges")
-    @classmethod
-    def _increasing(cls, edges):
-        if any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError("must increase strictly")
-        return edges
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -318,29 +321,16 @@ class ForecastConfig(Section):
     residuals, one residual quantile per bin of the share of a film's people the model knows."""
 
     level: Fraction = 0.8
-    known_edges: list[Fraction] = [0.25, 0.5, 0.75]  # inner edges of the known-share bins
+    known_edges: Annotated[list[Fraction], Increasing] = [0.25, 0.5, 0.75]  # inner edges of the known-share bins
     min_bin: Positive = 30  # fewer calibration residuals in a bin: it merges with its neighbour
-
-    @field_validator("known_edges")
-    @classmethod
-    def _increasing(cls, edges):
-        if any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError("must increase strictly")
-        return edges
 
 
 # --- backtest --------------------------------------------------------------------------------------------
 class BacktestConfig(Section):
-    years: Annotated[list[Annotated[int, Field(ge=1888, le=2100)]], Field(min_length=1)] = [2015, 2016, 2017, 2018, 2019]
+    years: Annotated[list[Annotated[int, Field(ge=1888, le=2100)]], Field(min_length=1), Increasing] = [
+        2015, 2016, 2017, 2018, 2019]
     models: Annotated[list[BaselineName | NetName], Field(min_length=1)] = ["ridge", "svm", "lightgbm", "kadn"]
     seeds: Positive = 1  # per net and year (train.nets.seeds is for the shipped models)
-
-    @field_validator("years")
-    @classmethod
-    def _increasing(cls, years):
-        if any(b <= a for a, b in zip(years, years[1:])):
-            raise ValueError("must increase strictly")
-        return years
 
 
 # --- blend -----------------------------------------------------------------------------------------------
