@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from models import track_records
-from pipeline.encode import GROUPS, OOV, PAD, POPULARITY
+from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY
 from pipeline.params import TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")
@@ -56,6 +56,16 @@ def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[st
     if DENSE in x:
         out[DENSE] = torch.from_numpy(np.ascontiguousarray(x[DENSE] if rows is None else x[DENSE][rows],
                                                            dtype=np.float32))
+    return out
+
+
+def drop_people(xb: dict[str, torch.Tensor], share: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A batch with each known director, writer and actor replaced by OOV with probability `share`."""
+    out = dict(xb)
+    for g in PEOPLE:
+        ids = xb[g]
+        hit = (torch.rand(ids.shape, generator=gen) < share) & (ids > OOV)
+        out[g] = torch.where(hit, torch.full_like(ids, OOV), ids)
     return out
 
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from models.baselines import tune_baseline
 from models.config import BASELINES
-from models.data import DENSE, FitData, multi_hot, tensors
+from models.data import DENSE, FitData, drop_people, multi_hot, tensors
 from models.heads import Head
 from models.layers import adaptive_l2
 from models.loss import joint_loss
@@ -28,7 +28,9 @@ SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a r
 
 
 def set_determinism(threads: int) -> None:
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms also imports and configures the inductor compiler, which nothing here
+    # uses: a second of start-up in every stage. The flag it sets for eager kernels is this one.
+    torch._C._set_deterministic_algorithms(True, warn_only=False)
     torch.set_num_threads(max(1, int(threads)))
 
 
@@ -85,6 +87,8 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
     # fused: one kernel for the whole update; the for-loop version costs as much as the 1024-wide layer.
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     gen = torch.Generator().manual_seed(seed)
+    # Its own stream, so the batch order does not depend on whether tokens are dropped.
+    drop_gen = torch.Generator().manual_seed(seed + 1_000_003) if cfg.token_dropout else None
     n, batch = len(train_rows), cfg.batch
     n_batches = max(1, -(-n // batch))
     evals = evals_per_epoch(n_batches, cfg)
@@ -110,6 +114,8 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
         for b in bar:
             idx = order[b * batch : (b + 1) * batch]
             xb = {g: v[idx] for g, v in xt.items()}
+            if drop_gen is not None:
+                xb = drop_people(xb, cfg.token_dropout, drop_gen)
             loss = train_step(model, opt, xb, yt[idx], head, cfg.hint_weight, cfg.block_gradient, penalty)
             if schedule is not None:
                 schedule.step()

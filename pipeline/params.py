@@ -229,6 +229,9 @@ class NetConfig(Section):
     deepfm_hidden: list[Positive]
     dense_width: Positive = 8
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # Share of a training batch's directors, writers and actors shown to the net as unknown (OOV): films to be
+    # forecast often have people the model has not seen, and this trains the nets for them.
+    token_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     linear: bool = False
     hint_weight: Annotated[float, Field(ge=0)]
     block_gradient: bool

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import FitData, multi_hot
+from models.data import FitData, drop_people, multi_hot
 from models.fit import fit_net, make_head, set_determinism
 from models.heads import Head
 from models.train import run_train
@@ -129,3 +129,41 @@ def test_rotate_val_gives_each_seed_after_the_first_its_own_validation_rows(cata
         fit.fit_model("kadn", cfg, train.common, data, seed=0)
     assert splits[:3] == [tuple(va)] * 3  # off: every seed validates on the same rows
     assert splits[3] == tuple(va) and len(set(splits[3:])) == 3  # on: the first as before, then new shares
+
+
+def test_token_dropout_hides_only_known_people_at_the_given_share():
+    gen = torch.Generator().manual_seed(0)
+    people = torch.randint(2, 50, (400, 8))
+    people[:, 6:] = 0  # padding
+    people[:, 5] = 1   # already unknown
+    xb = {g: torch.randint(2, 9, (400, 3)) for g in GROUPS}
+    xb.update(directors=people.clone(), writers=people.clone(), actors=people.clone())
+    out = drop_people(xb, 0.25, gen)
+    for g in ("directors", "writers", "actors"):
+        hidden = out[g] != xb[g]
+        assert (out[g][hidden] == 1).all()  # a hidden person becomes OOV, never another person
+        assert not hidden[:, 5:].any()      # padding and OOV stay as they are
+        assert abs(hidden[:, :5].float().mean().item() - 0.25) < 0.03
+    for g in ("genres", "countries", "languages", "runtime", "year", "month"):
+        assert torch.equal(out[g], xb[g])
+    assert torch.equal(drop_people(xb, 0.25, torch.Generator().manual_seed(0))["actors"], out["actors"])
+    assert torch.equal(xb["actors"], people)  # the batch given is left untouched
+
+
+def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
+    set_determinism(1)
+    enc = load_encoded(catalogue)
+    tr, va = enc.index("train"), enc.index("val")
+    r = enc.restrict(tr, 2)
+    data = FitData(r.x, r.freq, enc.rating, tr, va)
+    base = fast().train.nets.model_copy(update={"epochs": 2, "evals_per_epoch": 1})
+    dropped = base.model_copy(update={"token_dropout": 0.2})
+    a, b, c = (fit_net("kadn", data, cfg, seed=3) for cfg in (dropped, dropped, base))
+    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
+    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+
+
+def test_set_determinism_turns_on_deterministic_kernels_and_sets_the_threads():
+    torch.use_deterministic_algorithms(False)
+    set_determinism(1)
+    assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
