@@ -47,6 +47,10 @@ ARGUMENTS = {"years": parse_years, "ids": lambda text: parse_ids(text) if text e
              "refresh": parse_flag}
 
 
+# Arguments a scheduler adds to every spider it starts: scrapyd passes its job id as `_job`.
+SCHEDULER_ARGUMENTS = frozenset({"_job"})
+
+
 def cut(value, width: int = 40) -> str:
     """A value for an error line, cut to a short prefix (an argument may be megabytes long)."""
     text = str(value)
@@ -60,6 +64,8 @@ def short(value) -> str:
 def check_arguments(spargs: dict) -> None:
     """Raise ValueError naming the first unknown or bad spider argument in `spargs` (the `-a NAME=VALUE`)."""
     for name, value in spargs.items():
+        if name in SCHEDULER_ARGUMENTS:
+            continue
         if name not in ARGUMENTS:
             close = difflib.get_close_matches(name, ARGUMENTS, n=1)
             hint = f"did you mean -a {close[0]}? " if close else ""

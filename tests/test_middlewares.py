@@ -166,6 +166,8 @@ def test_spider_arguments():
         with pytest.raises(ValueError, match="limit must be a positive number"):
             parse_limit(bad)
     check_arguments({"years": "2012", "ids": "1,2", "limit": "3", "refresh": "1"})
+    check_arguments({"years": "2012", "_job": "6487ec79947edab326d6db28a2d86511"})  # scrapyd's job id
+    assert DoubanSpider(years="2012", _job="6487ec79").years == (2012, 2012)
     for value, on in ((None, False), ("", False), ("0", False), ("no", False), ("1", True), ("True", True),
                       ("yes", True)):
         assert DoubanSpider(refresh=value).refresh is on, value
