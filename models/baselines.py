@@ -2,8 +2,8 @@
 the training mean, ridge regression, an SVM (SVR, the paper's Table 1 column) and LightGBM.
 
 Each baseline is tuned at every fit: `train.<baseline>.grid` (small, declared in params.yaml) is searched on
-an inner validation split of the rows it is given to fit on (`train.tune`), then the best setting is refitted
-on all those rows. Only the fit's own training rows are ever seen, so cross-validation never tunes on its
+inner folds (or one inner validation split) of the rows it is given to fit on (`train.common.tune`), then the
+best setting is refitted on all those rows. Only the fit's own training rows are ever seen, so cross-validation never tunes on its
 held-out fold.
 """
 
@@ -22,7 +22,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVR
 from tqdm import tqdm
 
-from models.data import inner_split
+from models.data import inner_split, kfold
 from pipeline.params import Baseline, Tune
 
 
@@ -96,35 +96,40 @@ def svr_validation_maes(cfg: Baseline, settings: list[dict], X_fit, y_fit: np.nd
 
 def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int = 1,
                   inner_X=None, progress: bool = False):
-    """(fitted model, chosen setting): grid search on an inner split of the rows of X/y, then a refit on all.
+    """(fitted model, chosen setting): grid search on inner validation, then a refit on all the rows.
 
-    X and y hold the fit's training rows only; the held-out rows of a fold never reach this function.
-    `inner_X(fit_positions)`, if given, rebuilds the same rows' matrix from the inner fit rows alone: track
-    records read scores, and the inner validation rows' scores must not reach the features either.
+    Each setting is scored by its mean validation MAE over `tune.folds` inner folds of the rows of X/y (or on
+    one inner split holding back `tune.val` of them, with `folds` null). X and y hold the fit's training rows
+    only; the held-out rows of a fold never reach this function. `inner_X(fit_positions)`, if given, rebuilds
+    the same rows' matrix from the inner fit rows alone: track records read scores, and the inner validation
+    rows' scores must not reach the features either.
     """
     settings = grid_settings(cfg)
     chosen: dict = {}
     if len(settings) > 1:
-        fit_rows, val_rows = inner_split(np.arange(len(y)), tune.val, tune.seed)
-        limit = getattr(cfg, "tune_rows", None)
-        if limit is not None and len(fit_rows) > limit:
-            # A seeded sample: the setting is chosen on fewer rows, the chosen model refitted on all of them.
-            fit_rows = np.sort(np.random.default_rng(tune.seed).choice(fit_rows, limit, replace=False))
-        X_tune = X if inner_X is None else inner_X(fit_rows)
-        if kind == "svm" and cfg.kernel == "rbf":
-            scored = svr_validation_maes(cfg, settings, X_tune[fit_rows], y[fit_rows], X_tune[val_rows], y[val_rows])
-        else:
-            scored = ((i, validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed, threads))
-                      for i, s in enumerate(settings))
-        scores = [np.inf] * len(settings)
+        splits = (kfold(len(y), tune.folds, 1, tune.seed) if tune.folds
+                  else [inner_split(np.arange(len(y)), tune.val, tune.seed)])
+        totals = np.zeros(len(settings))
         # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
-        with tqdm(total=len(settings), desc=f"{kind} tuning", file=sys.stderr, disable=not progress,
-                  leave=False) as bar:
-            for i, score in scored:
-                scores[i] = score
-                bar.update()
-                bar.set_postfix(best_mae=f"{min(scores):.4f}")
-        chosen = settings[int(np.argmin(scores))]
+        with tqdm(total=len(settings) * len(splits), desc=f"{kind} tuning", file=sys.stderr,
+                  disable=not progress, leave=False) as bar:
+            for done, (fit_rows, val_rows) in enumerate(splits, 1):
+                limit = getattr(cfg, "tune_rows", None)
+                if limit is not None and len(fit_rows) > limit:
+                    # A seeded sample: the setting is chosen on fewer rows, the chosen one refitted on all rows.
+                    fit_rows = np.sort(np.random.default_rng(tune.seed).choice(fit_rows, limit, replace=False))
+                X_tune = X if inner_X is None else inner_X(fit_rows)
+                if kind == "svm" and cfg.kernel == "rbf":
+                    scored = svr_validation_maes(cfg, settings, X_tune[fit_rows], y[fit_rows], X_tune[val_rows],
+                                                 y[val_rows])
+                else:
+                    scored = ((i, validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed,
+                                                 threads)) for i, s in enumerate(settings))
+                for i, score in scored:
+                    totals[i] += score
+                    bar.update()
+                    bar.set_postfix(best_mae=f"{totals.min() / done:.4f}" if done == len(splits) else None)
+        chosen = settings[int(np.argmin(totals))]
     elif settings:
         chosen = settings[0]
     return fit_baseline(kind, X, y, cfg.with_setting(chosen), seed, threads), chosen

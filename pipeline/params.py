@@ -126,6 +126,8 @@ class CV(Section):
 class Tune(Section):
     val: Fraction = 0.2
     seed: NonNegative = 0
+    # Inner folds the grid is scored on (the mean of their validation MAEs); null: one inner split of `val`.
+    folds: Annotated[int, Field(ge=2)] | None = None
 
 
 class TrackRecords(Section):

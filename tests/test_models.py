@@ -558,3 +558,37 @@ def test_svr_tune_rows_caps_the_grid_search_rows_not_the_final_fit(catalogue, mo
                               tune, 0)
     assert seen[0] > 20 and seen[1] == 20
     assert capped.shape_fit_[0] == full.shape_fit_[0] == len(y)  # the chosen setting is refitted on every row
+
+
+def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_s_own_scores(monkeypatch):
+    import models.baselines as baselines
+    from models.baselines import tune_baseline
+    from pipeline.params import Tune
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    y = X @ np.array([1.0, -1.0, 0.5, 0.0]) + rng.normal(scale=0.1, size=60)
+    # Each alpha's inner-fold scores, made up so that one split alone (the first fold) would pick alpha 1
+    # while the mean over the folds picks alpha 10.
+    made_up = {1.0: [0.1, 0.9, 0.9], 10.0: [0.2, 0.3, 0.3], 100.0: [0.5, 0.5, 0.5]}
+    calls, built_from = [], []
+
+    def score(kind, cfg, X_tune, y_, fit_rows, val_rows, seed, threads):
+        calls.append((cfg.alpha, tuple(val_rows)))
+        return made_up[cfg.alpha][sum(1 for a, _ in calls if a == cfg.alpha) - 1]
+
+    def inner_X(fit_positions):
+        built_from.append(tuple(fit_positions))
+        return X
+
+    monkeypatch.setattr(baselines, "validation_mae", score)
+    cfg = RidgeConfig(alpha=1.0, grid={"alpha": [1.0, 10.0, 100.0]})
+    _, chosen = tune_baseline("ridge", X, y, cfg, Tune(val=0.2, seed=3, folds=3), 0, inner_X=inner_X)
+    assert chosen == {"alpha": 10.0}
+    held = [v for a, v in calls if a == 1.0]
+    assert sorted(r for v in held for r in v) == list(range(60))  # every row validates exactly once
+    # The features of each inner fold are rebuilt from its own fit rows, which never hold its validation rows.
+    assert [set(f).isdisjoint(v) for f, v in zip(built_from, held)] == [True] * 3
+    calls.clear()
+    _, chosen = tune_baseline("ridge", X, y, cfg, Tune(val=0.2, seed=3), 0)
+    assert chosen == {"alpha": 1.0} and len(calls) == 3  # one split: one score per setting
