@@ -18,12 +18,13 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 from sklearn.linear_model import LinearRegression
 
+from models import conformal
 from models.artifacts import load_model
 from models.config import REPORTED
 from models.cv import errors
 from models.data import cv_folds
 from models.evaluate import DECIMALS, cv_summary, model_view, rows_of
-from models.train import OOF_FILE, SKIPPED, encoded_digest
+from models.train import SKIPPED, encoded_digest
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
@@ -84,15 +85,21 @@ def cross_fitted(oof: dict[str, np.ndarray], members: list[str], y: np.ndarray,
     return out
 
 
-def load_oof(folder: Path, output: str, shape: tuple[int, int]) -> np.ndarray:
-    path = folder / OOF_FILE
-    if not path.exists():
-        raise KadnError(f"{path}: missing; retrain with `kadn train {folder.name}` (or `dvc repro`)")
-    with np.load(path) as npz:
-        if output not in npz.files or npz[output].shape != shape:
-            raise KadnError(f"{path}: no {output} predictions for these {shape[1]} films and {shape[0]} CV "
-                            f"repeat(s); retrain with `kadn train {folder.name}` (or `dvc repro`)")
-        return npz[output]
+def load_oof(folder: Path, output: str, enc: Encoded, repeats: int) -> np.ndarray:
+    """[repeats, films]: the model's out-of-fold predictions of `output` (its `oof.npz`), NaN where a film is
+    never held out (films before the range only ever train)."""
+    data = conformal.load(folder)
+    ids, key = data["douban_id"], f"pred_{output}"
+    order = np.argsort(enc.douban_id)
+    at = order[np.searchsorted(enc.douban_id, ids, sorter=order).clip(0, len(order) - 1)]
+    oof = np.full((repeats, len(enc.rating)), np.nan)
+    fits = (key in data and (enc.douban_id[at] == ids).all() and data["repeat"].max(initial=-1) < repeats)
+    if fits:
+        oof[data["repeat"], at] = data[key]
+    if not fits or not np.isfinite(oof[:, enc.in_range]).all():
+        raise KadnError(f"{folder / conformal.FILE}: no {output} predictions for these {len(enc.rating)} films "
+                        f"and {repeats} CV repeat(s); retrain with `kadn train {folder.name}` (or `dvc repro`)")
+    return oof
 
 
 def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
@@ -100,7 +107,7 @@ def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
     predictions of every film outside the test split, and the cross-fitted CV error on the models' folds."""
     members, spec = params.blend.members, params.train.common.cv
     y = enc.rating.astype(np.float64)
-    oof = {m: load_oof(root / REPORTED[m][0], REPORTED[m][1], (spec.repeats, len(y))) for m in members}
+    oof = {m: load_oof(root / REPORTED[m][0], REPORTED[m][1], enc, spec.repeats) for m in members}
     folds = cv_folds(len(y), spec.folds, spec.repeats, spec.seed, enc.in_range)
     cv = cross_fitted(oof, members, y, folds, spec.folds, params.blend.loss)
     test = enc.index("test")

@@ -1,7 +1,7 @@
 """Prediction intervals: split-conformal on out-of-fold residuals, conditional on how much of a film is known.
 
-Training keeps every cross-validation fold's held-out predictions (`calibration.npz` in the model folder:
-plain arrays, read with `allow_pickle=False`). A film's interval is its score +- the `level` conformal
+Training keeps every cross-validation fold's held-out predictions (`oof.npz` in the model folder: plain
+arrays, read with `allow_pickle=False`; the blend is fitted on the same file). A film's interval is its score +- the `level` conformal
 quantile of |residual| among calibration films with a similar share of known people (directors, writers
 and actors the model has an id for): a film of people the model never saw gets the residuals of such films,
 which are larger. Bins with few residuals merge with a neighbour, and so does a bin of less-known films whose
@@ -20,7 +20,7 @@ from pipeline.errors import KadnError
 from pipeline.io import atomic_path
 from pipeline.params import ForecastConfig
 
-FILE = "calibration.npz"
+FILE = "oof.npz"
 
 
 def known_share(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> np.ndarray:
@@ -120,7 +120,7 @@ def load(folder: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
-        raise KadnError(f"{path}: missing (no out-of-fold residuals to calibrate intervals on); {retrain}") from None
+        raise KadnError(f"{path}: missing (no out-of-fold predictions for intervals or the blend); {retrain}") from None
     except (OSError, ValueError, EOFError) as exc:
         raise KadnError(f"{path}: damaged ({str(exc)[:80]}); {retrain}") from None
 

@@ -17,12 +17,12 @@ import numpy as np
 from models import conformal, track_records
 from models.artifacts import baseline_files, net_files, save_model, vocab_payload
 from models.config import MODELS, model_config
-from models.cv import closing_pool, gather_folds, make_pool, out_of_fold, run_task, submit_folds
+from models.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
 from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_from
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_json
 from pipeline.params import Common, Params, load
 
 
@@ -31,7 +31,6 @@ def encoded_digest(encoded_dir: Path) -> str:
 
 
 SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
-OOF_FILE = "oof.npz"  # its CV's held-out predictions per output, [repeats, films] (models.blend stacks them)
 
 
 def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
@@ -115,10 +114,7 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
     saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg.enabled else None
     save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
                history)
-    conformal.save(out, held, enc.split, enc.douban_id, enc.rating)
-    oof = out_of_fold(held, len(enc.rating), common.cv.repeats)
-    with atomic_path(out / OOF_FILE, ".npz") as tmp, tmp.open("wb") as fh:
-        np.savez_compressed(fh, **oof)
+    conformal.save(out, held, enc.split, enc.douban_id, enc.rating)  # for intervals and the blend
     return meta
 
 

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from models.blend import cross_fitted, fit_weights, run_blend
+from models import conformal
+from models.blend import cross_fitted, fit_weights, load_oof, run_blend
 from models.data import kfold
-from models.train import OOF_FILE, run_train
+from models.train import run_train
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
 from tests.model_support import encoded_catalogue, fast, fast_params
@@ -78,9 +79,9 @@ def trained(tmp_path_factory):
 def test_blend_row_reports_test_and_cross_fitted_cv_errors(trained, tmp_path):
     params, enc_dir, folder = trained
     enc = load_encoded(enc_dir)
-    with np.load(folder / "pre" / "kadn" / OOF_FILE) as npz:
-        assert set(npz.files) == {"student", "teacher"} and npz["student"].shape == (1, len(enc))
-        assert np.isfinite(npz["student"]).all()  # every film held out once in a repeat
+    for output in ("student", "teacher"):
+        oof = load_oof(folder / "pre" / "kadn", output, enc, 1)
+        assert oof.shape == (1, len(enc)) and np.isfinite(oof).all()  # every film held out once in a repeat
     fragment = run_blend(fast(params), enc_dir, {"pre_release": folder / "pre"}, tmp_path / "blend.json")
     assert json.loads((tmp_path / "blend.json").read_text()) == fragment
     row = fragment["models"]["blend"]
@@ -93,8 +94,21 @@ def test_blend_refuses_models_without_out_of_fold_predictions(trained, tmp_path)
 
     params, enc_dir, folder = trained
     shutil.copytree(folder / "pre", tmp_path / "pre")
-    (tmp_path / "pre" / "ridge" / OOF_FILE).unlink()
-    with pytest.raises(KadnError, match=r"ridge/oof.npz: missing; retrain with `kadn train ridge`"):
+    (tmp_path / "pre" / "ridge" / conformal.FILE).unlink()
+    with pytest.raises(KadnError, match=r"ridge/oof.npz: missing .*retrain with `kadn train ridge`"):
+        run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
+    assert not (tmp_path / "blend.json").exists()
+
+
+def test_blend_refuses_out_of_fold_predictions_that_miss_a_film(trained, tmp_path):
+    import shutil
+
+    params, enc_dir, folder = trained
+    shutil.copytree(folder / "pre", tmp_path / "pre")
+    data = conformal.load(tmp_path / "pre" / "kadn")
+    keep = data["douban_id"] != data["douban_id"][0]  # as if trained before this film was stored
+    np.savez(tmp_path / "pre" / "kadn" / conformal.FILE, **{k: v[keep] for k, v in data.items()})
+    with pytest.raises(KadnError, match=r"kadn/oof.npz: no student predictions for these \d+ films"):
         run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
     assert not (tmp_path / "blend.json").exists()
 

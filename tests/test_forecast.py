@@ -249,7 +249,7 @@ def test_a_model_folder_without_calibration_gets_one_line_to_retrain(trained, tm
     args = [*common_args(trained)[:2], "--models", str(tmp_path / "models"), "--params", str(trained / "params.yaml")]
     code, out, err = run_cli(["forecast", *args, "--model", "ridge"], capsys)
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
-    assert "calibration.npz: missing" in err and "retrain with `kadn train ridge`" in err
+    assert "oof.npz: missing" in err and "retrain with `kadn train ridge`" in err
 
 
 def test_every_import_layout_is_read_by_the_importers_readers(trained, tmp_path):
