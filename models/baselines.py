@@ -3,8 +3,8 @@ the training mean, ridge regression, an SVM (SVR, the paper's Table 1 column) an
 
 Each baseline is tuned at every fit: `train.<baseline>.grid` (small, declared in params.yaml) is searched on
 inner folds (or one inner validation split) of the rows it is given to fit on (`train.common.tune`), then the
-best setting is refitted on all those rows. Only the fit's own training rows are ever seen, so cross-validation never tunes on its
-held-out fold.
+best setting is refitted on all those rows. Only the fit's own training rows are ever seen, so
+cross-validation never tunes on its held-out fold.
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
         splits = (kfold(len(y), tune.folds, 1, tune.seed) if tune.folds
                   else [inner_split(np.arange(len(y)), tune.val, tune.seed)])
         totals = np.zeros(len(settings))
+        limit = getattr(cfg, "tune_rows", None)
         # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
         with tqdm(total=len(settings) * len(splits), desc=f"{kind} tuning", file=sys.stderr,
                   disable=not progress, leave=False) as bar:
             for done, (fit_rows, val_rows) in enumerate(splits, 1):
-                limit = getattr(cfg, "tune_rows", None)
                 if limit is not None and len(fit_rows) > limit:
                     # A seeded sample: the setting is chosen on fewer rows, the chosen one refitted on all rows.
                     fit_rows = np.sort(np.random.default_rng(tune.seed).choice(fit_rows, limit, replace=False))
@@ -125,10 +125,13 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
                 else:
                     scored = ((i, validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed,
                                                  threads)) for i, s in enumerate(settings))
+                complete = []  # settings scored on every split so far: their means are final
                 for i, score in scored:
                     totals[i] += score
                     bar.update()
-                    bar.set_postfix(best_mae=f"{totals.min() / done:.4f}" if done == len(splits) else None)
+                    if done == len(splits):
+                        complete.append(totals[i] / done)
+                        bar.set_postfix(best_mae=f"{min(complete):.4f}")
         chosen = settings[int(np.argmin(totals))]
     elif settings:
         chosen = settings[0]
