@@ -107,6 +107,8 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
     settings = grid_settings(cfg)
     chosen: dict = {}
     if len(settings) > 1:
+        if tune.folds and tune.folds > len(y):
+            raise ValueError(f"train.common.tune.folds is {tune.folds}, but this fit has only {len(y)} rows")
         splits = (kfold(len(y), tune.folds, 1, tune.seed) if tune.folds
                   else [inner_split(np.arange(len(y)), tune.val, tune.seed)])
         totals = np.zeros(len(settings))

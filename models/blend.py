@@ -89,11 +89,14 @@ def load_oof(folder: Path, output: str, enc: Encoded, repeats: int) -> np.ndarra
     """[repeats, films]: the model's out-of-fold predictions of `output` (its `oof.npz`), NaN where a film is
     never held out (films before the range only ever train)."""
     data = conformal.load(folder)
-    ids, key = data["douban_id"], f"pred_{output}"
-    order = np.argsort(enc.douban_id)
-    at = order[np.searchsorted(enc.douban_id, ids, sorter=order).clip(0, len(order) - 1)]
+    key = f"pred_{output}"
     oof = np.full((repeats, len(enc.rating)), np.nan)
-    fits = (key in data and (enc.douban_id[at] == ids).all() and data["repeat"].max(initial=-1) < repeats)
+    fits = {key, "douban_id", "repeat"} <= data.keys()  # a file of an older layout has other keys
+    if fits:
+        ids = data["douban_id"]
+        order = np.argsort(enc.douban_id)
+        at = order[np.searchsorted(enc.douban_id, ids, sorter=order).clip(0, len(order) - 1)]
+        fits = bool((enc.douban_id[at] == ids).all()) and data["repeat"].max(initial=-1) < repeats
     if fits:
         oof[data["repeat"], at] = data[key]
     if not fits or not np.isfinite(oof[:, enc.in_range]).all():

@@ -30,7 +30,11 @@ SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a r
 def set_determinism(threads: int) -> None:
     # torch.use_deterministic_algorithms also imports and configures the inductor compiler, which nothing here
     # uses: a second of start-up in every stage. The flag it sets for eager kernels is this one.
-    torch._C._set_deterministic_algorithms(True, warn_only=False)
+    eager_only = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if eager_only is None:  # a torch without it: the public call
+        torch.use_deterministic_algorithms(True)
+    else:
+        eager_only(True, warn_only=False)
     torch.set_num_threads(max(1, int(threads)))
 
 
@@ -114,7 +118,7 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
         for b in bar:
             idx = order[b * batch : (b + 1) * batch]
             xb = {g: v[idx] for g, v in xt.items()}
-            if drop_gen is not None:
+            if drop_gen is not None:  # (eq. 3's penalty then weighs the rows the batch really used)
                 xb = drop_people(xb, cfg.token_dropout, drop_gen)
             loss = train_step(model, opt, xb, yt[idx], head, cfg.hint_weight, cfg.block_gradient, penalty)
             if schedule is not None:

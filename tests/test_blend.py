@@ -79,9 +79,13 @@ def trained(tmp_path_factory):
 def test_blend_row_reports_test_and_cross_fitted_cv_errors(trained, tmp_path):
     params, enc_dir, folder = trained
     enc = load_encoded(enc_dir)
+    saved = conformal.load(folder / "pre" / "kadn")
+    row_of = {int(d): i for i, d in enumerate(enc.douban_id)}
     for output in ("student", "teacher"):
         oof = load_oof(folder / "pre" / "kadn", output, enc, 1)
         assert oof.shape == (1, len(enc)) and np.isfinite(oof).all()  # every film held out once in a repeat
+        rows = [row_of[int(d)] for d in saved["douban_id"]]  # each prediction lands on its own film's row
+        assert np.array_equal(oof[saved["repeat"], rows], saved[f"pred_{output}"])
     fragment = run_blend(fast(params), enc_dir, {"pre_release": folder / "pre"}, tmp_path / "blend.json")
     assert json.loads((tmp_path / "blend.json").read_text()) == fragment
     row = fragment["models"]["blend"]
@@ -96,6 +100,17 @@ def test_blend_refuses_models_without_out_of_fold_predictions(trained, tmp_path)
     shutil.copytree(folder / "pre", tmp_path / "pre")
     (tmp_path / "pre" / "ridge" / conformal.FILE).unlink()
     with pytest.raises(KadnError, match=r"ridge/oof.npz: missing .*retrain with `kadn train ridge`"):
+        run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
+    assert not (tmp_path / "blend.json").exists()
+
+
+def test_blend_refuses_out_of_fold_predictions_of_an_older_layout(trained, tmp_path):
+    import shutil
+
+    params, enc_dir, folder = trained
+    shutil.copytree(folder / "pre", tmp_path / "pre")
+    np.savez(tmp_path / "pre" / "ridge" / conformal.FILE, out=np.zeros((1, 5)))  # [repeats, films], no ids
+    with pytest.raises(KadnError, match=r"ridge/oof.npz: no out predictions .*retrain with `kadn train ridge`"):
         run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
     assert not (tmp_path / "blend.json").exists()
 

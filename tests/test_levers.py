@@ -156,14 +156,25 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
     data = FitData(r.x, r.freq, enc.rating, tr, va)
-    base = fast().train.nets.model_copy(update={"epochs": 2, "evals_per_epoch": 1})
+    base = fast().train.nets.model_copy(update={"epochs": 2, "evals_per_epoch": 1, "token_dropout": 0.0})
     dropped = base.model_copy(update={"token_dropout": 0.2})
     a, b, c = (fit_net("kadn", data, cfg, seed=3) for cfg in (dropped, dropped, base))
     assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
     assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+    # Off, no batch is touched: the same run as a net that never draws a dropout mask.
+    import models.fit as fit
+
+    untouched = fit.drop_people
+    fit.drop_people = lambda *args: pytest.fail("token dropout drew a mask while off")
+    try:
+        d = fit_net("kadn", data, base, seed=3)
+    finally:
+        fit.drop_people = untouched
+    assert [h["val_mae_student"] for h in d.history] == [h["val_mae_student"] for h in c.history]
 
 
 def test_set_determinism_turns_on_deterministic_kernels_and_sets_the_threads():
     torch.use_deterministic_algorithms(False)
     set_determinism(1)
     assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()  # a nondeterministic kernel is an error

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import Dense, FitData, dense_columns, kfold, multi_hot, with_dense
+from models.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
 from models.fit import fit_net, make_head, set_determinism
 from models.heads import HEADS, Head
 from models.layers import DenseBranch
@@ -592,3 +592,7 @@ def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_
     calls.clear()
     _, chosen = tune_baseline("ridge", X, y, cfg, Tune(val=0.2, seed=3), 0)
     assert chosen == {"alpha": 1.0} and len(calls) == 3  # one split: one score per setting
+    # ...the same split as ever, so the settings chosen without `folds` do not move.
+    assert {v for _, v in calls} == {tuple(inner_split(np.arange(60), 0.2, 3)[1])}
+    with pytest.raises(ValueError, match="tune.folds is 61, but this fit has only 60 rows"):
+        tune_baseline("ridge", X, y, cfg, Tune(folds=61), 0)
