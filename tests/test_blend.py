@@ -93,37 +93,32 @@ def test_blend_row_reports_test_and_cross_fitted_cv_errors(trained, tmp_path):
     assert row["cv_folds"] == 2 and {"mae", "rmse", "cv_mae_mean", "cv_mae_std"} <= set(row)
 
 
-def test_blend_refuses_models_without_out_of_fold_predictions(trained, tmp_path):
-    import shutil
-
-    params, enc_dir, folder = trained
-    shutil.copytree(folder / "pre", tmp_path / "pre")
-    (tmp_path / "pre" / "ridge" / conformal.FILE).unlink()
-    with pytest.raises(KadnError, match=r"ridge/oof.npz: missing .*retrain with `kadn train ridge`"):
-        run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
-    assert not (tmp_path / "blend.json").exists()
+def _no_file(folder):
+    (folder / "ridge" / conformal.FILE).unlink()
 
 
-def test_blend_refuses_out_of_fold_predictions_of_an_older_layout(trained, tmp_path):
-    import shutil
-
-    params, enc_dir, folder = trained
-    shutil.copytree(folder / "pre", tmp_path / "pre")
-    np.savez(tmp_path / "pre" / "ridge" / conformal.FILE, out=np.zeros((1, 5)))  # [repeats, films], no ids
-    with pytest.raises(KadnError, match=r"ridge/oof.npz: no out predictions .*retrain with `kadn train ridge`"):
-        run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
-    assert not (tmp_path / "blend.json").exists()
+def _older_layout(folder):
+    np.savez(folder / "ridge" / conformal.FILE, out=np.zeros((1, 5)))  # [repeats, films], no ids
 
 
-def test_blend_refuses_out_of_fold_predictions_that_miss_a_film(trained, tmp_path):
-    import shutil
-
-    params, enc_dir, folder = trained
-    shutil.copytree(folder / "pre", tmp_path / "pre")
-    data = conformal.load(tmp_path / "pre" / "kadn")
+def _film_missing(folder):
+    data = conformal.load(folder / "ridge")
     keep = data["douban_id"] != data["douban_id"][0]  # as if trained before this film was stored
-    np.savez(tmp_path / "pre" / "kadn" / conformal.FILE, **{k: v[keep] for k, v in data.items()})
-    with pytest.raises(KadnError, match=r"kadn/oof.npz: no student predictions for these \d+ films"):
+    np.savez(folder / "ridge" / conformal.FILE, **{k: v[keep] for k, v in data.items()})
+
+
+@pytest.mark.parametrize(("damage", "says"), [
+    (_no_file, r"ridge/oof.npz: missing .*retrain with `kadn train ridge`"),
+    (_older_layout, r"ridge/oof.npz: no out predictions .*retrain with `kadn train ridge`"),
+    (_film_missing, r"ridge/oof.npz: no out predictions for these \d+ films"),
+])
+def test_blend_refuses_out_of_fold_predictions_it_cannot_use(trained, tmp_path, damage, says):
+    import shutil
+
+    params, enc_dir, folder = trained
+    shutil.copytree(folder / "pre", tmp_path / "pre")
+    damage(tmp_path / "pre")
+    with pytest.raises(KadnError, match=says):
         run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json")
     assert not (tmp_path / "blend.json").exists()
 

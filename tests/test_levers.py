@@ -86,13 +86,18 @@ def test_huber_delta_reaches_the_head_from_the_params():
     assert head.loss(torch.zeros(1, 1), y).item() == pytest.approx(0.25 * (2.0 - 0.125))
 
 
-def test_cosine_schedule_changes_training_and_stays_deterministic(catalogue):
+def _short_runs(catalogue):
+    """The catalogue's training data, and a two-epoch net config with no lever on."""
     set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
-    data = FitData(r.x, r.freq, enc.rating, tr, va)
-    base = fast().train.nets.model_copy(update={"epochs": 2, "evals_per_epoch": 1})
+    base = fast().train.nets.model_copy(update={"epochs": 2, "evals_per_epoch": 1, "token_dropout": 0.0})
+    return FitData(r.x, r.freq, enc.rating, tr, va), base
+
+
+def test_cosine_schedule_changes_training_and_stays_deterministic(catalogue):
+    data, base = _short_runs(catalogue)
     cosine = base.model_copy(update={"lr_schedule": "cosine"})
     a, b, c = fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, base, seed=3)
     assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
@@ -151,12 +156,7 @@ def test_token_dropout_hides_only_known_people_at_the_given_share():
 
 
 def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
-    set_determinism(1)
-    enc = load_encoded(catalogue)
-    tr, va = enc.index("train"), enc.index("val")
-    r = enc.restrict(tr, 2)
-    data = FitData(r.x, r.freq, enc.rating, tr, va)
-    base = fast().train.nets.model_copy(update={"epochs": 2, "evals_per_epoch": 1, "token_dropout": 0.0})
+    data, base = _short_runs(catalogue)
     dropped = base.model_copy(update={"token_dropout": 0.2})
     a, b, c = (fit_net("kadn", data, cfg, seed=3) for cfg in (dropped, dropped, base))
     assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
