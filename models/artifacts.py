@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.data import Dense, multi_hot, tensors
+from models.data import Dense, baseline_input, tensors
 from models.heads import Head
 from models.nets import build, ensemble_scores
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
@@ -118,7 +118,8 @@ class SavedModel:
     def score(self, x: dict[str, np.ndarray], output: str = "out") -> np.ndarray:
         if self.estimator is not None:
             # A model saved before `train.common.oov` existed was fitted on raw counts.
-            X = multi_hot(x, self.vocab["sizes"], oov=self.meta.get("oov", "count"))
+            X = baseline_input(x, self.vocab["sizes"], oov=self.meta.get("oov", "count"),
+                               inputs=self.meta.get("inputs", "multi_hot"))
             return np.asarray(self.estimator.predict(X), dtype=np.float64)
         return ensemble_scores(self.members(output), self.head, tensors(x))[output].numpy()
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from sklearn.dummy import DummyRegressor
 from sklearn.linear_model import Ridge
@@ -22,7 +23,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVR
 from tqdm import tqdm
 
-from models.data import inner_split, kfold
+from models.data import categorical_columns, inner_split, kfold
 from pipeline.params import Baseline, Tune
 
 
@@ -44,7 +45,9 @@ def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int = 1):
 
         return CatBoostRegressor(iterations=cfg.iterations, learning_rate=cfg.learning_rate, depth=cfg.depth,
                                  l2_leaf_reg=cfg.l2_leaf_reg, loss_function=cfg.loss, random_seed=seed,
-                                 thread_count=threads, verbose=0, allow_writing_files=False)
+                                 thread_count=threads, verbose=0, allow_writing_files=False,
+                                 cat_features=categorical_columns() if cfg.inputs == "categorical" else None,
+                                 max_ctr_complexity=cfg.max_ctr_complexity)
     raise ValueError(f"unknown baseline {kind!r}")
 
 
@@ -62,8 +65,12 @@ def grid_settings(cfg: Baseline) -> list[dict]:
 def validation_mae(kind: str, cfg: Baseline, X, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
                    seed: int, threads: int) -> float:
     """The tuning score: MAE on `val_rows` of a fit on `fit_rows` (both inside the rows being fitted)."""
-    model = fit_baseline(kind, X[fit_rows], y[fit_rows], cfg, seed, threads)
-    return float(np.abs(model.predict(X[val_rows]) - y[val_rows]).mean())
+    model = fit_baseline(kind, _rows(X, fit_rows), y[fit_rows], cfg, seed, threads)
+    return float(np.abs(model.predict(_rows(X, val_rows)) - y[val_rows]).mean())
+
+
+def _rows(X, rows: np.ndarray):
+    return X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
 
 
 def rbf_gamma(gamma, X) -> float:

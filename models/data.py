@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 
@@ -171,6 +172,34 @@ def encoded_dense(enc, vocab: dict) -> np.ndarray:
 
 
 OOV_MODES = ("count", "indicator", "scaled")
+# `inputs: categorical` (CatBoost): a film's first ids of each group, one categorical column per slot, read by
+# CatBoost's ordered target statistics instead of one 0/1 column per id.
+CATEGORICAL_SLOTS = {"directors": 2, "writers": 2, "actors": 5, "genres": 3, "countries": 2, "languages": 1,
+                     "runtime": 1, "year": 1, "month": 1}
+
+
+def categorical_columns() -> list[str]:
+    return [f"{g}{k}" for g, n in CATEGORICAL_SLOTS.items() for k in range(n)]
+
+
+def token_table(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> pd.DataFrame:
+    """Per film, its k-th id of each group (PAD where it has fewer) as the integer columns of
+    `categorical_columns()`, then the dense inputs (track records, popularity) as float columns."""
+    columns = {}
+    for g, n in CATEGORICAL_SLOTS.items():
+        arr = x[g] if rows is None else x[g][rows]
+        for k in range(n):
+            columns[f"{g}{k}"] = arr[:, k].astype(np.int64) if k < arr.shape[1] else np.full(len(arr), PAD, np.int64)
+    if DENSE in x:
+        dense = x[DENSE] if rows is None else x[DENSE][rows]
+        columns.update({f"dense{j}": dense[:, j].astype(np.float64) for j in range(dense.shape[1])})
+    return pd.DataFrame(columns)
+
+
+def baseline_input(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None,
+                   oov: str = "count", inputs: str = "multi_hot"):
+    """What a baseline is fitted on and scores: the multi-hot matrix, or the token table (`categorical`)."""
+    return token_table(x, rows) if inputs == "categorical" else multi_hot(x, sizes, rows, oov)
 
 
 def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None,

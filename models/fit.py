@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from models.baselines import tune_baseline
 from models.config import BASELINES
-from models.data import DENSE, FitData, drop_people, multi_hot, tensors
+from models.data import DENSE, FitData, baseline_input, drop_people, tensors
 from models.heads import Head
 from models.layers import adaptive_l2
 from models.loss import joint_loss
@@ -183,11 +183,12 @@ class FittedModel:
     train_s: float = 0.0
     chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
     oov: str = "count"  # how a baseline's OOV columns are encoded (train.common.oov)
+    inputs: str = "multi_hot"  # or a token table (models.data.baseline_input)
 
     def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         if self.estimator is not None:
-            return {"out": np.asarray(self.estimator.predict(multi_hot(self.x, self.sizes, rows, self.oov)),
-                                  np.float64)}
+            X = baseline_input(self.x, self.sizes, rows, self.oov, self.inputs)
+            return {"out": np.asarray(self.estimator.predict(X), np.float64)}
         return net_scores(self.fits, self.x, rows)
 
 
@@ -197,15 +198,16 @@ def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitDat
     a baseline's inner tuning split then gets features read from its inner fit rows alone."""
     sizes = data.sizes
     x, train_rows = data.x, data.train_rows
-    trained = FittedModel(name, x, sizes, oov=common.oov)
+    inputs = getattr(cfg, "inputs", "multi_hot")
+    trained = FittedModel(name, x, sizes, oov=common.oov, inputs=inputs)
     started = time.perf_counter()
     if name in BASELINES:
         # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
         inner = None
         if features is not None:
             def inner(fit_positions):
-                return multi_hot(features(train_rows[fit_positions])[0], sizes, train_rows, common.oov)
-        trained.estimator, trained.chosen = tune_baseline(name, multi_hot(x, sizes, train_rows, common.oov),
+                return baseline_input(features(train_rows[fit_positions])[0], sizes, train_rows, common.oov, inputs)
+        trained.estimator, trained.chosen = tune_baseline(name, baseline_input(x, sizes, train_rows, common.oov, inputs),
                                                           data.y[train_rows],
                                                           cfg, common.tune, seed, common.threads, inner, progress=progress)
     else:

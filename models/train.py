@@ -99,6 +99,7 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
         meta["oov"] = common.oov
+        meta["inputs"] = trained.inputs
     history: list = []
     if trained.estimator is not None:
         files = baseline_files(name, trained.estimator)

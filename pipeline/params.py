@@ -207,6 +207,9 @@ class CatboostConfig(Baseline):
     depth: Annotated[int, Field(ge=1, le=16)]
     l2_leaf_reg: Annotated[float, Field(ge=0)]
     loss: Literal["RMSE", "MAE"] = "RMSE"
+    # multi_hot: the other baselines' 0/1 matrix; categorical: ids as categorical columns (models.data.token_table)
+    inputs: Literal["multi_hot", "categorical"] = "multi_hot"
+    max_ctr_complexity: Annotated[int, Field(ge=1)] | None = None  # null: CatBoost's default (combinations of 4)
     grid: Grid = {}
 
 

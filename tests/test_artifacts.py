@@ -50,7 +50,8 @@ def saved(tmp_path_factory):
                               [f.model.state_dict() for f in trained.fits], x["dense"].shape[1])
         vocab = vocab_payload(enc, restricted, "digest", dense, "pre_release",
                               track_records.payload(enc, train_rows, track_cfg))
-        meta = {"kind": name, "config": cfg.model_dump(), "cv": {}, "oov": common.oov}  # as `kadn train` saves it
+        meta = {"kind": name, "config": cfg.model_dump(), "cv": {}, "oov": common.oov,  # as `kadn train` saves it
+                "inputs": trained.inputs}
         save_model(folder / "models" / name, files, vocab, meta, [])
         fitted[name] = trained
     torch.set_num_threads(threads)

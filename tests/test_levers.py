@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import FitData, drop_people, multi_hot
+from models.data import FitData, categorical_columns, drop_people, multi_hot, token_table
 from models.fit import fit_net, make_head, set_determinism
 from models.heads import Head
 from models.train import run_train
@@ -178,3 +178,30 @@ def test_set_determinism_turns_on_deterministic_kernels_and_sets_the_threads():
     set_determinism(1)
     assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
     assert not torch.is_deterministic_algorithms_warn_only_enabled()  # a nondeterministic kernel is an error
+
+
+def test_the_token_table_holds_each_group_s_first_ids_and_the_dense_inputs():
+    x = {g: np.zeros((2, 1), np.int32) for g in GROUPS}
+    x["actors"] = np.array([[5, 1, 7, 0, 0, 0, 0, 0], [3, 0, 0, 0, 0, 0, 0, 0]], np.int32)
+    x["directors"] = np.array([[9], [4]], np.int32)  # one slot stored, two in the table: the second is PAD
+    x["dense"] = np.array([[0.5, -1.0], [2.0, 0.0]], np.float32)
+    table = token_table(x, np.array([1, 0]))
+    assert list(table.columns) == categorical_columns() + ["dense0", "dense1"]
+    assert table[["actors0", "actors1", "actors2", "actors4"]].values.tolist() == [[3, 0, 0, 0], [5, 1, 7, 0]]
+    assert table[["directors0", "directors1"]].values.tolist() == [[4, 0], [9, 0]]
+    assert table["dense0"].tolist() == [2.0, 0.5]
+    assert (table[categorical_columns()].dtypes == np.int64).all()  # CatBoost takes ids as int categories
+
+
+def test_catboost_reads_ids_as_categories_when_asked_and_says_so_in_its_meta(catalogue, tmp_path):
+    params = fast_params()
+    params["train"]["catboost"].update(inputs="bogus")
+    with pytest.raises(KadnError, match="train.catboost.inputs"):
+        fast(params)
+    metas = {}
+    for inputs in ("categorical", "multi_hot"):
+        params["train"]["catboost"].update(inputs=inputs, max_ctr_complexity=1)
+        metas[inputs] = run_train("catboost", fast(params), catalogue, tmp_path / inputs)
+    assert metas["categorical"]["inputs"] == "categorical" and metas["multi_hot"]["inputs"] == "multi_hot"
+    # Two different views of the same films: different cross-validated errors.
+    assert metas["categorical"]["cv"]["out"]["mae"] != metas["multi_hot"]["cv"]["out"]["mae"]
