@@ -1,5 +1,6 @@
-"""The baselines a practitioner would try first, on the same multi-hot features as the nets:
-the training mean, ridge regression, an SVM (SVR, the paper's Table 1 column) and LightGBM.
+"""The baselines a practitioner would try first, on the same multi-hot features as the nets: the training
+mean, ridge regression, an SVM (SVR, the paper's Table 1 column) and LightGBM; and CatBoost, which reads the
+films' ids as categorical columns instead (`models.data.baseline_input`).
 
 Each baseline is tuned at every fit: `train.<baseline>.grid` (small, declared in params.yaml) is searched on
 inner folds (or one inner validation split) of the rows it is given to fit on (`train.common.tune`), then the
