@@ -102,6 +102,23 @@ def svr_validation_maes(cfg: Baseline, settings: list[dict], X_fit, y_fit: np.nd
             yield i, float(np.abs(model.predict(K_val) - y_val).mean())
 
 
+def _capped(fit_rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """`fit_rows`, or a seeded sample of `limit` of them: the setting is then chosen on fewer rows (the chosen
+    one is still refitted on all)."""
+    if limit is None or len(fit_rows) <= limit:
+        return fit_rows
+    return np.sort(np.random.default_rng(seed).choice(fit_rows, limit, replace=False))
+
+
+def _split_scores(kind: str, cfg: Baseline, settings: list[dict], X, y: np.ndarray, fit_rows: np.ndarray,
+                  val_rows: np.ndarray, seed: int, threads: int) -> Iterator[tuple[int, float]]:
+    """(index, validation MAE) of every grid setting on one inner split."""
+    if kind == "svm" and cfg.kernel == "rbf":
+        return svr_validation_maes(cfg, settings, X[fit_rows], y[fit_rows], X[val_rows], y[val_rows])
+    return ((i, validation_mae(kind, cfg.with_setting(s), X, y, fit_rows, val_rows, seed, threads))
+            for i, s in enumerate(settings))
+
+
 def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int = 1,
                   inner_X=None, progress: bool = False):
     """(fitted model, chosen setting): grid search on inner validation, then a refit on all the rows.
@@ -119,29 +136,19 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
             raise ValueError(f"train.common.tune.folds is {tune.folds}, but this fit has only {len(y)} rows")
         splits = (kfold(len(y), tune.folds, 1, tune.seed) if tune.folds
                   else [inner_split(np.arange(len(y)), tune.val, tune.seed)])
-        totals = np.zeros(len(settings))
-        limit = getattr(cfg, "tune_rows", None)
+        totals, best = np.zeros(len(settings)), np.inf
         # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
         with tqdm(total=len(settings) * len(splits), desc=f"{kind} tuning", file=sys.stderr,
                   disable=not progress, leave=False) as bar:
             for done, (fit_rows, val_rows) in enumerate(splits, 1):
-                if limit is not None and len(fit_rows) > limit:
-                    # A seeded sample: the setting is chosen on fewer rows, the chosen one refitted on all rows.
-                    fit_rows = np.sort(np.random.default_rng(tune.seed).choice(fit_rows, limit, replace=False))
+                fit_rows = _capped(fit_rows, getattr(cfg, "tune_rows", None), tune.seed)
                 X_tune = X if inner_X is None else inner_X(fit_rows)
-                if kind == "svm" and cfg.kernel == "rbf":
-                    scored = svr_validation_maes(cfg, settings, X_tune[fit_rows], y[fit_rows], X_tune[val_rows],
-                                                 y[val_rows])
-                else:
-                    scored = ((i, validation_mae(kind, cfg.with_setting(s), X_tune, y, fit_rows, val_rows, seed,
-                                                 threads)) for i, s in enumerate(settings))
-                complete = []  # settings scored on every split so far: their means are final
-                for i, score in scored:
+                for i, score in _split_scores(kind, cfg, settings, X_tune, y, fit_rows, val_rows, seed, threads):
                     totals[i] += score
                     bar.update()
-                    if done == len(splits):
-                        complete.append(totals[i] / done)
-                        bar.set_postfix(best_mae=f"{min(complete):.4f}")
+                    if done == len(splits):  # on the last split each setting's mean is final once scored
+                        best = min(best, totals[i] / done)
+                        bar.set_postfix(best_mae=f"{best:.4f}")
         chosen = settings[int(np.argmin(totals))]
     elif settings:
         chosen = settings[0]

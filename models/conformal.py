@@ -2,9 +2,9 @@
 
 Training keeps every cross-validation fold's held-out predictions (`oof.npz` in the model folder: plain
 arrays, read with `allow_pickle=False`; the blend is fitted on the same file). A film's interval is its
-score +- the `level` conformal quantile of |residual| among calibration films with a similar share of known people (directors, writers
-and actors the model has an id for): a film of people the model never saw gets the residuals of such films,
-which are larger. Bins with few residuals merge with a neighbour, and so does a bin of less-known films whose
+score +- the `level` conformal quantile of |residual| among calibration films with a similar share of known
+people (directors, writers and actors the model has an id for): a film of people the model never saw gets the
+residuals of such films, which are larger. Bins with few residuals merge with a neighbour, and so does a bin of less-known films whose
 residuals are no larger than those of better-known ones, so intervals widen as less is known.
 """
 

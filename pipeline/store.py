@@ -43,7 +43,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.errors import KadnError, RecordError, SchemaError
 from pipeline.merge import SCALARS, merge_record
-from pipeline.records import ATTRIBUTES, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
+from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
 
 SCHEMA_VERSION = "1"
 DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
@@ -403,11 +403,12 @@ def _read_records(conn, ids: list[int] | None = None, *, lock: bool = False) -> 
     # Plain rows fetched in bulk, each child table once per role or kind in its key's order, then cut into
     # per-film lists by slicing: 100k films hold millions of credits, and an ORM object, a join to people
     # or a Python step per credit each cost seconds there.
-    movie_query = only(select(Movie.douban_id, Movie.title, Movie.year, Movie.runtime_min, Movie.rating, Movie.votes,
-                              Movie.review_count, Movie.comment_count, Movie.imdb_id).order_by(Movie.douban_id),
+    movie_query = only(select(Movie.douban_id, *(getattr(Movie, k) for k in SCALARS)).order_by(Movie.douban_id),
                        Movie.douban_id)
     movies = conn.execute(movie_query.with_for_update() if lock else movie_query).all()
-    films = np.fromiter((m[0] for m in movies), dtype=np.int64, count=len(movies))
+    # Every field as one list over the films (in douban_id order), zipped into records at the end.
+    fields = {f: list(c) for f, c in zip(("douban_id", *SCALARS), list(zip(*movies)) or [()] * (1 + len(SCALARS)))}
+    films = np.fromiter(fields["douban_id"], dtype=np.int64, count=len(movies))
 
     def columns(query) -> tuple[list[tuple], list[tuple[int, int]]]:
         """The columns of `query`'s rows (movie_id first, ordered by it) and each film's (start, end) in them."""
@@ -432,30 +433,16 @@ def _read_records(conn, ids: list[int] | None = None, *, lock: bool = False) -> 
         people = [row for chunk in _chunks(wanted) for row in conn.execute(people_query.where(Person.id.in_(chunk)))]
     name_of = {pid: name for pid, name, _ in people}.__getitem__
     dpid_of = {pid: dpid for pid, _, dpid in people}.__getitem__
-    people_lists = []  # names and ids of directors, writers, actors: FIELDS order
-    for cols, bounds in credits.values():
-        people_lists += [per_film(list(map(name_of, cols[1])), bounds), per_film(list(map(dpid_of, cols[1])), bounds)]
-    attr_lists = []
+    for role, (cols, bounds) in credits.items():
+        fields[role] = per_film(list(map(name_of, cols[1])), bounds)
+        fields[ID_FIELD[role]] = per_film(list(map(dpid_of, cols[1])), bounds)
     for attr in ATTRIBUTES:
         cols, bounds = columns(only(select(Attribute.movie_id, Attribute.value).where(Attribute.kind == ATTR_NAME[attr])
                                     .order_by(Attribute.movie_id, Attribute.position), Attribute.movie_id))
-        attr_lists.append(per_film(list(cols[1]), bounds))
+        fields[attr] = per_film(list(cols[1]), bounds)
     cols, bounds = columns(only(select(ReleaseDate.movie_id, ReleaseDate.date, ReleaseDate.region, ReleaseDate.rerelease)
                                 .order_by(ReleaseDate.movie_id, ReleaseDate.position), ReleaseDate.movie_id))
-    dates = per_film([{"date": d, "region": r, "rerelease": bool(x)} for d, r, x in zip(*cols[1:])], bounds)
-
-    out = []
-    for movie, directors, director_ids, writers, writer_ids, actors, actor_ids, genres, countries, languages, \
-            release_dates in zip(movies, *people_lists, *attr_lists, dates):
-        douban_id, title, year, runtime_min, rating, votes, review_count, comment_count, imdb_id = movie
-        out.append({  # in the order of FIELDS
-            "douban_id": douban_id, "title": title, "year": year, "directors": directors,
-            "director_ids": director_ids, "writers": writers, "writer_ids": writer_ids, "actors": actors,
-            "actor_ids": actor_ids, "genres": genres, "countries": countries, "languages": languages,
-            "runtime_min": runtime_min, "release_date": _release_date(release_dates),
-            "release_dates": release_dates, "rating": rating, "votes": votes, "review_count": review_count,
-            "comment_count": comment_count, "imdb_id": imdb_id})
-    return out
-
-
-
+    fields["release_dates"] = per_film([{"date": d, "region": r, "rerelease": bool(x)} for d, r, x in zip(*cols[1:])],
+                                       bounds)
+    fields["release_date"] = list(map(_release_date, fields["release_dates"]))
+    return [dict(zip(FIELDS, values)) for values in zip(*(fields[f] for f in FIELDS))]
