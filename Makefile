@@ -24,10 +24,10 @@ test: lint
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-# Rebuild the shipped snapshot from the CC0 export (see data/README.md).
+# Rebuild the shipped snapshot from the facts-only CC0 source kept in data/source/ (see data/README.md).
 snapshot: $(STAMP)
 	rm -f data/douban.sqlite.new
-	DATABASE_URL=sqlite:///data/douban.sqlite.new $(BIN)/kadn import ../shared/data/douban_movies_cc0.csv
+	DATABASE_URL=sqlite:///data/douban.sqlite.new $(BIN)/kadn import data/source/douban_movies_cc0_facts.csv
 	mv data/douban.sqlite.new data/douban.sqlite
 
 clean-venv:

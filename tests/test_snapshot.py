@@ -10,6 +10,7 @@ from pipeline.cli import main
 from tests.conftest import SHARED
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "douban.sqlite"
+SOURCE = Path(__file__).resolve().parents[1] / "data" / "source" / "douban_movies_cc0_facts.csv"
 CC0 = SHARED / "data" / "douban_movies_cc0.csv"
 
 
@@ -25,8 +26,20 @@ def test_snapshot_holds_the_cc0_films_as_facts_only():
                                 f"or length({column}) > 200").fetchone()[0] == 0
 
 
+def test_rebuilding_from_the_source_in_the_repository_gives_the_shipped_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'rebuilt.sqlite'}")
+    assert main(["import", str(SOURCE)]) == 0
+    assert (tmp_path / "rebuilt.sqlite").read_bytes() == SNAPSHOT.read_bytes()
+
+
+def test_the_source_in_the_repository_holds_facts_only():
+    header = SOURCE.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert not {"summary", "tags", "poster", "link"} & set(header)
+    assert {"movie_id", "title", "rating", "total_ratings", "directors", "actors"} <= set(header)
+
+
 @pytest.mark.skipif(not CC0.exists(), reason="../shared/data absent")
-def test_rebuilding_from_the_cc0_export_gives_the_shipped_file(tmp_path, monkeypatch, capsys):
+def test_the_full_cc0_export_gives_the_same_store_as_its_facts(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'rebuilt.sqlite'}")
     assert main(["import", str(CC0)]) == 0
     assert (tmp_path / "rebuilt.sqlite").read_bytes() == SNAPSHOT.read_bytes()
