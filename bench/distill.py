@@ -5,7 +5,7 @@
 
 `table2` times each net alone (shared layers + its own MLP; with N seeds, all N and the averaging) over the
 test set repeated to --films films, the fastest of several runs, so a busy machine distorts it less.
-`throughput` builds a deterministic mock catalogue (tests.mockserver.catalogue), cleans and encodes it as the
+`throughput` builds a deterministic mock catalogue (crawler.mocksite.catalogue), cleans and encodes it as the
 pipeline does, then times training epochs with the params.yaml K-ADN settings (batch size and threads
 overridable). Not run by the test suite.
 """
@@ -56,8 +56,8 @@ def table2(args) -> None:
 
 
 def throughput(args) -> None:
+    from crawler.mocksite.catalogue import films_in_years, generate_catalogue
     from pipeline.clean import apply_rules, to_frame
-    from tests.mockserver.catalogue import films_in_years, generate_catalogue
 
     params = load(ROOT / "params.yaml")
     started = time.perf_counter()

@@ -27,13 +27,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crawler.mocksite.catalogue import films_in_years, generate_catalogue  # noqa: E402
 from models import conformal, explain  # noqa: E402
 from models.artifacts import load_model  # noqa: E402
 from models.forecast import forecast, table, unrated  # noqa: E402
 from models.predict import resolve, score_films  # noqa: E402
 from pipeline import store  # noqa: E402
 from pipeline.params import load  # noqa: E402
-from tests.mockserver.catalogue import films_in_years, generate_catalogue  # noqa: E402
 
 
 def unrated_store(url: str, n: int, seed: int, params) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.mockserver.catalogue import generate_catalogue, store_catalogue  # noqa: E402
+from crawler.mocksite.catalogue import generate_catalogue, store_catalogue  # noqa: E402
 
 STAGE = re.compile(r"Running stage '([^']+)'")
 

@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from importlib import metadata
-from pathlib import Path
 
 from pipeline.errors import KadnError
 
@@ -31,23 +30,8 @@ COMMANDS = {
     "backtest": ("models.backtest", "train on the films before each year, score that year's films"),
     "predict": ("models.predict", "score films (JSON/JSONL in the export's field names) with a trained model"),
     "forecast": ("models.forecast", "score the films with no usable score yet, with intervals and reasons"),
-    "mock-douban": ("tests.mockserver.site", "serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)"),
+    "mock-douban": ("crawler.mocksite.site", "serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)"),
 }
-# Commands served by a test fixture, which a source checkout has and an installed package has not.
-CHECKOUT = Path(__file__).resolve().parents[1]
-FIXTURES = {"mock-douban": CHECKOUT / "tests" / "mockserver"}
-
-
-def _fixture_found(name: str) -> bool:
-    """A fixture command's home exists (and is importable from here), or the command is not a fixture."""
-    home = FIXTURES.get(name)
-    if home is None:
-        return True
-    if not (home / "__init__.py").is_file():
-        return False
-    if str(CHECKOUT) not in sys.path:
-        sys.path.insert(0, str(CHECKOUT))  # `kadn` runs from its install's bin/, not from the checkout
-    return True
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,11 +58,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     wanted = next((a for a in argv if a in COMMANDS), None)
     for name, (module, summary) in COMMANDS.items():
         if name == wanted:
-            if not _fixture_found(name):
-                raise SystemExit(f"kadn {name}: error: this command serves a test fixture ({FIXTURES[name].name} "
-                                 "under tests/), which only a source checkout has; run it from a checkout")
             importlib.import_module(module).register(sub, name)
-        elif FIXTURES.get(name) is None or FIXTURES[name].is_dir():
+        else:
             sub.add_parser(name, help=summary)  # listed only; its module is imported when it is asked for
     return parser
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from crawler.mocksite.catalogue import films_in_years, generate_catalogue
 from models.train import run_train
 from pipeline.clean import apply_rules, to_frame
 from pipeline.encode import run_encode
 from pipeline.io import load_params
 from pipeline.params import Params, load, parse
-from tests.mockserver.catalogue import films_in_years, generate_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
+from crawler.mocksite.catalogue import films, generate_catalogue
 from pipeline import store
 from pipeline.clean import apply_rules, normalise_title, run_clean, to_frame, write_table
 from pipeline.cli import main
@@ -14,7 +15,6 @@ from pipeline.errors import KadnError
 from pipeline.io import load_params
 from pipeline.params import load, parse
 from pipeline.records import ID_FIELD, ROLES
-from tests.mockserver.catalogue import films, generate_catalogue
 
 PARAMS = load("params.yaml").clean
 

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from crawler.mocksite.catalogue import films, generate_catalogue
 from pipeline.clean import to_frame
 from pipeline.encode import GROUPS, LIST_COLUMNS, encode_frame, film_tokens, group_tokens
 from pipeline.params import load
-from tests.mockserver.catalogue import films, generate_catalogue
 
 PARAMS = load("params.yaml").encode.model_dump()
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from crawler.mocksite.catalogue import generate_catalogue, store_catalogue
 from models import conformal
 from models.artifacts import load_model
 from models.evaluate import run_evaluate
@@ -21,7 +22,6 @@ from models.predict import encode_films
 from pipeline import store
 from pipeline.cli import main
 from pipeline.params import ForecastConfig
-from tests.mockserver.catalogue import generate_catalogue, store_catalogue
 from tests.model_support import fast, fast_params, train_models
 
 

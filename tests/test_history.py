@@ -100,7 +100,7 @@ def test_cv_holds_out_in_range_rows_only_and_trains_on_every_history_row():
 @pytest.fixture(scope="module")
 def history_catalogue(tmp_path_factory):
     """The mock catalogue cleaned with history on: in-range films plus training-only older ones."""
-    from tests.mockserver.catalogue import generate_catalogue
+    from crawler.mocksite.catalogue import generate_catalogue
 
     folder = tmp_path_factory.mktemp("history")
     kept, _ = apply_rules(generate_catalogue(400, 5), PARAMS.clean.model_copy(update={"history": True}))

@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from crawler.mocksite.catalogue import films, films_in_years, generate_catalogue, store_catalogue
 from pipeline import store
 from pipeline.records import normalise_record
-from tests.mockserver.catalogue import films, films_in_years, generate_catalogue, store_catalogue
 
 
 @pytest.fixture(scope="module")

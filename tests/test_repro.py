@@ -15,8 +15,8 @@ import matplotlib.image
 import pytest
 import yaml
 
+from crawler.mocksite.catalogue import films, generate_catalogue
 from pipeline import store
-from tests.mockserver.catalogue import films, generate_catalogue
 from tests.model_support import ROOT, fast_params
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ import ast
 import datetime
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from crawler.mocksite.catalogue import films, films_in_years, generate_catalogue, store_catalogue
+from crawler.mocksite.site import MockDouban
 from pipeline import store
 from tests.conftest import SHARED
-from tests.mockserver.catalogue import films, films_in_years, generate_catalogue, store_catalogue
-from tests.mockserver.site import MockDouban
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRAPY = str(Path(sys.executable).with_name("scrapy"))
@@ -462,8 +461,8 @@ def test_spider_that_cannot_start_gives_one_traceback(db_url):
 
 def test_catalogue_pages_parse_back_to_truth():
     # Every markup variant the mock renders parses back to the catalogue's record (no network needed).
+    from crawler.mocksite.site import render_subject
     from crawler.parsing import parse_subject
-    from tests.mockserver.site import render_subject
 
     for entry in generate_catalogue(600, seed=17):
         result = parse_subject(render_subject(entry), f"http://127.0.0.1/subject/{entry['douban_id']}/")
@@ -498,21 +497,6 @@ def test_store_failure_stops_the_crawl_plainly(mock, db_url):
     assert result["douban/store_failed"] >= 10
     ids = {r["douban_id"] for r in stored(db_url)}
     assert victim not in ids and result["douban/stored"] == len(ids)
-
-
-def test_kadn_mock_douban_outside_a_checkout_fails_in_one_line(tmp_path):
-    # An installed package has pipeline/ but not tests/mockserver/: the command says so in one line.
-    shutil.copytree(ROOT / "pipeline", tmp_path / "site" / "pipeline",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    kadn = (f"import sys; sys.path.insert(0, {str(tmp_path / 'site')!r}); from pipeline.cli import main; "
-            "sys.exit(main())")
-    proc = subprocess.run([sys.executable, "-c", kadn, "mock-douban", "--movies", "5"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert "kadn mock-douban: error: this command serves a test fixture" in proc.stderr
-    helped = subprocess.run([sys.executable, "-c", kadn, "--help"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=60)
-    assert helped.returncode == 0 and "import" in helped.stdout and "mock-douban" not in helped.stdout
 
 
 def test_kadn_mock_douban_command(tmp_path):

@@ -6,8 +6,7 @@ on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated 
 pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), a window in which
 the listing answers Douban's rate-limit JSON, and an unreadable robots.txt.
 
-A test and benchmark fixture (as Scrapy's own tests/mockserver): it lives under tests/, outside the
-installed package. The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well
+A development tool (tests and benchmarks serve it; the crawl never imports it). The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well
 under a millisecond, HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
 """
 
@@ -24,9 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from crawler.mocksite.catalogue import YEAR_RANGE, films_in_years, generate_catalogue
 from pipeline.errors import KadnError
 from pipeline.records import ID_FIELD
-from tests.mockserver.catalogue import YEAR_RANGE, films_in_years, generate_catalogue
 
 log = logging.getLogger(__name__)
 
