@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # torch is pinned here: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is a CPU build.
 TORCH := torch==2.13.0
 
-.PHONY: install test lint repro snapshot clean-venv
+.PHONY: install test lint repro snapshot deps clean-venv
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ test: lint
 
 repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# Rewrite dvc.yaml's code deps: the module files each stage's command imports (a test fails when stale).
+deps: $(STAMP)
+	$(BIN)/python scripts/dvc_deps.py
 
 # Rebuild the shipped snapshot from the facts-only CC0 source kept in data/source/ (see data/README.md).
 snapshot: $(STAMP)

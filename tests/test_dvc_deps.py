@@ -1,93 +1,23 @@
-"""dvc.yaml cannot call a changed pipeline up to date: every project module a stage's command imports (at
-module level or inside a function) is covered by that stage's deps."""
+"""dvc.yaml's code deps are exactly the project modules each stage's command imports: no stage is called up
+to date after an edit to code it runs, and no stage re-runs for code it does not run."""
 
 from __future__ import annotations
 
-import ast
-import re
+import importlib.util
 from pathlib import Path
 
-import yaml
-
-from pipeline.cli import COMMANDS
-
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "models", "crawler")
+_spec = importlib.util.spec_from_file_location("dvc_deps", ROOT / "scripts" / "dvc_deps.py")
+dvc_deps = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dvc_deps)
 
 
-def module_file(name: str, root: Path = ROOT) -> Path | None:
-    base = root / Path(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def imported_modules(start: list[str], root: Path = ROOT) -> set[str]:
-    """Project modules reachable from `start` through any import statement, lazy ones included."""
-    seen: set[str] = set()
-    todo = list(start)
-    while todo:
-        name = todo.pop()
-        path = module_file(name, root)
-        if name in seen or path is None:
-            continue
-        seen.add(name)
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                todo += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join(parent + ([base] if base else []))
-                todo.append(base)
-                todo += [f"{base}.{alias.name}" for alias in node.names]  # `from models import track`
-        # A package's __init__ runs on import of any of its modules.
-        if "." in name:
-            todo.append(name.rpartition(".")[0])
-    return {m for m in seen if m.split(".")[0] in PACKAGES}
-
-
-def stages() -> dict[str, dict]:
-    """Every stage of dvc.yaml, foreach stages expanded over their items (from params.yaml)."""
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    out = {}
-    for name, stage in spec["stages"].items():
-        if "foreach" not in stage:
-            out[name] = stage
-            continue
-        path = re.fullmatch(r"\$\{(.+)\}", stage["foreach"]).group(1).split(".")
-        items = params
-        for key in path:
-            items = items[key]
-        for item in items:
-            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-            out[f"{name}@{item}"] = yaml.safe_load(text)
-    return out
-
-
-def covered(path: str, deps: list[str]) -> bool:
-    return any(path == d.rstrip("/") or path.startswith(d.rstrip("/") + "/") for d in deps)
-
-
-def test_every_stage_depends_on_every_module_its_command_imports():
-    missing = {}
-    found = stages()
-    assert "evaluate" in found and "train_net@kadn" in found
-    for name, stage in found.items():
-        cmd = stage["cmd"].split()
-        assert cmd[0] == "kadn", f"{name}: a stage runs `kadn COMMAND`, not {cmd[0]!r}"
-        deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
-        module = COMMANDS[cmd[1]][0]
-        files = {module_file(m).relative_to(ROOT).as_posix() for m in imported_modules(["pipeline.cli", module])}
-        assert f"{module.replace('.', '/')}.py" in files
-        gaps = sorted(f for f in files if not covered(f, deps))
-        if gaps:
-            missing[name] = gaps
-    assert not missing, f"dvc.yaml deps miss modules the commands import: {missing}"
+def test_every_stage_lists_exactly_the_modules_its_command_imports():
+    gaps = dvc_deps.stale()
+    assert not gaps, f"dvc.yaml's code deps are stale; run `python scripts/dvc_deps.py`: {gaps}"
+    want = dvc_deps.expected()
+    assert "pipeline/clean.py" in want["clean"] and not any(f.startswith("models/") for f in want["clean"])
+    assert "models/nets.py" in want["train_net"]
 
 
 def test_the_import_walk_sees_lazy_and_relative_imports(tmp_path):
@@ -98,5 +28,28 @@ def test_the_import_walk_sees_lazy_and_relative_imports(tmp_path):
     (pkg / "b.py").write_text("from . import c\n")
     (pkg / "c.py").write_text("")
     (pkg / "unused.py").write_text("")
-    assert imported_modules(["models.a"], tmp_path) == {"models", "models.a", "models.b", "models.c"}
-    assert "pipeline.records" in imported_modules(["pipeline.clean"])
+    assert dvc_deps.imported_modules(["models.a"], tmp_path) == {"models", "models.a", "models.b", "models.c"}
+    assert "pipeline.records" in dvc_deps.imported_modules(["pipeline.clean"])
+
+
+def test_a_stale_list_is_found_and_rewritten(tmp_path):
+    for name in ("pipeline", "models", "crawler", "scripts"):
+        src = ROOT / name
+        if src.is_dir():
+            for path in src.rglob("*.py"):
+                dest = tmp_path / path.relative_to(ROOT)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(path.read_bytes())
+    (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    # Drop one module from clean's deps and add one it does not import.
+    broken = text.replace("      - pipeline/clean.py\n", "      - pipeline/export.py\n", 1)
+    assert broken != text
+    (tmp_path / "dvc.yaml").write_text(broken, encoding="utf-8")
+    gaps = dvc_deps.stale(tmp_path)
+    assert set(gaps) == {"clean"}
+    listed, wanted = gaps["clean"]
+    assert "pipeline/export.py" in listed and "pipeline/clean.py" in wanted
+    assert dvc_deps.rewrite(tmp_path) == ["clean"]
+    assert dvc_deps.stale(tmp_path) == {}
+    assert (tmp_path / "dvc.yaml").read_text(encoding="utf-8") == text  # comments and layout kept

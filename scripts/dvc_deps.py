@@ -1,0 +1,156 @@
+"""The code deps of every dvc.yaml stage: exactly the project modules its command imports.
+
+A stage runs `kadn COMMAND`; the modules it can execute are those reachable from `pipeline.cli` and the
+command's module through any import statement (lazy and relative ones included), plus the module a command
+loads by name for one item of a `foreach` stage (`STAGE_MODULES`). Listing them file by file, rather than
+whole package folders, means an edit re-runs only the stages that import what changed.
+
+    python scripts/dvc_deps.py           # rewrite the code deps in dvc.yaml (comments and data deps kept)
+    python scripts/dvc_deps.py --check   # exit 1, naming the stages, if dvc.yaml is out of date
+
+tests/test_dvc_deps.py runs the check, so the lists cannot go stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "models", "crawler")
+# Modules a stage's command imports by name (importlib), which the import walk cannot see: none today.
+STAGE_MODULES: dict[str, list[str]] = {}
+
+
+def module_file(name: str, root: Path = ROOT) -> Path | None:
+    base = root / Path(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def imported_modules(start: list[str], root: Path = ROOT) -> set[str]:
+    """Project modules reachable from `start` through any import statement, lazy ones included."""
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        name = todo.pop()
+        path = module_file(name, root)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parent + ([base] if base else []))
+                todo.append(base)
+                todo += [f"{base}.{alias.name}" for alias in node.names]  # `from models import track`
+        # A package's __init__ runs on import of any of its modules.
+        if "." in name:
+            todo.append(name.rpartition(".")[0])
+    return {m for m in seen if m.split(".")[0] in PACKAGES}
+
+
+def is_code(dep: str) -> bool:
+    return dep.endswith(".py") or dep.rstrip("/") in PACKAGES
+
+
+def stage_items(stage: dict, params: dict) -> list[str | None]:
+    """The items a `foreach` stage expands over (from params.yaml), or [None] for a plain stage."""
+    if "foreach" not in stage:
+        return [None]
+    items = params
+    for key in re.fullmatch(r"\$\{(.+)\}", stage["foreach"]).group(1).split("."):
+        items = items[key]
+    return list(items)
+
+
+def code_deps(stage_name: str, stage: dict, params: dict, commands: dict, root: Path = ROOT) -> list[str]:
+    """Sorted module files every item of the stage's command imports."""
+    body = stage.get("do", stage)
+    files: set[str] = set()
+    for item in stage_items(stage, params):
+        cmd = body["cmd"].replace("${item}", str(item)).split()
+        if cmd[0] != "kadn":
+            raise ValueError(f"{stage_name}: a stage runs `kadn COMMAND`, not {cmd[0]!r}")
+        module = commands[cmd[1]][0]
+        start = ["pipeline.cli", module, *STAGE_MODULES.get(f"{stage_name}@{item}", [])]
+        files |= {module_file(m, root).relative_to(root).as_posix() for m in imported_modules(start, root)}
+    return sorted(files)
+
+
+def expected(root: Path = ROOT) -> dict[str, list[str]]:
+    sys.path.insert(0, str(root))
+    from pipeline.cli import COMMANDS
+
+    spec = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    return {name: code_deps(name, stage, params, COMMANDS, root) for name, stage in spec["stages"].items()}
+
+
+def current(root: Path = ROOT) -> dict[str, list[str]]:
+    spec = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
+    out = {}
+    for name, stage in spec["stages"].items():
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("do", stage).get("deps", [])]
+        out[name] = [d for d in deps if is_code(d)]
+    return out
+
+
+def stale(root: Path = ROOT) -> dict[str, tuple[list[str], list[str]]]:
+    """{stage: (listed, wanted)} for every stage whose code deps differ from what its command imports."""
+    want, have = expected(root), current(root)
+    return {name: (have[name], want[name]) for name in want if have[name] != want[name]}
+
+
+def rewrite(root: Path = ROOT) -> list[str]:
+    """Rewrite the code deps of dvc.yaml in place (data deps first, as written; then the modules)."""
+    want = expected(root)
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096
+    rt.indent(mapping=2, sequence=4, offset=2)
+    path = root / "dvc.yaml"
+    doc = rt.load(path.read_text(encoding="utf-8"))
+    changed = []
+    for name, stage in doc["stages"].items():
+        body = stage.get("do", stage)
+        deps = body["deps"]
+        data = [d for d in deps if not is_code(d if isinstance(d, str) else next(iter(d)))]
+        if [d for d in deps if d not in data] != want[name]:
+            changed.append(name)
+        deps.clear()
+        deps.extend(data + want[name])
+    with path.open("w", encoding="utf-8") as out:
+        rt.dump(doc, out)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report stale stages instead of rewriting")
+    args = parser.parse_args(argv)
+    if args.check:
+        gaps = stale()
+        for name, (have, want) in gaps.items():
+            print(f"{name}: missing {sorted(set(want) - set(have))}, extra {sorted(set(have) - set(want))}")
+        return 1 if gaps else 0
+    changed = rewrite()
+    print(f"dvc.yaml: code deps rewritten for {len(changed)} stage(s): {', '.join(changed) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
