@@ -67,11 +67,16 @@ def plan_discovery(robots_txt: str, robots_url: str, *, mode: str, obey: bool, a
     return Plan(chosen, why, sitemaps if sitemap_ok else [], float(delay) if delay else None)
 
 
+def mark_undiscovered(stats, what: str) -> None:
+    """Note a part of discovery given up for good (`year 2012`, `sitemap URL`): `scrapy crawl` then exits 1."""
+    stats.set_value("douban/undiscovered", sorted({*stats.get_value("douban/undiscovered", []), what}))
+
+
 def listing_fallback(mode: str, sitemaps: list[str], listing_path: str, why: str) -> list[str]:
     """The listing failed before it gave a single film (blocked, not a passing fault): the sitemaps to read
     instead, or DiscoveryBlocked when the crawl may not fall back to them."""
     if mode == "auto" and sitemaps:
-        log.warning("discovery: sitemap (the listing %s is blocked: %s); sitemaps: %s", listing_path, why,
+        log.warning("discovery: sitemap (the listing %s failed: %s); sitemaps: %s", listing_path, why,
                     ", ".join(sitemaps))
         return sitemaps
     raise DiscoveryBlocked(f"discovery blocked: the listing {listing_path} failed before giving any film ({why}); "

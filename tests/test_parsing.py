@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from crawler.parsing import PageUnparsed, listing_ids, parse_subject
+from crawler.parsing import PageUnparsed, listing_page, parse_subject
 from tests.conftest import FIXTURES, SHARED
 
 PAGES = FIXTURES / "douban"
@@ -162,11 +162,18 @@ def test_real_tv_page_is_skipped():
     assert parse_subject(html, "https://movie.douban.com/subject/35597581/").kind == "tv"
 
 
-def test_listing_ids():
-    assert listing_ids('{"data": [{"id": "1291546", "title": "x"}, {"id": 1292052}]}') == [1291546, 1292052]
-    assert listing_ids('{"data": []}') == []
-    for bad, why in (('{"msg": "x", "r": 1}', "no 'data' list"), ('{"data": [{"title": "x"}]}', "KeyError"),
-                     ('{"data": [{"id": "tt1"}]}', "ValueError"), ("<html>", "JSONDecodeError"),
-                     ('["data"]', "AttributeError")):
+def test_listing_page():
+    page = listing_page('{"data": [{"id": "1291546", "title": "x"}, {"id": 1292052}]}')
+    assert (page.ids, page.size, page.bad) == ([1291546, 1292052], 2, [])
+    assert listing_page('{"data": []}').size == 0
+    for bad, why in (('{"msg": "x", "r": 1}', "no 'data' list"), ('{"data": null}', "no 'data' list"),
+                     ("<html>", "JSONDecodeError"), ('["data"]', "AttributeError")):
         with pytest.raises(PageUnparsed, match=why):
-            listing_ids(bad)
+            listing_page(bad)
+
+
+def test_listing_page_skips_only_its_bad_entries():
+    page = listing_page('{"data": [{"id": "1"}, {"title": "x"}, {"id": "tt1"}, null, {"id": [3]}, {"id": -4}, {"id": 2}]}')
+    assert page.ids == [1, 2] and page.size == 7
+    assert [b.split(":")[1].strip() for b in page.bad] == ["KeyError", "ValueError", "TypeError", "ValueError",
+                                                            "ValueError"]
