@@ -177,3 +177,15 @@ def test_listing_page_skips_only_its_bad_entries():
     assert page.ids == [1, 2] and page.size == 7
     assert [b.split(":")[1].strip() for b in page.bad] == ["KeyError", "ValueError", "TypeError", "ValueError",
                                                             "ValueError"]
+
+
+def test_page_read_in_the_wrong_encoding_is_refused():
+    from tests.mockserver.catalogue import generate_catalogue
+    from tests.mockserver.site import render_subject
+
+    entry = next(e for e in generate_catalogue(40, seed=3) if e["kind"] == "film")
+    url = f"https://movie.douban.com/subject/{entry['douban_id']}/"
+    garbled = render_subject(entry).encode("gb18030").decode("utf-8", errors="replace")
+    result = parse_subject(garbled, url)
+    assert result.kind == "failed" and "U+FFFD" in result.reason and "title" in result.reason
+    assert parse_subject(render_subject(entry), url).kind == "film"

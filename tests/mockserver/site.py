@@ -251,7 +251,8 @@ class MockDouban:
                  robots: str = "default", robots_status: int = 200, block_listing: bool = False,
                  login_rate: float = 0.0, listing_ignores_start: bool = False, throttle_after: int = 0,
                  throttle_for: int = 0, listing_garbage: str = "html", listing_garbage_rate: float = 0.0,
-                 listing_garbage_repeats: int = 2, bad_entry_rate: float = 0.0,
+                 listing_garbage_repeats: int = 2, bad_entry_rate: float = 0.0, gbk_rate: float = 0.0,
+                 mislabel_rate: float = 0.0,
                  files: dict[int, Path] | None = None):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
@@ -262,7 +263,7 @@ class MockDouban:
                      listing_garbage_repeats=listing_garbage_repeats)
         _check_knobs(rate=True, error_rate=error_rate, slow_rate=slow_rate, truncate_rate=truncate_rate,
                      broken_rate=broken_rate, login_rate=login_rate, listing_garbage_rate=listing_garbage_rate,
-                     bad_entry_rate=bad_entry_rate)
+                     bad_entry_rate=bad_entry_rate, gbk_rate=gbk_rate, mislabel_rate=mislabel_rate)
         self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
         self.by_id = {e["douban_id"]: e for e in self.catalogue}
         self.by_year: dict[int, list[dict]] = defaultdict(list)
@@ -282,6 +283,9 @@ class MockDouban:
         # Listing requests before / during which the listing answers Douban's rate-limit JSON instead.
         self.throttle_after, self.throttle_for = throttle_after, throttle_for
         self.n_listing = 0
+        # Subject pages sent as GBK bytes under a `charset=utf-8` header, as a relabelling proxy does: a share
+        # whose <meta> says GBK (readable), and a share whose <meta> says utf-8 too (unreadable).
+        self.gbk_rate, self.mislabel_rate = gbk_rate, mislabel_rate
         self.listing_hits: dict[str, int] = defaultdict(int)  # per listing page ("lo,hi:start")
         # A share of listing pages answers 200 with something that is not the listing's JSON (an HTML error
         # page, {"data": null}) on its first `repeats` attempts; another share holds one entry without an id.
@@ -317,11 +321,16 @@ class MockDouban:
                     lost.add(page[len(page) // 2]["douban_id"])
         return lost
 
+    def is_mislabelled(self, douban_id: int) -> bool:
+        return _share(f"mislabel:{douban_id}", self.seed, self.mislabel_rate) and not _share(
+            f"gbk:{douban_id}", self.seed, self.gbk_rate)
+
     def expected_films(self, years: tuple[int, int] = YEAR_RANGE) -> list[dict]:
         """Films the listing serves for `years` whose pages parse: the truth a crawl must reproduce."""
         lost = self.unlisted(years)
         return [r for r in films_in_years(self.catalogue, *years) if not self.is_broken(r["douban_id"])
-                and not self.needs_login(r["douban_id"]) and r["douban_id"] not in lost]
+                and not self.needs_login(r["douban_id"]) and not self.is_mislabelled(r["douban_id"])
+                and r["douban_id"] not in lost]
 
     # -- serving --------------------------------------------------------------------------------------
     def handle(self, path: str, query: dict) -> tuple[int, dict, bytes]:
@@ -369,6 +378,11 @@ class MockDouban:
     @staticmethod
     def _text(text: str, ctype: str, status: int = 200) -> tuple[int, dict, bytes]:
         return status, {"Content-Type": f"{ctype}; charset=utf-8"}, text.encode("utf-8")
+
+    @staticmethod
+    def _gbk(html: str) -> tuple[int, dict, bytes]:
+        # gb18030: GBK's superset, so every catalogue character survives (decoders read "gbk" as gb18030).
+        return 200, {"Content-Type": "text/html; charset=utf-8"}, html.encode("gb18030")
 
     def _ban(self, kind: str, path: str) -> tuple[int, dict, bytes]:
         if kind == "sec":
@@ -447,6 +461,12 @@ class MockDouban:
             self._count("broken")
             return self._text(render_broken(entry), "text/html")
         html = render_subject(entry)
+        if _share(f"gbk:{did}", self.seed, self.gbk_rate):
+            self._count("gbk")
+            return self._gbk(html.replace("charset=utf-8", "charset=gbk", 1))
+        if _share(f"mislabel:{did}", self.seed, self.mislabel_rate):
+            self._count("mislabelled")
+            return self._gbk(html)
         if attempt == 1 and _share(f"truncate:{path}", self.seed, self.truncate_rate):
             # A cut page that still arrives as a complete HTTP response (the proxy-truncated case).
             self._count("truncated")
@@ -541,6 +561,10 @@ def register(sub, name: str) -> None:
                    help="how many first attempts of such listing pages are garbled")
     p.add_argument("--bad-entry-rate", type=float, default=0.0,
                    help="share of listing pages holding one entry without an id")
+    p.add_argument("--gbk-rate", type=float, default=0.0,
+                   help="share of subject pages sent as GBK under a charset=utf-8 header, their <meta> saying GBK")
+    p.add_argument("--mislabel-rate", type=float, default=0.0,
+                   help="share of subject pages sent as GBK whose header and <meta> both say utf-8")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
                    help="serve this HTML file at /subject/ID/ (read at request time)")
     p.set_defaults(func=_run)
@@ -555,6 +579,7 @@ def _run(args) -> int:
                       throttle_after=args.throttle_after, throttle_for=args.throttle_for,
                       listing_garbage=args.listing_garbage, listing_garbage_rate=args.listing_garbage_rate,
                       listing_garbage_repeats=args.listing_garbage_repeats, bad_entry_rate=args.bad_entry_rate,
+                      gbk_rate=args.gbk_rate, mislabel_rate=args.mislabel_rate,
                       files=dict(_page_arg(p) for p in args.page))
     if not 0 <= args.port <= 65535:
         raise KadnError(f"--port must be from 0 to 65535, got {args.port}")
