@@ -148,7 +148,7 @@ def connect(url: str | None = None, *, create: bool = True) -> Engine:
     url = database_url(url)
     options = {}
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0].removeprefix("file:"))  # file: URIs too
         try:
             exists = path.exists()
             if not create and not exists:
