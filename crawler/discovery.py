@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from protego import Protego
 
+from crawler.arguments import cut
+from crawler.setting_rules import RULES
+
 log = logging.getLogger(__name__)
-MODES = ("auto", "listing", "sitemap")
 
 
 def read_settings(settings) -> tuple[str, str, str]:
-    """(base URL, mode, listing path) from DOUBAN_BASE_URL, DOUBAN_DISCOVERY and DOUBAN_LISTING_PATH, checked."""
-    base, mode = settings.get("DOUBAN_BASE_URL").rstrip("/"), settings.get("DOUBAN_DISCOVERY")
-    if not urlsplit(base).scheme or not urlsplit(base).netloc:
-        raise ValueError(f"DOUBAN_BASE_URL must be an absolute URL, got {base!r}")
-    if mode not in MODES:
-        raise ValueError(f"DOUBAN_DISCOVERY must be auto, listing or sitemap, got {mode!r}")
-    return base, mode, settings.get("DOUBAN_LISTING_PATH")
+    """(base URL, mode, listing path) from DOUBAN_BASE_URL, DOUBAN_DISCOVERY and DOUBAN_LISTING_PATH, checked
+    by their rules (`scrapy crawl` checks them earlier; a crawler started another way gets the same check)."""
+    names = ("DOUBAN_BASE_URL", "DOUBAN_DISCOVERY", "DOUBAN_LISTING_PATH")
+    for name in names:
+        why = RULES[name].problem(settings.get(name))
+        if why:
+            raise ValueError(f"{name} {why}, got {cut(settings.get(name))!r}")
+    base, mode, path = (settings.get(name) for name in names)
+    return base.rstrip("/"), mode, path
 
 
 class DiscoveryBlocked(Exception):

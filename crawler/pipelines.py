@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from crawler.middlewares import close_spider
 from pipeline import store
 from pipeline.errors import KadnError
-from pipeline.redact import mask_url
+from pipeline.redact import mask_text, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class StorePipeline:
             self.stats.inc_value("douban/store_failed", len(ids))
             log.error("could not store %d films (ids %s%s): %s; stopping the crawl, run it again once the "
                       "database is writable", len(ids), ", ".join(map(str, ids[:5])), "..." if len(ids) > 5 else "",
-                      exc.__class__.__name__ + ": " + str(exc).splitlines()[0])
+                      exc.__class__.__name__ + ": " + mask_text(str(exc).splitlines()[0]))
             if not self.failed:
                 self.failed = True
                 close_spider(self.crawler, "store_failed")
