@@ -6,7 +6,7 @@ import logging
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import store
@@ -28,6 +28,7 @@ def test_credential_query_values_are_masked(base, key):
     assert "sslmode=require" in shown and "application_name=kadn" in shown  # the rest stays readable
 
 
+@settings(deadline=None)
 @given(user=st.text("abcdefgh", min_size=1, max_size=8),
        secret=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=4, max_size=30),
        key=st.sampled_from(KEYS), userinfo=st.booleans())
