@@ -288,7 +288,7 @@ def test_blocked_listing_falls_back_or_stops(mock, db_url, discovery):
     assert result["douban/banned"] > 0
     if discovery == "auto":
         assert result["douban/discovery"] == "sitemap"
-        assert "discovery: sitemap (the listing /j/new_search_subjects is blocked" in result.log
+        assert "discovery: sitemap (the listing /j/new_search_subjects failed" in result.log
         assert stored(db_url) == site.expected_films()
     else:
         assert result["finish_reason"] == "discovery_blocked"
