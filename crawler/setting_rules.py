@@ -20,7 +20,7 @@ DAY = 86_400.0
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # "int", "float", "choice", "url", "path" or "regex"
+    kind: str  # "int", "float", "codes" (HTTP statuses), "choice", "url", "path" or "regex"
     low: float | None = None  # numbers: the smallest value accepted
     high: float | None = None  # numbers: the largest value accepted
     above: bool = False  # numbers: `low` itself is refused (a timeout of 0 s never succeeds)
@@ -45,6 +45,14 @@ class Rule:
 
     def _float(self, value) -> str | None:
         return self._number(value, float)
+
+    def _codes(self, value) -> str | None:
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            ok = all(100 <= int(code) <= 599 for code in items)
+        except (TypeError, ValueError):
+            ok = False
+        return None if ok else "must be HTTP status codes (100 to 599) separated by commas"
 
     def _choice(self, value) -> str | None:
         return None if value in self.choices else f"must be one of {', '.join(self.choices)}"
@@ -90,6 +98,7 @@ RULES: dict[str, Rule] = {
     "DOUBAN_PARSE_RETRIES": count(0, 100),
     "RETRY_BACKOFF_BASE": seconds(DAY),
     "RETRY_BACKOFF_MAX": seconds(DAY),
+    "DOUBAN_BAN_CODES": Rule("codes"),
     "DOUBAN_BAN_LOCATION_RE": Rule("regex"),
     "DOUBAN_BAN_PAUSE_AFTER": count(1, 1_000_000),
     "DOUBAN_BAN_PAUSE": seconds(DAY),
@@ -109,6 +118,7 @@ RULES: dict[str, Rule] = {
     "CONCURRENT_REQUESTS_PER_DOMAIN": count(1, 10_000),
     "CONCURRENT_ITEMS": count(1, 10_000),
     "RETRY_TIMES": count(0, 1_000),
+    "RETRY_HTTP_CODES": Rule("codes"),
 }
 
 

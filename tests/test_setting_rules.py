@@ -53,6 +53,8 @@ def test_numbers_inside_the_range_pass_and_outside_are_refused(name, data):
     ("DOUBAN_BAN_PAUSE", "-5", "must be at least 0"),
     ("CONCURRENT_REQUESTS", "-1", "must be at least 1"),
     ("DOWNLOAD_TIMEOUT", "0", "must be more than 0"),
+    ("DOUBAN_BAN_CODES", "403,abc", "must be HTTP status codes"),
+    ("RETRY_HTTP_CODES", "500,99", "must be HTTP status codes"),
 ])
 def test_bad_values_are_refused_in_one_line(name, value, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -65,3 +67,4 @@ def test_environment_urls_are_checked_and_masked():
         check(project_settings(), env={"REDIS_URL": "http://u:hunter2@h/0?password=hunter2"})
     assert "hunter2" not in str(err.value) and "-s REDIS_URL" not in str(err.value)
     check(project_settings(), env={"REDIS_URL": "rediss://h:6380/1"})
+    check(project_settings(DOUBAN_BAN_CODES="403, 429", RETRY_HTTP_CODES=[500, 503]), env={})
