@@ -174,7 +174,7 @@ class DoubanSpider(SitemapSpider):
     def listing_failed(self, request, why: str) -> list[Request]:
         """A listing page given up: the sitemaps instead (they list every year) when the crawl may read them;
         else the crawl stops if the listing never gave a film, or goes on without that year's rest."""
-        if self.mode == "auto" and self.sitemaps or not self.discovered:
+        if (self.mode == "auto" and self.sitemaps) or not self.discovered:
             return self.abandon_listing(why)
         mark_undiscovered(self.crawler.stats, f"year {request.meta.get('year')}")
         return []
