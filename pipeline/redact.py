@@ -6,7 +6,6 @@ a query parameter (`...?password=PASSWORD`, as libpq and redis-py accept); both 
 
 from __future__ import annotations
 
-import logging
 import re
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -47,13 +46,3 @@ def mask_text(text: str) -> str:
     """Free text (an error message, a settings dump) with every URL in it masked."""
     return URL_IN_TEXT_RE.sub(lambda m: mask_url(m.group(0)), str(text))
 
-
-class MaskSecrets(logging.Filter):
-    """A logging filter masking the URLs in a record's message (e.g. Scrapy's "Overridden settings" dump)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = mask_text(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True

@@ -10,7 +10,6 @@ it is the resumable way to pause a JOBDIR crawl.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -22,7 +21,7 @@ from crawler import setting_rules
 from crawler.arguments import cut, short
 from pipeline import store
 from pipeline.errors import KadnError
-from pipeline.redact import MaskSecrets, mask_text
+from pipeline.redact import mask_text
 
 FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})
 
@@ -46,7 +45,6 @@ class Command(ScrapyCrawl):
             print(f"scrapy crawl: error: cannot open the movie store (DATABASE_URL): {problem}", file=sys.stderr)
             self.exitcode = 1
             return
-        logging.getLogger("scrapy.crawler").addFilter(MaskSecrets())  # its "Overridden settings" dump
         super().run(args, opts)
         if self.crawler_process.bootstrap_failed:
             return  # the spider never started (Scrapy has said why and set exit code 1): no stats to read
