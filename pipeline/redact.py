@@ -24,8 +24,8 @@ def mask_url(url) -> str:
     text = render(hide_password=False) if render else str(url)
     try:
         parts = urlsplit(text)
-    except ValueError:  # not a URL urllib can split (a bad IPv6 host): show nothing of it that may be secret
-        return URL_IN_TEXT_RE.sub(lambda m: m.group(0).split("://", 1)[0] + "://" + MASK, text)
+    except ValueError:  # not a URL urllib can split (a bad IPv6 host): show only its scheme
+        return text.split("://", 1)[0] + "://" + MASK if "://" in text else MASK
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, host = netloc.rpartition("@")

@@ -47,6 +47,10 @@ def test_sqlalchemy_urls_and_plain_urls_are_kept():
     assert mask_url("https://movie.douban.com/j/x?tags=电影&start=20") == "https://movie.douban.com/j/x?tags=电影&start=20"
 
 
+def test_an_unsplittable_url_shows_only_its_scheme():
+    assert mask_url(f"postgresql://u:{SECRET}@[::1/kadn") == f"postgresql://{MASK}"
+
+
 def test_store_errors_hide_a_query_password(monkeypatch):
     url = f"postgresql+nosuchdriver://u@127.0.0.1:1/kadn?password={SECRET}"
     with pytest.raises(KadnError) as err:
