@@ -66,7 +66,8 @@ class ListingPage:
 
 def listing_page(text: str) -> ListingPage:
     """One page of the JSON listing ({"data": [{"id": "123", ...}, ...]}). PageUnparsed naming what is wrong
-    when the answer is not that JSON; an entry without a readable id is only listed in `bad`."""
+    when the answer is not that JSON or no entry has a readable id; an entry without one is only listed in
+    `bad`."""
     try:
         data = json.loads(text).get("data")
     except (ValueError, AttributeError) as exc:
@@ -82,6 +83,8 @@ def listing_page(text: str) -> ListingPage:
             ids.append(did)
         except (ValueError, KeyError, TypeError) as exc:
             bad.append(f"entry {n}: {exc.__class__.__name__}: {str(exc)[:80]}")
+    if data and not ids:  # nothing to go on (and a page that repeats would paginate for ever)
+        raise PageUnparsed(f"none of its {len(data)} entries has a subject id ({bad[0]})")
     return ListingPage(ids, len(data), bad)
 
 

@@ -167,7 +167,8 @@ def test_listing_page():
     assert (page.ids, page.size, page.bad) == ([1291546, 1292052], 2, [])
     assert listing_page('{"data": []}').size == 0
     for bad, why in (('{"msg": "x", "r": 1}', "no 'data' list"), ('{"data": null}', "no 'data' list"),
-                     ("<html>", "JSONDecodeError"), ('["data"]', "AttributeError")):
+                     ("<html>", "JSONDecodeError"), ('["data"]', "AttributeError"),
+                     ('{"data": [{"title": "x"}, {"id": "x"}]}', "none of its 2 entries has a subject id")):
         with pytest.raises(PageUnparsed, match=why):
             listing_page(bad)
 
