@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from protego import Protego
 
+from crawler.arguments import cut
+from crawler.setting_rules import RULES
+
 log = logging.getLogger(__name__)
-MODES = ("auto", "listing", "sitemap")
 
 
 def read_settings(settings) -> tuple[str, str, str]:
-    """(base URL, mode, listing path) from DOUBAN_BASE_URL, DOUBAN_DISCOVERY and DOUBAN_LISTING_PATH, checked."""
-    base, mode = settings.get("DOUBAN_BASE_URL").rstrip("/"), settings.get("DOUBAN_DISCOVERY")
-    if not urlsplit(base).scheme or not urlsplit(base).netloc:
-        raise ValueError(f"DOUBAN_BASE_URL must be an absolute URL, got {base!r}")
-    if mode not in MODES:
-        raise ValueError(f"DOUBAN_DISCOVERY must be auto, listing or sitemap, got {mode!r}")
-    return base, mode, settings.get("DOUBAN_LISTING_PATH")
+    """(base URL, mode, listing path) from DOUBAN_BASE_URL, DOUBAN_DISCOVERY and DOUBAN_LISTING_PATH, checked
+    by their rules (`scrapy crawl` checks them earlier; a crawler started another way gets the same check)."""
+    names = ("DOUBAN_BASE_URL", "DOUBAN_DISCOVERY", "DOUBAN_LISTING_PATH")
+    for name in names:
+        why = RULES[name].problem(settings.get(name))
+        if why:
+            raise ValueError(f"{name} {why}, got {cut(settings.get(name))!r}")
+    base, mode, path = (settings.get(name) for name in names)
+    return base.rstrip("/"), mode, path
 
 
 class DiscoveryBlocked(Exception):
@@ -67,11 +70,16 @@ def plan_discovery(robots_txt: str, robots_url: str, *, mode: str, obey: bool, a
     return Plan(chosen, why, sitemaps if sitemap_ok else [], float(delay) if delay else None)
 
 
+def mark_undiscovered(stats, what: str) -> None:
+    """Note a part of discovery given up for good (`year 2012`, `sitemap URL`): `scrapy crawl` then exits 1."""
+    stats.set_value("douban/undiscovered", sorted({*stats.get_value("douban/undiscovered", []), what}))
+
+
 def listing_fallback(mode: str, sitemaps: list[str], listing_path: str, why: str) -> list[str]:
     """The listing failed before it gave a single film (blocked, not a passing fault): the sitemaps to read
     instead, or DiscoveryBlocked when the crawl may not fall back to them."""
     if mode == "auto" and sitemaps:
-        log.warning("discovery: sitemap (the listing %s is blocked: %s); sitemaps: %s", listing_path, why,
+        log.warning("discovery: sitemap (the listing %s failed: %s); sitemaps: %s", listing_path, why,
                     ", ".join(sitemaps))
         return sitemaps
     raise DiscoveryBlocked(f"discovery blocked: the listing {listing_path} failed before giving any film ({why}); "

@@ -14,8 +14,12 @@ from urllib.parse import urlsplit
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
 from scrapy.exceptions import IgnoreRequest, NotConfigured
+from scrapy.http import HtmlResponse
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.task import deferLater
+from w3lib.encoding import html_body_declared_encoding, http_content_type_encoding, read_bom, resolve_encoding
+
+from crawler.parsing import PageUnparsed, listing_page
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,34 @@ def rate_limit_answer(body: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(answer, dict) and "r" in answer and "data" not in answer
+
+
+def declared_encoding(response) -> str | None:
+    """The encoding a page should be read in when its HTTP header and its own <meta charset> disagree (a
+    proxy or mirror that relabels pages): the page's own, when the body reads cleanly in it; else None
+    (Scrapy's choice stands: a BOM, then the header, then the meta)."""
+    if read_bom(response.body)[0]:
+        return None
+    header = http_content_type_encoding(response.headers.get("Content-Type", b"").decode("latin-1"))
+    meta = html_body_declared_encoding(response.body)
+    if not header or not meta or resolve_encoding(header) == resolve_encoding(meta):
+        return None
+    try:
+        response.body.decode(resolve_encoding(meta) or meta)
+    except (LookupError, UnicodeDecodeError):
+        return None
+    return resolve_encoding(meta)
+
+
+class CharsetMiddleware:
+    """Reads an HTML page in its own <meta charset> when the HTTP header says another one (see
+    `declared_encoding`). A page that still decodes to U+FFFD is refused by the parser."""
+
+    def process_response(self, request, response, spider=None):
+        if not isinstance(response, HtmlResponse):
+            return response
+        encoding = declared_encoding(response)
+        return response.replace(encoding=encoding) if encoding else response
 
 
 class DuplicateRequest(IgnoreRequest):
@@ -200,7 +232,11 @@ class BanMiddleware:
 
 class BackoffRetryMiddleware(RetryMiddleware):
     """Scrapy's retries (5xx, timeouts, dropped connections), waiting RETRY_BACKOFF_BASE * 2**(n-1) seconds
-    (capped by RETRY_BACKOFF_MAX) before the n-th retry, so a struggling server gets room to recover."""
+    (capped by RETRY_BACKOFF_MAX) before the n-th retry, so a struggling server gets room to recover.
+
+    A listing page answered 200 with something that is not the listing's JSON (an error page, {"data": null})
+    is a failed download too: retried the same way, then given up (IgnoreRequest, to the spider's errback),
+    never read as the end of its year."""
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -214,7 +250,22 @@ class BackoffRetryMiddleware(RetryMiddleware):
         return result
 
     async def process_response(self, request, response, spider=None):
-        return await self._wait(super().process_response(request, response))
+        result = super().process_response(request, response)
+        if result is response and request.meta.get("discovery") == "listing" and response.status == 200:
+            result = self._unreadable_listing(request, response)
+        return await self._wait(result)
+
+    def _unreadable_listing(self, request, response):
+        try:
+            listing_page(response.text)
+        except (PageUnparsed, AttributeError) as exc:  # AttributeError: a body Scrapy cannot read as text
+            why = f"not the listing's JSON ({exc})"
+            self.crawler.stats.inc_value("douban/listing_unreadable")
+            retry = self._retry(request, why)
+            if retry is None:
+                raise IgnoreRequest(f"{why} after {self.max_retry_times} retries") from None
+            return retry
+        return response
 
     async def process_exception(self, request, exception, spider=None):
         return await self._wait(super().process_exception(request, exception))

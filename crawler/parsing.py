@@ -1,6 +1,6 @@
 """Douban subject pages -> canonical records: pure functions, no network, no Scrapy.
 
-`listing_ids(text)` reads a page of the JSON listing. `parse_subject(html, url)` returns a `ParseResult` whose `kind` is "film" (with a record that went through
+`listing_page(text)` reads a page of the JSON listing. `parse_subject(html, url)` returns a `ParseResult` whose `kind` is "film" (with a record that went through
 `pipeline.records.normalise_record`), "tv" (a TV subject, to be counted and skipped) or "failed" (with a
 reason naming what was wrong). The `#info` block is the first source; the page's JSON-LD Movie object fills
 the fields `#info` lacks. A page that is truncated, has no `#info` block (a login wall or a changed layout)
@@ -17,6 +17,7 @@ from html import unescape
 from parsel import Selector
 
 from pipeline.errors import RecordError
+from pipeline.merge import garbled
 from pipeline.records import ID_FIELD, normalise_record, parse_date, parse_runtime
 
 SUBJECT_URL_RE = re.compile(r"/subject/(\d+)")
@@ -56,16 +57,35 @@ class PageUnparsed(ValueError):
     """An answer that is not what its page should be (cut short, a changed layout); says why."""
 
 
-def listing_ids(text: str) -> list[int]:
-    """The subject ids of one page of the JSON listing ({"data": [{"id": "123", ...}, ...]}); PageUnparsed
-    naming what is wrong when the answer is not that."""
+@dataclass
+class ListingPage:
+    ids: list[int]  # the subject ids of the readable entries, in order
+    size: int  # entries on the page, readable or not (the next page starts after all of them)
+    bad: list[str]  # one line per entry without a readable id
+
+
+def listing_page(text: str) -> ListingPage:
+    """One page of the JSON listing ({"data": [{"id": "123", ...}, ...]}). PageUnparsed naming what is wrong
+    when the answer is not that JSON or no entry has a readable id; an entry without one is only listed in
+    `bad`."""
     try:
         data = json.loads(text).get("data")
-        if not isinstance(data, list):
-            raise PageUnparsed("no 'data' list")
-        return [int(item["id"]) for item in data]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise PageUnparsed(str(exc) if isinstance(exc, PageUnparsed) else f"{exc.__class__.__name__}: {exc}") from None
+    except (ValueError, AttributeError) as exc:
+        raise PageUnparsed(f"{exc.__class__.__name__}: {exc}") from None
+    if not isinstance(data, list):
+        raise PageUnparsed("no 'data' list")
+    ids, bad = [], []
+    for n, entry in enumerate(data):
+        try:
+            did = int(str(entry["id"]).strip())
+            if did <= 0:
+                raise ValueError(f"id {did} is not a subject id")
+            ids.append(did)
+        except (ValueError, KeyError, TypeError) as exc:
+            bad.append(f"entry {n}: {exc.__class__.__name__}: {str(exc)[:80]}")
+    if data and not ids:  # nothing to go on (and a page that repeats would paginate for ever)
+        raise PageUnparsed(f"none of its {len(data)} entries has a subject id ({bad[0]})")
+    return ListingPage(ids, len(data), bad)
 
 
 def subject_id(url: str) -> int | None:
@@ -302,4 +322,8 @@ def parse_subject(html: str, url: str) -> ParseResult:
         record = normalise_record(raw)
     except RecordError as exc:
         return ParseResult("failed", douban_id, reason=str(exc))
+    bad = [name for name, value in record.items() if garbled(value)]
+    if bad:  # bytes read in the wrong encoding: storing them would overwrite good text with noise
+        return ParseResult("failed", douban_id, reason=f"replacement characters (U+FFFD) in {', '.join(bad)}: "
+                                                       "the page was read in the wrong encoding")
     return ParseResult("film", douban_id, record=record, notes=notes)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from scrapy.exceptions import DropItem
+from scrapy import signals
+from scrapy.exceptions import CloseSpider, DropItem
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.middlewares import close_spider
 from pipeline import store
 from pipeline.errors import KadnError
+from pipeline.redact import mask_text, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,11 @@ class StorePipeline:
     @classmethod
     def from_crawler(cls, crawler):
         url = store.database_url(crawler.settings.get("DATABASE_URL"))
-        return cls(url, crawler.settings.getint("DOUBAN_STORE_BATCH"), crawler)
+        pipeline = cls(url, crawler.settings.getint("DOUBAN_STORE_BATCH"), crawler)
+        crawler.signals.connect(pipeline.idle, signal=signals.spider_idle)
+        # Connected after CoreStats' handler, so this one has the last word on the finish reason.
+        crawler.signals.connect(pipeline.closed, signal=signals.spider_closed)
+        return pipeline
 
     def open_spider(self, spider=None):
         try:
@@ -41,7 +47,7 @@ class StorePipeline:
             # since Scrapy buries the exception in tracebacks.
             log.error("cannot open the movie store (DATABASE_URL): %s", exc)
             raise RuntimeError(f"cannot open the movie store: {exc}") from None
-        where = self.engine.url.render_as_string(hide_password=True)
+        where = mask_url(self.engine.url)
         self.stats.set_value("douban/database", where)
         log.info("storing films in %s", where)
 
@@ -69,7 +75,7 @@ class StorePipeline:
             self.stats.inc_value("douban/store_failed", len(ids))
             log.error("could not store %d films (ids %s%s): %s; stopping the crawl, run it again once the "
                       "database is writable", len(ids), ", ".join(map(str, ids[:5])), "..." if len(ids) > 5 else "",
-                      exc.__class__.__name__ + ": " + str(exc).splitlines()[0])
+                      exc.__class__.__name__ + ": " + mask_text(str(exc).splitlines()[0]))
             if not self.failed:
                 self.failed = True
                 close_spider(self.crawler, "store_failed")
@@ -77,9 +83,19 @@ class StorePipeline:
         self.stats.inc_value("douban/stored", written)
         return True
 
+    def idle(self, spider=None):
+        """Flush the last batch while the crawl can still say it failed: once the engine closes the spider
+        with reason `finished`, a failed flush could no longer change it."""
+        if not self._flush():
+            raise CloseSpider("store_failed")
+
     def close_spider(self, spider=None):
         try:
-            self._flush()
+            self._flush()  # a stopped crawl's last batch (a finished one was flushed when it went idle)
         finally:
             if self.engine is not None:
                 self.engine.dispose()
+
+    def closed(self, spider=None, reason=None):
+        if self.failed:  # whatever stopped the crawl, films it fetched were not stored
+            self.stats.set_value("finish_reason", "store_failed")

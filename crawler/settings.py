@@ -69,6 +69,7 @@ DOWNLOADER_MIDDLEWARES = {
     "crawler.middlewares.DedupeMiddleware": 120,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawler.middlewares.BackoffRetryMiddleware": 550,
+    "crawler.middlewares.CharsetMiddleware": 560,  # answers pass it after BanMiddleware, before the retries
     "crawler.middlewares.BanMiddleware": 650,
     "crawler.middlewares.CookieMiddleware": 950,
 }

@@ -12,6 +12,7 @@ from scrapy import Request, signals
 from scrapy.exceptions import CloseSpider
 from sqlalchemy import select
 
+from crawler.discovery import mark_undiscovered
 from crawler.parsing import PageUnparsed
 from pipeline import store
 from pipeline.errors import KadnError
@@ -133,7 +134,8 @@ class SubjectGate:
 class ParseRetry:
     """A subject page that did not parse (the callback raised PageUnparsed) is fetched again up to
     DOUBAN_PARSE_RETRIES times (a cut page is often transient), then given up with an error naming it; nothing
-    is stored for it either way. A listing page that did not parse stops its year there."""
+    is stored for it either way. A listing page that did not parse (BackoffRetryMiddleware lets none through)
+stops its year there, and the crawl exits 1."""
 
     def __init__(self, crawler):
         self.stats, self.retries = crawler.stats, crawler.settings.getint("DOUBAN_PARSE_RETRIES")
@@ -149,6 +151,7 @@ class ParseRetry:
             self.stats.inc_value("douban/listing_unreadable")
             log.error("listing %s is not the JSON expected (%s): year %s stops at offset %s", response.url,
                       exception, response.meta.get("year"), response.meta.get("start"))
+            mark_undiscovered(self.stats, f"year {response.meta.get('year')}")
             return []
         tries = response.meta.get("parse_retries", 0)
         if tries < self.retries:

@@ -32,6 +32,7 @@ from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, write_json
 from pipeline.params import CleanConfig, load
 from pipeline.records import date_sort_key, first_release, gc_paused, parse_date, parse_runtime
+from pipeline.redact import mask_url
 from pipeline.snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -223,7 +224,7 @@ def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_r
     else:
         engine = store.connect(database_url, create=False)
         records = store.load_records(engine)
-        where = f"database {engine.url.render_as_string(hide_password=True)}"
+        where = f"database {mask_url(engine.url)}"
     if not records:
         raise KadnError(f"{where} holds no movies: nothing to clean")
     info: dict = {}

@@ -12,6 +12,7 @@ from pipeline.errors import KadnError
 from pipeline.export import WRITERS, export
 from pipeline.importer import FORMATS, read_export
 from pipeline.io import atomic_path
+from pipeline.redact import mask_url
 
 
 def register(sub, name: str) -> None:
@@ -41,7 +42,7 @@ def run_import(args) -> int:
             store.upsert_records(engine, records, source=f"import:{fmt}", conn=conn)
             after = store.count_movies(conn)
     except SQLAlchemyError as exc:
-        where = engine.url.render_as_string(hide_password=True)
+        where = mask_url(engine.url)
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise KadnError(f"{args.file}: nothing imported, the database {where} refused the write: {reason}") from None
     print(f"imported {len(records)} records from {args.file} ({fmt} format): "

@@ -11,6 +11,10 @@ and one date), so a thinner record must never erase what a richer one found:
 - release dates are merged by (date, region): the incoming entries come first, stored entries it lacks
   follow, and an entry without a region whose date is already known with a region adds nothing.
 
+Whatever the source, a value never replaces a stored one that reads better: when the incoming text of a
+field (a person list with its ids, the release dates) holds more U+FFFD replacement characters, what a
+page read in the wrong encoding leaves, than the stored one, the stored field stays.
+
 A newer crawl of a film's page supersedes an older crawl's: its non-empty lists replace the stored ones
 (the page is the authority on a changed cast), while unknown scalars and empty lists still keep theirs.
 """
@@ -22,6 +26,20 @@ from typing import Any
 from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
 
 SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id")
+# Fields that change together: a person list and its ids, the release dates and the first of them.
+GROUPS = ([(role, ID_FIELD[role]) for role in ROLES] + [("release_dates", "release_date")]
+          + [(f,) for f in (*SCALARS, *ATTRIBUTES)])
+
+
+def garbled(value) -> int:
+    """How many U+FFFD replacement characters a value (text, or lists and dicts of it) holds."""
+    if isinstance(value, str):
+        return value.count("\ufffd")
+    if isinstance(value, list | tuple):
+        return sum(garbled(v) for v in value)
+    if isinstance(value, dict):
+        return sum(garbled(v) for v in value.values())
+    return 0
 
 
 def _people(rec: dict, role: str) -> list[tuple[str, str | None]]:
@@ -82,4 +100,7 @@ def merge_record(stored: dict[str, Any] | None, incoming: dict[str, Any], *, sup
         rec[attr] = merge_values(stored[attr], incoming[attr], supersedes)
     rec["release_dates"] = merge_release_dates(stored["release_dates"], incoming["release_dates"], supersedes)
     rec["release_date"] = first_release(rec["release_dates"])
+    for group in GROUPS:
+        if garbled([rec[f] for f in group]) > garbled([stored[f] for f in group]):
+            rec.update({f: stored[f] for f in group})
     return {field: rec[field] for field in FIELDS}

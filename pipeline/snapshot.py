@@ -18,6 +18,7 @@ from pipeline import store
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path
 from pipeline.records import FIELDS, gc_paused
+from pipeline.redact import mask_url
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
 _FIELD_SET = frozenset(FIELDS)
@@ -46,7 +47,7 @@ def write_snapshot(database_url: str | None, out: Path) -> int:
     engine = store.connect(database_url, create=False)
     try:
         records = store.load_records(engine)
-        where = engine.url.render_as_string(hide_password=True)
+        where = mask_url(engine.url)
     finally:
         engine.dispose()
     if not records:

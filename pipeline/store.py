@@ -9,7 +9,6 @@ concurrent writers (two imports, a crawl and an import) queue instead of failing
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections import defaultdict
@@ -37,13 +36,13 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.errors import KadnError, RecordError, SchemaError
 from pipeline.merge import SCALARS, merge_record
 from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
+from pipeline.redact import mask_url
 
 SCHEMA_VERSION = "1"
 DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
@@ -149,7 +148,7 @@ def connect(url: str | None = None, *, create: bool = True) -> Engine:
     url = database_url(url)
     options = {}
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0].removeprefix("file:"))  # file: URIs too
         try:
             exists = path.exists()
             if not create and not exists:
@@ -166,9 +165,7 @@ def connect(url: str | None = None, *, create: bool = True) -> Engine:
     try:
         engine = create_engine(url, **options)
     except (SQLAlchemyError, ImportError) as exc:
-        shown = url
-        with contextlib.suppress(SQLAlchemyError):
-            shown = make_url(url).render_as_string(hide_password=True)
+        shown = mask_url(url)
         raise KadnError(f"cannot open database {shown!r}: {exc.__class__.__name__}: "
                         f"{str(exc).replace(url, shown)}") from None
     if engine.dialect.name == "sqlite":
@@ -177,13 +174,13 @@ def connect(url: str | None = None, *, create: bool = True) -> Engine:
     try:
         _check_schema(engine, create=create)
     except SQLAlchemyError as exc:
-        raise KadnError(f"cannot use database {engine.url!r}: {exc.__class__.__name__}: {exc.orig}") from None
+        raise KadnError(f"cannot use database {mask_url(engine.url)!r}: {exc.__class__.__name__}: {exc.orig}") from None
     return engine
 
 
 def _check_schema(engine: Engine, *, create: bool) -> None:
     tables = set(inspect(engine).get_table_names())
-    where = engine.url.render_as_string(hide_password=True)
+    where = mask_url(engine.url)
     if not tables:
         if not create:
             raise SchemaError(f"database {where} is empty: run `kadn import` or `scrapy crawl douban` first")

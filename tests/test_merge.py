@@ -4,11 +4,13 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import store
 from pipeline.cli import main
-from pipeline.merge import merge_people, merge_record, merge_release_dates
-from tests.conftest import read_jsonl
+from pipeline.merge import GROUPS, garbled, merge_people, merge_record, merge_release_dates
+from tests.conftest import film, read_jsonl
 
 RICH = {"douban_id": 9000100, "title": "X", "directors": ["张艺谋"], "director_ids": ["1054398"],
         "release_dates": [{"date": "2010-05-01", "region": "中国大陆", "rerelease": False},
@@ -124,3 +126,40 @@ def test_merging_a_record_with_itself_changes_nothing(make_film):
     rec = make_film(3, release_dates=RICH["release_dates"], actor_ids=["7", None])
     assert merge_record(rec, rec) == rec
     assert merge_record(None, rec) == rec
+
+
+TEXT = st.text(st.sampled_from("剧情喜剧中国大陆美国\ufffdab"), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_text_that_reads_worse_never_replaces_stored_text(data):
+    # Whatever the two records hold, no field (with its ids or first date) ends up holding more U+FFFD
+    # replacement characters than the stored one: a mis-decoded page cannot spoil what is there.
+    def record(name):
+        return film(9000200, title=data.draw(TEXT, f"{name} title"),
+                    genres=data.draw(st.lists(TEXT, max_size=3, unique=True), f"{name} genres"),
+                    directors=[data.draw(TEXT, f"{name} director")], director_ids=["1054398"],
+                    release_dates=[{"date": "2012-05-01", "region": data.draw(TEXT, f"{name} region"),
+                                    "rerelease": False}])
+
+    stored, incoming = record("stored"), record("incoming")
+    for supersedes in (False, True):
+        merged = merge_record(stored, incoming, supersedes=supersedes)
+        for group in GROUPS:
+            assert garbled([merged[f] for f in group]) <= garbled([stored[f] for f in group]), group
+            if not garbled([incoming[f] for f in group]) and not garbled([stored[f] for f in group]):
+                continue
+            if garbled([incoming[f] for f in group]) > garbled([stored[f] for f in group]):
+                assert [merged[f] for f in group] == [stored[f] for f in group]
+
+
+def test_garbled_crawl_keeps_the_stored_title_genres_and_regions(db_url):
+    engine = store.connect(db_url)
+    good = film(9000300, title="活着", genres=["剧情", "历史"])
+    store.upsert_records(engine, [good], source="douban-crawl", fetched_at=datetime(2020, 1, 1))
+    bad = film(9000300, title="\ufffd\ufffd", genres=["\ufffd\ufffd"], votes=2000,
+               release_dates=[{"date": "2012-05-01", "region": "\ufffd\ufffd", "rerelease": False}])
+    store.upsert_records(engine, [bad], source="douban-crawl", fetched_at=datetime(2021, 1, 1))
+    (after,) = store.load_records(engine)
+    assert after == dict(good, votes=2000)  # the clean count is taken, the noise is not

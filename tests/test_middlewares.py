@@ -330,3 +330,23 @@ def test_subject_gate():
     get = crawler.stats.get_value
     assert (get("douban/fresh_skipped"), get("douban/duplicate_skipped"), get("douban/over_limit"),
             get("douban/subjects_requested")) == (1, 1, 1, 3)
+
+
+PAGE = '<html><head><meta charset="{meta}"><title>活着</title></head><body>剧情 / 中国大陆</body></html>'
+
+
+@pytest.mark.parametrize("header, meta, body_codec, text_ok", [
+    ("utf-8", "gbk", "gb18030", True),  # a relabelling proxy: the page's own meta is right
+    ("gbk", "gbk", "gb18030", True),
+    ("utf-8", "utf-8", "utf-8", True),
+    ("gbk", "utf-8", "utf-8", True),  # the other way round
+    ("utf-8", "utf-8", "gb18030", False),  # both wrong: the text keeps U+FFFD, which the parser refuses
+])
+def test_charset_middleware_reads_a_page_by_its_own_meta(header, meta, body_codec, text_ok):
+    from crawler.middlewares import CharsetMiddleware
+
+    body = PAGE.format(meta=meta).encode(body_codec)
+    response = HtmlResponse("https://movie.douban.com/subject/1/", body=body,
+                            headers={"Content-Type": f"text/html; charset={header}"})
+    text = CharsetMiddleware().process_response(Request(response.url), response).text
+    assert ("活着" in text and "\ufffd" not in text) == text_ok

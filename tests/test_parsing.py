@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from crawler.parsing import PageUnparsed, listing_ids, parse_subject
+from crawler.parsing import PageUnparsed, listing_page, parse_subject
 from tests.conftest import FIXTURES, SHARED
 
 PAGES = FIXTURES / "douban"
@@ -162,11 +162,31 @@ def test_real_tv_page_is_skipped():
     assert parse_subject(html, "https://movie.douban.com/subject/35597581/").kind == "tv"
 
 
-def test_listing_ids():
-    assert listing_ids('{"data": [{"id": "1291546", "title": "x"}, {"id": 1292052}]}') == [1291546, 1292052]
-    assert listing_ids('{"data": []}') == []
-    for bad, why in (('{"msg": "x", "r": 1}', "no 'data' list"), ('{"data": [{"title": "x"}]}', "KeyError"),
-                     ('{"data": [{"id": "tt1"}]}', "ValueError"), ("<html>", "JSONDecodeError"),
-                     ('["data"]', "AttributeError")):
+def test_listing_page():
+    page = listing_page('{"data": [{"id": "1291546", "title": "x"}, {"id": 1292052}]}')
+    assert (page.ids, page.size, page.bad) == ([1291546, 1292052], 2, [])
+    assert listing_page('{"data": []}').size == 0
+    for bad, why in (('{"msg": "x", "r": 1}', "no 'data' list"), ('{"data": null}', "no 'data' list"),
+                     ("<html>", "JSONDecodeError"), ('["data"]', "AttributeError"),
+                     ('{"data": [{"title": "x"}, {"id": "x"}]}', "none of its 2 entries has a subject id")):
         with pytest.raises(PageUnparsed, match=why):
-            listing_ids(bad)
+            listing_page(bad)
+
+
+def test_listing_page_skips_only_its_bad_entries():
+    page = listing_page('{"data": [{"id": "1"}, {"title": "x"}, {"id": "tt1"}, null, {"id": [3]}, {"id": -4}, {"id": 2}]}')
+    assert page.ids == [1, 2] and page.size == 7
+    assert [b.split(":")[1].strip() for b in page.bad] == ["KeyError", "ValueError", "TypeError", "ValueError",
+                                                            "ValueError"]
+
+
+def test_page_read_in_the_wrong_encoding_is_refused():
+    from tests.mockserver.catalogue import generate_catalogue
+    from tests.mockserver.site import render_subject
+
+    entry = next(e for e in generate_catalogue(40, seed=3) if e["kind"] == "film")
+    url = f"https://movie.douban.com/subject/{entry['douban_id']}/"
+    garbled = render_subject(entry).encode("gb18030").decode("utf-8", errors="replace")
+    result = parse_subject(garbled, url)
+    assert result.kind == "failed" and "U+FFFD" in result.reason and "title" in result.reason
+    assert parse_subject(render_subject(entry), url).kind == "film"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import datetime
+import json
 import os
 import re
 import signal
@@ -286,7 +287,7 @@ def test_blocked_listing_falls_back_or_stops(mock, db_url, discovery):
     assert result["douban/banned"] > 0
     if discovery == "auto":
         assert result["douban/discovery"] == "sitemap"
-        assert "discovery: sitemap (the listing /j/new_search_subjects is blocked" in result.log
+        assert "discovery: sitemap (the listing /j/new_search_subjects failed" in result.log
         assert stored(db_url) == site.expected_films()
     else:
         assert result["finish_reason"] == "discovery_blocked"
@@ -452,11 +453,111 @@ def test_unknown_spider_fails_clearly(db_url):
 
 
 def test_spider_that_cannot_start_gives_one_traceback(db_url):
-    # A spider whose from_crawler fails: Scrapy reports it; our crawl command must not add its own traceback.
-    result = run_crawl("http://127.0.0.1:9", db_url, DOUBAN_DISCOVERY="bogus")
+    # A component whose from_crawler fails: Scrapy reports it; our crawl command must not add its own traceback.
+    result = run_crawl("http://127.0.0.1:9", db_url, RETRY_EXCEPTIONS="nosuch.Error")
     assert result.returncode == 1
-    assert "DOUBAN_DISCOVERY must be auto, listing or sitemap" in result.log
+    assert "No module named 'nosuch'" in result.log
     assert "Crawler.stats is not set yet" not in result.log
+
+
+@pytest.mark.parametrize("base, setting, message", [
+    ("http://127.0.0.1:9", {"DOUBAN_BAN_PAUSE": "-5"}, "-s DOUBAN_BAN_PAUSE=-5: DOUBAN_BAN_PAUSE must be at least 0"),
+    ("ftp://127.0.0.1:9", {}, "-s DOUBAN_BASE_URL=ftp://127.0.0.1:9: DOUBAN_BASE_URL must be an absolute http"),
+    ("http://127.0.0.1:9", {"CONCURRENT_REQUESTS": "-1"}, "CONCURRENT_REQUESTS must be at least 1"),
+    ("http://127.0.0.1:9", {"DOUBAN_DISCOVERY": "bogus"}, "DOUBAN_DISCOVERY must be one of auto, listing, sitemap"),
+    ("http://127.0.0.1:9", {"RETRY_TIMES": "-3"}, "RETRY_TIMES must be at least 0"),
+    ("http://127.0.0.1:9", {"REDIS_URL": "http://u:hunter2@127.0.0.1:9/0?password=hunter2"},
+     "REDIS_URL=http://u:***@127.0.0.1:9/0?password=***: REDIS_URL must be an absolute redis"),
+])
+def test_settings_out_of_range_are_refused_before_the_crawl(db_url, base, setting, message):
+    result = run_crawl(base, db_url, timeout=60, **setting)
+    assert result.returncode == 2 and message in result.log, result.log[-3000:]
+    assert "Traceback" not in result.log and "hunter2" not in result.log
+    assert "Spider opened" not in result.log  # refused before anything started
+
+
+def test_passwords_in_query_parameters_are_never_shown(mock, db_url):
+    site = mock(20, seed=1)
+    url = "postgresql+psycopg://kadn@127.0.0.1:1/kadn?sslmode=disable&password=hunter2"
+    result = run_crawl(site.base_url, url, timeout=60)
+    assert result.returncode == 1 and "cannot open the movie store" in result.log, result.log[-3000:]
+    assert "hunter2" not in result.log and "password=***" in result.log
+    # A store that opens (SQLite ignores the parameter): its log line and the stats show it masked.
+    url = f"{db_url}?password=hunter2"
+    result = run_crawl(site.base_url, url, "years=2012", timeout=60, DATABASE_URL=url)
+    assert result.returncode == 0 and result["douban/database"].endswith("password=***"), result.log[-3000:]
+    assert "hunter2" not in result.log and result.log.count("password=***") >= 2
+
+
+def test_read_only_store_fails_the_crawl_at_its_last_flush(mock, tmp_path):
+    site = mock(60, seed=11)
+    path = tmp_path / "ro.sqlite"
+    store.connect(f"sqlite:///{path}").dispose()  # the schema exists; every write will be refused
+    # One batch larger than the crawl: the only write is the final flush.
+    result = run_crawl(site.base_url, f"sqlite:///file:{path}?mode=ro&uri=true", "years=2012",
+                       DOUBAN_STORE_BATCH="1000")
+    assert result["finish_reason"] == "store_failed" and result.returncode == 1, result.log[-3000:]
+    assert result["douban/store_failed"] > 0 and "could not store" in result.log
+    assert stored(f"sqlite:///{path}") == []
+
+
+def test_mislabelled_gbk_pages_are_read_right_or_refused(mock, db_url):
+    site = mock(200, seed=31, gbk_rate=0.3, mislabel_rate=0.15)
+    truth = films_in_years(site.catalogue, 2011, 2013)
+    refused = {r["douban_id"] for r in truth if site.is_mislabelled(r["douban_id"])}
+    assert refused and site.expected_films((2011, 2013))
+    # The store holds every film, fetched long ago: a refused page must leave its film exactly as it was.
+    store.upsert_records(store.connect(db_url), truth, source="old", fetched_at=datetime.datetime(2020, 1, 1))
+    result = run_crawl(site.base_url, db_url, "years=2011-2013", DOUBAN_PARSE_RETRIES="1")
+    assert result.returncode == 0, result.log[-3000:]
+    assert site.counts["gbk"] > 0 and site.counts["mislabelled"] == 2 * len(refused)  # fetched, retried once
+    assert result["douban/parse_failed"] == len(refused) and "U+FFFD" in result.log
+    assert stored(db_url) == truth  # GBK pages read in their own charset; the unreadable ones left alone
+
+
+@pytest.mark.parametrize("garbage", ["html", "null"])
+def test_garbled_listing_pages_are_retried(mock, db_url, garbage):
+    site = mock(300, seed=32, listing_garbage=garbage, listing_garbage_rate=0.4, listing_garbage_repeats=2)
+    result = run_crawl(site.base_url, db_url, "years=2010-2014")
+    assert result.returncode == 0, result.log[-3000:]
+    assert site.counts["listing_garbage"] > 0 and result["douban/listing_unreadable"] == site.counts["listing_garbage"]
+    assert stored(db_url) == site.expected_films((2010, 2014))  # every year to its end
+
+
+def test_listing_that_stays_garbled_falls_back_to_the_sitemaps(mock, db_url):
+    site = mock(300, seed=33, listing_garbage="null", listing_garbage_rate=0.4, listing_garbage_repeats=1000)
+    result = run_crawl(site.base_url, db_url, "years=2010-2014", RETRY_TIMES="2")
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/discovery"] == "sitemap" and "listing failed" in result["douban/discovery_fallback"]
+    assert stored(db_url) == site.expected_films((2010, 2014))
+
+
+def test_forced_listing_that_stays_garbled_exits_1_naming_the_year(mock, db_url):
+    site = mock(300, seed=33, listing_garbage="html", listing_garbage_rate=0.4, listing_garbage_repeats=1000)
+    result = run_crawl(site.base_url, db_url, "years=2010-2014", RETRY_TIMES="2", DOUBAN_DISCOVERY="listing")
+    assert result.returncode == 1, result.log[-3000:]
+    errors = [line for line in result.log.splitlines() if line.startswith("scrapy crawl: error:")]
+    assert len(errors) == 1 and "discovery incomplete, films of year 20" in errors[0], result.log[-3000:]
+    assert 0 < len(stored(db_url)) < len(site.expected_films((2010, 2014)))
+
+
+def test_one_bad_listing_entry_skips_that_film_only(mock, db_url):
+    site = mock(400, seed=34, bad_entry_rate=0.3)
+    lost = site.unlisted()
+    assert lost
+    result = run_crawl(site.base_url, db_url)
+    assert result.returncode == 0, result.log[-3000:]
+    assert result["douban/listing_bad_entries"] == len(lost) == site.counts["bad_entry"]
+    assert result.log.count("skipped an entry without a subject id") == len(lost)
+    assert stored(db_url) == site.expected_films()  # every other film of every page
+
+
+def test_mock_listing_is_bounded_like_the_real_one():
+    site = MockDouban(50, seed=1)  # not served: handle() directly
+    status, _, body = site.handle("/j/new_search_subjects", {"year_range": ["1,999999999"], "start": ["0"]})
+    assert status == 200 and len(json.loads(body)["data"]) == 20  # the real years only, and fast
+    status, _, body = site.handle("/j/new_search_subjects", {"year_range": ["3000,999999999"], "start": ["0"]})
+    assert json.loads(body) == {"data": []}
 
 
 def test_catalogue_pages_parse_back_to_truth():

@@ -1,6 +1,7 @@
-"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice or its store cannot be
-opened, and 2 on bad or unknown `-a` arguments, a `-s` setting that is not of its default's type, or an
-unknown spider (one line naming it, no traceback).
+"""`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice, a part of discovery
+was given up, or its store cannot be opened or refused films; and 2 on bad or unknown `-a` arguments, a
+setting that is not of its default's type or outside its range (crawler.setting_rules), or an unknown
+spider (one line naming it, no traceback).
 
 Scrapy exits 0 whatever the finish reason; a cron job refreshing the store should learn that discovery was
 blocked, the site banned the crawler, or the database refused writes. A graceful stop (`shutdown`) stays 0:
@@ -9,15 +10,18 @@ it is the resumable way to pause a JOBDIR crawl.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 from scrapy.settings import Settings
 
+from crawler import setting_rules
 from crawler.arguments import cut, short
 from pipeline import store
 from pipeline.errors import KadnError
+from pipeline.redact import mask_text
 
 FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})
 
@@ -29,6 +33,10 @@ class Command(ScrapyCrawl):
 
     def run(self, args, opts):
         check_settings(opts.set)
+        try:
+            setting_rules.check(self.settings, frozenset(p.partition("=")[0] for p in opts.set or ()), os.environ)
+        except ValueError as exc:
+            raise UsageError(str(exc), print_help=False) from None
         if len(args) == 1:
             self._check_arguments(args[0], opts.spargs)
         problem = store_problem(self.settings)
@@ -42,10 +50,15 @@ class Command(ScrapyCrawl):
             return  # the spider never started (Scrapy has said why and set exit code 1): no stats to read
         crawler = getattr(self, "_crawler", None)
         try:
-            reason = crawler.stats.get_value("finish_reason") if crawler is not None else None
+            stats = crawler.stats.get_stats() if crawler is not None else {}
         except RuntimeError:  # Crawler.stats is not set yet: the crawl did not start
-            reason = None
-        if reason in FAILED:
+            stats = {}
+        if stats.get("finish_reason") in FAILED or stats.get("douban/store_failed"):
+            self.exitcode = 1
+        missed = stats.get("douban/undiscovered")
+        if missed and stats.get("finish_reason") not in FAILED:
+            print(f"scrapy crawl: error: discovery incomplete, films of {', '.join(map(cut, missed[:5]))}"
+                  f"{' ...' if len(missed) > 5 else ''} may be missing: run the crawl again", file=sys.stderr)
             self.exitcode = 1
 
     def _check_arguments(self, spname: str, spargs: dict) -> None:
@@ -99,6 +112,6 @@ def store_problem(settings) -> str | None:
     try:
         engine = store.connect(store.database_url(settings.get("DATABASE_URL")))
     except (KadnError, OSError) as exc:  # OSError: a SQLite path running through a regular file
-        return str(exc).splitlines()[0]
+        return mask_text(str(exc).splitlines()[0])
     engine.dispose()
     return None

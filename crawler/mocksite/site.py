@@ -4,7 +4,8 @@ It serves subject pages in Douban's markup (our own markup, written from a descr
 with every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt,
 on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
 pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), a window in which
-the listing answers Douban's rate-limit JSON, and an unreadable robots.txt.
+the listing answers Douban's rate-limit JSON, listing pages that are not the listing's JSON or hold an
+entry without an id, and an unreadable robots.txt.
 
 A development tool (tests and benchmarks serve it; the crawl never imports it). The stdlib ThreadingHTTPServer is enough here: pages are rendered from memory in well
 under a millisecond, HTTP/1.1 keep-alive lets the crawler reuse connections, and it adds no dependency.
@@ -46,6 +47,11 @@ ROBOTS = {
 BAN_KINDS = ("403", "418", "429", "sec", "login")
 # What Douban's JSON endpoints answer a throttled IP (HTTP 200), as public crawlers of the listing record it.
 THROTTLED = {"msg": "检测到有异常请求从您的IP发出，请登录再试!", "r": 1}
+# What a listing page answers with HTTP 200 when it is not the listing (--listing-garbage).
+GARBAGE = {"html": ("text/html", "<!DOCTYPE html><html><body><p>服务暂时不可用</p></body></html>\n"),
+           "null": ("application/json", '{"data": null}')}
+# The years the real listing knows; any other year_range gets an empty page (and costs nothing).
+LISTING_YEARS = (1888, 2100)
 
 
 def _check_knobs(rate: bool = False, **knobs) -> None:
@@ -243,13 +249,20 @@ class MockDouban:
                  truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
                  robots: str = "default", robots_status: int = 200, block_listing: bool = False,
                  login_rate: float = 0.0, listing_ignores_start: bool = False, throttle_after: int = 0,
-                 throttle_for: int = 0, files: dict[int, Path] | None = None):
+                 throttle_for: int = 0, listing_garbage: str = "html", listing_garbage_rate: float = 0.0,
+                 listing_garbage_repeats: int = 2, bad_entry_rate: float = 0.0, gbk_rate: float = 0.0,
+                 mislabel_rate: float = 0.0,
+                 files: dict[int, Path] | None = None):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
+        if listing_garbage not in GARBAGE:
+            raise KadnError(f"unknown --listing-garbage {listing_garbage!r}: choose from {', '.join(GARBAGE)}")
         _check_knobs(movies=n_movies, error_repeats=error_repeats, slow_ms=slow_ms, ban_after=ban_after,
-                     ban_for=ban_for, throttle_after=throttle_after, throttle_for=throttle_for)
+                     ban_for=ban_for, throttle_after=throttle_after, throttle_for=throttle_for,
+                     listing_garbage_repeats=listing_garbage_repeats)
         _check_knobs(rate=True, error_rate=error_rate, slow_rate=slow_rate, truncate_rate=truncate_rate,
-                     broken_rate=broken_rate, login_rate=login_rate)
+                     broken_rate=broken_rate, login_rate=login_rate, listing_garbage_rate=listing_garbage_rate,
+                     bad_entry_rate=bad_entry_rate, gbk_rate=gbk_rate, mislabel_rate=mislabel_rate)
         self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
         self.by_id = {e["douban_id"]: e for e in self.catalogue}
         self.by_year: dict[int, list[dict]] = defaultdict(list)
@@ -269,6 +282,14 @@ class MockDouban:
         # Listing requests before / during which the listing answers Douban's rate-limit JSON instead.
         self.throttle_after, self.throttle_for = throttle_after, throttle_for
         self.n_listing = 0
+        # Subject pages sent as GBK bytes under a `charset=utf-8` header, as a relabelling proxy does: a share
+        # whose <meta> says GBK (readable), and a share whose <meta> says utf-8 too (unreadable).
+        self.gbk_rate, self.mislabel_rate = gbk_rate, mislabel_rate
+        self.listing_hits: dict[str, int] = defaultdict(int)  # per listing page ("lo,hi:start")
+        # A share of listing pages answers 200 with something that is not the listing's JSON (an HTML error
+        # page, {"data": null}) on its first `repeats` attempts; another share holds one entry without an id.
+        self.listing_garbage, self.listing_garbage_rate = listing_garbage, listing_garbage_rate
+        self.listing_garbage_repeats, self.bad_entry_rate = listing_garbage_repeats, bad_entry_rate
         self.files = dict(files or {})
         self.lock = threading.Lock()
         self.hits: dict[str, int] = defaultdict(int)  # per path: how often it was requested
@@ -285,10 +306,30 @@ class MockDouban:
     def needs_login(self, douban_id: int) -> bool:
         return _share(f"login:{douban_id}", self.seed, self.login_rate)
 
+    def bad_entry(self, page: str) -> bool:
+        return _share(f"bad_entry:{page}", self.seed, self.bad_entry_rate)
+
+    def unlisted(self, years: tuple[int, int] = YEAR_RANGE) -> set[int]:
+        """Subjects whose listing entry has no id (--bad-entry-rate), crawling the listing one year at a time."""
+        lost = set()
+        for year in range(years[0], years[1] + 1):
+            entries = self.by_year.get(year, [])
+            for start in range(0, len(entries), PAGE_SIZE):
+                page = entries[start : start + PAGE_SIZE]
+                if self.bad_entry(f"{year},{year}:{start}"):
+                    lost.add(page[len(page) // 2]["douban_id"])
+        return lost
+
+    def is_mislabelled(self, douban_id: int) -> bool:
+        return _share(f"mislabel:{douban_id}", self.seed, self.mislabel_rate) and not _share(
+            f"gbk:{douban_id}", self.seed, self.gbk_rate)
+
     def expected_films(self, years: tuple[int, int] = YEAR_RANGE) -> list[dict]:
         """Films the listing serves for `years` whose pages parse: the truth a crawl must reproduce."""
-        return [r for r in films_in_years(self.catalogue, *years)
-                if not self.is_broken(r["douban_id"]) and not self.needs_login(r["douban_id"])]
+        lost = self.unlisted(years)
+        return [r for r in films_in_years(self.catalogue, *years) if not self.is_broken(r["douban_id"])
+                and not self.needs_login(r["douban_id"]) and not self.is_mislabelled(r["douban_id"])
+                and r["douban_id"] not in lost]
 
     # -- serving --------------------------------------------------------------------------------------
     def handle(self, path: str, query: dict) -> tuple[int, dict, bytes]:
@@ -337,6 +378,11 @@ class MockDouban:
     def _text(text: str, ctype: str, status: int = 200) -> tuple[int, dict, bytes]:
         return status, {"Content-Type": f"{ctype}; charset=utf-8"}, text.encode("utf-8")
 
+    @staticmethod
+    def _gbk(html: str) -> tuple[int, dict, bytes]:
+        # gb18030: GBK's superset, so every catalogue character survives (decoders read "gbk" as gb18030).
+        return 200, {"Content-Type": "text/html; charset=utf-8"}, html.encode("gb18030")
+
     def _ban(self, kind: str, path: str) -> tuple[int, dict, bytes]:
         if kind == "sec":
             return 302, {"Location": f"/sec/b?r={quote(path)}"}, b""
@@ -350,6 +396,14 @@ class MockDouban:
             start = int(query.get("start", ["0"])[0])
         except ValueError:
             return self._text(json.dumps({"msg": "bad year_range or start"}), "application/json", 400)
+        lo, hi = max(lo, LISTING_YEARS[0]), min(hi, LISTING_YEARS[1])
+        key = f"{lo},{hi}:{start}"  # one listing page
+        with self.lock:
+            self.listing_hits[key] += 1
+            attempt = self.listing_hits[key]
+        if attempt <= self.listing_garbage_repeats and _share(f"garbage:{key}", self.seed, self.listing_garbage_rate):
+            self._count("listing_garbage")
+            return self._text(GARBAGE[self.listing_garbage][1], GARBAGE[self.listing_garbage][0])
         with self.lock:
             self.n_listing += 1
             n = self.n_listing
@@ -363,6 +417,9 @@ class MockDouban:
         data = [{"id": str(e["douban_id"]), "title": e["title"], "url": f"{CANONICAL}/subject/{e['douban_id']}/",
                  "rate": "" if e["rating"] is None else f"{e['rating']:.1f}", "directors": e["directors"],
                  "casts": e["actors"][:4], "cover": ""} for e in page]
+        if data and self.bad_entry(key):
+            self._count("bad_entry")
+            del data[len(data) // 2]["id"]  # one entry the crawler cannot read: its film is not listed
         self._count("listing")
         return self._text(json.dumps({"data": data}, ensure_ascii=False), "application/json")
 
@@ -403,6 +460,12 @@ class MockDouban:
             self._count("broken")
             return self._text(render_broken(entry), "text/html")
         html = render_subject(entry)
+        if _share(f"gbk:{did}", self.seed, self.gbk_rate):
+            self._count("gbk")
+            return self._gbk(html.replace("charset=utf-8", "charset=gbk", 1))
+        if _share(f"mislabel:{did}", self.seed, self.mislabel_rate):
+            self._count("mislabelled")
+            return self._gbk(html)
         if attempt == 1 and _share(f"truncate:{path}", self.seed, self.truncate_rate):
             # A cut page that still arrives as a complete HTTP response (the proxy-truncated case).
             self._count("truncated")
@@ -489,6 +552,18 @@ def register(sub, name: str) -> None:
                    help="listing requests answered normally before the listing answers the rate-limit JSON")
     p.add_argument("--throttle-for", type=int, default=0,
                    help="listing requests answered with the rate-limit JSON (0: never)")
+    p.add_argument("--listing-garbage", choices=sorted(GARBAGE), default="html",
+                   help="what a garbled listing page answers with HTTP 200: an HTML page or {\"data\": null}")
+    p.add_argument("--listing-garbage-rate", type=float, default=0.0,
+                   help="share of listing pages answering --listing-garbage on their first attempts")
+    p.add_argument("--listing-garbage-repeats", type=int, default=2,
+                   help="how many first attempts of such listing pages are garbled")
+    p.add_argument("--bad-entry-rate", type=float, default=0.0,
+                   help="share of listing pages holding one entry without an id")
+    p.add_argument("--gbk-rate", type=float, default=0.0,
+                   help="share of subject pages sent as GBK under a charset=utf-8 header, their <meta> saying GBK")
+    p.add_argument("--mislabel-rate", type=float, default=0.0,
+                   help="share of subject pages sent as GBK whose header and <meta> both say utf-8")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
                    help="serve this HTML file at /subject/ID/ (read at request time)")
     p.set_defaults(func=_run)
@@ -501,6 +576,9 @@ def _run(args) -> int:
                       robots=args.robots, robots_status=args.robots_status, block_listing=args.block_listing,
                       login_rate=args.login_rate, listing_ignores_start=args.listing_ignores_start,
                       throttle_after=args.throttle_after, throttle_for=args.throttle_for,
+                      listing_garbage=args.listing_garbage, listing_garbage_rate=args.listing_garbage_rate,
+                      listing_garbage_repeats=args.listing_garbage_repeats, bad_entry_rate=args.bad_entry_rate,
+                      gbk_rate=args.gbk_rate, mislabel_rate=args.mislabel_rate,
                       files=dict(_page_arg(p) for p in args.page))
     if not 0 <= args.port <= 65535:
         raise KadnError(f"--port must be from 0 to 65535, got {args.port}")

@@ -19,12 +19,18 @@ from scrapy import Request
 from scrapy.spiders import SitemapSpider
 
 from crawler.arguments import check_arguments, parse_flag, parse_ids, parse_limit, parse_years
-from crawler.discovery import DiscoveryBlocked, listing_fallback, plan_discovery, read_settings
+from crawler.discovery import (
+    DiscoveryBlocked,
+    listing_fallback,
+    mark_undiscovered,
+    plan_discovery,
+    read_settings,
+)
 from crawler.distributed import release_lease, settle
 from crawler.extensions import robots_agent
 from crawler.items import MovieItem
 from crawler.middlewares import DuplicateRequest, close_spider
-from crawler.parsing import SUBJECT_URL_RE, PageUnparsed, listing_ids, parse_subject
+from crawler.parsing import SUBJECT_URL_RE, PageUnparsed, listing_page, parse_subject
 from crawler.spidermiddlewares import utcnow
 
 log = logging.getLogger(__name__)
@@ -108,12 +114,17 @@ class DoubanSpider(SitemapSpider):
         return []
 
     def parse_listing(self, response):
-        ids = listing_ids(response.text)  # unreadable: PageUnparsed, which ParseRetry reports
+        # An answer that is not the listing's JSON never gets here: BackoffRetryMiddleware retries it as a
+        # failed download (discovery_failed once retries are spent).
+        page = listing_page(response.text)
         self.crawler.stats.inc_value("douban/listing_pages")  # a page repeating earlier ones: ListingRepeats
-        self.found(len(ids))
-        yield from self.subjects(ids)
-        if ids:  # until an empty page: the endpoint's page size is not a promise
-            yield self.listing(response.meta["year"], response.meta["start"] + len(ids))
+        for why in page.bad:  # one unreadable entry costs its film, not the page
+            self.crawler.stats.inc_value("douban/listing_bad_entries")
+            log.warning("listing %s: skipped an entry without a subject id (%s)", response.url, why)
+        self.found(len(page.ids))
+        yield from self.subjects(page.ids)
+        if page.size:  # until an empty page: the endpoint's page size is not a promise
+            yield self.listing(response.meta["year"], response.meta["start"] + page.size)
 
     def found(self, n: int) -> None:
         self.discovered += n
@@ -154,9 +165,19 @@ class DoubanSpider(SitemapSpider):
         if not failure.check(DuplicateRequest) and request.meta["discovery"] not in self.abandoned:
             self.crawler.stats.inc_value("douban/discovery_failed")
             log.error("discovery request failed, its pages are not crawled: %s (%s)", request.url, why)
-            if request.meta["discovery"] == "listing" and not self.discovered:
-                follow_ups = self.abandon_listing(why)
+            if request.meta["discovery"] == "listing":
+                follow_ups = self.listing_failed(request, why)
+            else:
+                mark_undiscovered(self.crawler.stats, f"sitemap {request.url}")
         settle(self.crawler, request, follow_ups)
+
+    def listing_failed(self, request, why: str) -> list[Request]:
+        """A listing page given up: the sitemaps instead (they list every year) when the crawl may read them;
+        else the crawl stops if the listing never gave a film, or goes on without that year's rest."""
+        if (self.mode == "auto" and self.sitemaps) or not self.discovered:
+            return self.abandon_listing(why)
+        mark_undiscovered(self.crawler.stats, f"year {request.meta.get('year')}")
+        return []
 
     def abandon_listing(self, why: str) -> list[Request]:
         self.abandoned.add("listing")
