@@ -181,8 +181,8 @@ def test_listing_page_skips_only_its_bad_entries():
 
 
 def test_page_read_in_the_wrong_encoding_is_refused():
-    from tests.mockserver.catalogue import generate_catalogue
-    from tests.mockserver.site import render_subject
+    from crawler.mocksite.catalogue import generate_catalogue
+    from crawler.mocksite.site import render_subject
 
     entry = next(e for e in generate_catalogue(40, seed=3) if e["kind"] == "film")
     url = f"https://movie.douban.com/subject/{entry['douban_id']}/"
