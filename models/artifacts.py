@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import pickle
 import re
@@ -102,17 +103,24 @@ def baseline_files(kind: str, estimator) -> dict[str, bytes]:
 def _canonical_skops(payload: bytes) -> bytes:
     """skops' zip with its object ids (memory addresses, which name the arrays' files too) renumbered in order of
     appearance, and fixed entry times: equal fits save equal bytes, in any process (model folders are DVC
-    outputs). Equal ids stay equal, so shared objects stay shared when read back."""
+    outputs). Equal ids stay equal, so shared objects stay shared when read back; only plain JSON values (which
+    may or may not be one object, by the accidents of a process's history: a fit in a worker process comes back
+    unpickled) get an id each."""
     src = zipfile.ZipFile(io.BytesIO(payload))
     schema = json.loads(src.read("schema.json"))
     members = set(src.namelist())
     ids: dict[int, int] = {}
     names: dict[str, str] = {}
+    fresh = itertools.count(1)
 
     def renumber(node):
         if isinstance(node, dict):
-            if isinstance(node.get("__id__"), int):
-                node["__id__"] = ids.setdefault(node["__id__"], len(ids) + 1)
+            old = node.get("__id__")
+            if isinstance(old, int):
+                if node.get("is_json") is True:
+                    node["__id__"] = next(fresh)
+                else:
+                    node["__id__"] = ids[old] if old in ids else ids.setdefault(old, next(fresh))
             if isinstance(node.get("file"), str) and node["file"] in members:
                 node["file"] = names.setdefault(node["file"], f"{len(names) + 1}{Path(node['file']).suffix}")
             for value in node.values():
