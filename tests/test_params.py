@@ -247,3 +247,15 @@ def test_more_tuning_folds_than_a_fits_films_is_refused_before_any_fit(tmp_path,
     # As many tuning folds as the smallest fit has films is accepted by the check.
     load(path).train.common.model_copy(update={"tune": Tune(folds=int(named.group(1)))}).check_folds(
         films, int(named.group(1)))
+
+
+def test_backtest_with_more_tuning_folds_than_a_years_films_fails_in_one_line(tmp_path, capsys, encoded):
+    params = fast_params()
+    params["train"]["common"]["tune"] = {"folds": 100_000}
+    params["backtest"] = {"years": [2019], "models": ["ridge"], "seeds": 1}
+    path = write(tmp_path, yaml.safe_dump(params, allow_unicode=True))
+    out = tmp_path / "backtest.json"
+    assert main(["backtest", "--params", str(path), "--encoded", str(encoded), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.common.tune.folds is 100000, but this fit has only" in err
+    assert not out.exists()
