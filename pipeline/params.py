@@ -469,7 +469,7 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise KadnError(f"{where}: not valid YAML ({exc.problem or exc.context})") from None
+        raise KadnError(f"{where}: not valid YAML ({' '.join(str(exc.problem or exc.context).split())})") from None
     except yaml.YAMLError as exc:
         raise KadnError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     except RecursionError:

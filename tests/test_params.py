@@ -259,3 +259,11 @@ def test_backtest_with_more_tuning_folds_than_a_years_films_fails_in_one_line(tm
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.common.tune.folds is 100000, but this fit has only" in err
     assert not out.exists()
+
+
+def test_a_missing_or_binary_params_file_is_one_line(tmp_path):
+    with pytest.raises(KadnError, match=r"p.yaml: no such file \(run from the repository root or pass --params\)"):
+        load(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_bytes(b"clean: \xff\n")
+    with pytest.raises(KadnError, match=r"p.yaml: not UTF-8 text$"):
+        load(tmp_path / "p.yaml")
