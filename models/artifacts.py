@@ -120,7 +120,9 @@ def _canonical_skops(payload: bytes) -> bytes:
                 if node.get("is_json") is True:
                     node["__id__"] = next(fresh)
                 else:
-                    node["__id__"] = ids[old] if old in ids else ids.setdefault(old, next(fresh))
+                    if old not in ids:
+                        ids[old] = next(fresh)
+                    node["__id__"] = ids[old]
             if isinstance(node.get("file"), str) and node["file"] in members:
                 node["file"] = names.setdefault(node["file"], f"{len(names) + 1}{Path(node['file']).suffix}")
             for value in node.values():
@@ -293,9 +295,11 @@ def _read_json(path: Path, retrain: str, kind: type):
 def _load_baseline(path: Path):
     if path.name == "model.txt":
         text = path.read_text(encoding="utf-8")
-        # LightGBM aborts the whole process on a cut model text, so check that it is whole first: its trees
-        # end with "end of trees" and the file with the pandas_categorical line.
-        if not text.startswith("tree\n") or "\nend of trees\n" not in text or not text.rstrip().rsplit("\n", 1)[-1].startswith("pandas_categorical:"):
+        # LightGBM aborts the whole process on a damaged model text. The checksum has caught a damaged file; this
+        # checks that the text is whole (a folder whose checksums were made to match): it starts with "tree",
+        # its trees end with "end of trees" and the file with the pandas_categorical line.
+        last = text.rstrip().rsplit("\n", 1)[-1]
+        if not (text.startswith("tree\n") and "\nend of trees\n" in text and last.startswith("pandas_categorical:")):
             raise KadnError(f"{path}: damaged model files (an incomplete LightGBM model); retrain with "
                             f"`kadn train {path.parent.name}`")
         # Booster.predict is what LGBMRegressor.predict calls: the same scores.

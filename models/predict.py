@@ -197,8 +197,8 @@ def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
     if len(bad):  # NaN is no score (and not JSON): a model giving one is damaged, however it passed its checks
         i = int(bad[0])
         ident = films[i].get("douban_id")
-        raise KadnError(f"model {loaded.name} scores film {i + 1}{'' if ident is None else f' (douban_id {_short(ident)})'} "
-                        f"as {scores[i]}; retrain with `kadn train {loaded.name}`")
+        film = f"film {i + 1}" + ("" if ident is None else f" (douban_id {_short(ident)})")
+        raise KadnError(f"model {loaded.name} scores {film} as {scores[i]}; retrain with `kadn train {loaded.name}`")
     return Scored(films, tokens, x, scores, unknown)
 
 
