@@ -1,7 +1,6 @@
 """Model folders: saved in formats that cannot run code when read, scoring exactly as the fitted model, and
 refused with one line naming the file when they come from an older version or are damaged."""
 
-import hashlib
 import json
 import pickle
 import shutil
@@ -23,7 +22,7 @@ from models.predict import REQUIRED
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast
+from tests.model_support import encoded_catalogue, fast, nan_weights, rehash
 
 MODELS = ("mean", "ridge", "svm", "lightgbm", "catboost", "fm", "kadn")
 
@@ -82,13 +81,6 @@ def test_a_saved_model_scores_exactly_as_the_fitted_one(saved, name):
 def copy_of(saved, name, tmp_path):
     shutil.copytree(saved[3] / name, tmp_path / name)
     return tmp_path / name
-
-
-def rehash(folder):
-    """checksums.json re-recorded after a test changed a file: a folder damaged or made by hand, consistently."""
-    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.iterdir()) if p.name != "checksums.json"}
-    (folder / "checksums.json").write_text(json.dumps({"sha256": sums}), encoding="utf-8")
 
 
 class Trap:
@@ -245,14 +237,7 @@ def test_a_link_leaving_the_folder_is_refused_and_one_inside_is_read(saved, tmp_
 
 
 def test_nan_weights_are_refused_naming_the_film_not_printed(saved, tmp_path, capsys):
-    folder = copy_of(saved, "kadn", tmp_path)
-    states = torch.load(folder / "model.pt", weights_only=True)
-    for state in states:
-        for tensor in state.values():
-            if tensor.is_floating_point():
-                tensor.fill_(float("nan"))
-    torch.save(states, folder / "model.pt")
-    rehash(folder)  # damaged before its checksums were taken: the score itself is checked
+    nan_weights(copy_of(saved, "kadn", tmp_path))  # damaged before its checksums were taken
     films = tmp_path / "films.jsonl"
     films.write_text(json.dumps({**dict.fromkeys(REQUIRED), "douban_id": 42}) + "\n", encoding="utf-8")
     assert main(["predict", str(films), "--format", "jsonl", "--models", str(tmp_path)]) == 1
