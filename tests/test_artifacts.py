@@ -1,6 +1,7 @@
 """Model folders: saved in formats that cannot run code when read, scoring exactly as the fitted model, and
 refused with one line naming the file when they come from an older version or are damaged."""
 
+import hashlib
 import json
 import pickle
 import shutil
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import skops.io as sio
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.preprocessing import FunctionTransformer
 
 from models import track_records
-from models.artifacts import baseline_files, load_model, net_files, save_model, vocab_payload
+from models.artifacts import _checked, baseline_files, load_model, net_files, save_model, vocab_payload
 from models.config import model_config
 from models.data import FitData, features_from
 from models.fit import fit_model, set_determinism
@@ -263,3 +266,22 @@ def test_equal_fits_save_equal_bytes(saved, tmp_path, name):
         {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
     sums = json.loads((tmp_path / "a" / "checksums.json").read_text(encoding="utf-8"))["sha256"]
     assert list(sums) == sorted(files.keys() | {"vocab.json", "meta.json", "history.json"})
+
+
+PARTS = st.sampled_from(["..", ".", "/", "\\", "model.skops", "outside", "sub", "~", "\x00", " ", "C:", "é"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(PARTS, min_size=1, max_size=5).map("".join) | st.text(max_size=20))
+def test_no_file_name_reads_outside_the_folder(tmp_path, name):
+    folder = tmp_path / "m"
+    for place in (folder, folder / "sub", tmp_path):  # a readable file of that name inside, below and above
+        place.mkdir(exist_ok=True)
+        (place / "model.skops").write_bytes(b"x")
+        (place / "outside").write_bytes(b"x")
+    try:
+        path = _checked(folder, name, {name: hashlib.sha256(b"x").hexdigest()}, "retrain")
+    except KadnError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert path.parent == folder and path.resolve().parent == folder.resolve() and path.name == name
