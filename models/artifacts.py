@@ -10,13 +10,20 @@ cannot run code when read (a model folder may come from anywhere):
   that turn a record into tokens, the digest of the encoded vocabulary it was trained from, the dense
   inputs' statistics and (with track records) its training films' people, scores and dates
 - `meta.json`: training figures (time, best checkpoint, cross-validation), `history.json`: learning curves
+- `checksums.json`, written last: the sha256 of each of the files above. Every file is checked against it
+  before it is read, so a damaged file is refused by name instead of reaching a reader (LightGBM aborts the
+  process on some damaged texts; damaged weights score NaN). Every file name a folder gives is a plain name
+  inside the folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import json
 import pickle
+import re
 import sys
 import tempfile
 import zipfile
@@ -31,7 +38,7 @@ from models.heads import Head
 from models.nets import build, ensemble_scores
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.errors import KadnError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path
 from pipeline.params import NetConfig, TrackRecords
 
 FORMAT = 2  # model.json's "format"; folders without model.json were written by an older version (pickles)
@@ -39,6 +46,8 @@ FORMAT = 2  # model.json's "format"; folders without model.json were written by 
 TRUSTED = frozenset({"scipy.sparse._csr.csr_matrix"})
 VOCAB_KEYS = ("vocab_digest", "encode_params", "sizes", "groups", "feature_set", "dense", "track")
 META_KEYS = ("kind", "config", "cv")
+MANIFEST = "checksums.json"
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # no separator, no leading dot (so no "..")
 
 
 def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
@@ -76,14 +85,60 @@ def baseline_files(kind: str, estimator) -> dict[str, bytes]:
     if kind == "lightgbm":
         name, payload = "model.txt", estimator.booster_.model_to_string().encode("utf-8")
     elif kind == "catboost":
+        # CatBoost records when training ended and a random model id: dropped, so equal fits save equal bytes.
+        metadata = estimator.get_metadata()
+        for key in ("train_finish_time", "model_guid"):
+            if key in metadata:
+                del metadata[key]
         with tempfile.TemporaryDirectory() as tmp:  # CatBoost writes its own binary format to a file only
             estimator.save_model(f"{tmp}/model.cbm", format="cbm")
             name, payload = "model.cbm", Path(f"{tmp}/model.cbm").read_bytes()
     else:
         import skops.io as sio  # here, not at the top: scoring a net never pays for skops (seconds of start-up)
 
-        name, payload = "model.skops", sio.dumps(estimator)
+        name, payload = "model.skops", _canonical_skops(sio.dumps(estimator))
     return {"model.json": _json_bytes({"format": FORMAT, "kind": kind, "file": name}), name: payload}
+
+
+def _canonical_skops(payload: bytes) -> bytes:
+    """skops' zip with its object ids (memory addresses, which name the arrays' files too) renumbered in order of
+    appearance, and fixed entry times: equal fits save equal bytes, in any process (model folders are DVC
+    outputs). Equal ids stay equal, so shared objects stay shared when read back; only plain JSON values (which
+    may or may not be one object, by the accidents of a process's history: a fit in a worker process comes back
+    unpickled) get an id each."""
+    src = zipfile.ZipFile(io.BytesIO(payload))
+    schema = json.loads(src.read("schema.json"))
+    members = set(src.namelist())
+    ids: dict[int, int] = {}
+    names: dict[str, str] = {}
+    fresh = itertools.count(1)
+
+    def renumber(node):
+        if isinstance(node, dict):
+            old = node.get("__id__")
+            if isinstance(old, int):
+                if node.get("is_json") is True:
+                    node["__id__"] = next(fresh)
+                else:
+                    if old not in ids:
+                        ids[old] = next(fresh)
+                    node["__id__"] = ids[old]
+            if isinstance(node.get("file"), str) and node["file"] in members:
+                node["file"] = names.setdefault(node["file"], f"{len(names) + 1}{Path(node['file']).suffix}")
+            for value in node.values():
+                renumber(value)
+        elif isinstance(node, list):
+            for value in node:
+                renumber(value)
+
+    renumber(schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = _json_bytes(schema) if info.filename == "schema.json" else src.read(info)
+            dst.writestr(zipfile.ZipInfo(names.get(info.filename, info.filename), date_time=(1980, 1, 1, 0, 0, 0)),
+                         data)
+    return out.getvalue()
 
 
 def _json_bytes(data) -> bytes:
@@ -91,16 +146,22 @@ def _json_bytes(data) -> bytes:
 
 
 def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, history: list) -> None:
+    """Write the folder's files, then their checksums: a save cut short leaves no checksums.json, so the
+    folder is refused until it is saved again."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
     for old in out.glob("model.*"):
         if old.name not in files:
             old.unlink()
+    files = {**files, "vocab.json": _json_bytes(vocab), "history.json": _json_bytes(history),
+             "meta.json": _json_bytes(meta)}
     for name, payload in files.items():
         with atomic_path(out / name, Path(name).suffix) as tmp:
             tmp.write_bytes(payload)
-    write_json(out / "vocab.json", vocab)
-    write_json(out / "history.json", history)
-    write_json(out / "meta.json", meta)
+    # Sorted, no timestamps: the same files give the same bytes (model folders are DVC outputs).
+    sums = {name: hashlib.sha256(files[name]).hexdigest() for name in sorted(files)}
+    with atomic_path(out / MANIFEST, ".json") as tmp:
+        tmp.write_bytes(_json_bytes({"sha256": sums}))
 
 
 @dataclass
@@ -136,9 +197,10 @@ def load_model(root: Path, name: str) -> SavedModel:
         if any((folder / f).exists() for f in ("model.pkl", "model.pt")):
             raise KadnError(f"{folder}: a model saved by an older version of kadn (no model.json); {retrain}")
         raise KadnError(f"{folder}: no trained model '{name}'; run `kadn train {name}` (or `dvc repro`) first")
-    spec = _read_json(folder / "model.json", retrain, dict)
-    vocab = _read_json(folder / "vocab.json", retrain, dict)
-    meta = _read_json(folder / "meta.json", retrain, dict)
+    sums = _checksums(folder, retrain)
+    spec = _read_json(_checked(folder, "model.json", sums, retrain), retrain, dict)
+    vocab = _read_json(_checked(folder, "vocab.json", sums, retrain), retrain, dict)
+    meta = _read_json(_checked(folder, "meta.json", sums, retrain), retrain, dict)
     if spec.get("format") != FORMAT:
         raise KadnError(f"{folder / 'model.json'}: model format {str(spec.get('format'))[:20]!r}, this version "
                         f"reads {FORMAT}; {retrain}")
@@ -154,9 +216,10 @@ def load_model(root: Path, name: str) -> SavedModel:
     except (TypeError, KeyError, ValueError):
         raise KadnError(f"{folder / 'vocab.json'}: unreadable track-record settings; {retrain}") from None
     try:
+        model_file = _checked(folder, spec.get("file", "model.pt"), sums, retrain)
         if "file" in spec:
-            return SavedModel(name, spec["kind"], vocab, meta, estimator=_load_baseline(folder / spec["file"]))
-        return _load_nets(folder, name, spec, vocab, meta)
+            return SavedModel(name, spec["kind"], vocab, meta, estimator=_load_baseline(model_file))
+        return _load_nets(model_file, name, spec, vocab, meta)
     except KadnError:
         raise
     except FileNotFoundError as exc:
@@ -165,6 +228,44 @@ def load_model(root: Path, name: str) -> SavedModel:
             pickle.UnpicklingError, *_lightgbm_errors(), *_catboost_errors()) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise KadnError(f"{folder}: damaged model files ({reason}); {retrain}") from None
+
+
+def _checksums(folder: Path, retrain: str) -> dict[str, str]:
+    """checksums.json's {file name: sha256}; an older folder has none."""
+    if not (folder / MANIFEST).exists():
+        raise KadnError(f"{folder}: no {MANIFEST} (saved by an older version of kadn, or not completely); {retrain}")
+    data = _read_json(folder / MANIFEST, retrain, dict)
+    sums = data.get("sha256")
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise KadnError(f"{folder / MANIFEST}: expected {{\"sha256\": {{file: digest}}}}; {retrain}")
+    return sums
+
+
+def _checked(folder: Path, name, sums: dict[str, str], retrain: str) -> Path:
+    """folder/name once `name` is shown to be a plain file name inside the folder whose bytes match
+    checksums.json; else a KadnError naming the folder and the file."""
+    if not isinstance(name, str) or not PLAIN_NAME.fullmatch(name):
+        raise KadnError(f"{folder}: model.json names {_short(name)}, not a file name inside the folder; "
+                        "refusing to read it")
+    path = folder / name
+    if path.is_symlink() and path.resolve().parent != folder.resolve():
+        raise KadnError(f"{folder}: {name} is a link leaving the folder; refusing to read it")
+    if name not in sums:
+        raise KadnError(f"{folder}: {name} has no checksum in {MANIFEST}; {retrain}")
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise KadnError(f"{folder}: {name} missing; {retrain}") from None
+    except OSError as exc:
+        raise KadnError(f"{folder}: {name} unreadable ({exc.strerror or type(exc).__name__}); {retrain}") from None
+    if digest != sums[name]:
+        raise KadnError(f"{folder}: damaged model files ({name} does not match its sha256 in {MANIFEST}); {retrain}")
+    return path
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _lightgbm_errors() -> tuple[type[Exception], ...]:
@@ -194,9 +295,11 @@ def _read_json(path: Path, retrain: str, kind: type):
 def _load_baseline(path: Path):
     if path.name == "model.txt":
         text = path.read_text(encoding="utf-8")
-        # LightGBM aborts the whole process on a cut model text, so check that it is whole first: its trees
-        # end with "end of trees" and the file with the pandas_categorical line.
-        if "\nend of trees\n" not in text or not text.rstrip().rsplit("\n", 1)[-1].startswith("pandas_categorical:"):
+        # LightGBM aborts the whole process on a damaged model text. The checksum has caught a damaged file; this
+        # checks that the text is whole (a folder whose checksums were made to match): it starts with "tree",
+        # its trees end with "end of trees" and the file with the pandas_categorical line.
+        last = text.rstrip().rsplit("\n", 1)[-1]
+        if not (text.startswith("tree\n") and "\nend of trees\n" in text and last.startswith("pandas_categorical:")):
             raise KadnError(f"{path}: damaged model files (an incomplete LightGBM model); retrain with "
                             f"`kadn train {path.parent.name}`")
         # Booster.predict is what LGBMRegressor.predict calls: the same scores.
@@ -219,10 +322,10 @@ def _load_baseline(path: Path):
     return sio.loads(payload, trusted=sorted(untrusted))
 
 
-def _load_nets(folder: Path, name: str, spec: dict, vocab: dict, meta: dict) -> SavedModel:
-    states = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+def _load_nets(path: Path, name: str, spec: dict, vocab: dict, meta: dict) -> SavedModel:
+    states = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(states, list) or len(states) != spec["seeds"]:
-        raise KadnError(f"{folder / 'model.pt'}: does not match model.json; retrain with `kadn train {name}`")
+        raise KadnError(f"{path}: does not match model.json; retrain with `kadn train {name}`")
     h = spec["head"]
     head = Head(h["kind"], h["centre"], low=h["low"], high=h["high"], width=h["width"], sigma=h["sigma"],
                 loss=h["loss"])

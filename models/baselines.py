@@ -25,6 +25,7 @@ from sklearn.svm import SVR
 from tqdm import tqdm
 
 from models.data import categorical_columns, inner_split, kfold
+from pipeline.errors import KadnError
 from pipeline.params import Baseline, Tune
 
 
@@ -133,7 +134,9 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
     chosen: dict = {}
     if len(settings) > 1:
         if tune.folds and tune.folds > len(y):
-            raise ValueError(f"train.common.tune.folds is {tune.folds}, but this fit has only {len(y)} rows")
+            # `kadn train` checks this before any fit (Common.check_folds); this catches the other fits (backtest).
+            raise KadnError(f"train.common.tune.folds is {tune.folds}, but this fit has only {len(y)} films; lower "
+                            "it in the params file")
         splits = (kfold(len(y), tune.folds, 1, tune.seed) if tune.folds
                   else [inner_split(np.arange(len(y)), tune.val, tune.seed)])
         totals, best = np.zeros(len(settings)), np.inf

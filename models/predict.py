@@ -192,7 +192,14 @@ def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
     x, unknown = encode_films(films, loaded.vocab, tokens)
     if loaded.vocab.get("dense"):
         x[DENSE] = film_dense(films, loaded.vocab, tokens)
-    return Scored(films, tokens, x, np.asarray(loaded.score(x, output), np.float64), unknown)
+    scores = np.asarray(loaded.score(x, output), np.float64)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if len(bad):  # NaN is no score (and not JSON): a model giving one is damaged, however it passed its checks
+        i = int(bad[0])
+        ident = films[i].get("douban_id")
+        film = f"film {i + 1}" + ("" if ident is None else f" (douban_id {_short(ident)})")
+        raise KadnError(f"model {loaded.name} scores {film} as {scores[i]}; retrain with `kadn train {loaded.name}`")
+    return Scored(films, tokens, x, scores, unknown)
 
 
 def resolve(model: str) -> tuple[str, str]:

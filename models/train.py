@@ -16,14 +16,15 @@ import numpy as np
 
 from models import conformal, track_records
 from models.artifacts import baseline_files, net_files, save_model, vocab_payload
+from models.baselines import grid_settings
 from models.config import MODELS, model_config
 from models.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
-from models.data import DENSE, FEATURE_SETS, FitData, dense_columns, features_from
+from models.data import DENSE, FEATURE_SETS, FitData, cv_folds, dense_columns, features_from, fold_split
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
-from pipeline.params import Common, Params, load
+from pipeline.params import Baseline, Common, Params, load
 
 
 def encoded_digest(encoded_dir: Path) -> str:
@@ -52,6 +53,10 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
     set_determinism(common.threads)
     cfg = model_config(params.train, name)
     enc = load_encoded(encoded_dir) if enc is None else enc
+    tuned = isinstance(cfg, Baseline) and len(grid_settings(cfg)) > 1
+    common.check_folds(int(enc.in_range.sum()))  # before any fit: a fold without films fails deep inside one
+    if tuned:
+        common.check_folds(int(enc.in_range.sum()), smallest_fit(enc, common))
     digest = encoded_digest(encoded_dir)
     out = Path(out_root) / name
     notes: list[str] = []
@@ -73,6 +78,15 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
                      chosen, held)
 
     return finish
+
+
+def smallest_fit(enc: Encoded, common: Common) -> int:
+    """The training rows of the smallest fit `kadn train` makes: the fixed split's, or a CV fold's fit rows
+    (as `models.cv.cv_fold` draws them)."""
+    spec = common.cv
+    folds = cv_folds(len(enc.rating), spec.folds, spec.repeats, spec.seed, enc.in_range)
+    fits = [len(fold_split(tr, spec.val, spec.seed + k, enc.in_range)[0]) for k, (tr, _) in enumerate(folds)]
+    return min([len(enc.index("train")), *fits])
 
 
 def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, progress: bool = False):

@@ -5,6 +5,10 @@ type, so a misspelt key fails at once in one line naming the key and the file, i
 failing deep inside training. Types are strict: `min_votes: 2.5`, `min_votes: true` and `keywords: [1]` are
 errors, not silently converted. Fields are declared in params.yaml's order, so a section written back (into
 encode's meta.json or a model's meta.json) reads as it did as a plain dict.
+
+The file is read by a stricter YAML reader than `yaml.safe_load`: a key given twice (which YAML would let
+the later one win silently) and anchors, aliases and merge keys (a 1 KB "billion laughs" file expands into
+gigabytes once validated) are refused in one line naming the file and line, before anything is expanded.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Literal
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,7 +32,6 @@ from pydantic import (
 )
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import load_params
 from pipeline.records import parse_date
 
 NonNegative = Annotated[int, Field(ge=0)]
@@ -147,6 +151,16 @@ class Common(Section):
     tune: Tune = Tune()
     track_records: TrackRecords = TrackRecords()
     oov: Literal["count", "indicator", "scaled"] = "count"  # the baselines' OOV columns (models.data.multi_hot)
+
+    def check_folds(self, films: int, smallest_fit: int | None = None) -> None:
+        """Fold counts against the data a stage is about to fit: a fold without films would fail deep inside
+        training, after minutes of fits. `smallest_fit`: the rows of the smallest fit that tunes a grid."""
+        if self.cv.folds > films:
+            raise KadnError(f"train.common.cv.folds is {self.cv.folds}, but there are only {films} films to "
+                            "fold; lower it in the params file")
+        if smallest_fit is not None and self.tune.folds is not None and self.tune.folds > smallest_fit:
+            raise KadnError(f"train.common.tune.folds is {self.tune.folds}, but the smallest fit has only "
+                            f"{smallest_fit} films; lower it in the params file")
 
 
 Grid = dict[str, list[int | float | str]]
@@ -405,5 +419,64 @@ def parse(data, where: str | Path = "params.yaml") -> Params:
         raise KadnError(f"{where}: {key}: {message}{shown}") from None
 
 
+class _Refused(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """SafeLoader without anchors, aliases or merge keys, and refusing a key given twice in one mapping."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        # Checked on the parser's events: an alias is refused before it can be expanded into anything.
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(event.start_mark.line + 1, "YAML anchors and aliases (& and *) are not allowed in "
+                           "params; write each value out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _Refused(line, "YAML merge keys (<<) are not allowed in params; write each key out")
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in lines:
+                    raise _Refused(line, f"key {_short(key)} given twice (lines {lines[key]} and {line})")
+                lines[key] = line
+            except TypeError:
+                continue  # an unhashable key: SafeLoader's own error names it
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """params.yaml as plain data, read by `_ParamsLoader`; every problem is a one-line KadnError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KadnError(f"{path}: no such file (run from the repository root or pass --params)") from None
+    except UnicodeDecodeError:
+        raise KadnError(f"{path}: not UTF-8 text") from None
+    loader = _ParamsLoader(text)
+    try:
+        return loader.get_single_data() or {}
+    except _Refused as exc:
+        raise KadnError(f"{path}:{exc.line}: {exc.message}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise KadnError(f"{where}: not valid YAML ({' '.join(str(exc.problem or exc.context).split())})") from None
+    except yaml.YAMLError as exc:
+        raise KadnError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    except RecursionError:
+        raise KadnError(f"{path}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
+
+
 def load(path: str | Path = "params.yaml") -> Params:
-    return parse(load_params(path), path)
+    return parse(read_yaml(path), path)

@@ -1,25 +1,31 @@
 """Model folders: saved in formats that cannot run code when read, scoring exactly as the fitted model, and
 refused with one line naming the file when they come from an older version or are damaged."""
 
+import hashlib
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import skops.io as sio
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.preprocessing import FunctionTransformer
 
 from models import track_records
-from models.artifacts import baseline_files, load_model, net_files, save_model, vocab_payload
+from models.artifacts import _checked, baseline_files, load_model, net_files, save_model, vocab_payload
 from models.config import model_config
 from models.data import FitData, features_from
 from models.fit import fit_model, set_determinism
+from models.predict import REQUIRED
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast
+from tests.model_support import encoded_catalogue, fast, nan_weights, rehash
 
 MODELS = ("mean", "ridge", "svm", "lightgbm", "catboost", "fm", "kadn")
 
@@ -40,14 +46,20 @@ def saved(tmp_path_factory):
     build = features_from(enc, restricted.x, "pre_release", track_cfg)
     x, dense = build(train_rows)
     fitted = {}
-    for name in MODELS:
+
+    def fit_and_files(name):
+        """A fresh fit of `name` on the same rows with the same seed, and the files it is saved as."""
+        set_determinism(1)
         cfg = model_config(train, name)
         trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), 0, features=build)
         if trained.estimator is not None:
-            files = baseline_files(name, trained.estimator)
-        else:
-            files = net_files(name, cfg.model_dump(), restricted.sizes(), trained.fits[0].head,
-                              [f.model.state_dict() for f in trained.fits], x["dense"].shape[1])
+            return trained, baseline_files(name, trained.estimator)
+        return trained, net_files(name, cfg.model_dump(), restricted.sizes(), trained.fits[0].head,
+                                  [f.model.state_dict() for f in trained.fits], x["dense"].shape[1])
+
+    for name in MODELS:
+        cfg = model_config(train, name)
+        trained, files = fit_and_files(name)
         vocab = vocab_payload(enc, restricted, "digest", dense, "pre_release",
                               track_records.payload(enc, train_rows, track_cfg))
         meta = {"kind": name, "config": cfg.model_dump(), "cv": {}, "oov": common.oov,  # as `kadn train` saves it
@@ -55,12 +67,12 @@ def saved(tmp_path_factory):
         save_model(folder / "models" / name, files, vocab, meta, [])
         fitted[name] = trained
     torch.set_num_threads(threads)
-    return fitted, x, enc.index("test"), folder / "models"
+    return fitted, x, enc.index("test"), folder / "models", fit_and_files
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_a_saved_model_scores_exactly_as_the_fitted_one(saved, name):
-    fitted, x, test, root = saved
+    fitted, x, test, root, _ = saved
     loaded = load_model(root, name)
     expected = fitted[name].scores(test)
     for output, scores in expected.items():
@@ -99,6 +111,7 @@ def test_code_in_net_weights_never_runs(saved, tmp_path):
     folder = copy_of(saved, "kadn", tmp_path)
     marker = tmp_path / "ran"
     torch.save([{"w": Trap(marker)}], folder / "model.pt")
+    rehash(folder)  # weights_only=True guards even a folder whose checksums were made to match
     with pytest.raises(KadnError, match="damaged model files.*retrain"):
         load_model(tmp_path, "kadn")
     assert not marker.exists()
@@ -107,6 +120,7 @@ def test_code_in_net_weights_never_runs(saved, tmp_path):
 def test_a_skops_file_with_foreign_types_is_refused(saved, tmp_path):
     folder = copy_of(saved, "svm", tmp_path)
     (folder / "model.skops").write_bytes(sio.dumps(FunctionTransformer(func=print)))
+    rehash(folder)
     with pytest.raises(KadnError, match=r"model.skops: holds types no baseline uses \(builtins.print\)"):
         load_model(tmp_path, "svm")
 
@@ -133,10 +147,141 @@ def test_a_vocab_missing_keys_is_named(saved, tmp_path):
     vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
     del vocab["encode_params"]
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    rehash(folder)
     with pytest.raises(KadnError, match=r"vocab.json: missing key\(s\) encode_params; retrain"):
         load_model(tmp_path, "ridge")
     del vocab["groups"]["actors"]
     vocab["encode_params"] = {}
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    rehash(folder)
     with pytest.raises(KadnError, match="vocab.json: 'groups' lacks"):
         load_model(tmp_path, "ridge")
+
+
+FILES = [(name, file) for name in MODELS for file in ("model.json", "vocab.json", "meta.json")] + [
+    ("mean", "model.skops"), ("ridge", "model.skops"), ("svm", "model.skops"), ("lightgbm", "model.txt"),
+    ("catboost", "model.cbm"), ("fm", "model.pt"), ("kadn", "model.pt")]
+
+
+@pytest.mark.parametrize("name, file", FILES)
+def test_a_changed_byte_in_any_file_read_is_refused_naming_folder_and_file(saved, tmp_path, name, file):
+    folder = copy_of(saved, name, tmp_path)
+    data = bytearray((folder / file).read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, length kept: no reader's own check need notice it
+    (folder / file).write_bytes(bytes(data))
+    with pytest.raises(KadnError) as info:
+        load_model(tmp_path, name)
+    assert str(info.value) == (f"{folder}: damaged model files ({file} does not match its sha256 in checksums.json); "
+                               f"retrain with `kadn train {name}`")
+
+
+def test_a_damaged_lightgbm_text_never_reaches_lightgbm(saved, tmp_path):
+    """LightGBM aborts the process (SIGABRT) on some damaged texts: its folder is checked first, in a child
+    process here so that a regression fails this test instead of killing the run."""
+    folder = copy_of(saved, "lightgbm", tmp_path)
+    text = (folder / "model.txt").read_text(encoding="utf-8")
+    (folder / "model.txt").write_text(text.replace("num_leaves=", "num_leaves=9999", 1), encoding="utf-8")
+    films = tmp_path / "films.json"
+    films.write_text(json.dumps(dict.fromkeys(REQUIRED)), encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "pipeline.cli", "predict", str(films), "--model", "lightgbm",
+                          "--models", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.count("\n") == 1 and f"{folder}: damaged model files (model.txt does not match" in run.stderr
+
+
+def test_a_cut_lightgbm_text_is_refused_even_with_matching_checksums(saved, tmp_path):
+    folder = copy_of(saved, "lightgbm", tmp_path)
+    text = (folder / "model.txt").read_text(encoding="utf-8")
+    (folder / "model.txt").write_text(text[: text.index("end of trees")], encoding="utf-8")
+    rehash(folder)
+    with pytest.raises(KadnError, match="model.txt: damaged model files \\(an incomplete LightGBM model\\)"):
+        load_model(tmp_path, "lightgbm")
+
+
+def test_a_folder_without_checksums_is_from_an_older_version(saved, tmp_path):
+    folder = copy_of(saved, "kadn", tmp_path)
+    (folder / "checksums.json").unlink()
+    with pytest.raises(KadnError) as info:
+        load_model(tmp_path, "kadn")
+    assert str(info.value) == (f"{folder}: no checksums.json (saved by an older version of kadn, or not "
+                               "completely); retrain with `kadn train kadn`")
+
+
+@pytest.mark.parametrize("file", ["../outside/model.skops", "/abs/model.skops", "sub/model.skops", "..", ".",
+                                  "sub\\model.skops", ".hidden", "model.skops\x00", "", 7, None])
+def test_model_json_may_name_only_a_file_inside_its_folder(saved, tmp_path, file):
+    folder = copy_of(saved, "ridge", tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(folder / "model.skops", outside / "model.skops")  # a real model, with its real checksum
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    (folder / "model.json").write_text(json.dumps({**spec, "file": file}), encoding="utf-8")
+    rehash(folder)
+    sums = json.loads((folder / "checksums.json").read_text(encoding="utf-8"))
+    if isinstance(file, str):
+        sums["sha256"][file] = sums["sha256"]["model.skops"]
+        (folder / "checksums.json").write_text(json.dumps(sums), encoding="utf-8")
+    with pytest.raises(KadnError) as info:
+        load_model(tmp_path, "ridge")
+    assert str(info.value).startswith(f"{folder}: model.json names {file!r}"[:60])
+    assert "not a file name inside the folder" in str(info.value)
+
+
+def test_a_link_leaving_the_folder_is_refused_and_one_inside_is_read(saved, tmp_path):
+    folder = copy_of(saved, "ridge", tmp_path)
+    (folder / "model.skops").rename(tmp_path / "elsewhere.skops")
+    (folder / "model.skops").symlink_to(tmp_path / "elsewhere.skops")
+    with pytest.raises(KadnError, match=f"{folder}: model.skops is a link leaving the folder"):
+        load_model(tmp_path, "ridge")
+    (tmp_path / "elsewhere.skops").rename(folder / "real.skops")
+    (folder / "model.skops").unlink()
+    (folder / "model.skops").symlink_to("real.skops")
+    assert load_model(tmp_path, "ridge").estimator is not None
+
+
+def test_nan_weights_are_refused_naming_the_film_not_printed(saved, tmp_path, capsys):
+    nan_weights(copy_of(saved, "kadn", tmp_path))  # damaged before its checksums were taken
+    films = tmp_path / "films.jsonl"
+    films.write_text(json.dumps({**dict.fromkeys(REQUIRED), "douban_id": 42}) + "\n", encoding="utf-8")
+    assert main(["predict", str(films), "--format", "jsonl", "--models", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "model kadn scores film 1 (douban_id 42) as nan; retrain with `kadn train kadn`" in err
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_equal_fits_save_equal_bytes(saved, tmp_path, name):
+    """Model folders are DVC outputs: a second fit on the same rows with the same seed (another process's
+    memory addresses, a later clock) gives the same files and the same checksums."""
+    threads = torch.get_num_threads()
+    trained, files = saved[4](name)
+    torch.set_num_threads(threads)
+    for name_, payload in files.items():
+        assert payload == (saved[3] / name / name_).read_bytes(), name_
+    if trained.estimator is not None:  # a fit made in a worker process comes back unpickled
+        assert baseline_files(name, pickle.loads(pickle.dumps(trained.estimator))) == files
+    for run in ("a", "b"):
+        save_model(tmp_path / run, files, {"v": 1}, {"m": 1}, [])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == \
+        {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    sums = json.loads((tmp_path / "a" / "checksums.json").read_text(encoding="utf-8"))["sha256"]
+    assert list(sums) == sorted(files.keys() | {"vocab.json", "meta.json", "history.json"})
+
+
+PARTS = st.sampled_from(["..", ".", "/", "\\", "model.skops", "outside", "sub", "~", "\x00", " ", "C:", "é"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(PARTS, min_size=1, max_size=5).map("".join) | st.text(max_size=20))
+def test_no_file_name_reads_outside_the_folder(tmp_path, name):
+    folder = tmp_path / "m"
+    for place in (folder, folder / "sub", tmp_path):  # a readable file of that name inside, below and above
+        place.mkdir(exist_ok=True)
+        (place / "model.skops").write_bytes(b"x")
+        (place / "outside").write_bytes(b"x")
+    try:
+        path = _checked(folder, name, {name: hashlib.sha256(b"x").hexdigest()}, "retrain")
+    except KadnError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert path.parent == folder and path.resolve().parent == folder.resolve() and path.name == name

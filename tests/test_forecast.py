@@ -4,6 +4,8 @@ saw); the attention weights reported are the pooling's own; bad input gets one l
 
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from models.predict import encode_films
 from pipeline import store
 from pipeline.cli import main
 from pipeline.params import ForecastConfig
-from tests.model_support import fast, fast_params, train_models
+from tests.model_support import fast, fast_params, nan_weights, train_models
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +269,14 @@ def test_every_import_layout_is_read_by_the_importers_readers(trained, tmp_path)
                                 fast())[0] for f in ("f.jsonl", "f.csv"))
     assert {k: by_csv[k] for k in ("douban_id", "predicted", "low", "high", "unknown_text")} == \
            {k: by_json[k] for k in ("douban_id", "predicted", "low", "high", "unknown_text")}
+
+
+def test_a_model_scoring_nan_is_refused_naming_the_film_and_writes_nothing(trained, tmp_path, capsys):
+    shutil.copytree(trained / "models", tmp_path / "models")
+    nan_weights(tmp_path / "models" / "kadn")
+    args = [*common_args(trained), "--models", str(tmp_path / "models")]
+    target = tmp_path / "out.jsonl"
+    code, out, err = run_cli(["forecast", *args, "-o", str(target)], capsys)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert re.search(r"model kadn scores film 1 \(douban_id \d+\) as nan; retrain with `kadn train kadn`", err)
+    assert not target.exists()

@@ -594,5 +594,5 @@ def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_
     assert chosen == {"alpha": 1.0} and len(calls) == 3  # one split: one score per setting
     # ...the same split as ever, so the settings chosen without `folds` do not move.
     assert {v for _, v in calls} == {tuple(inner_split(np.arange(60), 0.2, 3)[1])}
-    with pytest.raises(ValueError, match="tune.folds is 61, but this fit has only 60 rows"):
+    with pytest.raises(KadnError, match="tune.folds is 61, but this fit has only 60 films"):
         tune_baseline("ridge", X, y, cfg, Tune(folds=61), 0)

@@ -2,16 +2,21 @@
 closest known key and the file, and values of the wrong type; the stages get typed settings."""
 
 import contextlib
+import copy
 import io
+import re
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
+from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import load_params
-from pipeline.params import NetConfig, Params, RidgeConfig, load, parse
-from tests.model_support import ROOT
+from pipeline.params import NetConfig, Params, RidgeConfig, Tune, load, parse, read_yaml
+from tests.model_support import ROOT, encoded_catalogue, fast_params
 
 # (path to a section, a misspelt key, the key it should have been)
 MISSPELT = [
@@ -120,3 +125,145 @@ def test_train_checks_params_before_reading_anything(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown key train.nets.dropuot; did you mean 'dropout'?" in err
     assert not (tmp_path / "artifacts").exists()
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "p.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("text, line, key, first", [
+    ("clean:\n  min_votes: 1\n  min_votes: 2\n", 3, "min_votes", 2),
+    ("train:\n  common:\n    cv:\n      folds: 5\n      seed: 1\n      folds: 3\n", 6, "folds", 4),
+    ("evaluate: {timing_repeats: 1, timing_repeats: 2}\n", 1, "timing_repeats", 1),
+    ("clean: {}\nencode: {}\nclean: {}\n", 3, "clean", 1),
+])
+def test_a_key_given_twice_is_refused_naming_it_and_both_lines(tmp_path, capsys, text, line, key, first):
+    path = write(tmp_path, text)
+    assert main(["train", "kadn", "--params", str(path), "--encoded", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{path}:{line}: key {key!r} given twice (lines {first} and {line})" in err
+
+
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcd", "bcde"))
+
+
+@pytest.mark.parametrize("text, line", [
+    (BOMB, 1),
+    ("clean:\n  non_film: &x {genre: a, keywords: []}\n", 2),
+    ("clean:\n  non_film: {genre: a}\nencode:\n  x: *x\n", 4),  # an alias without its anchor: refused alike
+])
+def test_anchors_and_aliases_are_refused_before_expansion(tmp_path, text, line):
+    path = write(tmp_path, text)
+    with pytest.raises(KadnError) as info:
+        load(path)
+    assert str(info.value) == (f"{path}:{line}: YAML anchors and aliases (& and *) are not allowed in params; "
+                               "write each value out")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a: 1\n<<: {b: 2}\n", ":2: YAML merge keys (<<) are not allowed"),
+    ("a: [1, 2\n", ":2: not valid YAML (expected ',' or ']'"),
+    ("? [1]\n: 2\n", ":1: not valid YAML (found unhashable key)"),
+    ("[" * 5000, ": nested too deeply to read"),
+])
+def test_other_unreadable_params_are_one_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(KadnError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}{message}") and "\n" not in str(info.value)
+
+
+KEYS = st.text("abcxyz_", min_size=1, max_size=4)
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6)
+TREES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+                     max_leaves=12)
+MAPPINGS = st.dictionaries(KEYS, TREES, min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(MAPPINGS)
+def test_params_without_repeats_read_as_yaml_reads_them(tmp_path, data):
+    path = write(tmp_path, yaml.safe_dump(data, allow_unicode=True))
+    assert read_yaml(path) == yaml.safe_load(path.read_text(encoding="utf-8")) == data
+
+
+def mappings(node):
+    if isinstance(node, yaml.MappingNode):
+        yield node
+    for child in node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else ():
+        yield from mappings(child[1] if isinstance(child, tuple) else child)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(MAPPINGS, st.data())
+def test_a_key_repeated_in_any_mapping_is_refused(tmp_path, data, draw):
+    """Any mapping, at any depth, given one of its keys again (which yaml.safe_load would let win silently)."""
+    root = yaml.compose(yaml.safe_dump(data))
+    candidates = [m for m in mappings(root) if m.value]
+    target = draw.draw(st.sampled_from(candidates))
+    key_node, value_node = copy.deepcopy(draw.draw(st.sampled_from(target.value)))
+    target.value.append((key_node, value_node))
+    path = write(tmp_path, yaml.serialize(root))
+    with pytest.raises(KadnError, match="given twice") as info:
+        read_yaml(path)
+    assert f"key {key_node.value!r} given twice" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    return encoded_catalogue(tmp_path_factory.mktemp("folds"))
+
+
+def train_with(tmp_path, encoded, change) -> tuple[int, str]:
+    params = fast_params()
+    change(params["train"]["common"])
+    path = write(tmp_path, yaml.safe_dump(params, allow_unicode=True))
+    code = main(["train", "ridge", "--params", str(path), "--encoded", str(encoded), "--quiet",
+                 "--out", str(tmp_path / "models"), "--out-popularity", str(tmp_path / "pop")])
+    return code, path
+
+
+def test_more_cv_folds_than_films_is_refused_before_any_fit(tmp_path, capsys, encoded):
+    films = int(load_encoded(encoded).in_range.sum())
+    code, _ = train_with(tmp_path, encoded, lambda common: common["cv"].update(folds=films + 1))
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert f"train.common.cv.folds is {films + 1}, but there are only {films} films to fold" in err
+    assert not (tmp_path / "models").exists() and not (tmp_path / "pop").exists()
+
+
+def test_more_tuning_folds_than_a_fits_films_is_refused_before_any_fit(tmp_path, capsys, encoded):
+    films = int(load_encoded(encoded).in_range.sum())
+    code, path = train_with(tmp_path, encoded, lambda common: common.update(tune={"folds": films}))
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    named = re.search(rf"train.common.tune.folds is {films}, but the smallest fit has only (\d+) films", err)
+    assert named and 0 < int(named.group(1)) < films
+    assert not (tmp_path / "models").exists()
+    # As many tuning folds as the smallest fit has films is accepted by the check.
+    load(path).train.common.model_copy(update={"tune": Tune(folds=int(named.group(1)))}).check_folds(
+        films, int(named.group(1)))
+
+
+def test_backtest_with_more_tuning_folds_than_a_years_films_fails_in_one_line(tmp_path, capsys, encoded):
+    params = fast_params()
+    params["train"]["common"]["tune"] = {"folds": 100_000}
+    params["backtest"] = {"years": [2019], "models": ["ridge"], "seeds": 1}
+    path = write(tmp_path, yaml.safe_dump(params, allow_unicode=True))
+    out = tmp_path / "backtest.json"
+    assert main(["backtest", "--params", str(path), "--encoded", str(encoded), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.common.tune.folds is 100000, but this fit has only" in err
+    assert not out.exists()
+
+
+def test_a_missing_or_binary_params_file_is_one_line(tmp_path):
+    with pytest.raises(KadnError, match=r"p.yaml: no such file \(run from the repository root or pass --params\)"):
+        load(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_bytes(b"clean: \xff\n")
+    with pytest.raises(KadnError, match=r"p.yaml: not UTF-8 text$"):
+        load(tmp_path / "p.yaml")
