@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, output_target, write_json
 from pipeline.params import CleanConfig, load
 from pipeline.records import date_sort_key, first_release, gc_paused, parse_date, parse_runtime
 from pipeline.snapshot import read_snapshot
@@ -104,8 +104,9 @@ def _canonical(rec: dict) -> dict:
     """The record with its dates in canonical form (a store written by another tool may hold '2012/5/1');
     raises RecordError when a date or the runtime cannot be read."""
     dates = [{**d, "date": parse_date(d["date"], "release_dates")} for d in rec["release_dates"]]
-    parse_runtime(rec["runtime_min"])
-    return {**rec, "release_dates": dates, "release_date": first_release(dates)}
+    # As minutes: a runtime stored as text ('117分钟') would otherwise reach the table's integer column.
+    runtime = parse_runtime(rec["runtime_min"])
+    return {**rec, "release_dates": dates, "release_date": first_release(dates), "runtime_min": runtime}
 
 
 def _find(parent: dict[int, int], i: int) -> int:
@@ -261,6 +262,8 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
+    for out in (args.out, args.report):  # a directory or a device is refused before anything is read
+        output_target(out)
     report = run_clean(args.database_url, load(args.params).clean, Path(args.out), Path(args.report),
                        Path(args.snapshot) if args.snapshot else None)
     removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items())
