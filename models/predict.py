@@ -30,7 +30,7 @@ REQUIRED = ("directors", "writers", "actors", "genres", "countries", "languages"
 
 
 def read_films(path: Path, ignore_unknown: bool = False) -> list[dict]:
-    text = read_text(path, "film file")
+    text = read_text(path)
     stripped = text.strip()
     if not stripped:
         raise KadnError(f"{path}: empty; expected JSON or JSONL film records")

@@ -403,7 +403,7 @@ def _main(args) -> int:
     table = Path(args.table)
     if not table.exists() and not table.is_symlink():
         raise KadnError(f"{table}: missing; run `kadn clean` first")
-    input_file(table, "Parquet table")
+    input_file(table)
     try:
         pq.read_metadata(table)
     except (pa.ArrowException, OSError) as exc:  # pyarrow's "magic bytes not found" names no file

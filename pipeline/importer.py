@@ -226,7 +226,7 @@ def read_export(path: str | Path, fmt: str | None = None, ignore_unknown: bool =
     """Read and check a whole export; returns (format, canonical records). Raises KadnError on any bad row,
     on a column (CSV) or key (JSON) no layout knows unless `ignore_unknown`."""
     path = Path(path)
-    text = read_text(path, "export file")
+    text = read_text(path)
     is_json = path.suffix.lower() in (".jsonl", ".json", ".ndjson") or text.lstrip()[:1] in ("{", "[")
     keys = _UnknownKeys(path, ignore_unknown)
     if is_json:

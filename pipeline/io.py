@@ -37,7 +37,7 @@ def _stat_error(path: Path, exc: OSError) -> KadnError:
     return KadnError(f"{path}: cannot read: {exc.strerror or exc}")
 
 
-def input_file(path: str | Path, what: str = "file") -> Path:
+def input_file(path: str | Path) -> Path:
     """`path` if it names a non-empty regular file; else a KadnError saying what it is instead."""
     if str(path) == "-":
         raise KadnError("-: reading standard input is not supported; save the input to a file and name it")
@@ -49,17 +49,17 @@ def input_file(path: str | Path, what: str = "file") -> Path:
     except ValueError:  # a NUL byte in the name
         raise KadnError(f"{path!r}: not a usable file name") from None
     if stat.S_ISDIR(info.st_mode):
-        raise KadnError(f"{path}: is a directory, not a {what}")
+        raise KadnError(f"{path}: is a directory, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise KadnError(f"{path}: not a regular file ({_kind(info.st_mode)}); name a {what}")
+        raise KadnError(f"{path}: not a regular file ({_kind(info.st_mode)})")
     if info.st_size == 0:
         raise KadnError(f"{path}: empty file")
     return path
 
 
-def read_text(path: str | Path, what: str = "file") -> str:
+def read_text(path: str | Path) -> str:
     """The UTF-8 text of a checked input file (a leading byte-order mark dropped); one line on any failure."""
-    path = input_file(path, what)
+    path = input_file(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -86,10 +86,10 @@ def loads(text: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def read_json_object(path: str | Path, what: str = "JSON file") -> dict:
+def read_json_object(path: str | Path) -> dict:
     """A JSON file holding one object (a stage's report, a metrics fragment); one line on anything else."""
     try:
-        data = loads(read_text(path, what))
+        data = loads(read_text(path))
     except ValueError as exc:
         raise KadnError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -70,7 +70,7 @@ def read_snapshot(path: Path) -> list[dict]:
     numbers are not of the stored kinds, stops with its line number."""
     if not Path(path).exists() and not Path(path).is_symlink():
         raise KadnError(f"{path}: missing; write it with `kadn snapshot` (dvc repro runs it)")
-    text = read_text(path, "snapshot file")
+    text = read_text(path)
     records = []
     with gc_paused():
         # Lines end at "\n" only, as written: a title may hold U+2028 or U+0085, which splitlines() breaks at.
