@@ -401,9 +401,7 @@ def register(sub, name: str) -> None:
 def _main(args) -> int:
     cfg = load(args.params).encode
     table = Path(args.table)
-    if not table.exists() and not table.is_symlink():
-        raise KadnError(f"{table}: missing; run `kadn clean` first")
-    input_file(table)
+    input_file(table, missing="missing; run `kadn clean` first")
     try:
         pq.read_metadata(table)
     except (pa.ArrowException, OSError) as exc:  # pyarrow's "magic bytes not found" names no file

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,12 @@ from pipeline.records import (
     unknown_name_message,
 )
 
-log = logging.getLogger(__name__)
+
+def warn(message: str) -> None:
+    """One line on stderr, beside the command's own summary line."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 FORMATS = ("kadn", "cc0", "moviedata")
 __all__ = ["FORMATS", "KNOWN_COLUMNS", "loads", "read_export"]
 
@@ -199,7 +204,7 @@ def _check_header(path: Path, header: list[str], fmt: str, ignore_unknown: bool)
         raise KadnError(f"{path}: {unknown_name_message(unknown[0], KNOWN_COLUMNS[fmt], 'column')} "
                         f"in the {fmt} layout{IGNORE_HINT}")
     if unknown:
-        log.warning("%s: ignored %d unknown column(s): %s", path, len(unknown), ", ".join(map(short, unknown)))
+        warn(f"{path}: ignored {len(unknown)} unknown column(s): {', '.join(map(short, unknown))}")
 
 
 class _UnknownKeys:
@@ -218,8 +223,8 @@ class _UnknownKeys:
 
     def report(self) -> None:
         if self.records:
-            log.warning("%s: ignored unknown key(s) %s in %d record(s)", self.path,
-                        ", ".join(short(n) for n in sorted(self.names)[:10]), self.records)
+            shown = ", ".join(short(n) for n in sorted(self.names)[:10])
+            warn(f"{self.path}: ignored unknown key(s) {shown} in {self.records} record(s)")
 
 
 def read_export(path: str | Path, fmt: str | None = None, ignore_unknown: bool = False) -> tuple[str, list[dict]]:

@@ -26,18 +26,19 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a file")
 
 
-def _stat_error(path: Path, exc: OSError) -> KadnError:
-    """An OSError from stat() or open() as the one line a user can act on."""
+def _stat_error(path: Path, exc: OSError, missing: str = "no such file") -> KadnError:
+    """An OSError from stat() or open() as the one line a user can act on (`missing`: what to say when
+    there is no such file)."""
     if exc.errno == errno.ELOOP:
         return KadnError(f"{path}: symlink loop")
     if exc.errno == errno.ENOENT and path.is_symlink():
         return KadnError(f"{path}: a symlink to a missing file ({os.readlink(path)})")
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return KadnError(f"{path}: no such file")
+        return KadnError(f"{path}: {missing}")
     return KadnError(f"{path}: cannot read: {exc.strerror or exc}")
 
 
-def input_file(path: str | Path) -> Path:
+def input_file(path: str | Path, missing: str = "no such file") -> Path:
     """`path` if it names a non-empty regular file; else a KadnError saying what it is instead."""
     if str(path) == "-":
         raise KadnError("-: reading standard input is not supported; save the input to a file and name it")
@@ -45,7 +46,7 @@ def input_file(path: str | Path) -> Path:
     try:
         info = path.stat()
     except OSError as exc:
-        raise _stat_error(path, exc) from None
+        raise _stat_error(path, exc, missing) from None
     except ValueError:  # a NUL byte in the name
         raise KadnError(f"{path!r}: not a usable file name") from None
     if stat.S_ISDIR(info.st_mode):
@@ -57,9 +58,9 @@ def input_file(path: str | Path) -> Path:
     return path
 
 
-def read_text(path: str | Path) -> str:
+def read_text(path: str | Path, missing: str = "no such file") -> str:
     """The UTF-8 text of a checked input file (a leading byte-order mark dropped); one line on any failure."""
-    path = input_file(path)
+    path = input_file(path, missing)
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -86,10 +87,10 @@ def loads(text: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
-def read_json_object(path: str | Path) -> dict:
+def read_json_object(path: str | Path, missing: str = "no such file") -> dict:
     """A JSON file holding one object (a stage's report, a metrics fragment); one line on anything else."""
     try:
-        data = loads(read_text(path))
+        data = loads(read_text(path, missing))
     except ValueError as exc:
         raise KadnError(f"{path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):

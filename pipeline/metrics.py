@@ -13,9 +13,7 @@ from pipeline.io import output_target, read_json_object, write_json
 
 
 def _read(path: Path) -> dict:
-    if not path.exists() and not path.is_symlink():
-        raise KadnError(f"{path}: missing; run the stage that writes it (dvc repro)")
-    return read_json_object(path)
+    return read_json_object(path, missing="missing; run the stage that writes it (dvc repro)")
 
 
 def _section(data: dict, path: Path, *keys: str):

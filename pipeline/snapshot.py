@@ -68,9 +68,7 @@ def _parse(line: str):
 def read_snapshot(path: Path) -> list[dict]:
     """The records of a snapshot file; a line that is not a JSON record, or a record whose identity or
     numbers are not of the stored kinds, stops with its line number."""
-    if not Path(path).exists() and not Path(path).is_symlink():
-        raise KadnError(f"{path}: missing; write it with `kadn snapshot` (dvc repro runs it)")
-    text = read_text(path)
+    text = read_text(path, missing="missing; write it with `kadn snapshot` (dvc repro runs it)")
     records = []
     with gc_paused():
         # Lines end at "\n" only, as written: a title may hold U+2028 or U+0085, which splitlines() breaks at.

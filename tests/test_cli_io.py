@@ -40,9 +40,9 @@ def one_line(code: int, err: str, *fragments: str) -> None:
         assert fragment in err, err
 
 
-def kadn(args: list[str], env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=CHECKOUT, env={**os.environ, **(env or {})}, **kwargs)
+def kadn(args: list[str], env: dict | None = None, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, timeout=120, cwd=CHECKOUT, env={**os.environ, **(env or {})})
 
 
 def line(**fields) -> str:
@@ -95,7 +95,7 @@ def test_a_lone_surrogate_is_refused_by_predict_and_forecast_files(tmp_path):
 @pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full")
 def test_export_to_a_full_disk_is_one_line(seeded):
     with FULL.open("w") as full:
-        proc = kadn(["export"], env={"DATABASE_URL": seeded}, stdout=full, stderr=subprocess.PIPE)
+        proc = kadn(["export"], env={"DATABASE_URL": seeded}, stdout=full)
     assert proc.returncode == 1
     assert proc.stderr == "kadn export: error: cannot write the output: No space left on device\n"
 
@@ -119,7 +119,7 @@ def test_forecast_to_a_full_disk_is_one_line(ridge):
     proc = kadn(args)
     assert proc.returncode == 0 and "片" in proc.stdout, proc.stderr
     with FULL.open("w") as full:
-        proc = kadn(args, stdout=full, stderr=subprocess.PIPE)
+        proc = kadn(args, stdout=full)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr == "kadn forecast: error: cannot write the output: No space left on device\n"
 
@@ -387,7 +387,8 @@ def test_a_file_argument_says_what_it_is_instead(db_url, tmp_path, make, message
     args += ["--models", str(tmp_path)] if command[0] in ("predict", "forecast") else []
     if command[0] == "metrics":
         report = tmp_path / "r.json"
-        report.write_text('{"stored": 1, "kept": 1, "removed": {}}', encoding="utf-8")
+        report.write_text(json.dumps({"stored": 1, "kept": 1, "split": {}, "removed": dict.fromkeys(
+            ("out_of_range", "rerelease", "non_film", "missing_labels", "few_raters", "unreadable"), 0)}))
         args += ["--report", str(report), "--encoded-meta", str(report), "--out", str(tmp_path / "m.json")]
     if command[0] == "clean":
         args += ["--out", str(tmp_path / "c" / "t.parquet"), "--report", str(tmp_path / "c" / "r.json")]
