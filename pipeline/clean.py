@@ -220,7 +220,8 @@ def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_r
               snapshot: Path | None = None) -> dict:
     """Clean the films of `snapshot` (a `kadn snapshot` file, what the DVC stage reads), else of the store."""
     if snapshot is not None:
-        records, where = read_snapshot(snapshot), f"snapshot {snapshot}"
+        # Checked: a hand-edited value of the wrong kind would otherwise stop the table's writer.
+        records, where = read_snapshot(snapshot, checked=True), f"snapshot {snapshot}"
     else:
         engine = store.connect(database_url, create=False)
         records = store.load_records(engine)
