@@ -28,14 +28,12 @@ from pipeline.records import (
     unknown_name_message,
 )
 
+FORMATS = ("kadn", "cc0", "moviedata")
+
 
 def warn(message: str) -> None:
     """One line on stderr, beside the command's own summary line."""
     print(f"warning: {message}", file=sys.stderr)
-
-
-FORMATS = ("kadn", "cc0", "moviedata")
-__all__ = ["FORMATS", "KNOWN_COLUMNS", "loads", "read_export"]
 
 
 def _csv_header(text: str) -> list[str]:
