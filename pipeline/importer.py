@@ -3,7 +3,9 @@
 Three layouts are recognised from their header: this project's own export (JSONL or CSV), the CC0 Douban
 dataset (`movie_id,title,rating,total_ratings,...`) and the moviedata-10m `movies.csv`
 (`MOVIE_ID,NAME,...,DOUBAN_SCORE,...`). The whole file is read and checked before anything is written, and
-written in one transaction, so a bad row leaves the database exactly as it was.
+written in one transaction, so a bad row leaves the database exactly as it was. A column or key the layout
+does not know is refused (or, with `ignore_unknown`, left out with a warning), and CSV is read strictly: a
+ragged row or a quote that never closes stops the import instead of shifting or swallowing values.
 """
 
 from __future__ import annotations
