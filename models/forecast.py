@@ -60,11 +60,11 @@ def unrated(records: list[dict], params: Params) -> list[dict]:
     return sorted(removed["few_raters"], key=lambda r: r["douban_id"])
 
 
-def select_films(params: Params, file: Path | None, ids: list[int] | None, database_url: str | None
-                 ) -> tuple[list[dict], str]:
+def select_films(params: Params, file: Path | None, ids: list[int] | None, database_url: str | None,
+                 ignore_unknown: bool = False) -> tuple[list[dict], str]:
     """(records to score, where they came from)."""
     if file is not None:
-        fmt, records = read_export(file)
+        fmt, records = read_export(file, ignore_unknown=ignore_unknown)
         if not records:
             raise KadnError(f"{file}: no film records")
         return records, f"{file} ({fmt})"
@@ -199,6 +199,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--params", default="params.yaml", help="the parameters file (clean range, forecast level)")
     p.add_argument("-o", "--out", help="write the table to this .csv, .jsonl or .parquet file instead")
     p.add_argument("--explain", action="store_true", help="print what was unknown and whom the score leaned on")
+    p.add_argument("--ignore-unknown", action="store_true", help="FILE: leave out columns or keys no layout knows "
+                   "instead of refusing the file")
     p.set_defaults(func=_main)
 
 
@@ -213,7 +215,8 @@ def _main(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in FORMATS:
         raise KadnError(f"{out}: unknown output format {out.suffix or '(none)'!r}; name a .csv, .jsonl or .parquet file")
-    films, where = select_films(params, Path(args.file) if args.file else None, ids, args.database_url)
+    films, where = select_films(params, Path(args.file) if args.file else None, ids, args.database_url,
+                                args.ignore_unknown)
     # Files always carry the reasons (JSONL as fields, CSV/Parquet as text columns); the terminal on --explain.
     rows = forecast(films, args.model, Path(args.models), params, with_reasons=args.explain or out is not None)
     if out is not None:

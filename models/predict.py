@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +21,16 @@ from models import track_records
 from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
-from pipeline.encode import GROUPS, OOV, PEOPLE, POPULARITY, film_tokens, release_int
+from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
 from pipeline.errors import KadnError, RecordError
-from pipeline.records import parse_date
+from pipeline.io import read_text
+from pipeline.records import FIELDS, normalise_record, unknown_name_message
 
 REQUIRED = ("directors", "writers", "actors", "genres", "countries", "languages", "runtime_min", "release_date")
-LIST_FIELDS = ("directors", "writers", "actors", "genres", "countries", "languages")
 
 
-def read_films(path: Path) -> list[dict]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KadnError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise KadnError(f"{path}: not UTF-8 text") from None
+def read_films(path: Path, ignore_unknown: bool = False) -> list[dict]:
+    text = read_text(path)
     stripped = text.strip()
     if not stripped:
         raise KadnError(f"{path}: empty; expected JSON or JSONL film records")
@@ -54,7 +48,7 @@ def read_films(path: Path) -> list[dict]:
                 raise KadnError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not films:
         raise KadnError(f"{path}: no film records (an empty list)")
-    return [check_film(film, f"{path}: film {i}") for i, film in enumerate(films, 1)]
+    return [check_film(film, f"{path}: film {i}", ignore_unknown) for i, film in enumerate(films, 1)]
 
 
 def _short(value) -> str:
@@ -63,19 +57,9 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:40] + "..."
 
 
-def _number(value) -> bool:
-    """A finite JSON number (not a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
-def check_film(film, where: str) -> dict:
-    """The film if every field the features read is usable, with its date in the canonical form; else a
-    KadnError naming the film and the field."""
+def check_film(film, where: str, ignore_unknown: bool = False) -> dict:
+    """The film in canonical form, checked by the one record check imports use (pipeline.records), so a
+    value one accepts the other does too; else a KadnError naming the film and the field."""
     if not isinstance(film, dict):
         raise KadnError(f"{where}: expected an object with the export's fields, got {type(film).__name__}")
     ident = film.get("douban_id")
@@ -83,52 +67,14 @@ def check_film(film, where: str) -> dict:
     missing = [f for f in REQUIRED if f not in film]
     if missing:
         raise KadnError(f"{label}: missing field(s) {', '.join(missing)} (use null when unknown)")
-
-    def bad(field: str, expected: str):
-        return KadnError(f"{label}: field '{field}' must be {expected}, not {_short(film[field])}")
-
-    if ident is not None and (isinstance(ident, bool) or not isinstance(ident, (str, int))):
-        raise bad("douban_id", "a number, a string or null")
-    if film.get("title") is not None and not isinstance(film["title"], str):
-        raise bad("title", "a string or null")
-    for f in LIST_FIELDS:
-        value = film[f]
-        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            raise bad(f, "a list of strings or null")
-    for group in PEOPLE:
-        f = group[:-1] + "_ids"
-        ids = film.get(f)
-        if ids is None:
-            continue
-        # Ids pair with names by position: a list of another length would drop people or mislabel them.
-        names = film[group] or []
-        if not (isinstance(ids, list) and all(v is None or (isinstance(v, (str, int)) and not isinstance(v, bool))
-                                              for v in ids)):
-            raise bad(f, f"a list of ids (string, number or null), one per name in '{group}', or null")
-        if ids and len(ids) != len(names):
-            raise KadnError(f"{label}: field '{f}' holds {len(ids)} ids for {len(names)} names in '{group}'")
-    runtime = film["runtime_min"]
-    if runtime is not None and (not _number(runtime) or runtime < 0):
-        raise bad("runtime_min", "a number of minutes or null")
-    for f in POPULARITY:
-        if film.get(f) is not None and (not _number(film[f]) or film[f] < 0):
-            raise bad(f, "a count (a number >= 0) or null")
-    film = dict(film)
-    date = film["release_date"]
-    if date is not None:
-        try:
-            if not isinstance(date, str):
-                raise RecordError("release_date", "")
-            film["release_date"] = parse_date(date)
-        except RecordError:
-            raise bad("release_date", "a date 'YYYY-MM-DD', 'YYYY-MM', 'YYYY' or null") from None
-    year = film.get("year")
-    if year is not None:
-        if isinstance(year, str) and year.strip().isdigit() and len(year.strip()) == 4:
-            film["year"] = int(year)
-        elif isinstance(year, bool) or not isinstance(year, int) or not 1000 <= year <= 9999:
-            raise bad("year", "a year such as 2019 or null")
-    return film
+    unknown = [k for k in film if k not in FIELDS]
+    if unknown and not ignore_unknown:
+        raise KadnError(f"{label}: {unknown_name_message(unknown[0], FIELDS, 'field')}; pass --ignore-unknown "
+                        "to leave such fields out")
+    try:
+        return normalise_record(film, identified=False)
+    except RecordError as exc:
+        raise KadnError(f"{label}: {exc}") from None
 
 
 def encode_films(films: list[dict], vocab: dict, tokens: list[dict] | None = None
@@ -209,10 +155,10 @@ def resolve(model: str) -> tuple[str, str]:
     return REPORTED[model]
 
 
-def predict(path: Path, model: str, models_dir: Path) -> list[dict]:
+def predict(path: Path, model: str, models_dir: Path, ignore_unknown: bool = False) -> list[dict]:
     artifact, output = resolve(model)
     try:
-        films = read_films(path)
+        films = read_films(path, ignore_unknown)
     except RecursionError:
         raise KadnError(f"{path}: JSON nested too deeply to read") from None
     except ValueError as exc:  # not a JSONDecodeError: json's limit on the digits of an integer
@@ -230,11 +176,13 @@ def register(sub, name: str) -> None:
                    f"{', '.join(m for m in REPORTED if m not in ('kadn', 'kadn_teacher'))}")
     p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
     p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv", help="output format")
+    p.add_argument("--ignore-unknown", action="store_true", help="leave out fields that are not the export's "
+                   "instead of refusing the film")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    rows = predict(Path(args.file), args.model, Path(args.models))
+    rows = predict(Path(args.file), args.model, Path(args.models), args.ignore_unknown)
     out = sys.stdout
     if args.format == "jsonl":
         for r in rows:

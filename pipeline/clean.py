@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, output_target, write_json
 from pipeline.params import CleanConfig, load
 from pipeline.records import date_sort_key, first_release, gc_paused, parse_date, parse_runtime
 from pipeline.redact import mask_url
@@ -105,8 +105,9 @@ def _canonical(rec: dict) -> dict:
     """The record with its dates in canonical form (a store written by another tool may hold '2012/5/1');
     raises RecordError when a date or the runtime cannot be read."""
     dates = [{**d, "date": parse_date(d["date"], "release_dates")} for d in rec["release_dates"]]
-    parse_runtime(rec["runtime_min"])
-    return {**rec, "release_dates": dates, "release_date": first_release(dates)}
+    # As minutes: a runtime stored as text ('117分钟') would otherwise reach the table's integer column.
+    runtime = parse_runtime(rec["runtime_min"])
+    return {**rec, "release_dates": dates, "release_date": first_release(dates), "runtime_min": runtime}
 
 
 def _find(parent: dict[int, int], i: int) -> int:
@@ -220,7 +221,8 @@ def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_r
               snapshot: Path | None = None) -> dict:
     """Clean the films of `snapshot` (a `kadn snapshot` file, what the DVC stage reads), else of the store."""
     if snapshot is not None:
-        records, where = read_snapshot(snapshot), f"snapshot {snapshot}"
+        # Checked: a hand-edited value of the wrong kind would otherwise stop the table's writer.
+        records, where = read_snapshot(snapshot, checked=True), f"snapshot {snapshot}"
     else:
         engine = store.connect(database_url, create=False)
         records = store.load_records(engine)
@@ -262,6 +264,8 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
+    for out in (args.out, args.report):  # a directory or a device is refused before anything is read
+        output_target(out)
     report = run_clean(args.database_url, load(args.params).clean, Path(args.out), Path(args.report),
                        Path(args.snapshot) if args.snapshot else None)
     removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items())

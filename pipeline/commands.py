@@ -11,7 +11,7 @@ from pipeline import store
 from pipeline.errors import KadnError
 from pipeline.export import WRITERS, export
 from pipeline.importer import FORMATS, read_export
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, output_target
 from pipeline.redact import mask_url
 
 
@@ -20,6 +20,9 @@ def register(sub, name: str) -> None:
         p = sub.add_parser("import", help="upsert an existing export (ours, the CC0 CSV, moviedata-10m)")
         p.add_argument("file", help="JSONL/JSON/CSV file")
         p.add_argument("--format", choices=FORMATS, help="skip detection from the header")
+        p.add_argument("--ignore-unknown", action="store_true",
+                       help="leave out columns (CSV) or keys (JSON) no layout knows, with a warning, instead of "
+                       "refusing the file")
         p.add_argument("--database-url", help="SQLAlchemy URL (default: $DATABASE_URL or the snapshot)")
         p.set_defaults(func=run_import)
     else:
@@ -31,7 +34,8 @@ def register(sub, name: str) -> None:
 
 
 def run_import(args) -> int:
-    fmt, records = read_export(args.file, args.format)  # fully checked before the store is touched
+    # Fully checked before the store is touched.
+    fmt, records = read_export(args.file, args.format, ignore_unknown=args.ignore_unknown)
     engine = store.connect(args.database_url)
     try:
         # One write transaction holding the lock throughout: a concurrent import waits for it, and the
@@ -54,14 +58,13 @@ def run_import(args) -> int:
 def run_export(args) -> int:
     if args.output and Path(args.output).is_dir():
         raise KadnError(f"{args.output}: is a directory; -o names the file to write")
+    if args.output:
+        output_target(args.output)  # a FIFO or a device is refused before the store is read
     engine = store.connect(args.database_url, create=False)
     records = store.load_records(engine)
     if args.output:
-        try:
-            with atomic_path(args.output) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
-                n = export(records, args.format, out)
-        except OSError as exc:
-            raise KadnError(f"{args.output}: cannot write: {exc.strerror}") from None
+        with atomic_path(args.output) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+            n = export(records, args.format, out)
     else:
         n = export(records, args.format, sys.stdout)
     print(f"exported {n} movies", file=sys.stderr)

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, input_file, write_json
 from pipeline.params import EncodeConfig, Split, load
 from pipeline.records import parse_date
 from pipeline.store import person_key
@@ -401,8 +401,11 @@ def register(sub, name: str) -> None:
 def _main(args) -> int:
     cfg = load(args.params).encode
     table = Path(args.table)
-    if not table.exists():
-        raise KadnError(f"{table}: missing; run `kadn clean` first")
+    input_file(table, missing="missing; run `kadn clean` first")
+    try:
+        pq.read_metadata(table)
+    except (pa.ArrowException, OSError) as exc:  # pyarrow's "magic bytes not found" names no file
+        raise KadnError(f"{table}: not a Parquet table ({str(exc).splitlines()[0][:120]})") from None
     meta = run_encode(table, cfg, Path(args.out))
     groups = ", ".join(f"{g} {v['tokens']}" for g, v in meta["groups"].items())
     history = f" (+ {meta['history']} before the range, training only)" if "history" in meta else ""

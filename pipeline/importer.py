@@ -3,58 +3,68 @@
 Three layouts are recognised from their header: this project's own export (JSONL or CSV), the CC0 Douban
 dataset (`movie_id,title,rating,total_ratings,...`) and the moviedata-10m `movies.csv`
 (`MOVIE_ID,NAME,...,DOUBAN_SCORE,...`). The whole file is read and checked before anything is written, and
-written in one transaction, so a bad row leaves the database exactly as it was.
+written in one transaction, so a bad row leaves the database exactly as it was. A column or key the layout
+does not know is refused (or, with `ignore_unknown`, left out with a warning), and CSV is read strictly: a
+ragged row or a quote that never closes stops the import instead of shifting or swallowing values.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
+import sys
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import KadnError, RecordError
+from pipeline.io import loads, read_text
 from pipeline.merge import merge_record
-from pipeline.records import FIELDS, LIST_FIELDS, normalise_record, parse_runtime, short, split_list
+from pipeline.records import (
+    FIELDS,
+    LIST_FIELDS,
+    normalise_record,
+    parse_runtime,
+    short,
+    split_list,
+    unknown_name_message,
+)
 
 FORMATS = ("kadn", "cc0", "moviedata")
 
 
-def _csv_header(path: Path) -> list[str]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        return csv.DictReader(handle).fieldnames or []
+def warn(message: str) -> None:
+    """One line on stderr, beside the command's own summary line."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            # DictReader counts physical lines, so a quoted newline keeps the number right.
-            yield reader.line_num, row
+def _csv_header(text: str) -> list[str]:
+    return next(csv.reader(io.StringIO(text, newline=""), strict=True), [])
 
 
-def _big_int(digits: str) -> int | Decimal:
-    # int() refuses more than 4300 digits with a ValueError that names no field; a Decimal reaches the
-    # record check, which refuses it by field name.
-    return int(digits) if len(digits) <= 4000 else Decimal(digits)
-
-
-def loads(text: str) -> Any:
-    """json.loads, with every way JSON text can fail as one JSONDecodeError-like ValueError message."""
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    """(line, row) per record. strict: a quote must end its cell, so a stray one cannot quietly swallow the
+    rows after it; a row of more or fewer cells than the header is refused, never padded or cut."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    last = 0
     try:
-        return json.loads(text, parse_int=_big_int)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{exc.msg} (line {exc.lineno} column {exc.colno})") from None
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+        header = [h.strip() for h in next(reader, [])]
+        last = reader.line_num
+        for cells in reader:
+            if cells and len(cells) != len(header):
+                raise KadnError(f"{path}:{reader.line_num}: {len(cells)} cells for the header's {len(header)} "
+                                "columns (a missing or extra separator, or a quote that does not close?)")
+            if cells:  # not a blank line
+                # The line the record ends on: a quoted newline keeps the numbers of later rows right.
+                yield reader.line_num, dict(zip(header, cells))
+            last = reader.line_num
+    except csv.Error as exc:
+        hint = " (a quote opened on this line never closes)" if "end of data" in str(exc) else ""
+        raise KadnError(f"{path}:{last + 1}: malformed CSV: {exc}{hint}") from None
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    # newline="": JSONL lines end at "\n" only; a string may hold U+2028, U+2029 or U+0085 unescaped.
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        text = handle.read()
+def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+    # Lines end at "\n" only: a string may hold U+2028, U+2029 or U+0085 unescaped.
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of records
         try:
@@ -169,51 +179,97 @@ SOURCE_COLUMNS = {
                   "runtime_min": "MINS", "release_date": "RELEASE_DATE", "year": "YEAR", "imdb_id": "IMDB_ID",
                   "countries": "REGIONS"},
 }
+# Every column a layout may hold: the ones read, and the ones it documents that this project leaves out
+# (the CC0 summary, link, poster and tags; moviedata's alias, cover, site, slug, storyline and tags). Any
+# other name is a typo or another layout, refused unless --ignore-unknown.
+KNOWN_COLUMNS = {
+    "kadn": frozenset(FIELDS),
+    "cc0": frozenset({"movie_id", "title", "rating", "total_ratings", "directors", "actors", "screenwriters",
+                      "release_date", "genres", "countries", "languages", "runtime",
+                      "summary", "link", "poster", "tags"}),
+    "moviedata": frozenset({"MOVIE_ID", "NAME", "ACTORS", "DIRECTORS", "DOUBAN_SCORE", "DOUBAN_VOTES", "GENRES",
+                            "IMDB_ID", "LANGUAGES", "MINS", "REGIONS", "RELEASE_DATE", "YEAR", "ACTOR_IDS",
+                            "DIRECTOR_IDS", "ALIAS", "COVER", "OFFICIAL_SITE", "SLUG", "STORYLINE", "TAGS"}),
+}
+IGNORE_HINT = "; pass --ignore-unknown to leave such names out"
 
 
-def read_export(path: str | Path, fmt: str | None = None) -> tuple[str, list[dict]]:
-    """Read and check a whole export; returns (format, canonical records). Raises KadnError on any bad row."""
+def _check_header(path: Path, header: list[str], fmt: str, ignore_unknown: bool) -> None:
+    names = [h.strip() for h in header]
+    repeated = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if repeated is not None:
+        raise KadnError(f"{path}: column {short(repeated)} appears twice in the header")
+    unknown = [n for n in names if n not in KNOWN_COLUMNS[fmt]]
+    if unknown and not ignore_unknown:
+        raise KadnError(f"{path}: {unknown_name_message(unknown[0], KNOWN_COLUMNS[fmt], 'column')} "
+                        f"in the {fmt} layout{IGNORE_HINT}")
+    if unknown:
+        warn(f"{path}: ignored {len(unknown)} unknown column(s): {', '.join(map(short, unknown))}")
+
+
+class _UnknownKeys:
+    """JSON records' keys outside the export's fields: refused at the first, or (ignoring) counted."""
+
+    def __init__(self, path: Path, ignore: bool):
+        self.path, self.ignore, self.names, self.records = path, ignore, set(), 0
+
+    def check(self, lineno: int, row: dict) -> None:
+        unknown = [k for k in row if k not in KNOWN_COLUMNS["kadn"]]
+        if unknown and not self.ignore:
+            raise KadnError(f"{self.path}:{lineno}: {unknown_name_message(unknown[0], FIELDS, 'key')}{IGNORE_HINT}")
+        if unknown:
+            self.names.update(unknown)
+            self.records += 1
+
+    def report(self) -> None:
+        if self.records:
+            shown = ", ".join(short(n) for n in sorted(self.names)[:10])
+            warn(f"{self.path}: ignored unknown key(s) {shown} in {self.records} record(s)")
+
+
+def read_export(path: str | Path, fmt: str | None = None, ignore_unknown: bool = False) -> tuple[str, list[dict]]:
+    """Read and check a whole export; returns (format, canonical records). Raises KadnError on any bad row,
+    on a column (CSV) or key (JSON) no layout knows unless `ignore_unknown`."""
     path = Path(path)
-    if path.is_dir():
-        raise KadnError(f"{path}: is a directory, not an export file")
-    if not path.is_file():
-        raise KadnError(f"{path}: no such file")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(64).removeprefix(b"\xef\xbb\xbf")
-    except OSError as exc:
-        raise KadnError(f"{path}: cannot read: {exc.strerror}") from None
-
-    is_json = path.suffix.lower() in (".jsonl", ".json", ".ndjson") or head.lstrip()[:1] in (b"{", b"[")
-    try:
+    text = read_text(path)
+    is_json = path.suffix.lower() in (".jsonl", ".json", ".ndjson") or text.lstrip()[:1] in ("{", "[")
+    keys = _UnknownKeys(path, ignore_unknown)
+    if is_json:
+        fmt = fmt or "kadn"
+        if fmt != "kadn":
+            raise KadnError(f"{path}: JSON input must be in this project's export format")
+        rows, convert = _jsonl_rows(path, text), (lambda r: r)
+    else:
+        header = _csv_header_checked(path, text)
+        fmt = fmt or detect_format(path, header)
+        _check_header(path, header, fmt, ignore_unknown)
+        rows, convert = _csv_rows(path, text), (_from_kadn_csv if fmt == "kadn" else CONVERTERS[fmt])
+    records, seen = [], {}
+    for lineno, row in rows:
+        if not isinstance(row, dict):
+            raise KadnError(f"{path}:{lineno}: expected a JSON object per line")
         if is_json:
-            fmt = fmt or "kadn"
-            if fmt != "kadn":
-                raise KadnError(f"{path}: JSON input must be in this project's export format")
-            rows, convert = _jsonl_rows(path), (lambda r: r)
+            keys.check(lineno, row)
+        try:
+            rec = normalise_record(convert(row))
+        except RecordError as exc:
+            column = SOURCE_COLUMNS.get(fmt, {}).get(exc.field)
+            where = f" (column {column})" if column else ""
+            raise KadnError(f"{path}:{lineno}: {exc.field!r}{where}: {exc.message}") from None
+        if rec["douban_id"] in seen:  # a repeated id merges as it would over a stored film
+            records[seen[rec["douban_id"]]] = merge_record(records[seen[rec["douban_id"]]], rec)
         else:
-            header, rows = _csv_header(path), _csv_rows(path)
-            if not header:
-                raise KadnError(f"{path}: empty file (no CSV header)")
-            fmt = fmt or detect_format(path, header)
-            convert = _from_kadn_csv if fmt == "kadn" else CONVERTERS[fmt]
-        records, seen = [], {}
-        for lineno, row in rows:
-            if not isinstance(row, dict):
-                raise KadnError(f"{path}:{lineno}: expected a JSON object per line")
-            try:
-                rec = normalise_record(convert(row))
-            except RecordError as exc:
-                column = SOURCE_COLUMNS.get(fmt, {}).get(exc.field)
-                where = f" (column {column})" if column else ""
-                raise KadnError(f"{path}:{lineno}: {exc.field!r}{where}: {exc.message}") from None
-            if rec["douban_id"] in seen:  # a repeated id merges as it would over a stored film
-                records[seen[rec["douban_id"]]] = merge_record(records[seen[rec["douban_id"]]], rec)
-            else:
-                seen[rec["douban_id"]] = len(records)
-                records.append(rec)
-    except UnicodeDecodeError as exc:
-        raise KadnError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise KadnError(f"{path}: malformed CSV: {exc}") from None
+            seen[rec["douban_id"]] = len(records)
+            records.append(rec)
+    keys.report()
     return fmt, records
+
+
+def _csv_header_checked(path: Path, text: str) -> list[str]:
+    try:
+        header = _csv_header(text)
+    except csv.Error as exc:
+        raise KadnError(f"{path}:1: malformed CSV header: {exc}") from None
+    if not any(h.strip() for h in header):
+        raise KadnError(f"{path}: no CSV header on the first line")
+    return header

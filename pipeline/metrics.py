@@ -6,20 +6,23 @@ the JSON files the evaluate stage leaves in a folder (each a fragment of the fin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pipeline.errors import KadnError
-from pipeline.io import write_json
+from pipeline.io import output_target, read_json_object, write_json
 
 
 def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KadnError(f"{path}: missing; run the stage that writes it (dvc repro)") from None
-    except json.JSONDecodeError as exc:
-        raise KadnError(f"{path}: not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    return read_json_object(path, missing="missing; run the stage that writes it (dvc repro)")
+
+
+def _section(data: dict, path: Path, *keys: str):
+    """data[k1][k2]..., or a KadnError naming the file and the key it lacks."""
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            raise KadnError(f"{path}: no {'.'.join(keys)!r}; re-run the stage that writes it (dvc repro)")
+        data = data[key]
+    return data
 
 
 def deep_merge(into: dict, other: dict) -> dict:
@@ -34,10 +37,10 @@ def deep_merge(into: dict, other: dict) -> dict:
 def gather(report: Path, encoded_meta: Path, fragments: list[Path]) -> dict:
     clean, meta = _read(report), _read(encoded_meta)
     # The order the rules apply in: the range first, then the paper's four rules.
-    removed = {k: clean["removed"][k] for k in
+    removed = {k: _section(clean, report, "removed", k) for k in
                ("out_of_range", "rerelease", "non_film", "missing_labels", "few_raters", "unreadable")}
-    metrics = {"data": {"stored": clean["stored"], "removed": removed, "kept": clean["kept"],
-                        "split": meta["split"]}}
+    metrics = {"data": {"stored": _section(clean, report, "stored"), "removed": removed,
+                        "kept": _section(clean, report, "kept"), "split": _section(meta, encoded_meta, "split")}}
     if "history" in clean:
         metrics["data"]["history"] = clean["history"]  # films before the range kept as training rows
     for path in sorted(fragments):
@@ -55,6 +58,7 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
+    output_target(args.out)  # a directory or a device named as --out is refused before anything is read
     metrics = gather(Path(args.report), Path(args.encoded_meta), [Path(p) for p in args.fragments])
     write_json(args.out, metrics)
     print(f"metrics: wrote {args.out}")

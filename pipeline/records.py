@@ -7,6 +7,7 @@ so the store never sees a half-formed movie. Unknown values are None (never 0 or
 from __future__ import annotations
 
 import calendar
+import difflib
 import functools
 import gc
 import math
@@ -50,6 +51,7 @@ ID_FIELD = {"directors": "director_ids", "writers": "writer_ids", "actors": "act
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 _IMDB_RE = re.compile(r"^tt\d+$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Largest whole number each column holds: douban_id is a 64-bit key, the counts 32-bit columns (PostgreSQL).
 MAX_INT = {"douban_id": 2**63 - 1}
 MAX_COUNT = 2**31 - 1
@@ -81,6 +83,8 @@ def _text(value: Any, field: str) -> str | None:
     if isinstance(value, str):
         if "\x00" in value:  # PostgreSQL cannot store it; refused everywhere so every store takes the same
             raise RecordError(field, f"contains a NUL character: {short(value)}")
+        if _SURROGATE.search(value):  # a JSON "\ud800" escape: no UTF-8 file or database can hold it
+            raise RecordError(field, f"contains a lone surrogate (not Unicode text): {short(value)}")
         return value
     if value is None:
         return None
@@ -219,15 +223,19 @@ def _str_list(value: Any, field: str) -> list[str]:
     return out
 
 
-def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
-    """Check one record and return it in canonical form (raises RecordError naming the field)."""
+def normalise_record(raw: dict[str, Any], *, identified: bool = True) -> dict[str, Any]:
+    """Check one record and return it in canonical form (raises RecordError naming the field).
+
+    The one check of a film's values: imports, `kadn predict` and `kadn forecast FILE` all read records
+    through it, so they accept the same ranges. `identified=False` (films scored, not stored) lets the
+    Douban id and the title be unknown."""
     rec: dict[str, Any] = {}
     douban_id = _int(raw.get("douban_id"), "douban_id", minimum=1)
-    if douban_id is None:
+    if douban_id is None and identified:
         raise RecordError("douban_id", "missing")
     rec["douban_id"] = douban_id
     title = _checked(_str(raw.get("title"), "title"), "title", "title")
-    if title is None:
+    if title is None and identified:
         raise RecordError("title", "missing")
     rec["title"] = title
 
@@ -275,9 +283,11 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
         entry = {"date": date, "region": region, "rerelease": bool(rerelease)}
         if entry not in releases:
             releases.append(entry)
-    if not releases and raw.get("release_date"):
+    # Checked even beside a list of dates: a bad value is refused, never silently dropped.
+    single = parse_date(raw.get("release_date"))
+    if not releases and single:
         # Exports without the full list still name the release date.
-        releases.append({"date": parse_date(raw["release_date"]), "region": None, "rerelease": False})
+        releases.append({"date": single, "region": None, "rerelease": False})
     rec["release_dates"] = releases
     rec["release_date"] = first_release(releases)
 
@@ -288,7 +298,9 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
         raise RecordError("year", f"{year} is not a plausible film year")
     rec["year"] = year
 
-    rec["rating"] = _float(raw.get("rating"), "rating", 0.0, 10.0)
+    # 0 means "no score shown" in every layout (Douban's scores start at 1.0): unknown, so it never
+    # replaces a stored score.
+    rec["rating"] = _float(raw.get("rating"), "rating", 0.0, 10.0) or None
     rec["votes"] = _int(raw.get("votes"), "votes")
     rec["review_count"] = _int(raw.get("review_count"), "review_count")
     rec["comment_count"] = _int(raw.get("comment_count"), "comment_count")
@@ -297,6 +309,38 @@ def normalise_record(raw: dict[str, Any]) -> dict[str, Any]:
         raise RecordError("imdb_id", f"{short(imdb)} is not an IMDb id (tt followed by digits)")
     rec["imdb_id"] = imdb
     return {field: rec[field] for field in FIELDS}
+
+
+def unknown_name_message(name: str, known: tuple[str, ...] | frozenset[str], what: str) -> str:
+    """"unknown column 'ratng' (did you mean 'rating'?)": the closest known name, matched ignoring case."""
+    folded = {k.casefold(): k for k in known}
+    close = difflib.get_close_matches(name.strip().casefold(), list(folded), n=1)
+    hint = f" (did you mean {folded[close[0]]!r}?)" if close else ""
+    return f"unknown {what} {short(name)}{hint}"
+
+
+def check_stored(rec: dict[str, Any]) -> None:
+    """A record read back from a snapshot: its identity and numbers are of the stored types and ranges
+    (dates and runtimes are left to the clean stage, which counts unreadable ones)."""
+    if type(rec.get("douban_id")) is not int or _int(rec["douban_id"], "douban_id", minimum=1) is None:
+        raise RecordError("douban_id", f"expected a Douban id, got {short(rec.get('douban_id'))}")
+    if not isinstance(rec.get("title"), str):
+        raise RecordError("title", f"expected text, got {short(rec.get('title'))}")
+    _text(rec["title"], "title")
+    if rec.get("rating") is not None and not isinstance(rec["rating"], (int, float)):
+        raise RecordError("rating", f"expected a number, got {short(rec['rating'])}")
+    _float(rec.get("rating"), "rating", 0.0, 10.0)
+    for field in ("year", "votes", "review_count", "comment_count"):
+        if rec.get(field) is not None and type(rec[field]) is not int:
+            raise RecordError(field, f"expected a whole number, got {short(rec[field])}")
+        _int(rec.get(field), field)
+    for field in LIST_FIELDS - {"release_dates"}:
+        value = rec.get(field)
+        if not isinstance(value, list) or not all(v is None or isinstance(v, str) for v in value):
+            raise RecordError(field, f"expected a list of text, got {short(value)}")
+    if not isinstance(rec.get("release_dates"), list) or not all(
+            isinstance(d, dict) and "date" in d for d in rec["release_dates"]):
+        raise RecordError("release_dates", f"expected a list of dated entries, got {short(rec.get('release_dates'))}")
 
 
 _RUNTIME_RE = re.compile(r"(\d+)\s*(?:分钟|分|min|mins|minutes)?", re.IGNORECASE)

@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 
 from pipeline import store
-from pipeline.errors import KadnError
-from pipeline.io import atomic_path
-from pipeline.records import FIELDS, gc_paused
+from pipeline.errors import KadnError, RecordError
+from pipeline.io import atomic_path, output_target, read_text
+from pipeline.records import FIELDS, check_stored, gc_paused
 from pipeline.redact import mask_url
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
@@ -66,24 +66,30 @@ def _parse(line: str):
         return json.loads(line)
 
 
-def read_snapshot(path: Path) -> list[dict]:
-    """The records of a snapshot file; a line that is not a JSON record stops with its line number."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KadnError(f"{path}: missing; write it with `kadn snapshot` (dvc repro runs it)") from None
-    except UnicodeDecodeError as exc:
-        raise KadnError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+def read_snapshot(path: Path, checked: bool = False) -> list[dict]:
+    """The records of a snapshot file; a line that is not a JSON record (with `checked`, a record whose
+    identity or numbers are not of the stored kinds) stops with its line number."""
+    text = read_text(path, missing="missing; write it with `kadn snapshot` (dvc repro runs it)")
     records = []
     with gc_paused():
-        for number, line in enumerate(text.splitlines(), 1):
+        # Lines end at "\n" only, as written: a title may hold U+2028 or U+0085, which splitlines() breaks at.
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line:
+                continue
             try:
                 rec = _parse(line)
-            except json.JSONDecodeError as exc:
-                raise KadnError(f"{path}: line {number}: not JSON ({exc.msg}): {line[:40]!r}") from None
+            except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+                reason = getattr(exc, "msg", None) or ("nested too deeply" if isinstance(exc, RecursionError)
+                                                       else str(exc)[:60])
+                raise KadnError(f"{path}: line {number}: not JSON ({reason}): {line[:40]!r}") from None
             if not (isinstance(rec, dict) and rec.keys() >= _FIELD_SET):
                 missing = next(f for f in FIELDS if not isinstance(rec, dict) or f not in rec)
                 raise KadnError(f"{path}: line {number}: record lacks the field {missing!r}")
+            try:
+                if checked:
+                    check_stored(rec)
+            except RecordError as exc:
+                raise KadnError(f"{path}: line {number}: {exc}") from None
             records.append(rec)
     return records
 
@@ -97,6 +103,7 @@ def register(sub, name: str) -> None:
 
 
 def _main(args) -> int:
+    output_target(args.out)  # refused before the store is read
     n = write_snapshot(args.database_url, Path(args.out))
     print(f"snapshot: {n} films -> {args.out}", file=sys.stderr)
     return 0
