@@ -21,7 +21,8 @@ from typing import Any
 
 from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
 
-SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id")
+SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id",
+           "wish_count", "watched_count")
 
 
 def _people(rec: dict, role: str) -> list[tuple[str, str | None]]:

@@ -17,10 +17,10 @@ import orjson
 from pipeline import store
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path
-from pipeline.records import FIELDS, gc_paused
+from pipeline.records import FIELDS, INTEREST_FIELDS, gc_paused
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
-_FIELD_SET = frozenset(FIELDS)
+_FIELD_SET = frozenset(FIELDS) - frozenset(INTEREST_FIELDS)  # what every line carries
 
 
 def _plain_float(value) -> bool:
@@ -30,8 +30,9 @@ def _plain_float(value) -> bool:
 
 
 def snapshot_line(rec: dict) -> bytes:
-    """One record as its snapshot line, without the newline: compact, keys in FIELDS order, UTF-8 text as is."""
-    fields = {f: rec[f] for f in FIELDS}
+    """One record as its snapshot line, without the newline: compact, keys in FIELDS order, UTF-8 text as is.
+    The interest counts appear only when known, so films without them give the lines they gave before."""
+    fields = {f: rec[f] for f in FIELDS if f not in INTEREST_FIELDS or rec.get(f) is not None}
     if any(type(v) is float and not _plain_float(v) for v in fields.values()):
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
     # orjson writes the same bytes as json.dumps(ensure_ascii=False, separators=(",", ":")), several times faster.
@@ -81,8 +82,10 @@ def read_snapshot(path: Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 raise KadnError(f"{path}: line {number}: not JSON ({exc.msg}): {line[:40]!r}") from None
             if not (isinstance(rec, dict) and rec.keys() >= _FIELD_SET):
-                missing = next(f for f in FIELDS if not isinstance(rec, dict) or f not in rec)
+                missing = next(f for f in FIELDS if f in _FIELD_SET and (not isinstance(rec, dict) or f not in rec))
                 raise KadnError(f"{path}: line {number}: record lacks the field {missing!r}")
+            for f in INTEREST_FIELDS:
+                rec.setdefault(f, None)
             records.append(rec)
     return records
 
