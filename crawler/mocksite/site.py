@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from crawler.mocksite.catalogue import YEAR_RANGE, films_in_years, generate_catalogue
+from crawler.mocksite.catalogue import YEAR_RANGE, coming_films, films, films_in_years, generate_catalogue
 from pipeline.errors import KadnError
 from pipeline.records import ID_FIELD
 
@@ -44,6 +44,8 @@ ROBOTS = {
     "crawl-delay": "User-agent: *\nDisallow: /subject_search\nCrawl-delay: 1\n",
 }
 BAN_KINDS = ("403", "418", "429", "sec", "login")
+# The cities with a /cinema/later/CITY/ page, each listing a stable share of the coming films (index -> city).
+CITIES = {"beijing": lambda k: k % 2 == 1, "shanghai": lambda k: k % 3 == 0, "guangzhou": lambda k: k % 5 == 0}
 # What Douban's JSON endpoints answer a throttled IP (HTTP 200), as public crawlers of the listing record it.
 THROTTLED = {"msg": "检测到有异常请求从您的IP发出，请登录再试!", "r": 1}
 
@@ -149,7 +151,8 @@ def render_subject(entry: dict) -> str:
     ld_text = json.dumps(ld, ensure_ascii=v % 3 == 0, indent=2).replace("\\n", "\n")
 
     if entry["rating"] is None:
-        why = "暂无评分" if v % 2 else '<a href="collections">评价人数不足</a>'
+        why = ("<span>尚未上映</span>" if "coming" in entry["traits"] else "暂无评分" if v % 2
+               else '<a href="collections">评价人数不足</a>')
         rating = (f'<strong class="ll rating_num" property="v:average"> </strong>\n'
                   f'<div class="rating_sum">{why}</div>')
     else:
@@ -203,7 +206,7 @@ def render_subject(entry: dict) -> str:
 </section>
 </div>
 <div class="aside"><div class="recommendations-bd"><dl>{recs}</dl></div>
-<div class="subject-others-interests-ft"><a href="{CANONICAL}/subject/{did}/comments?status=P">{(entry["votes"] or 0) * 2}人看过</a></div>
+{_interests(entry)}
 </div>
 </div>
 </div>
@@ -211,6 +214,46 @@ def render_subject(entry: dict) -> str:
 </body>
 </html>
 """
+
+
+def _interests(entry: dict) -> str:
+    """The sidebar's 看过 / 想看 links (those known), pointing where real pages point or, on odd ids, to the
+    collections/wishes pages some layouts link."""
+    did, odd = entry["douban_id"], entry["douban_id"] % 2
+    links = [f'<a href="{CANONICAL}/subject/{did}/{page if odd else "comments?status=" + status}">{n}人{word}</a>'
+             for key, word, page, status in (("watched_count", "看过", "collections", "P"),
+                                              ("wish_count", "想看", "wishes", "F"))
+             if (n := entry.get(key)) is not None]
+    return f'<div class="subject-others-interests-ft">{" &nbsp;/&nbsp; ".join(links)}</div>'
+
+
+def render_coming(entries: list[dict], hot: int) -> str:
+    """The /coming page: a table of the films about to open, each linking its subject page."""
+    rows = "".join(f'<tr><td>{e["release_date"][5:7]}月{e["release_date"][8:10]}日</td>'
+                   f'<td><a href="{CANONICAL}/subject/{e["douban_id"]}/">{escape(e["title"])}</a></td>'
+                   f'<td>{escape(" / ".join(e["genres"]))}</td><td>{escape(" / ".join(e["countries"]))}</td>'
+                   f'<td>{e["wish_count"]}人</td></tr>' for e in entries)
+    return _list_page("即将上映的电影", '<table class="coming_list"><thead><tr><th>上映日期</th><th>片名</th>'
+                      f"<th>类型</th><th>制片国家 / 地区</th><th>想看</th></tr></thead><tbody>{rows}</tbody></table>", hot)
+
+
+def render_later(city: str, entries: list[dict], hot: int) -> str:
+    """A city's /cinema/later/CITY/ page: the #showing-soon items of the films about to open there."""
+    items = "".join(f'<div class="item mod"><a class="thumb" href="{CANONICAL}/subject/{e["douban_id"]}/">'
+                    f'<img src="" alt="{escape(e["title"])}"></a><div class="intro"><h3>'
+                    f'<a href="{CANONICAL}/subject/{e["douban_id"]}/">{escape(e["title"])}</a></h3><ul>'
+                    f'<li class="dt">{e["release_date"][5:7]}月{e["release_date"][8:10]}日</li>'
+                    f'<li class="dt">{escape(" / ".join(e["genres"]))}</li>'
+                    f'<li class="dt last"><span>{e["wish_count"]}人想看</span></li></ul></div></div>'
+                    for e in entries)
+    return _list_page(f"{city} 即将上映", f'<div id="showing-soon" class="tab-bd">{items}</div>', hot)
+
+
+def _list_page(title: str, body: str, hot: int) -> str:
+    # A link outside the lists (a film showing now, `hot`), which a crawl of the lists must not follow.
+    aside = f'<div class="aside" id="hot"><a href="{CANONICAL}/subject/{hot}/">正在热映</a></div>'
+    return (f'<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
+            f'<body><div id="content"><h1>{escape(title)}</h1>{body}{aside}</div></body></html>\n')
 
 
 def render_broken(entry: dict) -> str:
@@ -243,14 +286,18 @@ class MockDouban:
                  truncate_rate: float = 0.0, broken_rate: float = 0.0, ban_after: int = 0, ban_for: int = 0,
                  robots: str = "default", robots_status: int = 200, block_listing: bool = False,
                  login_rate: float = 0.0, listing_ignores_start: bool = False, throttle_after: int = 0,
-                 throttle_for: int = 0, files: dict[int, Path] | None = None):
+                 throttle_for: int = 0, files: dict[int, Path] | None = None, coming: int = 0):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
-        _check_knobs(movies=n_movies, error_repeats=error_repeats, slow_ms=slow_ms, ban_after=ban_after,
+        _check_knobs(movies=n_movies, coming=coming, error_repeats=error_repeats, slow_ms=slow_ms, ban_after=ban_after,
                      ban_for=ban_for, throttle_after=throttle_after, throttle_for=throttle_for)
         _check_knobs(rate=True, error_rate=error_rate, slow_rate=slow_rate, truncate_rate=truncate_rate,
                      broken_rate=broken_rate, login_rate=login_rate)
         self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
+        # Films about to open (on /coming and the cities' /cinema/later/ pages) until `release` gives them a score.
+        last_id = max((e["douban_id"] for e in self.catalogue), default=1_290_000)
+        self.coming = coming_films(coming, seed, after_id=last_id) if coming else []
+        self.catalogue = self.catalogue + self.coming
         self.by_id = {e["douban_id"]: e for e in self.catalogue}
         self.by_year: dict[int, list[dict]] = defaultdict(list)
         for e in self.catalogue:
@@ -290,6 +337,23 @@ class MockDouban:
         return [r for r in films_in_years(self.catalogue, *years)
                 if not self.is_broken(r["douban_id"]) and not self.needs_login(r["douban_id"])]
 
+    def expected_coming(self) -> list[dict]:
+        """The films still listed as coming, as canonical records: what a `-a coming=1` crawl must store."""
+        return films(e for e in self.coming if "coming" in e["traits"])
+
+    def release(self, douban_id: int, rating: float, votes: int) -> dict:
+        """A coming film opens: its page shows `rating` from `votes` raters and a 看过 count, and it leaves
+        the coming lists. Returns the entry (the truth a later crawl of the page must store)."""
+        entry = self.by_id.get(douban_id)
+        if entry is None or "coming" not in entry["traits"]:
+            raise KadnError(f"subject {douban_id} is not a coming film of this mock site")
+        if not (1 <= rating <= 10 and votes >= 30):  # Douban shows a score from 30 raters on
+            raise KadnError(f"a released film needs a score from 1 to 10 and 30 raters or more, got {rating}, {votes}")
+        with self.lock:
+            entry.update(rating=round(float(rating), 1), votes=int(votes), watched_count=int(votes) * 3 // 2,
+                         wish_count=entry["wish_count"] + int(votes) // 4, traits=("released",))
+        return entry
+
     # -- serving --------------------------------------------------------------------------------------
     def handle(self, path: str, query: dict) -> tuple[int, dict, bytes]:
         with self.lock:
@@ -325,6 +389,8 @@ class MockDouban:
             return self._sitemap(path)
         if path.startswith("/subject/"):
             return self._subject(path, attempt)
+        if path == "/coming" or path.startswith("/cinema/later/"):
+            return self._coming(path)
         if path.startswith(("/accounts/", "/sec/")):
             return self._text(LOGIN_PAGE if path.startswith("/accounts/") else SEC_PAGE, "text/html")
         return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
@@ -385,6 +451,16 @@ class MockDouban:
         return self._text('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns='
                           f'"http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>\n', "application/xml")
 
+    def _coming(self, path: str) -> tuple[int, dict, bytes]:
+        listed = [(k, e) for k, e in enumerate(self.coming) if "coming" in e["traits"]]
+        hot = self.catalogue[0]["douban_id"] if self.catalogue else 1
+        if path == "/coming":  # not every coming film: some are on a city's page only
+            return self._text(render_coming([e for k, e in listed if k % 4 != 3], hot), "text/html")
+        city = path.removeprefix("/cinema/later/").strip("/")
+        if city not in CITIES:
+            return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
+        return self._text(render_later(city, [e for k, e in listed if CITIES[city](k)], hot), "text/html")
+
     def _subject(self, path: str, attempt: int) -> tuple[int, dict, bytes]:
         parts = [p for p in path.split("/") if p]
         if len(parts) != 2 or not parts[1].isdigit():
@@ -431,6 +507,20 @@ class MockDouban:
                 self.send_response(status)
                 for k, val in headers.items():
                     self.send_header(k, val)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802 -- the admin hook: POST /_mock/release/ID?rating=R&votes=N
+                parts = urlsplit(self.path)
+                query = parse_qs(parts.query)
+                try:
+                    did = int(parts.path.removeprefix("/_mock/release/").strip("/"))
+                    site.release(did, float(query["rating"][0]), int(query["votes"][0]))
+                    status, body = 200, b"released\n"
+                except (ValueError, KeyError, KadnError) as exc:
+                    status, body = 400, f"{exc}\n".encode()
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -489,6 +579,9 @@ def register(sub, name: str) -> None:
                    help="listing requests answered normally before the listing answers the rate-limit JSON")
     p.add_argument("--throttle-for", type=int, default=0,
                    help="listing requests answered with the rate-limit JSON (0: never)")
+    p.add_argument("--coming", type=int, default=0,
+                   help="films about to open, on /coming and /cinema/later/CITY/ (POST /_mock/release/ID?rating=R"
+                        "&votes=N gives one a score)")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
                    help="serve this HTML file at /subject/ID/ (read at request time)")
     p.set_defaults(func=_run)
@@ -501,7 +594,7 @@ def _run(args) -> int:
                       robots=args.robots, robots_status=args.robots_status, block_listing=args.block_listing,
                       login_rate=args.login_rate, listing_ignores_start=args.listing_ignores_start,
                       throttle_after=args.throttle_after, throttle_for=args.throttle_for,
-                      files=dict(_page_arg(p) for p in args.page))
+                      files=dict(_page_arg(p) for p in args.page), coming=args.coming)
     if not 0 <= args.port <= 65535:
         raise KadnError(f"--port must be from 0 to 65535, got {args.port}")
     try:

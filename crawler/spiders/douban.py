@@ -2,7 +2,8 @@
 
 Arguments (crawler.arguments): `-a years=2007-2019` (default; a single year or A-B), `-a ids=ID,ID` (just
 these subjects, no discovery), `-a limit=N` (at most N subject pages), `-a refresh=1` (re-fetch stored films
-older than DOUBAN_REFRESH_DAYS, no discovery). Discovery (crawler.discovery) takes the JSON listing or the
+older than DOUBAN_REFRESH_DAYS, no discovery), `-a coming=1` (the films on the coming-soon lists: /coming and
+the /cinema/later/CITY/ pages of `-a cities=beijing,...`). Discovery (crawler.discovery) takes the JSON listing or the
 sitemaps, as robots.txt and DOUBAN_DISCOVERY allow. This class only builds requests and reads answers:
 parsing is crawler.parsing's, which pages to request crawler.spidermiddlewares', bans, retries and
 de-duplication crawler.middlewares', Crawl-delay and the summary crawler.extensions', storage the pipeline's.
@@ -18,13 +19,13 @@ from urllib.parse import urlencode, urlsplit
 from scrapy import Request
 from scrapy.spiders import SitemapSpider
 
-from crawler.arguments import check_arguments, parse_flag, parse_ids, parse_limit, parse_years
+from crawler.arguments import check_arguments, parse_cities, parse_flag, parse_ids, parse_limit, parse_years
 from crawler.discovery import DiscoveryBlocked, listing_fallback, plan_discovery, read_settings
 from crawler.distributed import release_lease, settle
 from crawler.extensions import robots_agent
 from crawler.items import MovieItem
 from crawler.middlewares import DuplicateRequest, close_spider
-from crawler.parsing import SUBJECT_URL_RE, PageUnparsed, listing_ids, parse_subject
+from crawler.parsing import SUBJECT_URL_RE, PageUnparsed, coming_ids, listing_ids, parse_subject
 from crawler.spidermiddlewares import utcnow
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,16 @@ class DoubanSpider(SitemapSpider):
     sitemap_rules = [(SUBJECT_URL_RE, "parse_subject")]  # the rest of a sitemap (celebrities...) is ignored
     check_arguments = staticmethod(check_arguments)  # called by the project's `scrapy crawl` before starting
 
-    def __init__(self, years: str = "2007-2019", ids: str | None = None, limit: str | None = None,
-                 refresh: str | None = None, *args, **kwargs):
-        check_arguments({k: v for k, v in kwargs.items() if k != "name"})  # unknown names: refused here too
+    def __init__(self, years: str | None = None, ids: str | None = None, limit: str | None = None,
+                 refresh: str | None = None, coming: str | None = None, cities: str | None = None, *args, **kwargs):
+        given = dict(years=years, ids=ids, limit=limit, refresh=refresh, coming=coming, cities=cities)
+        # Unknown names and clashing ones (coming with years): refused here too.
+        check_arguments({k: v for k, v in {**kwargs, **given}.items() if k != "name" and v is not None})
         super().__init__(*args, **kwargs)
-        self.years, self.limit, self.refresh = parse_years(years), parse_limit(limit), parse_flag(refresh)
+        self.years, self.limit, self.refresh = parse_years(years or "2007-2019"), parse_limit(limit), parse_flag(refresh)
         self.ids = parse_ids(ids) if ids else None
+        self.coming, self.cities = parse_flag(coming, "coming"), parse_cities(cities)
+        self.coming_found: set[int] = set()  # subjects the coming-soon lists gave (one may be on several)
         self.abandoned: set[str] = set()  # discovery paths given up (DedupeMiddleware drops their requests)
         self.chosen, self.sitemaps, self.discovered = None, [], 0
 
@@ -73,7 +78,17 @@ class DoubanSpider(SitemapSpider):
         return self.request(url, self._parse_sitemap, self.discovery_failed, discovery="sitemap",
                             dedupe_key=f"sitemap:{self.url(url)}")
 
+    def coming_list(self, path: str) -> Request:
+        return self.request(path, self.parse_coming, self.discovery_failed, discovery="coming",
+                            dedupe_key=f"coming:{path}")
+
     async def start(self):
+        if self.coming:  # the lists are a few pages: no listing or sitemap plan (robots.txt still rules)
+            self.crawler.stats.set_value("douban/discovery", "coming")
+            log.info("discovery: the coming-soon lists (/coming and the pages of %s)", ", ".join(self.cities))
+            for path in ["/coming", *(f"/cinema/later/{city}/" for city in self.cities)]:
+                yield self.coming_list(path)
+            return
         if self.ids or self.refresh:
             self.crawler.stats.set_value("douban/discovery", "ids" if self.ids else "refresh")
             ids = self.ids or self.crawler.douban_gate.stale
@@ -114,6 +129,14 @@ class DoubanSpider(SitemapSpider):
         yield from self.subjects(ids)
         if ids:  # until an empty page: the endpoint's page size is not a promise
             yield self.listing(response.meta["year"], response.meta["start"] + len(ids))
+
+    def parse_coming(self, response):
+        ids = coming_ids(response.text)  # no list on the page: PageUnparsed, which ParseRetry reports
+        new = [did for did in ids if did not in self.coming_found]
+        self.coming_found.update(new)
+        self.crawler.stats.inc_value("douban/coming_found", len(new))
+        self.found(len(new))
+        yield from self.subjects(new)
 
     def found(self, n: int) -> None:
         self.discovered += n
