@@ -81,6 +81,12 @@ def test_coming_arguments_are_checked(args, message):
         check_arguments(args)
 
 
+def test_a_clashing_coming_crawl_exits_2_in_one_line(db_url):
+    result = run_crawl("http://127.0.0.1:9", db_url, "coming=1", "years=2012")
+    assert result.returncode == 2 and "Traceback" not in result.log
+    assert "-a coming=1 cannot be combined with -a years" in result.log
+
+
 def test_coming_arguments_that_combine():
     check_arguments({"coming": "1", "limit": "5", "cities": "beijing,shanghai"})
     check_arguments({"coming": "1", "refresh": "0", "ids": ""})  # asking for nothing clashes with nothing
@@ -108,6 +114,14 @@ def test_a_coming_crawl_stores_the_coming_films_then_a_refresh_their_scores(mock
         assert (rec["rating"], rec["votes"]) == (entry["rating"], entry["votes"])
         assert (rec["wish_count"], rec["watched_count"]) == (entry["wish_count"], entry["watched_count"])
     assert [after[r["douban_id"]] for r in truth[3:]] == truth[3:]  # the others as they were
+
+    # `-a refresh=1` picks a release up too, once the stored copy is due (here at once: 0 days).
+    fourth = site.release(truth[3]["douban_id"], 8.1, 2000)
+    refreshed = run_crawl(site.base_url, db_url, "refresh=1", DOUBAN_REFRESH_DAYS="0")
+    assert refreshed.returncode == 0 and refreshed["douban/discovery"] == "refresh"
+    rec = {r["douban_id"]: r for r in stored(db_url)}[fourth["douban_id"]]
+    assert (rec["rating"], rec["votes"], rec["watched_count"]) == (8.1, 2000, fourth["watched_count"])
+    assert len(stored(db_url)) == N_COMING
 
 
 def test_a_coming_crawl_obeys_limit_and_a_second_one_refetches_the_counts(mock, db_url):  # noqa: F811
