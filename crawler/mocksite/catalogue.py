@@ -4,8 +4,8 @@ re-releases, concerts and casts follow figures measured on real Douban data).
 `generate_catalogue(n_movies, seed)` returns truth entries: canonical records (exactly what
 `pipeline.records.normalise_record` produces) plus two markers, `kind` ("film" or "tv") and `traits`
 (a tuple naming what is special about the entry: "no_score", "rerelease", "concert", "no_actors",
-"year_only", "no_date", "out_of_range", "duplicate", "name_only_person"). TV subjects carry `episodes`
-and `episode_min` as well. The mock site serves this catalogue; the clean/encode and model benchmarks
+"year_only", "no_date", "out_of_range", "duplicate", "name_only_person"; "coming" for `coming_films`, the
+films about to open). TV subjects carry `episodes` and `episode_min` as well. The mock site serves this catalogue; the clean/encode and model benchmarks
 store it directly with `store_catalogue` (no crawl).
 
 Scores come from person effects + genre and country effects + noise, so a model has signal to find.
