@@ -51,10 +51,13 @@ def test_release_moves_a_film_from_coming_to_rated(mock):  # noqa: F811
     record = parse_subject(render_subject(site.by_id[did]), f"http://x/subject/{did}/").record
     assert (record["rating"], record["votes"], record["watched_count"]) == (7.4, 800, 1200)
     assert did not in {r["douban_id"] for r in site.expected_coming()}
-    bad = urllib.request.Request(f"{site.base_url}/_mock/release/{did}?rating=7.4&votes=800", method="POST")
-    with pytest.raises(urllib.error.HTTPError) as exc:  # released already: not a coming film
-        urllib.request.urlopen(bad, timeout=10)
-    assert exc.value.code == 400
+    for query, why in ((f"{did}?rating=7.4&votes=800", b"not a coming film"),  # released already
+                       (f"{site.coming[0]['douban_id']}?rating=7.4&votes=3", b"30 raters or more"),
+                       ("x", b"usage: POST /_mock/release/ID")):
+        bad = urllib.request.Request(f"{site.base_url}/_mock/release/{query}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(bad, timeout=10)
+        assert exc.value.code == 400 and why in exc.value.read()
 
 
 def test_coming_ids_reads_only_the_lists():

@@ -518,7 +518,9 @@ class MockDouban:
                     did = int(parts.path.removeprefix("/_mock/release/").strip("/"))
                     site.release(did, float(query["rating"][0]), int(query["votes"][0]))
                     status, body = 200, b"released\n"
-                except (ValueError, KeyError, KadnError) as exc:
+                except (ValueError, KeyError):
+                    status, body = 400, b"usage: POST /_mock/release/ID?rating=R&votes=N\n"
+                except KadnError as exc:
                     status, body = 400, f"{exc}\n".encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
@@ -602,7 +604,9 @@ def _run(args) -> int:
     except OSError as exc:
         raise KadnError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
     n_tv = sum(e["kind"] == "tv" for e in site.catalogue)
-    print(f"mock Douban: {len(site.catalogue) - n_tv} films and {n_tv} TV subjects at {site.base_url}", flush=True)
+    coming = f" ({len(site.coming)} about to open)" if site.coming else ""
+    print(f"mock Douban: {len(site.catalogue) - n_tv} films{coming} and {n_tv} TV subjects at {site.base_url}",
+          flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
