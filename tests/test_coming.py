@@ -137,3 +137,18 @@ def test_a_coming_crawl_obeys_limit_and_a_second_one_refetches_the_counts(mock, 
     assert second["douban/stored"] == len(on_default_lists) and second["douban/fresh_skipped"] == 0
     assert {r["douban_id"] for r in stored(db_url)} == on_default_lists
 
+
+
+def test_a_stopped_coming_crawl_resumes_with_its_jobdir_fetching_each_film_once(mock, db_url, tmp_path):  # noqa: F811
+    site = mock(40, seed=9, coming=N_COMING, error_rate=0.2)  # some lists and pages answer 5xx at first
+    one_at_a_time = {"JOBDIR": str(tmp_path / "job"), "CONCURRENT_REQUESTS": "1",
+                     "CONCURRENT_REQUESTS_PER_DOMAIN": "1", "DOUBAN_STORE_BATCH": "1"}
+    first = run_crawl(site.base_url, db_url, "coming=1", CLOSESPIDER_ITEMCOUNT="4", **one_at_a_time)
+    assert first["finish_reason"] == "closespider_itemcount", first.log[-3000:]
+    assert 4 <= len(stored(db_url)) < N_COMING
+    second = run_crawl(site.base_url, db_url, "coming=1", **one_at_a_time)
+    assert second.returncode == 0 and second["finish_reason"] == "finished", second.log[-3000:]
+    assert second["douban/resumed_from"]
+    assert stored(db_url) == site.expected_coming()
+    assert first["douban/stored"] + second["douban/stored"] == N_COMING
+    assert max(site.served.values()) == 1 and site.counts["5xx"]
