@@ -95,15 +95,18 @@ def check_arguments(spargs: dict) -> None:
     check_coming(spargs)
 
 
+def _asks(spargs: dict, name: str) -> bool:
+    """Whether `-a NAME=...` asks for something (`-a refresh=0` or an empty `-a ids=` does not)."""
+    value = spargs.get(name)
+    if value is None:
+        return False
+    return parse_flag(value, name) if name in ("refresh", "coming") else bool(str(value).strip())
+
+
 def check_coming(spargs: dict) -> None:
     """`coming` goes with `limit` and `cities` only; `cities` means nothing without it."""
-    def given(name: str) -> bool:  # `-a refresh=0` or an empty `-a ids=` asks for nothing
-        value = spargs.get(name)
-        return value is not None and (parse_flag(value, name) if name in ("refresh", "coming") else name != "ids"
-                                      or bool(str(value).strip()))
-
-    coming = given("coming")
-    clash = [name for name in NOT_WITH_COMING if given(name)] if coming else []
+    coming = _asks(spargs, "coming")
+    clash = [name for name in NOT_WITH_COMING if _asks(spargs, name)] if coming else []
     if clash:
         raise ValueError(f"-a coming=1 cannot be combined with -a {clash[0]}: a coming crawl takes its films from "
                          "the coming-soon lists (add -a limit=N or -a cities=... only)")
