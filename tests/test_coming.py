@@ -152,3 +152,20 @@ def test_a_stopped_coming_crawl_resumes_with_its_jobdir_fetching_each_film_once(
     assert stored(db_url) == site.expected_coming()
     assert first["douban/stored"] + second["douban/stored"] == N_COMING
     assert max(site.served.values()) == 1 and site.counts["5xx"]
+
+
+def test_coming_lists_forbidden_by_robots_txt_stop_the_crawl_plainly(mock, db_url):  # noqa: F811
+    site = mock(30, seed=1, coming=4, robots="closed")
+    result = run_crawl(site.base_url, db_url, "coming=1", "cities=beijing,shanghai")
+    assert result.returncode == 1 and result["finish_reason"] == "discovery_blocked"
+    assert dict(site.hits) == {"/robots.txt": 1} and not stored(db_url)  # nothing else was even asked for
+    assert "disallows the subject pages" in result.log
+
+
+def test_a_coming_list_robots_txt_forbids_is_not_read(mock, db_url):  # noqa: F811
+    site = mock(30, seed=1, coming=N_COMING, robots="no-cinema")
+    result = run_crawl(site.base_url, db_url, "coming=1", "cities=beijing,shanghai")
+    assert result.returncode == 0, result.log[-3000:]
+    assert not any(path.startswith("/cinema/") for path in site.hits)
+    assert {r["douban_id"] for r in stored(db_url)} == set(listed(site, "/coming")) < {e["douban_id"] for e in site.coming}
+    assert "disallows the coming-soon list /cinema/later/shanghai/" in result.log

@@ -42,6 +42,7 @@ ROBOTS = {
     "open": "User-agent: *\nDisallow:\n",
     "no-subjects": "User-agent: *\nDisallow: /subject/\n",
     "crawl-delay": "User-agent: *\nDisallow: /subject_search\nCrawl-delay: 1\n",
+    "no-cinema": "User-agent: *\nDisallow: /subject_search\nDisallow: /cinema/\n",
 }
 BAN_KINDS = ("403", "418", "429", "sec", "login")
 # The cities with a /cinema/later/CITY/ page, each listing a stable share of the coming films (index -> city).

@@ -20,7 +20,7 @@ from scrapy import Request
 from scrapy.spiders import SitemapSpider
 
 from crawler.arguments import check_arguments, parse_cities, parse_flag, parse_ids, parse_limit, parse_years
-from crawler.discovery import DiscoveryBlocked, listing_fallback, plan_discovery, read_settings
+from crawler.discovery import DiscoveryBlocked, coming_lists, listing_fallback, plan_discovery, read_settings
 from crawler.distributed import release_lease, settle
 from crawler.extensions import robots_agent
 from crawler.items import MovieItem
@@ -46,6 +46,7 @@ class DoubanSpider(SitemapSpider):
         self.ids = parse_ids(ids) if ids else None
         self.coming, self.cities = parse_flag(coming, "coming"), parse_cities(cities)
         self.coming_found: set[int] = set()  # subjects the coming-soon lists gave (one may be on several)
+        self.coming_requested = self.coming_failed = 0  # coming-soon lists requested, and given up
         self.abandoned: set[str] = set()  # discovery paths given up (DedupeMiddleware drops their requests)
         self.chosen, self.sitemaps, self.discovered = None, [], 0
 
@@ -78,17 +79,14 @@ class DoubanSpider(SitemapSpider):
         return self.request(url, self._parse_sitemap, self.discovery_failed, discovery="sitemap",
                             dedupe_key=f"sitemap:{self.url(url)}")
 
+    def coming_paths(self) -> list[str]:
+        return ["/coming", *(f"/cinema/later/{city}/" for city in self.cities)]
+
     def coming_list(self, path: str) -> Request:
         return self.request(path, self.parse_coming, self.discovery_failed, discovery="coming",
                             dedupe_key=f"coming:{path}")
 
     async def start(self):
-        if self.coming:  # the lists are a few pages: no listing or sitemap plan (robots.txt still rules)
-            self.crawler.stats.set_value("douban/discovery", "coming")
-            log.info("discovery: the coming-soon lists (/coming and the pages of %s)", ", ".join(self.cities))
-            for path in ["/coming", *(f"/cinema/later/{city}/" for city in self.cities)]:
-                yield self.coming_list(path)
-            return
         if self.ids or self.refresh:
             self.crawler.stats.set_value("douban/discovery", "ids" if self.ids else "refresh")
             ids = self.ids or self.crawler.douban_gate.stale
@@ -96,8 +94,24 @@ class DoubanSpider(SitemapSpider):
             for req in self.subjects(ids):
                 yield req
             return
-        yield Request(self.url("/robots.txt"), callback=self.plan, errback=self.robots_failed, dont_filter=True,
+        yield Request(self.url("/robots.txt"), callback=self.plan_coming if self.coming else self.plan,
+                      errback=self.robots_failed, dont_filter=True,
                       meta={"handle_httpstatus_list": [404, 410], "dont_obey_robotstxt": True})
+
+    def plan_coming(self, response, robots_txt: str | None = None):
+        """The coming-soon lists robots.txt allows, checked before any is requested (as plan does for the
+        listing: a request Scrapy's robots middleware should refuse is not always refused)."""
+        text = robots_txt if robots_txt is not None else response.text if response.status == 200 else ""
+        try:
+            paths = coming_lists(text, response.url, paths=self.coming_paths(), obey=self.obey,
+                                 agent=robots_agent(self.settings), subject_url=self.url("/subject/1/"), url=self.url)
+        except DiscoveryBlocked as exc:
+            self.blocked(str(exc))
+            return
+        self.chosen, self.coming_requested = "coming", len(paths)
+        self.crawler.stats.set_value("douban/discovery", "coming")
+        log.info("discovery: the coming-soon lists %s", ", ".join(paths))
+        yield from (self.coming_list(path) for path in paths)
 
     def plan(self, response, robots_txt: str | None = None):
         text = robots_txt if robots_txt is not None else response.text if response.status == 200 else ""
@@ -179,6 +193,11 @@ class DoubanSpider(SitemapSpider):
             log.error("discovery request failed, its pages are not crawled: %s (%s)", request.url, why)
             if request.meta["discovery"] == "listing" and not self.discovered:
                 follow_ups = self.abandon_listing(why)
+            elif request.meta["discovery"] == "coming":
+                self.coming_failed += 1
+                if self.coming_failed == self.coming_requested:  # every list failed: nothing to crawl
+                    self.blocked(f"discovery blocked: none of the coming-soon lists could be read (the last: {why}); "
+                                 "nothing was crawled")
         settle(self.crawler, request, follow_ups)
 
     def abandon_listing(self, why: str) -> list[Request]:
@@ -200,5 +219,5 @@ class DoubanSpider(SitemapSpider):
             self.crawler.stats.set_value("douban/robots_failed", why)
             log.warning("cannot read %s (%s): ROBOTSTXT_OBEY is off, so discovery goes on as if it were empty",
                         request.url, why)
-            follow_ups = self.plan(request, robots_txt="")
+            follow_ups = (self.plan_coming if self.coming else self.plan)(request, robots_txt="")
         settle(self.crawler, request, follow_ups)
