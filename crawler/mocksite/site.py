@@ -1,8 +1,9 @@
 """`kadn mock-douban`: a local stand-in for movie.douban.com serving the synthetic catalogue.
 
 It serves subject pages in Douban's markup (our own markup, written from a description of Douban's pages,
-with every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt,
-on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
+with every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, robots.txt, and
+with `coming=N` the coming-soon lists (/coming, /cinema/later/CITY/) of N films about to open, which
+`release` (or POST /_mock/release/ID) turns into rated films, on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
 pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), a window in which
 the listing answers Douban's rate-limit JSON, and an unreadable robots.txt.
 
