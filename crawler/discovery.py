@@ -84,3 +84,25 @@ def listing_fallback(mode: str, sitemaps: list[str], listing_path: str, why: str
         return sitemaps
     raise DiscoveryBlocked(f"discovery blocked: the listing {listing_path} failed before giving any film ({why}); "
                            "nothing was crawled. Try -s DOUBAN_DISCOVERY=sitemap, or later (a ban lifts).")
+
+
+def coming_lists(robots_txt: str, robots_url: str, *, paths: list[str], obey: bool, agent: str, subject_url: str,
+                 url) -> list[str]:
+    """The coming-soon list pages (`paths`) robots.txt lets a `coming` crawl read, or DiscoveryBlocked when it
+    allows none of them or no subject page. Checked here, before any list is requested, as for the listing."""
+    robots = Protego.parse(robots_txt)
+
+    def allowed(u: str) -> bool:
+        return not obey or robots.can_fetch(u, agent)
+
+    if not allowed(subject_url):
+        raise DiscoveryBlocked(f"discovery blocked: {robots_url} disallows the subject pages (/subject/...) for "
+                               f"user agent {agent!r}; nothing was crawled.")
+    allowed_paths = [p for p in paths if allowed(url(p))]
+    if not allowed_paths:
+        raise DiscoveryBlocked(f"discovery blocked: {robots_url} disallows every coming-soon list ({', '.join(paths)}) "
+                               f"for user agent {agent!r}; nothing was crawled.")
+    for p in paths:
+        if p not in allowed_paths:
+            log.warning("discovery: %s disallows the coming-soon list %s; it is not read", robots_url, p)
+    return allowed_paths

@@ -1,6 +1,6 @@
 """Douban subject pages -> canonical records: pure functions, no network, no Scrapy.
 
-`listing_page(text)` reads a page of the JSON listing. `parse_subject(html, url)` returns a `ParseResult` whose `kind` is "film" (with a record that went through
+`listing_page(text)` reads a page of the JSON listing, `coming_ids(html)` a coming-soon page. `parse_subject(html, url)` returns a `ParseResult` whose `kind` is "film" (with a record that went through
 `pipeline.records.normalise_record`), "tv" (a TV subject, to be counted and skipped) or "failed" (with a
 reason naming what was wrong). The `#info` block is the first source; the page's JSON-LD Movie object fills
 the fields `#info` lacks. A page that is truncated, has no `#info` block (a login wall or a changed layout)
@@ -34,6 +34,9 @@ _VOTES_RE = re.compile(r"""<span[^>]*property=["']v:votes["'][^>]*>\s*([\d,]+)\s
 # Short comments and reviews: "全部 N 条" links (the page has other comments?status=P links, e.g. 人看过).
 _COMMENTS_RE = re.compile(r"""<a[^>]*href=["'][^"']*comments\?status=P["'][^>]*>\s*全部\s*([\d,]+)\s*条\s*</a>""")
 _REVIEWS_RE = re.compile(r"""<a[^>]*href=["']reviews["'][^>]*>\s*全部\s*([\d,]+)\s*条\s*</a>""")
+# The sidebar's "N人想看" / "N人看过" links (their hrefs vary: comments?status=F|P, wishes, collections).
+_WISH_RE = re.compile(r"""<a[^>]*>\s*([\d,]+)\s*人想看\s*</a>""")
+_WATCHED_RE = re.compile(r"""<a[^>]*>\s*([\d,]+)\s*人看过\s*</a>""")
 _IMDB_RE = re.compile(r"\btt\d{5,}\b")
 _ISO_DURATION_RE = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?")
 # A JSON-LD person name is "中文名 Latin Name"; #info shows the Chinese part only.
@@ -86,6 +89,21 @@ def listing_page(text: str) -> ListingPage:
     if data and not ids:  # nothing to go on (and a page that repeats would paginate for ever)
         raise PageUnparsed(f"none of its {len(data)} entries has a subject id ({bad[0]})")
     return ListingPage(ids, len(data), bad)
+
+
+# Where the coming-soon pages list their films: /coming's table and a city's /cinema/later/CITY/ items.
+COMING_LISTS = ("table.coming_list", "#showing-soon")
+
+
+def coming_ids(html: str) -> list[int]:
+    """The subject ids a coming-soon page lists, in page order, once each (links elsewhere on the page, such
+    as films showing now, are not the list's); PageUnparsed when the page has no such list (a changed layout)."""
+    sel = Selector(text=html)
+    lists = [node for css in COMING_LISTS for node in sel.css(css)]
+    if not lists:
+        raise PageUnparsed(f"no coming-soon list ({' or '.join(COMING_LISTS)}; page title {_page_title(html)!r})")
+    ids = (subject_id(href) for node in lists for href in node.css("a::attr(href)").getall())
+    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 def subject_id(url: str) -> int | None:
@@ -223,6 +241,14 @@ def _count(pattern: re.Pattern, html: str) -> int | None:
     return int(m.group(1).replace(",", "")) if m else None
 
 
+def _no_score(rating: str) -> bool:
+    """A score of 0 stands for "no score": Douban's scores start at 1.0, and some pages fill 0 for none."""
+    try:
+        return float(rating) == 0
+    except ValueError:
+        return False
+
+
 def parse_subject(html: str, url: str) -> ParseResult:
     """One subject page -> ParseResult (film with a canonical record, tv, or failed with a reason).
 
@@ -307,6 +333,10 @@ def parse_subject(html: str, url: str) -> ParseResult:
         raw["votes"] = _int_text(str(agg.get("ratingCount") or "")) if raw["rating"] else None
         if raw["rating"]:
             notes.append("rating")  # only when JSON-LD supplied the score
+    if raw["rating"] is not None and _no_score(raw["rating"]):
+        raw["rating"], raw["votes"] = None, None  # an unrated film (暂无评分, 尚未上映) is unknown, not 0
+        notes = [n for n in notes if n != "rating"]
+    raw["wish_count"], raw["watched_count"] = _count(_WISH_RE, html), _count(_WATCHED_RE, html)
     raw["comment_count"] = _count(_COMMENTS_RE, html)
     raw["review_count"] = _count(_REVIEWS_RE, html)
 

@@ -82,7 +82,7 @@ class SubjectGate:
         if started:
             done |= set(getattr(spider, "state", {}).get("tv_ids", ()))
         self.stale = sorted(stale - done)
-        if spider.ids or spider.refresh:
+        if spider.ids or spider.refresh or getattr(spider, "coming", False):  # coming: wish counts move daily
             self.skip = done
             return
         self.skip = (set(fetched) - stale if self.refresh_days > 0 else set()) | done

@@ -25,7 +25,8 @@ from typing import Any
 
 from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
 
-SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id")
+SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id",
+           "wish_count", "watched_count")
 # Fields that change together: a person list and its ids, the release dates and the first of them.
 GROUPS = ([(role, ID_FIELD[role]) for role in ROLES] + [("release_dates", "release_date")]
           + [(f,) for f in (*SCALARS, *ATTRIBUTES)])

@@ -43,7 +43,12 @@ FIELDS = (
     "review_count",
     "comment_count",
     "imdb_id",
+    "wish_count",
+    "watched_count",
 )
+# The subject page's 想看 / 看过 counts: popularity before and after release. Newer than the other fields, so a
+# snapshot line carries them only when known (a store without them snapshots as before).
+INTEREST_FIELDS = ("wish_count", "watched_count")
 LIST_FIELDS = frozenset(ROLES + ATTRIBUTES + ("director_ids", "writer_ids", "actor_ids", "release_dates"))
 # Longest text the store keeps per kind of value (pipeline.store's column sizes come from here).
 MAX_LEN = {"title": 512, "name": 256, "region": 128, "value": 128}
@@ -308,6 +313,8 @@ def normalise_record(raw: dict[str, Any], *, identified: bool = True) -> dict[st
     if imdb is not None and not (_IMDB_RE.match(imdb) and len(imdb) <= 16):
         raise RecordError("imdb_id", f"{short(imdb)} is not an IMDb id (tt followed by digits)")
     rec["imdb_id"] = imdb
+    for key in INTEREST_FIELDS:
+        rec[key] = _int(raw.get(key), key)
     return {field: rec[field] for field in FIELDS}
 
 

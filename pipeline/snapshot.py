@@ -17,11 +17,11 @@ import orjson
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, output_target, read_text
-from pipeline.records import FIELDS, check_stored, gc_paused
+from pipeline.records import FIELDS, INTEREST_FIELDS, check_stored, gc_paused
 from pipeline.redact import mask_url
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
-_FIELD_SET = frozenset(FIELDS)
+_FIELD_SET = frozenset(FIELDS) - frozenset(INTEREST_FIELDS)  # what every line carries
 
 
 def _plain_float(value) -> bool:
@@ -31,8 +31,9 @@ def _plain_float(value) -> bool:
 
 
 def snapshot_line(rec: dict) -> bytes:
-    """One record as its snapshot line, without the newline: compact, keys in FIELDS order, UTF-8 text as is."""
-    fields = {f: rec[f] for f in FIELDS}
+    """One record as its snapshot line, without the newline: compact, keys in FIELDS order, UTF-8 text as is.
+    The interest counts appear only when known, so films without them give the lines they gave before."""
+    fields = {f: rec[f] for f in FIELDS if f not in INTEREST_FIELDS or rec.get(f) is not None}
     if any(type(v) is float and not _plain_float(v) for v in fields.values()):
         return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
     # orjson writes the same bytes as json.dumps(ensure_ascii=False, separators=(",", ":")), several times faster.
@@ -83,13 +84,15 @@ def read_snapshot(path: Path, checked: bool = False) -> list[dict]:
                                                        else str(exc)[:60])
                 raise KadnError(f"{path}: line {number}: not JSON ({reason}): {line[:40]!r}") from None
             if not (isinstance(rec, dict) and rec.keys() >= _FIELD_SET):
-                missing = next(f for f in FIELDS if not isinstance(rec, dict) or f not in rec)
+                missing = next(f for f in FIELDS if f in _FIELD_SET and (not isinstance(rec, dict) or f not in rec))
                 raise KadnError(f"{path}: line {number}: record lacks the field {missing!r}")
             try:
                 if checked:
                     check_stored(rec)
             except RecordError as exc:
                 raise KadnError(f"{path}: line {number}: {exc}") from None
+            for f in INTEREST_FIELDS:
+                rec.setdefault(f, None)
             records.append(rec)
     return records
 

@@ -44,7 +44,11 @@ from pipeline.merge import SCALARS, merge_record
 from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
 from pipeline.redact import mask_url
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# How a store of an older schema version becomes the current one: statements run in one transaction when the
+# store is opened. Version 2 added the 想看 / 看过 counts, nullable, so every stored film keeps its values.
+UPGRADES = {"1": ("ALTER TABLE movies ADD COLUMN wish_count INTEGER",
+                  "ALTER TABLE movies ADD COLUMN watched_count INTEGER")}
 DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
 ROLE_NAME = {"directors": "director", "writers": "writer", "actors": "actor"}
 ATTR_NAME = {"genres": "genre", "countries": "country", "languages": "language"}
@@ -74,6 +78,8 @@ class Movie(Base):
     review_count: Mapped[int | None] = mapped_column(Integer)
     comment_count: Mapped[int | None] = mapped_column(Integer)
     imdb_id: Mapped[str | None] = mapped_column(String(16))
+    wish_count: Mapped[int | None] = mapped_column(Integer)
+    watched_count: Mapped[int | None] = mapped_column(Integer)
     source: Mapped[str] = mapped_column(String(64))
     first_fetched: Mapped[datetime | None] = mapped_column(DateTime)
     last_fetched: Mapped[datetime | None] = mapped_column(DateTime)
@@ -193,11 +199,29 @@ def _check_schema(engine: Engine, *, create: bool) -> None:
         )
     with engine.connect() as conn:
         version = conn.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+    if version in UPGRADES:
+        _upgrade(engine, where, version)
+        version = SCHEMA_VERSION
     if version != SCHEMA_VERSION:
         raise SchemaError(f"database {where} has schema version {version}, this douban-kadn expects {SCHEMA_VERSION}")
     missing = set(Base.metadata.tables) - tables
     if missing:
         raise SchemaError(f"database {where} lacks tables {', '.join(sorted(missing))}")
+
+
+def _upgrade(engine: Engine, where: str, old: str) -> None:
+    """Bring an older store to SCHEMA_VERSION in one transaction (a concurrent opener waits, then finds it done)."""
+    try:
+        with writing(engine) as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7241017)"))  # one upgrader at a time
+            version = conn.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+            for statement in UPGRADES.get(version, ()):
+                conn.execute(text(statement))
+            conn.execute(Meta.__table__.update().where(Meta.key == "schema_version").values(value=SCHEMA_VERSION))
+    except SQLAlchemyError as exc:
+        raise SchemaError(f"database {where} has schema version {old} and cannot be upgraded to {SCHEMA_VERSION} "
+                          f"({exc.__class__.__name__}: {exc.orig}); open it once where it is writable") from None
 
 
 def _create_schema(engine: Engine) -> None:

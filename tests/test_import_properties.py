@@ -69,7 +69,7 @@ def kadn_record(draw) -> dict:
     rec["release_dates"] = draw(st.lists(st.fixed_dictionaries(
         {"date": good_date, "region": st.one_of(st.none(), word), "rerelease": st.booleans()}), max_size=3))
     for field, top in (("year", 2100), ("runtime_min", 600), ("votes", 10**7), ("review_count", 10**5),
-                       ("comment_count", 10**5)):
+                       ("comment_count", 10**5), ("wish_count", 10**6), ("watched_count", 10**7)):
         rec[field] = draw(st.one_of(st.none(), st.integers(1870 if field == "year" else 1, top)))
     rec["rating"] = draw(st.one_of(st.none(), st.floats(0, 10)))
     rec["release_date"] = draw(st.one_of(st.none(), good_date))

@@ -46,6 +46,7 @@ def test_full_film_every_field():
     assert rec["comment_count"] == 9876  # the 全部 N 条 link, not the "61234人看过" link to the same URL
     assert rec["review_count"] == 321
     assert rec["imdb_id"] == "tt7654321"
+    assert rec["watched_count"] == 61234 and rec["wish_count"] is None  # the page shows 看过 only
     assert result.notes == []  # nothing needed the JSON-LD
 
 
@@ -128,6 +129,38 @@ def test_bad_date_fails_naming_the_field():
     assert result.kind == "failed" and "release_dates" in result.reason
 
 
+def test_film_not_yet_out_has_no_score_and_its_wish_count():
+    result = parse_subject(page("film_coming.html"), "https://movie.douban.com/subject/36100001/")
+    assert result.kind == "film", result.reason
+    rec = result.record
+    assert rec["rating"] is None and rec["votes"] is None  # 尚未上映: unknown, never 0
+    assert rec["wish_count"] == 12345 and rec["watched_count"] is None
+    assert rec["release_date"] == "2030-02-14" and rec["year"] == 2030
+    assert "rating" not in result.notes
+
+
+@pytest.mark.parametrize("average, ld_rating", [
+    ('<strong class="ll rating_num" property="v:average">0.0</strong>', ""),  # a 0 shown for "none"
+    ("", "0"),  # no v:average at all; the JSON-LD says 0
+    ("", ""),
+])
+def test_a_zero_or_empty_score_is_no_score(average, ld_rating):
+    html = page("film_coming.html").replace('<strong class="ll rating_num" property="v:average"></strong>', average)
+    html = html.replace('"ratingValue": ""', f'"ratingValue": "{ld_rating}"')
+    result = parse_subject(html, "https://movie.douban.com/subject/36100001/")
+    assert result.kind == "film", result.reason
+    assert result.record["rating"] is None and result.record["votes"] is None
+    assert "rating" not in result.notes
+
+
+def test_wish_and_watched_counts_whatever_the_links_point_to():
+    result = parse_subject(page("film_interests.html"), "https://movie.douban.com/subject/26200002/")
+    assert result.kind == "film", result.reason
+    rec = result.record
+    assert (rec["wish_count"], rec["watched_count"]) == (1234, 5678)
+    assert (rec["rating"], rec["votes"]) == (7.6, 3210)
+
+
 def test_url_without_subject_id_fails():
     assert parse_subject(page("film_full.html"), "https://movie.douban.com/").kind == "failed"
 
@@ -154,6 +187,7 @@ def test_real_film_page():
     assert rec["rating"] == 9.4 and rec["votes"] > 1_000_000
     assert rec["comment_count"] > 100_000 and 1000 < rec["review_count"] < rec["comment_count"]
     assert rec["imdb_id"] == "tt1375666"
+    assert rec["watched_count"] > rec["votes"] and 100_000 < rec["wish_count"] < rec["watched_count"]
 
 
 @pytest.mark.skipif(not (REAL / "subject_35597581.html").exists(), reason="../shared/douban_pages absent")

@@ -17,9 +17,9 @@ from pipeline.clean import run_clean
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from pipeline.params import load
-from pipeline.records import FIELDS
+from pipeline.records import FIELDS, INTEREST_FIELDS
 from pipeline.snapshot import read_snapshot, snapshot_line
-from tests.conftest import film, read_jsonl
+from tests.conftest import film
 from tests.services import postgres_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +39,24 @@ def snapshot(url: str, out: Path) -> bytes:
     return out.read_bytes()
 
 
+def test_interest_counts_appear_only_when_known(tmp_path):
+    # A store without 想看/看过 counts snapshots as it did before they existed (the stages after it stay put).
+    url = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    fill(url, FILMS[:2] + [{**FILMS[2], "wish_count": 4321, "watched_count": None}], datetime(2026, 1, 1))
+    lines = [json.loads(line) for line in snapshot(url, tmp_path / "s.jsonl").splitlines()]
+    by_id = {rec["douban_id"]: rec for rec in lines}
+    assert list(by_id[FILMS[0]["douban_id"]]) == [f for f in FIELDS if f not in INTEREST_FIELDS]
+    assert by_id[FILMS[2]["douban_id"]]["wish_count"] == 4321
+    assert "watched_count" not in by_id[FILMS[2]["douban_id"]]
+    read = {rec["douban_id"]: rec for rec in read_snapshot(tmp_path / "s.jsonl")}
+    assert read[FILMS[0]["douban_id"]] == FILMS[0] and read[FILMS[2]["douban_id"]]["wish_count"] == 4321
+
+
 def test_snapshot_is_sorted_canonical_and_blind_to_fetch_times(tmp_path):
     url = f"sqlite:///{tmp_path / 'a.sqlite'}"
     fill(url, FILMS, datetime(2026, 1, 1))
     first = snapshot(url, tmp_path / "one.jsonl")
-    records = read_jsonl(first.decode("utf-8"))
+    records = read_snapshot(tmp_path / "one.jsonl")
     assert [r["douban_id"] for r in records] == sorted(f["douban_id"] for f in FILMS)
     assert records == sorted(FILMS, key=lambda r: r["douban_id"])
     assert not any("fetch" in key for r in records for key in r)
@@ -121,7 +134,8 @@ def test_a_snapshot_line_is_what_json_writes(title, names, rating, votes):
     # Control characters, quotes, U+2028 and friends, floats of any size: byte for byte the compact json line.
     rec = {**FILMS[0], "title": title, "directors": names, "director_ids": [None] * len(names),
            "rating": rating, "votes": votes}
-    expected = json.dumps({f: rec[f] for f in FIELDS}, ensure_ascii=False, separators=(",", ":"))
+    expected = json.dumps({f: rec[f] for f in FIELDS if f not in INTEREST_FIELDS}, ensure_ascii=False,
+                          separators=(",", ":"))
     assert snapshot_line(rec) == expected.encode()
 
 

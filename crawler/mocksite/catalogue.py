@@ -4,8 +4,8 @@ re-releases, concerts and casts follow figures measured on real Douban data).
 `generate_catalogue(n_movies, seed)` returns truth entries: canonical records (exactly what
 `pipeline.records.normalise_record` produces) plus two markers, `kind` ("film" or "tv") and `traits`
 (a tuple naming what is special about the entry: "no_score", "rerelease", "concert", "no_actors",
-"year_only", "no_date", "out_of_range", "duplicate", "name_only_person"). TV subjects carry `episodes`
-and `episode_min` as well. The mock site serves this catalogue; the clean/encode and model benchmarks
+"year_only", "no_date", "out_of_range", "duplicate", "name_only_person"; "coming" for `coming_films`, the
+films about to open). TV subjects carry `episodes` and `episode_min` as well. The mock site serves this catalogue; the clean/encode and model benchmarks
 store it directly with `store_catalogue` (no crawl).
 
 Scores come from person effects + genre and country effects + noise, so a model has signal to find.
@@ -56,6 +56,7 @@ _TITLE_CHARS = "夜光之城海风雪花梦影春秋山河天地人心爱恨生�
 _TITLE_CHARS = "".join(dict.fromkeys(_TITLE_CHARS))
 
 YEAR_RANGE = (2007, 2019)
+COMING_YEAR = 2030
 # Share of actor credits that go to someone never seen before: sets the "68% of actors in one film" shape.
 ACTOR_FRESH_SHARE = 0.1
 
@@ -227,6 +228,9 @@ def generate_catalogue(n_movies: int, seed: int = 0, *, tv_share: float = 0.05) 
             rating, votes = None, None  # Douban shows 评价人数不足 / 暂无评分 and no count
             traits.append("no_score")
         comments = int(round((votes or 10) * (0.05 + 0.2 * ui[5])))
+        # Not every viewer rates (看过 above the raters), and a film's 想看 grows with its audience.
+        watched = int(round((votes or 10) * (1.2 + 0.6 * ui[5])))
+        wishes = int(round(watched * (0.05 + 0.3 * ui[6])))
         reviews = int(round((votes or 10) * 0.004 * ui[6]))
 
         releases = _release_dates(year, months[i], days[i], countries, ui, traits)
@@ -242,6 +246,7 @@ def generate_catalogue(n_movies: int, seed: int = 0, *, tv_share: float = 0.05) 
             "runtime_min": runtime[i] if ui[8] > 0.02 else None,
             "release_dates": releases, "rating": rating, "votes": votes,
             "review_count": reviews, "comment_count": comments, "imdb_id": imdb,
+            "wish_count": wishes, "watched_count": watched,
         }
         # Canonical by construction (the tests check every entry against normalise_record): calling it here
         # would double the time to generate a 140k-film catalogue.
@@ -284,6 +289,25 @@ def _release_dates(year: int, month: int, day: int, countries: list[str], u: lis
         out.append({"date": f"{min(2024, year + 3 + int(u[9] * 8))}-{month:02d}-{day:02d}",
                     "region": "中国大陆重映", "rerelease": True})
         traits.append("rerelease")
+    return out
+
+
+def coming_films(n: int, seed: int = 0, *, after_id: int) -> list[dict]:
+    """`n` films not out yet, as catalogue entries with ids above `after_id`: dated in COMING_YEAR (in the
+    future, yet fixed, so the catalogue stays deterministic), no score, no 看过, a 想看 count; trait "coming".
+    Their people and genres come from a second catalogue of the same shape (seed + 1)."""
+    pool = [e for e in generate_catalogue(2 * n + 10, seed + 1, tv_share=0)
+            if not {"concert", "duplicate"} & set(e["traits"])][:n]
+    out = []
+    for k, e in enumerate(pool):
+        did = after_id + 1000 * (k + 1)  # ids grow with time: the newest subjects have the largest
+        date = f"{COMING_YEAR}-{1 + k % 12:02d}-{1 + (did // 1000) % 28:02d}"
+        entry = {**e, "douban_id": did, "title": f"新{e['title']}", "year": COMING_YEAR, "rating": None,
+                 "votes": None, "review_count": 0, "comment_count": e["comment_count"] // 10,
+                 "release_dates": [{"date": date, "region": "中国大陆", "rerelease": False}], "release_date": date,
+                 "wish_count": e["wish_count"] + e["watched_count"], "watched_count": None,
+                 "traits": ("coming", "no_score")}
+        out.append(entry)
     return out
 
 

@@ -1,8 +1,9 @@
 """`kadn mock-douban`: a local stand-in for movie.douban.com serving the synthetic catalogue.
 
 It serves subject pages in Douban's markup (our own markup, written from a description of Douban's pages,
-with every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, and robots.txt,
-on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
+with every variant the parser handles), the year-filtered JSON listing under /j/, sitemaps, robots.txt, and
+with `coming=N` the coming-soon lists (/coming, /cinema/later/CITY/) of N films about to open, which
+`release` (or POST /_mock/release/ID) turns into rated films, on 127.0.0.1 only. Fault knobs: a share of 5xx answers, slow answers, truncated pages, permanently broken
 pages (a changed layout), a ban window (403/418/429 and redirects to a sec/login page), a window in which
 the listing answers Douban's rate-limit JSON, listing pages that are not the listing's JSON or hold an
 entry without an id, and an unreadable robots.txt.
@@ -24,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
-from crawler.mocksite.catalogue import YEAR_RANGE, films_in_years, generate_catalogue
+from crawler.mocksite.catalogue import YEAR_RANGE, coming_films, films, films_in_years, generate_catalogue
 from pipeline.errors import KadnError
 from pipeline.records import ID_FIELD
 
@@ -43,8 +44,11 @@ ROBOTS = {
     "open": "User-agent: *\nDisallow:\n",
     "no-subjects": "User-agent: *\nDisallow: /subject/\n",
     "crawl-delay": "User-agent: *\nDisallow: /subject_search\nCrawl-delay: 1\n",
+    "no-cinema": "User-agent: *\nDisallow: /subject_search\nDisallow: /cinema/\n",
 }
 BAN_KINDS = ("403", "418", "429", "sec", "login")
+# The cities with a /cinema/later/CITY/ page, each listing a stable share of the coming films (index -> city).
+CITIES = {"beijing": lambda k: k % 2 == 1, "shanghai": lambda k: k % 3 == 0, "guangzhou": lambda k: k % 5 == 0}
 # What Douban's JSON endpoints answer a throttled IP (HTTP 200), as public crawlers of the listing record it.
 THROTTLED = {"msg": "检测到有异常请求从您的IP发出，请登录再试!", "r": 1}
 # What a listing page answers with HTTP 200 when it is not the listing (--listing-garbage).
@@ -155,7 +159,8 @@ def render_subject(entry: dict) -> str:
     ld_text = json.dumps(ld, ensure_ascii=v % 3 == 0, indent=2).replace("\\n", "\n")
 
     if entry["rating"] is None:
-        why = "暂无评分" if v % 2 else '<a href="collections">评价人数不足</a>'
+        why = ("<span>尚未上映</span>" if "coming" in entry["traits"] else "暂无评分" if v % 2
+               else '<a href="collections">评价人数不足</a>')
         rating = (f'<strong class="ll rating_num" property="v:average"> </strong>\n'
                   f'<div class="rating_sum">{why}</div>')
     else:
@@ -209,7 +214,7 @@ def render_subject(entry: dict) -> str:
 </section>
 </div>
 <div class="aside"><div class="recommendations-bd"><dl>{recs}</dl></div>
-<div class="subject-others-interests-ft"><a href="{CANONICAL}/subject/{did}/comments?status=P">{(entry["votes"] or 0) * 2}人看过</a></div>
+{_interests(entry)}
 </div>
 </div>
 </div>
@@ -217,6 +222,46 @@ def render_subject(entry: dict) -> str:
 </body>
 </html>
 """
+
+
+def _interests(entry: dict) -> str:
+    """The sidebar's 看过 / 想看 links (those known), pointing where real pages point or, on odd ids, to the
+    collections/wishes pages some layouts link."""
+    did, odd = entry["douban_id"], entry["douban_id"] % 2
+    links = [f'<a href="{CANONICAL}/subject/{did}/{page if odd else "comments?status=" + status}">{n}人{word}</a>'
+             for key, word, page, status in (("watched_count", "看过", "collections", "P"),
+                                              ("wish_count", "想看", "wishes", "F"))
+             if (n := entry.get(key)) is not None]
+    return f'<div class="subject-others-interests-ft">{" &nbsp;/&nbsp; ".join(links)}</div>'
+
+
+def render_coming(entries: list[dict], hot: int) -> str:
+    """The /coming page: a table of the films about to open, each linking its subject page."""
+    rows = "".join(f'<tr><td>{e["release_date"][5:7]}月{e["release_date"][8:10]}日</td>'
+                   f'<td><a href="{CANONICAL}/subject/{e["douban_id"]}/">{escape(e["title"])}</a></td>'
+                   f'<td>{escape(" / ".join(e["genres"]))}</td><td>{escape(" / ".join(e["countries"]))}</td>'
+                   f'<td>{e["wish_count"]}人</td></tr>' for e in entries)
+    return _list_page("即将上映的电影", '<table class="coming_list"><thead><tr><th>上映日期</th><th>片名</th>'
+                      f"<th>类型</th><th>制片国家 / 地区</th><th>想看</th></tr></thead><tbody>{rows}</tbody></table>", hot)
+
+
+def render_later(city: str, entries: list[dict], hot: int) -> str:
+    """A city's /cinema/later/CITY/ page: the #showing-soon items of the films about to open there."""
+    items = "".join(f'<div class="item mod"><a class="thumb" href="{CANONICAL}/subject/{e["douban_id"]}/">'
+                    f'<img src="" alt="{escape(e["title"])}"></a><div class="intro"><h3>'
+                    f'<a href="{CANONICAL}/subject/{e["douban_id"]}/">{escape(e["title"])}</a></h3><ul>'
+                    f'<li class="dt">{e["release_date"][5:7]}月{e["release_date"][8:10]}日</li>'
+                    f'<li class="dt">{escape(" / ".join(e["genres"]))}</li>'
+                    f'<li class="dt last"><span>{e["wish_count"]}人想看</span></li></ul></div></div>'
+                    for e in entries)
+    return _list_page(f"{city} 即将上映", f'<div id="showing-soon" class="tab-bd">{items}</div>', hot)
+
+
+def _list_page(title: str, body: str, hot: int) -> str:
+    # A link outside the lists (a film showing now, `hot`), which a crawl of the lists must not follow.
+    aside = f'<div class="aside" id="hot"><a href="{CANONICAL}/subject/{hot}/">正在热映</a></div>'
+    return (f'<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8"><title>{escape(title)}</title></head>'
+            f'<body><div id="content"><h1>{escape(title)}</h1>{body}{aside}</div></body></html>\n')
 
 
 def render_broken(entry: dict) -> str:
@@ -252,18 +297,22 @@ class MockDouban:
                  throttle_for: int = 0, listing_garbage: str = "html", listing_garbage_rate: float = 0.0,
                  listing_garbage_repeats: int = 2, bad_entry_rate: float = 0.0, gbk_rate: float = 0.0,
                  mislabel_rate: float = 0.0,
-                 files: dict[int, Path] | None = None):
+                 files: dict[int, Path] | None = None, coming: int = 0):
         if robots not in ROBOTS:
             raise KadnError(f"unknown robots variant {robots!r}: choose from {', '.join(ROBOTS)}")
         if listing_garbage not in GARBAGE:
             raise KadnError(f"unknown --listing-garbage {listing_garbage!r}: choose from {', '.join(GARBAGE)}")
-        _check_knobs(movies=n_movies, error_repeats=error_repeats, slow_ms=slow_ms, ban_after=ban_after,
-                     ban_for=ban_for, throttle_after=throttle_after, throttle_for=throttle_for,
+        _check_knobs(movies=n_movies, coming=coming, error_repeats=error_repeats, slow_ms=slow_ms,
+                     ban_after=ban_after, ban_for=ban_for, throttle_after=throttle_after, throttle_for=throttle_for,
                      listing_garbage_repeats=listing_garbage_repeats)
         _check_knobs(rate=True, error_rate=error_rate, slow_rate=slow_rate, truncate_rate=truncate_rate,
                      broken_rate=broken_rate, login_rate=login_rate, listing_garbage_rate=listing_garbage_rate,
                      bad_entry_rate=bad_entry_rate, gbk_rate=gbk_rate, mislabel_rate=mislabel_rate)
         self.catalogue = catalogue if catalogue is not None else generate_catalogue(n_movies, seed)
+        # Films about to open (on /coming and the cities' /cinema/later/ pages) until `release` gives them a score.
+        last_id = max((e["douban_id"] for e in self.catalogue), default=1_290_000)
+        self.coming = coming_films(coming, seed, after_id=last_id) if coming else []
+        self.catalogue = self.catalogue + self.coming
         self.by_id = {e["douban_id"]: e for e in self.catalogue}
         self.by_year: dict[int, list[dict]] = defaultdict(list)
         for e in self.catalogue:
@@ -331,6 +380,23 @@ class MockDouban:
                 and not self.needs_login(r["douban_id"]) and not self.is_mislabelled(r["douban_id"])
                 and r["douban_id"] not in lost]
 
+    def expected_coming(self) -> list[dict]:
+        """The films still listed as coming, as canonical records: what a `-a coming=1` crawl must store."""
+        return films(e for e in self.coming if "coming" in e["traits"])
+
+    def release(self, douban_id: int, rating: float, votes: int) -> dict:
+        """A coming film opens: its page shows `rating` from `votes` raters and a 看过 count, and it leaves
+        the coming lists. Returns the entry (the truth a later crawl of the page must store)."""
+        entry = self.by_id.get(douban_id)
+        if entry is None or "coming" not in entry["traits"]:
+            raise KadnError(f"subject {douban_id} is not a coming film of this mock site")
+        if not (1 <= rating <= 10 and votes >= 30):  # Douban shows a score from 30 raters on
+            raise KadnError(f"a released film needs a score from 1 to 10 and 30 raters or more, got {rating}, {votes}")
+        with self.lock:
+            entry.update(rating=round(float(rating), 1), votes=int(votes), watched_count=int(votes) * 3 // 2,
+                         wish_count=entry["wish_count"] + int(votes) // 4, traits=("released",))
+        return entry
+
     # -- serving --------------------------------------------------------------------------------------
     def handle(self, path: str, query: dict) -> tuple[int, dict, bytes]:
         with self.lock:
@@ -366,6 +432,8 @@ class MockDouban:
             return self._sitemap(path)
         if path.startswith("/subject/"):
             return self._subject(path, attempt)
+        if path == "/coming" or path.startswith("/cinema/later/"):
+            return self._coming(path)
         if path.startswith(("/accounts/", "/sec/")):
             return self._text(LOGIN_PAGE if path.startswith("/accounts/") else SEC_PAGE, "text/html")
         return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
@@ -442,6 +510,16 @@ class MockDouban:
         return self._text('<?xml version="1.0" encoding="UTF-8"?>\n<urlset xmlns='
                           f'"http://www.sitemaps.org/schemas/sitemap/0.9">{body}</urlset>\n', "application/xml")
 
+    def _coming(self, path: str) -> tuple[int, dict, bytes]:
+        listed = [(k, e) for k, e in enumerate(self.coming) if "coming" in e["traits"]]
+        hot = self.catalogue[0]["douban_id"] if self.catalogue else 1
+        if path == "/coming":  # not every coming film: some are on a city's page only
+            return self._text(render_coming([e for k, e in listed if k % 4 != 3], hot), "text/html")
+        city = path.removeprefix("/cinema/later/").strip("/")
+        if city not in CITIES:
+            return 404, {"Content-Type": "text/html"}, b"<html>not found</html>"
+        return self._text(render_later(city, [e for k, e in listed if CITIES[city](k)], hot), "text/html")
+
     def _subject(self, path: str, attempt: int) -> tuple[int, dict, bytes]:
         parts = [p for p in path.split("/") if p]
         if len(parts) != 2 or not parts[1].isdigit():
@@ -494,6 +572,22 @@ class MockDouban:
                 self.send_response(status)
                 for k, val in headers.items():
                     self.send_header(k, val)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802 -- the admin hook: POST /_mock/release/ID?rating=R&votes=N
+                parts = urlsplit(self.path)
+                query = parse_qs(parts.query)
+                try:
+                    did = int(parts.path.removeprefix("/_mock/release/").strip("/"))
+                    site.release(did, float(query["rating"][0]), int(query["votes"][0]))
+                    status, body = 200, b"released\n"
+                except (ValueError, KeyError):
+                    status, body = 400, b"usage: POST /_mock/release/ID?rating=R&votes=N\n"
+                except KadnError as exc:
+                    status, body = 400, f"{exc}\n".encode()
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -564,6 +658,9 @@ def register(sub, name: str) -> None:
                    help="share of subject pages sent as GBK under a charset=utf-8 header, their <meta> saying GBK")
     p.add_argument("--mislabel-rate", type=float, default=0.0,
                    help="share of subject pages sent as GBK whose header and <meta> both say utf-8")
+    p.add_argument("--coming", type=int, default=0,
+                   help="films about to open, on /coming and /cinema/later/CITY/ (POST /_mock/release/ID?rating=R"
+                        "&votes=N gives one a score)")
     p.add_argument("--page", action="append", default=[], metavar="ID=PATH",
                    help="serve this HTML file at /subject/ID/ (read at request time)")
     p.set_defaults(func=_run)
@@ -579,7 +676,7 @@ def _run(args) -> int:
                       listing_garbage=args.listing_garbage, listing_garbage_rate=args.listing_garbage_rate,
                       listing_garbage_repeats=args.listing_garbage_repeats, bad_entry_rate=args.bad_entry_rate,
                       gbk_rate=args.gbk_rate, mislabel_rate=args.mislabel_rate,
-                      files=dict(_page_arg(p) for p in args.page))
+                      files=dict(_page_arg(p) for p in args.page), coming=args.coming)
     if not 0 <= args.port <= 65535:
         raise KadnError(f"--port must be from 0 to 65535, got {args.port}")
     try:
@@ -587,7 +684,9 @@ def _run(args) -> int:
     except OSError as exc:
         raise KadnError(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror}") from None
     n_tv = sum(e["kind"] == "tv" for e in site.catalogue)
-    print(f"mock Douban: {len(site.catalogue) - n_tv} films and {n_tv} TV subjects at {site.base_url}", flush=True)
+    coming = f" ({len(site.coming)} about to open)" if site.coming else ""
+    print(f"mock Douban: {len(site.catalogue) - n_tv} films{coming} and {n_tv} TV subjects at {site.base_url}",
+          flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

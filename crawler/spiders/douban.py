@@ -2,7 +2,8 @@
 
 Arguments (crawler.arguments): `-a years=2007-2019` (default; a single year or A-B), `-a ids=ID,ID` (just
 these subjects, no discovery), `-a limit=N` (at most N subject pages), `-a refresh=1` (re-fetch stored films
-older than DOUBAN_REFRESH_DAYS, no discovery). Discovery (crawler.discovery) takes the JSON listing or the
+older than DOUBAN_REFRESH_DAYS, no discovery), `-a coming=1` (the films on the coming-soon lists: /coming and
+the /cinema/later/CITY/ pages of `-a cities=beijing,...`). Discovery (crawler.discovery) takes the JSON listing or the
 sitemaps, as robots.txt and DOUBAN_DISCOVERY allow. This class only builds requests and reads answers:
 parsing is crawler.parsing's, which pages to request crawler.spidermiddlewares', bans, retries and
 de-duplication crawler.middlewares', Crawl-delay and the summary crawler.extensions', storage the pipeline's.
@@ -18,9 +19,10 @@ from urllib.parse import urlencode, urlsplit
 from scrapy import Request
 from scrapy.spiders import SitemapSpider
 
-from crawler.arguments import check_arguments, parse_flag, parse_ids, parse_limit, parse_years
+from crawler.arguments import check_arguments, parse_cities, parse_flag, parse_ids, parse_limit, parse_years
 from crawler.discovery import (
     DiscoveryBlocked,
+    coming_lists,
     listing_fallback,
     mark_undiscovered,
     plan_discovery,
@@ -30,7 +32,7 @@ from crawler.distributed import release_lease, settle
 from crawler.extensions import robots_agent
 from crawler.items import MovieItem
 from crawler.middlewares import DuplicateRequest, close_spider
-from crawler.parsing import SUBJECT_URL_RE, PageUnparsed, listing_page, parse_subject
+from crawler.parsing import SUBJECT_URL_RE, PageUnparsed, coming_ids, listing_page, parse_subject
 from crawler.spidermiddlewares import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,12 +43,17 @@ class DoubanSpider(SitemapSpider):
     sitemap_rules = [(SUBJECT_URL_RE, "parse_subject")]  # the rest of a sitemap (celebrities...) is ignored
     check_arguments = staticmethod(check_arguments)  # called by the project's `scrapy crawl` before starting
 
-    def __init__(self, years: str = "2007-2019", ids: str | None = None, limit: str | None = None,
-                 refresh: str | None = None, *args, **kwargs):
-        check_arguments({k: v for k, v in kwargs.items() if k != "name"})  # unknown names: refused here too
+    def __init__(self, years: str | None = None, ids: str | None = None, limit: str | None = None,
+                 refresh: str | None = None, coming: str | None = None, cities: str | None = None, *args, **kwargs):
+        given = dict(years=years, ids=ids, limit=limit, refresh=refresh, coming=coming, cities=cities)
+        # Unknown names and clashing ones (coming with years): refused here too.
+        check_arguments({k: v for k, v in {**kwargs, **given}.items() if k != "name" and v is not None})
         super().__init__(*args, **kwargs)
-        self.years, self.limit, self.refresh = parse_years(years), parse_limit(limit), parse_flag(refresh)
+        self.years, self.limit, self.refresh = parse_years(years or "2007-2019"), parse_limit(limit), parse_flag(refresh)
         self.ids = parse_ids(ids) if ids else None
+        self.coming, self.cities = parse_flag(coming, "coming"), parse_cities(cities)
+        self.coming_found: set[int] = set()  # subjects the coming-soon lists gave (one may be on several)
+        self.coming_requested = self.coming_failed = 0  # coming-soon lists requested, and given up
         self.abandoned: set[str] = set()  # discovery paths given up (DedupeMiddleware drops their requests)
         self.chosen, self.sitemaps, self.discovered = None, [], 0
 
@@ -79,6 +86,13 @@ class DoubanSpider(SitemapSpider):
         return self.request(url, self._parse_sitemap, self.discovery_failed, discovery="sitemap",
                             dedupe_key=f"sitemap:{self.url(url)}")
 
+    def coming_paths(self) -> list[str]:
+        return ["/coming", *(f"/cinema/later/{city}/" for city in self.cities)]
+
+    def coming_list(self, path: str) -> Request:
+        return self.request(path, self.parse_coming, self.discovery_failed, discovery="coming",
+                            dedupe_key=f"coming:{path}")
+
     async def start(self):
         if self.ids or self.refresh:
             self.crawler.stats.set_value("douban/discovery", "ids" if self.ids else "refresh")
@@ -87,8 +101,24 @@ class DoubanSpider(SitemapSpider):
             for req in self.subjects(ids):
                 yield req
             return
-        yield Request(self.url("/robots.txt"), callback=self.plan, errback=self.robots_failed, dont_filter=True,
+        yield Request(self.url("/robots.txt"), callback=self.plan_coming if self.coming else self.plan,
+                      errback=self.robots_failed, dont_filter=True,
                       meta={"handle_httpstatus_list": [404, 410], "dont_obey_robotstxt": True})
+
+    def plan_coming(self, response, robots_txt: str | None = None):
+        """The coming-soon lists robots.txt allows, checked before any is requested (as plan does for the
+        listing: a request Scrapy's robots middleware should refuse is not always refused)."""
+        text = robots_txt if robots_txt is not None else response.text if response.status == 200 else ""
+        try:
+            paths = coming_lists(text, response.url, paths=self.coming_paths(), obey=self.obey,
+                                 agent=robots_agent(self.settings), subject_url=self.url("/subject/1/"), url=self.url)
+        except DiscoveryBlocked as exc:
+            self.blocked(str(exc))
+            return
+        self.chosen, self.coming_requested = "coming", len(paths)
+        self.crawler.stats.set_value("douban/discovery", "coming")
+        log.info("discovery: the coming-soon lists %s", ", ".join(paths))
+        yield from (self.coming_list(path) for path in paths)
 
     def plan(self, response, robots_txt: str | None = None):
         text = robots_txt if robots_txt is not None else response.text if response.status == 200 else ""
@@ -125,6 +155,14 @@ class DoubanSpider(SitemapSpider):
         yield from self.subjects(page.ids)
         if page.size:  # until an empty page: the endpoint's page size is not a promise
             yield self.listing(response.meta["year"], response.meta["start"] + page.size)
+
+    def parse_coming(self, response):
+        ids = coming_ids(response.text)  # no list on the page: PageUnparsed, which ParseRetry reports
+        new = [did for did in ids if did not in self.coming_found]
+        self.coming_found.update(new)
+        self.crawler.stats.inc_value("douban/coming_found", len(new))
+        self.found(len(new))
+        yield from self.subjects(new)
 
     def found(self, n: int) -> None:
         self.discovered += n
@@ -167,6 +205,11 @@ class DoubanSpider(SitemapSpider):
             log.error("discovery request failed, its pages are not crawled: %s (%s)", request.url, why)
             if request.meta["discovery"] == "listing":
                 follow_ups = self.listing_failed(request, why)
+            elif request.meta["discovery"] == "coming":
+                self.coming_failed += 1
+                if self.coming_failed == self.coming_requested:  # every list failed: nothing to crawl
+                    self.blocked(f"discovery blocked: none of the coming-soon lists could be read (the last: {why}); "
+                                 "nothing was crawled")
             else:
                 mark_undiscovered(self.crawler.stats, f"sitemap {request.url}")
         settle(self.crawler, request, follow_ups)
@@ -198,5 +241,5 @@ class DoubanSpider(SitemapSpider):
             self.crawler.stats.set_value("douban/robots_failed", why)
             log.warning("cannot read %s (%s): ROBOTSTXT_OBEY is off, so discovery goes on as if it were empty",
                         request.url, why)
-            follow_ups = self.plan(request, robots_txt="")
+            follow_ups = (self.plan_coming if self.coming else self.plan)(request, robots_txt="")
         settle(self.crawler, request, follow_ups)
