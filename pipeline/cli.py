@@ -29,8 +29,8 @@ COMMANDS = {
     "evaluate": ("models.evaluate", "score every trained model on the test split; Table 2; figures"),
     "blend": ("models.blend", "stack the student and the strongest baselines on their out-of-fold predictions"),
     "backtest": ("models.backtest", "train on the films before each year, score that year's films"),
-    "predict": ("models.predict", "score films (JSON/JSONL in the export's field names) with a trained model"),
     "forecast": ("models.forecast", "score the films with no usable score yet, with intervals and reasons"),
+    "predict": ("models.forecast", "alias of `kadn forecast`"),
     "mock-douban": ("tests.mockserver.site", "serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)"),
 }
 # Commands served by a test fixture, which a source checkout has and an installed package has not.

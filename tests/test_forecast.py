@@ -4,6 +4,7 @@ saw); the attention weights reported are the pooling's own; bad input gets one l
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from models.predict import encode_films
 from pipeline import store
 from pipeline.cli import main
 from pipeline.params import ForecastConfig
+from pipeline.records import normalise_record
 from tests.mockserver.catalogue import generate_catalogue, store_catalogue
 from tests.model_support import fast, fast_params, train_models
 
@@ -267,3 +269,58 @@ def test_every_import_layout_is_read_by_the_importers_readers(trained, tmp_path)
                                 fast())[0] for f in ("f.jsonl", "f.csv"))
     assert {k: by_csv[k] for k in ("douban_id", "predicted", "low", "high", "unknown_text")} == \
            {k: by_json[k] for k in ("douban_id", "predicted", "low", "high", "unknown_text")}
+
+
+def own_store(trained: Path, tmp_path: Path, *films: dict) -> str:
+    """A copy of the fixture's store (so other tests never see this test's writes), with `films` added."""
+    shutil.copyfile(trained / "store.sqlite", tmp_path / "store.sqlite")
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    if films:
+        store.upsert_records(store.connect(url), [normalise_record(f) for f in films], source="test")
+    return url
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_stored_film_opening_in_2026_is_scored_and_since_narrows_to_it(trained, tmp_path, capsys):
+    url = own_store(trained, tmp_path, film(9100001, release_date="2026-01-16"))
+    args = ["--database-url", url, "--models", str(trained / "models"), "--params", str(trained / "params.yaml")]
+    code, _, err = run_cli(["forecast", *args, "-o", str(tmp_path / "all.jsonl")], capsys)
+    assert code == 0, err
+    every = read_jsonl(tmp_path / "all.jsonl")
+    assert 9100001 in [r["douban_id"] for r in every] and len(every) > 1  # beside the catalogue's unrated films
+    code, _, err = run_cli(["forecast", *args, "--since", "2026-01", "-o", str(tmp_path / "new.jsonl")], capsys)
+    assert code == 0, err
+    (row,) = read_jsonl(tmp_path / "new.jsonl")
+    assert row["douban_id"] == 9100001 and row["low"] <= row["predicted"] <= row["high"]
+    code, out, err = run_cli(["forecast", *args, "--since", "2027"], capsys)
+    assert code == 0 and out == "" and "none released since 2027 lacks a usable score" in err
+    code, out, err = run_cli(["forecast", *args, "--since", "soon"], capsys)
+    assert code == 1 and "--since: cannot parse 'soon' as a date" in err
+
+
+def test_a_file_without_douban_ids_is_scored_row_by_row_and_labelled_by_line(trained, tmp_path, capsys):
+    people = known_people(trained)
+    slate = tmp_path / "slate.csv"
+    with slate.open("w", encoding="utf-8", newline="") as fh:  # our CSV layout, with no douban_id column
+        writer = csv.writer(fh)
+        writer.writerow(["title", "directors", "director_ids", "actors", "actor_ids", "genres", "release_date"])
+        for k in (0, 1):  # two castings of one film: the second swaps the lead for a stranger
+            actors, ids = people["actors"][k:], people["actor_ids"][k:]
+            writer.writerow(["待定片", *(json.dumps(v, ensure_ascii=False) for v in (
+                people["directors"], people["director_ids"], ["无名演员甲"] * k + actors, [None] * k + ids)),
+                '["剧情"]', "2026-09-30"])
+    jsonl = tmp_path / "slate.jsonl"
+    jsonl.write_text(json.dumps(film(None), ensure_ascii=False) + "\n" + json.dumps(film(7), ensure_ascii=False)
+                     + "\n", encoding="utf-8")
+    code, out, err = run_cli(["forecast", str(slate), *common_args(trained), "--explain"], capsys)
+    assert code == 0, err
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("line")] == [["line", "2"], ["line", "3"]]
+    rows = forecast(select_films(fast(), slate, None, None)[0], "kadn", trained / "models", fast())
+    assert [(r["douban_id"], r["line"], r["title"]) for r in rows] == [(None, 2, "待定片"), (None, 3, "待定片")]
+    assert rows[0]["predicted"] != rows[1]["predicted"]  # each row scored as written, not merged
+    assert all(r["low"] <= r["predicted"] <= r["high"] for r in rows)
+    rows = forecast(select_films(fast(), jsonl, None, None)[0], "ridge", trained / "models", fast())
+    assert [(r["douban_id"], r["line"]) for r in rows] == [(None, 1), (7, 2)]
