@@ -31,6 +31,7 @@ COMMANDS = {
     "backtest": ("models.backtest", "train on the films before each year, score that year's films"),
     "forecast": ("models.forecast", "score the films with no usable score yet, with intervals and reasons"),
     "predict": ("models.forecast", "alias of `kadn forecast`"),
+    "scorecard": ("models.scorecard", "how the recorded forecasts did once the films' scores appeared"),
     "mock-douban": ("tests.mockserver.site", "serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)"),
 }
 # Commands served by a test fixture, which a source checkout has and an installed package has not.
