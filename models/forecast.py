@@ -29,6 +29,7 @@ from models.artifacts import load_model
 from models.predict import read_films, resolve, score_films
 from models.tables import check_target, write_table
 from pipeline import store
+from pipeline.encode import LISTS, PEOPLE
 from pipeline.errors import KadnError, RecordError
 from pipeline.params import Params, load
 from pipeline.records import date_sort_key, parse_date
@@ -94,6 +95,48 @@ def select_films(params: Params, file: Path | None, ids: list[int] | None, datab
     return [by_id[i] for i in ids], where
 
 
+def parse_swap(text: str) -> tuple[str, str, str, str | None]:
+    """"actors:OLD=NEW" (NEW may end in #PERSONID) -> (group, old, new name, new person id)."""
+    group, _, rest = text.partition(":")
+    old, _, new = rest.partition("=")
+    name, _, pid = new.partition("#")
+    if group not in PEOPLE + LISTS or not old.strip() or not name.strip() or (pid and not pid.isdigit()):
+        raise KadnError(f"--swap {text[:60]!r}: expected GROUP:OLD=NEW with GROUP one of {', '.join(PEOPLE + LISTS)}"
+                        " (a person's Douban id may follow NEW: actors:白客=刘昊然#1274297)")
+    return group, old.strip(), name.strip(), pid or None
+
+
+def swapped(film: dict, swaps: list[tuple[str, str, str, str | None]]) -> dict:
+    """The film with each OLD value of its group replaced by NEW; a film lacking an OLD value: one line."""
+    changed = dict(film)
+    for group, old, new, pid in swaps:
+        values = list(changed.get(group) or [])
+        if old not in values:
+            raise KadnError(f"--swap {group}:{old}: film {label(film)} ({film.get('title')}) lists no such "
+                            f"{group[:-1] if group in PEOPLE else group} (it lists {', '.join(values) or 'none'})")
+        j = values.index(old)
+        values[j] = new
+        changed[group] = values
+        if group in PEOPLE:
+            ids = list(changed.get(group[:-1] + "_ids") or [None] * len(values))
+            ids[j] = pid
+            changed[group[:-1] + "_ids"] = ids
+    return changed
+
+
+def what_if(films: list[dict], swaps: list[str], model: str, models_dir: Path, params: Params,
+            with_reasons: bool) -> list[dict]:
+    """Each film's forecast followed by its forecast with the swaps made (`what_if`, `change`: the difference)."""
+    parsed = [parse_swap(s) for s in swaps]
+    changed = [swapped(f, parsed) for f in films]
+    spec = ", ".join(swaps)
+    rows = []
+    for before, after in zip(forecast(films, model, models_dir, params, with_reasons),
+                             forecast(changed, model, models_dir, params, with_reasons)):
+        rows += [before, {**after, "what_if": spec, "change": round(after["predicted"] - before["predicted"], 3)}]
+    return rows
+
+
 def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True
              ) -> list[dict]:
     """One row per film: score, interval, known share, unknown values (and why, with `with_reasons`)."""
@@ -105,7 +148,7 @@ def forecast(films: list[dict], model: str, models_dir: Path, params: Params, wi
     scored = score_films(films, loaded, output)
     known = conformal.known_share(scored.x)
     half = calibration.half_width(known)
-    reasons = explain.explain(films, scored.x, loaded, output, scored.tokens) if with_reasons else [{} for _ in films]
+    reasons = explain.explain(scored, loaded, output) if with_reasons else [{} for _ in films]
     rows = []
     for f, s, h, k, u, why in zip(films, scored.scores, half, known, scored.unknown, reasons):
         rows.append({"douban_id": f.get("douban_id"), "line": f.get("line"), "title": f.get("title"), "release_date": f.get("release_date"),
@@ -137,14 +180,18 @@ def record(rows: list[dict], model: str, models_dir: Path, database_url: str | N
 
 def _flat(row: dict) -> dict:
     flat = {k: row.get(k) for k in FLAT}
-    if "leaned_on" in row:
-        flat["leaned_on"] = "; ".join(f"{g}: " + ", ".join(f"{p['name']} {p['weight']:.2f}" for p in people)
-                                      for g, people in row["leaned_on"].items() if people)
+    if "what_if" in row:
+        flat.update(what_if=row["what_if"], change=row["change"])
+    if "effects" in row:
+        flat["effects"] = effects_text(row["effects"])
+        flat["people"] = "; ".join(f"{g}: " + ", ".join(map(_person, people))
+                                   for g, people in row["people"].items() if people)
     return flat
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
-    columns = list(FLAT) + (["leaned_on"] if any("leaned_on" in r for r in rows) else [])
+    columns = list(FLAT) + (["effects", "people"] if any("effects" in r for r in rows) else []) + (
+        ["what_if", "change"] if any("what_if" in r for r in rows) else [])
     write_table(rows, out, columns, _flat)
 
 
@@ -176,12 +223,16 @@ def table(rows: list[dict], explained: bool) -> str:
         cells = [label(r), _cut(r["title"] or "", widths[1]), r["release_date"] or "?",
                  f"{r['predicted']:.2f}", f"{r['low']:.1f} - {r['high']:.1f}", f"{r['known_share']:.0%}"]
         lines.append("  ".join(_pad(c, w) for c, w in zip(cells, widths)).rstrip())
+        if "what_if" in r:
+            lines.append(f"    what if {r['what_if']}: {r['predicted'] - r['change']:.2f} -> {r['predicted']:.2f} "
+                         f"({r['change']:+.2f})")
         if explained:
             lines.append(f"    unknown: {r.get('unknown_text', '')}")
-            for g, people in (r.get("leaned_on") or {}).items():
+            if "effects" in r:
+                lines.append(f"    effect of knowing: {effects_text(r['effects'])}")
+            for g, people in (r.get("people") or {}).items():
                 if people:
-                    shown = ", ".join(_person(p) for p in people)
-                    lines.append(f"    {g} weighed: {shown}")
+                    lines.append(f"    {g}: {', '.join(map(_person, people))}")
     return "\n".join(lines) + "\n"
 
 
@@ -190,13 +241,20 @@ def label(row: dict) -> str:
     return str(row["douban_id"]) if row["douban_id"] is not None else f"line {row.get('line')}"
 
 
+def effects_text(effects: dict[str, float]) -> str:
+    return ", ".join(f"{g} {e:+.2f}" for g, e in effects.items())
+
+
 def _person(p: dict) -> str:
-    text = f"{p['name']} {p['weight']:.2f}"
+    """"饺子 +0.42 (1 film, mean 8.4; too few for an embedding)": the effect, then the model's view of them."""
+    notes = []
     if p.get("films"):
-        text += f" ({p['films']} film{'s' if p['films'] > 1 else ''}, mean {p['mean_score']:.1f})"
+        notes.append(f"{p['films']} film{'s' if p['films'] > 1 else ''}, mean {p['mean_score']:.1f}")
     elif "films" in p:
-        text += " (no scored film)"
-    return text
+        notes.append("no scored film")
+    if not p["embedding"]:
+        notes.append("too few for an embedding" if p.get("films") else "unknown to the model")
+    return f"{p['name']} {p['effect']:+.2f}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def register(sub, name: str) -> None:
@@ -213,6 +271,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--params", default="params.yaml", help="the parameters file (rule 4's raters, forecast level)")
     p.add_argument("-o", "--out", help="write the table to this .csv, .jsonl or .parquet file instead")
     p.add_argument("--explain", action="store_true", help="print what was unknown and whom the score leaned on")
+    p.add_argument("--swap", action="append", metavar="GROUP:OLD=NEW", help="what if: also score each film with "
+                   "OLD replaced by NEW (e.g. actors:白客=刘昊然#1274297; repeat for several); needs --ids or FILE")
     p.add_argument("--no-record", action="store_true", help="do not add the stored films' forecasts to the "
                    "store's ledger (read by `kadn scorecard`)")
     p.set_defaults(func=_main)
@@ -230,15 +290,21 @@ def _main(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         check_target(out)
+    if args.swap and not (args.file or ids):
+        raise KadnError("--swap needs the films named: --ids or FILE")
     films, where = select_films(params, Path(args.file) if args.file else None, ids, args.database_url, since)
     # Files always carry the reasons (JSONL as fields, CSV/Parquet as text columns); the terminal on --explain.
-    rows = forecast(films, args.model, Path(args.models), params, with_reasons=args.explain or out is not None)
-    # Stored films only: a file's row is the user's version of a film (or no film of Douban's yet).
-    recorded = 0 if args.file or args.no_record else record(rows, args.model, Path(args.models), args.database_url)
+    reasons = args.explain or out is not None
+    rows = (what_if(films, args.swap, args.model, Path(args.models), params, reasons) if args.swap else
+            forecast(films, args.model, Path(args.models), params, with_reasons=reasons))
+    # Stored films only: a file's row is the user's version of a film (or no film of Douban's yet), and a
+    # what-if is no forecast of the film.
+    real = [r for r in rows if "what_if" not in r]
+    recorded = 0 if args.file or args.no_record else record(real, args.model, Path(args.models), args.database_url)
     where += f"; {recorded} recorded in the ledger" if recorded else ""
     if out is not None:
         write_rows(rows, out)
-        print(f"forecast: {len(rows)} films from {where} -> {out}", file=sys.stderr)
+        print(f"forecast: {len(real)} films from {where} -> {out}", file=sys.stderr)
         return 0
     if not rows:
         print(f"forecast: no film to score in {where}: none" + (f" released since {since}" if since else "") +
@@ -246,6 +312,6 @@ def _main(args) -> int:
               "FILE", file=sys.stderr)
         return 0
     sys.stdout.write(table(rows, args.explain))
-    print(f"forecast: {len(rows)} films from {where}; intervals hold the real score for about "
+    print(f"forecast: {len(real)} films from {where}; intervals hold the real score for about "
           f"{rows[0]['level']:.0%} of films (calibrated out of fold)", file=sys.stderr)
     return 0
