@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models import track_records
-from models.artifacts import SavedModel, token_ids
+from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
 from pipeline import importer
@@ -157,3 +157,14 @@ def resolve(model: str) -> tuple[str, str]:
     if model not in REPORTED:
         raise KadnError(f"unknown model {model!r}; choose one of {', '.join(REPORTED)}")
     return REPORTED[model]
+
+
+def predict(path: str | Path, model: str, models_dir: Path) -> list[dict]:
+    """A file's films scored by a saved model, without interval, reasons or ledger (what `kadn forecast FILE`
+    prints adds those): douban_id, title, predicted, and the unknown values (count, and per group)."""
+    artifact, output = resolve(model)
+    films = read_films(path)
+    scored = score_films(films, load_model(models_dir, artifact), output)
+    return [{"douban_id": f["douban_id"], "title": f["title"], "predicted": round(float(s), 3),
+             "unknown": sum(u.values()), "unknown_fields": u}
+            for f, s, u in zip(films, scored.scores, scored.unknown)]
