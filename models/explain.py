@@ -2,9 +2,9 @@
 shown, is made unknown to the model (every model); what the model did not know; and for the attention models
 (K-ADN, AT) the weights their activation unit gave each director, writer and actor.
 
-An effect is read by scoring the film again with that value replaced by one no training film has (its token is
-out of vocabulary, and a person so replaced has no track record): effect = forecast - forecast without it, so
-+0.4 means knowing it raised the forecast by 0.4 points. All of a batch's variants are scored in one pass.
+An effect is read by scoring the film again with that value replaced by one no training film has (its id is
+the out-of-vocabulary one, and a person so replaced has no track record): effect = forecast - forecast
+without it, so +0.4 means knowing it raised the forecast by 0.4 points. All variants are scored in one pass.
 The weights are read from the model's own forward pass (a hook on the activation unit), so they are exactly
 what the pooling used (the unit has no softmax, so they need not sum to 1; they are not in score units).
 With several seeds the weights are averaged over them.
@@ -16,12 +16,13 @@ import numpy as np
 import torch
 
 from models.artifacts import SavedModel
-from models.data import tensors
-from models.predict import Scored, score_films
+from models.data import DENSE, tensors
+from models.predict import Scored, film_dense
 from pipeline.encode import GROUPS, LISTS, OOV, PEOPLE
+from pipeline.store import person_key
 
 TOP = 3  # people shown per group
-# A value no training film holds (NUL cannot be stored): made unknown, a value gets the out-of-vocabulary id.
+# A name no training film holds (NUL cannot be stored): the person made unknown has no track record.
 STRANGER = "\x00unknown"
 WORDS = {"directors": ("director", "directors"), "writers": ("writer", "writers"), "actors": ("actor", "actors"),
          "genres": ("genre", "genres"), "countries": ("country", "countries"),
@@ -84,36 +85,28 @@ def _names(film: dict, group: str, limit: int) -> list[str]:
     return list(film.get(group) or [])[:limit]
 
 
-def made_unknown(film: dict, group: str, positions) -> dict:
-    """The film with the values of `group` at `positions` replaced by strangers (people lose their ids)."""
-    values = list(film.get(group) or [])
-    for j in positions:
-        values[j] = f"{STRANGER}{j}"
-    changed = {**film, group: values}
-    if group in PEOPLE:
-        ids = list(film.get(group[:-1] + "_ids") or [None] * len(values))
-        for j in positions:
-            ids[j] = None
-        changed[group[:-1] + "_ids"] = ids
-    return changed
-
-
 def effects(scored: Scored, loaded: SavedModel, output: str) -> list[dict]:
-    """Per film: {"groups": {group: effect}, "people": {group: [effect per listed person]}} in score units."""
-    variants, keys = [], []
-    for i, (film, tokens) in enumerate(zip(scored.films, scored.tokens)):
-        for g in PEOPLE + LISTS:
-            n = len(tokens[g])
-            if n:
-                variants.append(made_unknown(film, g, range(n)))
-                keys.append((i, g, None))
-            for j in range(n if g in PEOPLE else 0):
-                variants.append(made_unknown(film, g, [j]))
-                keys.append((i, g, j))
+    """Per film: {"groups": {group: effect}, "people": {group: [effect per listed person]}} in score units.
+
+    Each variant is the film's model input with the group's (or one person's) ids set to OOV and, for a model
+    fed track records, those people's tokens replaced by a stranger's (so their record goes too): the same
+    input as scoring the film with those values replaced, without encoding every variant again."""
+    keys = [(i, g, j) for i, tokens in enumerate(scored.tokens) for g in PEOPLE + LISTS if tokens[g]
+            for j in [None, *(range(len(tokens[g])) if g in PEOPLE else ())]]
     out = [{"groups": {}, "people": {g: [0.0] * len(t[g]) for g in PEOPLE}} for t in scored.tokens]
-    if not variants:
+    if not keys:
         return out
-    without = score_films(variants, loaded, output).scores
+    rows = np.array([i for i, _, _ in keys])
+    x = {g: scored.x[g][rows] for g in GROUPS}  # fancy indexing: copies
+    tokens = []
+    for n, (i, g, j) in enumerate(keys):
+        positions = range(len(scored.tokens[i][g])) if j is None else [j]
+        x[g][n, list(positions)] = OOV
+        tokens.append({**scored.tokens[i], g: [person_key(STRANGER, None) if k in positions else t
+                                               for k, t in enumerate(scored.tokens[i][g])]})
+    if DENSE in scored.x:
+        x[DENSE] = film_dense([scored.films[i] for i in rows], loaded.vocab, tokens)
+    without = loaded.score(x, output)
     for (i, g, j), score in zip(keys, without):
         effect = round(float(scored.scores[i] - score), 3)
         if j is None:
@@ -181,10 +174,14 @@ def unknown_words(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndar
     return "; ".join(parts) or "nothing unknown"
 
 
-def explain(scored: Scored, loaded: SavedModel, output: str) -> list[dict]:
-    """Per film: {"unknown_text", "effects": {group: effect}, "people": {group: [person...]}}."""
-    weights = ensemble_weights(loaded, output, scored.x)
+def explain(scored: Scored, loaded: SavedModel, output: str, with_effects: bool = True) -> list[dict]:
+    """Per film: {"unknown_text", "effects": {group: effect}, "people": {group: [person...]}} (the effects and
+    people only `with_effects`: they cost about 20 scorings per film)."""
     track = track_index(loaded.vocab)
+    if not with_effects:
+        return [{"unknown_text": unknown_words(f, t, scored.x, i, track)}
+                for i, (f, t) in enumerate(zip(scored.films, scored.tokens))]
+    weights = ensemble_weights(loaded, output, scored.x)
     out = []
     for i, (film, tokens, effect) in enumerate(zip(scored.films, scored.tokens, effects(scored, loaded, output))):
         out.append({"unknown_text": unknown_words(film, tokens, scored.x, i, track), "effects": effect["groups"],

@@ -125,21 +125,22 @@ def swapped(film: dict, swaps: list[tuple[str, str, str, str | None]]) -> dict:
 
 
 def what_if(films: list[dict], swaps: list[str], model: str, models_dir: Path, params: Params,
-            with_reasons: bool) -> list[dict]:
+            with_reasons: bool, with_effects: bool) -> list[dict]:
     """Each film's forecast followed by its forecast with the swaps made (`what_if`, `change`: the difference)."""
     parsed = [parse_swap(s) for s in swaps]
     changed = [swapped(f, parsed) for f in films]
     spec = ", ".join(swaps)
     rows = []
-    for before, after in zip(forecast(films, model, models_dir, params, with_reasons),
-                             forecast(changed, model, models_dir, params, with_reasons)):
+    for before, after in zip(forecast(films, model, models_dir, params, with_reasons, with_effects),
+                             forecast(changed, model, models_dir, params, with_reasons, with_effects)):
         rows += [before, {**after, "what_if": spec, "change": round(after["predicted"] - before["predicted"], 3)}]
     return rows
 
 
-def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True
-             ) -> list[dict]:
-    """One row per film: score, interval, known share, unknown values (and why, with `with_reasons`)."""
+def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True,
+             with_effects: bool | None = None) -> list[dict]:
+    """One row per film: score, interval, known share, unknown values (and what was unknown, with
+    `with_reasons`; the effects in score points too, with `with_effects`, by default as `with_reasons`)."""
     artifact, output = resolve(model)
     loaded = load_model(models_dir, artifact)
     calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
@@ -148,7 +149,8 @@ def forecast(films: list[dict], model: str, models_dir: Path, params: Params, wi
     scored = score_films(films, loaded, output)
     known = conformal.known_share(scored.x)
     half = calibration.half_width(known)
-    reasons = explain.explain(scored, loaded, output) if with_reasons else [{} for _ in films]
+    effects = with_reasons if with_effects is None else with_effects
+    reasons = explain.explain(scored, loaded, output, effects) if with_reasons else [{} for _ in films]
     rows = []
     for f, s, h, k, u, why in zip(films, scored.scores, half, known, scored.unknown, reasons):
         rows.append({"douban_id": f.get("douban_id"), "line": f.get("line"), "title": f.get("title"), "release_date": f.get("release_date"),
@@ -293,10 +295,11 @@ def _main(args) -> int:
     if args.swap and not (args.file or ids):
         raise KadnError("--swap needs the films named: --ids or FILE")
     films, where = select_films(params, Path(args.file) if args.file else None, ids, args.database_url, since)
-    # Files always carry the reasons (JSONL as fields, CSV/Parquet as text columns); the terminal on --explain.
+    # Files always say what was unknown (JSONL as fields, CSV/Parquet as text columns); the effects, about 20
+    # scorings per film, only on --explain, as the terminal.
     reasons = args.explain or out is not None
-    rows = (what_if(films, args.swap, args.model, Path(args.models), params, reasons) if args.swap else
-            forecast(films, args.model, Path(args.models), params, with_reasons=reasons))
+    rows = (what_if(films, args.swap, args.model, Path(args.models), params, reasons, args.explain) if args.swap
+            else forecast(films, args.model, Path(args.models), params, reasons, args.explain))
     # Stored films only: a file's row is the user's version of a film (or no film of Douban's yet), and a
     # what-if is no forecast of the film.
     real = [r for r in rows if "what_if" not in r]

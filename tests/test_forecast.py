@@ -210,13 +210,15 @@ def test_cli_writes_each_format_and_prints_a_table(trained, tmp_path, capsys):
     n = len([line for line in out.splitlines()[1:] if not line.startswith("    ")])
     for suffix in (".jsonl", ".csv", ".parquet"):
         target = tmp_path / f"out{suffix}"
-        code, _, err = run_cli(["forecast", *args, "-o", str(target)], capsys)
+        explained = ["--explain"] if suffix == ".jsonl" else []
+        code, _, err = run_cli(["forecast", *args, "-o", str(target), *explained], capsys)
         assert code == 0, err
         if suffix == ".jsonl":
             rows = [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()]
             assert {"people", "effects", "unknown_text", "low", "high", "level"} <= set(rows[0])
         elif suffix == ".csv":
             rows = list(csv.DictReader(target.open(encoding="utf-8")))
+            assert "unknown_text" in rows[0] and "effects" not in rows[0]  # the effects on --explain only
             assert float(rows[0]["low"]) <= float(rows[0]["predicted"]) <= float(rows[0]["high"])
         else:
             rows = pd.read_parquet(target).to_dict("records")
