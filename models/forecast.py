@@ -153,8 +153,8 @@ def forecast(films: list[dict], model: str, models_dir: Path, params: Params, wi
     reasons = explain.explain(scored, loaded, output, effects) if with_reasons else [{} for _ in films]
     rows = []
     for f, s, h, k, u, why in zip(films, scored.scores, half, known, scored.unknown, reasons):
-        rows.append({"douban_id": f.get("douban_id"), "line": f.get("line"), "title": f.get("title"), "release_date": f.get("release_date"),
-                     "predicted": round(float(s), 3), "low": round(max(0.0, float(s - h)), 3),
+        rows.append({"douban_id": f.get("douban_id"), "line": f.get("line"), "title": f.get("title"),
+                     "release_date": f.get("release_date"), "predicted": round(float(s), 3), "low": round(max(0.0, float(s - h)), 3),
                      "high": round(min(10.0, float(s + h)), 3), "level": calibration.level,
                      "known_share": round(float(k), 3), "unknown": sum(u.values()), "unknown_fields": u, **why})
     return rows
