@@ -10,6 +10,7 @@ import shutil
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -187,3 +188,24 @@ def test_export_import_round_trips_and_snapshots_leave_the_ledger_alone(trained,
     # The snapshot (the pipeline's one read of the store) holds the films alone, byte for byte as before.
     assert run(["snapshot", "--database-url", url, "--out", str(tmp_path / "after.jsonl")], capsys)[0] == 0
     assert (tmp_path / "after.jsonl").read_bytes() == snap.read_bytes()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-o", "card.txt"], "unknown output format '.txt'"),
+    (["--plot", "card.svg"], "--plot names a .png file"),
+])
+def test_bad_scorecard_arguments_get_one_line_and_write_nothing(url, tmp_path, capsys, extra, message):
+    extra = [str(tmp_path / a) if "." in a else a for a in extra]
+    code, out, err = run(["scorecard", "--database-url", url, *extra], capsys)
+    assert code == 1 and out == "" and message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.glob("card*")) == []
+
+
+def test_scorecard_writes_jsonl_and_parquet_alike(trained, url, tmp_path, capsys):
+    assert run(forecast_args(trained, url), capsys)[0] == 0
+    for suffix in (".jsonl", ".parquet"):
+        assert run(["scorecard", "--database-url", url, "-o", str(tmp_path / f"card{suffix}")], capsys)[0] == 0
+    jsonl = [json.loads(x) for x in (tmp_path / "card.jsonl").read_text().splitlines()]
+    parquet = pd.read_parquet(tmp_path / "card.parquet").to_dict("records")
+    assert [r["awaiting"] for r in jsonl] == [r["awaiting"] for r in parquet] == [len(NEW)]
+    assert jsonl[0]["mae"] is None and pd.isna(parquet[0]["mae"])  # nothing scored yet
