@@ -85,6 +85,13 @@ def _names(film: dict, group: str, limit: int) -> list[str]:
     return list(film.get(group) or [])[:limit]
 
 
+def _record(track: dict, group: str, token: str, film: dict) -> list[float]:
+    """A person's scores in the model's training films, the film itself left out (it is no evidence for its
+    own forecast); empty where track records are not fed."""
+    own = str(film.get("douban_id"))
+    return [s for d, s in track.get(group, {}).get(token, []) if str(d) != own]
+
+
 def effects(scored: Scored, loaded: SavedModel, output: str) -> list[dict]:
     """Per film: {"groups": {group: effect}, "people": {group: [effect per listed person]}} in score units.
 
@@ -121,7 +128,6 @@ def people_shown(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndarr
     """The film's `top` people per group by the size of their effect, each with the model's view of them:
     `embedding` (an id of their own), their record in the training films where track records are fed, and
     the attention's weight for the attention models."""
-    own = film.get("douban_id")
     out = {}
     for g in PEOPLE:
         names = _names(film, g, len(tokens[g]))
@@ -132,7 +138,7 @@ def people_shown(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndarr
             if weights is not None:
                 person["weight"] = round(float(weights[g][i, j]), 4)
             if track:
-                films = [s for d, s in track[g].get(tokens[g][j], []) if str(d) != str(own)]
+                films = _record(track, g, tokens[g][j], film)
                 person["films"] = len(films)
                 person["mean_score"] = round(float(np.mean(films)), 2) if films else None
             people.append(person)
@@ -154,15 +160,14 @@ def unknown_words(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndar
             continue
         ids = x[g][i, : len(listed)]
         shown = _names(film, g, len(listed)) if g in PEOPLE else listed
-        seen = (track or {}).get(g, {})
-        sparse = [j for j in range(len(listed)) if ids[j] == OOV and seen.get(listed[j])]
-        unseen = [shown[j] for j in range(len(listed)) if ids[j] == OOV and j not in sparse]
+        films = {j: len(_record(track or {}, g, listed[j], film)) for j in range(len(listed)) if ids[j] == OOV}
+        unseen = [shown[j] for j, n in films.items() if not n]
+        sparse = {j: n for j, n in films.items() if n}
         noun = one if len(listed) == 1 else many
         if unseen:
             parts.append(f"{len(unseen)} of {len(listed)} {noun} unknown to the model: {', '.join(unseen)}")
         if sparse:
-            who = ", ".join(f"{shown[j]} ({len(seen[listed[j]])} film{'s' if len(seen[listed[j]]) > 1 else ''})"
-                            for j in sparse)
+            who = ", ".join(f"{shown[j]} ({n} film{'s' if n > 1 else ''})" for j, n in sparse.items())
             parts.append(f"{len(sparse)} of {len(listed)} {noun} in too few training films for an embedding "
                          f"of their own (only their track record counts): {who}")
     for g, label in (("runtime", "runtime"), ("year", "release year"), ("month", "release month")):

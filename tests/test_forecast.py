@@ -389,3 +389,21 @@ def test_swap_shows_both_forecasts_and_records_only_the_real_one(trained, tmp_pa
     code, out, err = run_cli(["forecast", "--ids", "9100009", *args, "--no-record", "--swap", "actors:无此人=某人"],
                              capsys)
     assert code == 1 and "lists no such actor" in err and out == ""
+
+
+def test_the_words_and_the_people_shown_never_contradict_each_other(trained):
+    # Training films too: a person whose one training film is the film itself has no record for it.
+    films = store.load_records(store.connect(f"sqlite:///{trained / 'store.sqlite'}", create=False))[:60]
+    kinds = set()
+    for row in forecast(films, "kadn", trained / "models", fast()):
+        clauses = row["unknown_text"].split("; ")
+        for people in row["people"].values():
+            for p in people:
+                if p["embedding"]:
+                    continue
+                kinds.add(bool(p["films"]))
+                (said,) = [c for c in clauses if p["name"] in c.partition(": ")[2].split(", ")
+                           or f"{p['name']} (" in c]
+                assert ("too few training films" in said) == bool(p["films"]), (p, said)
+                assert ("unknown to the model" in said) != bool(p["films"]), (p, said)
+    assert kinds == {True, False}  # both kinds were met
