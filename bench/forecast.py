@@ -1,10 +1,9 @@
 """Time `kadn forecast` end to end (store -> table) on 10,000 stored films with no score yet.
 
 The films come from the mock site's generator (people, genres and countries shared with its catalogue), made
-unrated and written straight into a fresh SQLite store: exactly `--films` of them pass the clean stage's
-rules but rule 4, so the forecast scores that many. Then the command runs as a separate process (interpreter
-start, imports, reading the store, cleaning, scoring, intervals, reasons and the table all included), and
-the same steps are timed one by one in this process.
+unrated and written straight into a fresh SQLite store, so the forecast scores that many. Then the command
+runs as a separate process (interpreter start, imports, reading the store, selecting, scoring, intervals,
+reasons, the ledger and the table all included), and the same steps are timed one by one in this process.
 
     .venv/bin/python bench/forecast.py                          # K-ADN student, artifacts/models
     .venv/bin/python bench/forecast.py --model ridge --runs 1
@@ -30,17 +29,17 @@ sys.path.insert(0, str(ROOT))
 from crawler.mocksite.catalogue import films_in_years, generate_catalogue  # noqa: E402
 from models import conformal, explain  # noqa: E402
 from models.artifacts import load_model  # noqa: E402
-from models.forecast import forecast, table, unrated  # noqa: E402
+from models.forecast import forecast, table, unscored  # noqa: E402
 from models.predict import resolve, score_films  # noqa: E402
 from pipeline import store  # noqa: E402
 from pipeline.params import load  # noqa: E402
 
 
 def unrated_store(url: str, n: int, seed: int, params) -> int:
-    """Write `n` films that `kadn forecast` will score (no score, in range, not a non-film) into `url`."""
+    """Write `n` films that `kadn forecast` will score (no usable score) into `url`."""
     records = [{**r, "rating": None, "votes": None}
                for r in films_in_years(generate_catalogue(int(n * 1.25) + 100, seed))]
-    chosen = unrated(records, params)[:n]
+    chosen = unscored(records, params)[:n]
     if len(chosen) < n:
         raise SystemExit(f"the generator gave only {len(chosen)} usable films; raise the catalogue size")
     engine = store.connect(url)
@@ -92,13 +91,13 @@ def main() -> None:
             return out
 
         records = timed("read store", lambda: store.load_records(store.connect(url, create=False)))
-        films = timed("clean rules", lambda: unrated(records, params))
+        films = timed("select unscored", lambda: unscored(records, params))
         artifact, output = resolve(args.model)
         loaded = timed("load model", lambda: load_model(Path(args.models), artifact))
         scored = timed("encode + score", lambda: score_films(films, loaded, output))
         timed("calibrate", lambda: conformal.for_model(conformal.load(Path(args.models) / artifact), output,
                                                        params.forecast))
-        timed("reasons", lambda: explain.explain(films, scored.x, loaded, output, scored.tokens))
+        timed("reasons", lambda: explain.explain(scored, loaded, output))
         rows = forecast(films, args.model, Path(args.models), params)
         timed("table", lambda: table(rows, True))
         print("in process: " + ", ".join(f"{k} {v:.2f}s" for k, v in steps.items())

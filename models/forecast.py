@@ -1,41 +1,40 @@
-"""`kadn forecast`: score the films that have no usable score yet, with an interval and the reasons.
+"""`kadn forecast` (and `kadn predict`, its alias): score films, with an interval and the reasons.
 
 Which films:
-- default: every stored film ($DATABASE_URL) that the clean stage keeps in params.yaml's date range except
-  for rule 4 (no score shown, or fewer than `clean.min_votes` raters): the films not out yet. A group
-  training would require but the film lacks is reported as unknown instead of dropping the film.
+- default: every stored film ($DATABASE_URL) with no usable score, whatever its date: no score shown, or
+  fewer than `clean.min_votes` raters (the clean stage's rule 4). `--since DATE` keeps those released on or
+  after DATE.
 - `--ids 35267208,...`: those stored subjects, scored or not.
-- `FILE`: every film of a file in any layout `kadn import` reads, through the importer's own readers.
+- `FILE`: every row of a file in any layout `kadn import` reads (models.predict.read_films), with or without
+  Douban ids; a row without one is labelled by its title and line.
 
-Every path turns records into scores through `models.predict.score_films`, the scorer of `kadn predict`.
-Each score comes with an interval at `forecast.level` (models.conformal) and, in words, what the model did not
-know; the attention models also name the people the score leaned on (models.explain). Output: a table on
-the terminal, or `-o out.csv|.jsonl|.parquet` (written atomically, chosen by extension).
+Every path turns records into scores through `models.predict.score_films`. Each score comes with an interval
+at `forecast.level` (models.conformal) and, in words, what the model did not know; the attention models also
+name the people the score leaned on (models.explain). Output: a table on the terminal, or
+`-o out.csv|.jsonl|.parquet` (written atomically, chosen by extension).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import hashlib
 import sys
 import unicodedata
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from models import conformal, explain
 from models.artifacts import load_model
-from models.predict import resolve, score_films
+from models.predict import read_films, resolve, score_films
+from models.tables import check_target, write_table
 from pipeline import store
-from pipeline.clean import apply_rules
-from pipeline.errors import KadnError
-from pipeline.importer import read_export
-from pipeline.io import atomic_path
+from pipeline.encode import LISTS, PEOPLE
+from pipeline.errors import KadnError, RecordError
 from pipeline.params import Params, load
+from pipeline.records import date_sort_key, parse_date
 
-FORMATS = (".csv", ".jsonl", ".parquet")
-FLAT = ("douban_id", "title", "release_date", "predicted", "low", "high", "level", "known_share", "unknown",
+FLAT = ("douban_id", "line", "title", "release_date", "predicted", "low", "high", "level", "known_share", "unknown",
         "unknown_text")
 
 
@@ -53,26 +52,40 @@ def parse_ids(text: str) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def unrated(records: list[dict], params: Params) -> list[dict]:
-    """The stored films the clean stage would keep but for having no usable score (rule 4)."""
-    cfg = params.clean.model_copy(update={"required": []})
-    _, removed = apply_rules(records, cfg)
-    return sorted(removed["few_raters"], key=lambda r: r["douban_id"])
+def unscored(records: list[dict], params: Params, since: str | None = None) -> list[dict]:
+    """The stored films with no usable score (the clean stage's rule 4), whatever their date; with `since`,
+    only those released on or after it (a film without a date is left out then)."""
+    low = date_sort_key(since) if since else None
+    min_votes = params.clean.min_votes
+
+    def wanted(r: dict) -> bool:
+        if not (r["rating"] is None or r["rating"] == 0 or (r["votes"] is not None and r["votes"] < min_votes)):
+            return False
+        return low is None or (r["release_date"] is not None and date_sort_key(r["release_date"]) >= low)
+
+    return sorted(filter(wanted, records), key=lambda r: r["douban_id"])
+
+
+def parse_since(text: str) -> str:
+    try:
+        date = parse_date(text, "--since")
+    except RecordError as exc:
+        raise KadnError(f"--since: {exc.message}") from None
+    if date is None:
+        raise KadnError("--since: no date given (e.g. --since 2026-01-01)")
+    return date
 
 
 def select_films(params: Params, file: Path | None, ids: list[int] | None, database_url: str | None,
-                 ignore_unknown: bool = False) -> tuple[list[dict], str]:
+                 since: str | None = None, ignore_unknown: bool = False) -> tuple[list[dict], str]:
     """(records to score, where they came from)."""
     if file is not None:
-        fmt, records = read_export(file, ignore_unknown=ignore_unknown)
-        if not records:
-            raise KadnError(f"{file}: no film records")
-        return records, f"{file} ({fmt})"
+        return read_films(file, ignore_unknown), str(file)
     engine = store.connect(database_url, create=False)
     where = engine.url.render_as_string(hide_password=True)
     records = store.load_records(engine)
     if ids is None:
-        return unrated(records, params), where
+        return unscored(records, params, since), where
     by_id = {r["douban_id"]: r for r in records}
     missing = [i for i in ids if i not in by_id]
     if missing:
@@ -82,9 +95,52 @@ def select_films(params: Params, file: Path | None, ids: list[int] | None, datab
     return [by_id[i] for i in ids], where
 
 
-def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True
-             ) -> list[dict]:
-    """One row per film: score, interval, known share, unknown values (and why, with `with_reasons`)."""
+def parse_swap(text: str) -> tuple[str, str, str, str | None]:
+    """"actors:OLD=NEW" (NEW may end in #PERSONID) -> (group, old, new name, new person id)."""
+    group, _, rest = text.partition(":")
+    old, _, new = rest.partition("=")
+    name, _, pid = new.partition("#")
+    if group not in PEOPLE + LISTS or not old.strip() or not name.strip() or (pid and not pid.isdigit()):
+        raise KadnError(f"--swap {text[:60]!r}: expected GROUP:OLD=NEW with GROUP one of {', '.join(PEOPLE + LISTS)}"
+                        " (a person's Douban id may follow NEW: actors:白客=刘昊然#1274297)")
+    return group, old.strip(), name.strip(), pid or None
+
+
+def swapped(film: dict, swaps: list[tuple[str, str, str, str | None]]) -> dict:
+    """The film with each OLD value of its group replaced by NEW; a film lacking an OLD value: one line."""
+    changed = dict(film)
+    for group, old, new, pid in swaps:
+        values = list(changed.get(group) or [])
+        if old not in values:
+            raise KadnError(f"--swap {group}:{old}: film {label(film)} ({film.get('title')}) lists no such "
+                            f"{group[:-1] if group in PEOPLE else group} (it lists {', '.join(values) or 'none'})")
+        j = values.index(old)
+        values[j] = new
+        changed[group] = values
+        if group in PEOPLE:
+            ids = list(changed.get(group[:-1] + "_ids") or [None] * len(values))
+            ids[j] = pid
+            changed[group[:-1] + "_ids"] = ids
+    return changed
+
+
+def what_if(films: list[dict], swaps: list[str], model: str, models_dir: Path, params: Params,
+            with_reasons: bool, with_effects: bool) -> list[dict]:
+    """Each film's forecast followed by its forecast with the swaps made (`what_if`, `change`: the difference)."""
+    parsed = [parse_swap(s) for s in swaps]
+    changed = [swapped(f, parsed) for f in films]
+    spec = ", ".join(swaps)
+    rows = []
+    for before, after in zip(forecast(films, model, models_dir, params, with_reasons, with_effects),
+                             forecast(changed, model, models_dir, params, with_reasons, with_effects)):
+        rows += [before, {**after, "what_if": spec, "change": round(after["predicted"] - before["predicted"], 3)}]
+    return rows
+
+
+def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True,
+             with_effects: bool | None = None) -> list[dict]:
+    """One row per film: score, interval, known share, unknown values (and what was unknown, with
+    `with_reasons`; the effects in score points too, with `with_effects`, by default as `with_reasons`)."""
     artifact, output = resolve(model)
     loaded = load_model(models_dir, artifact)
     calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
@@ -93,53 +149,52 @@ def forecast(films: list[dict], model: str, models_dir: Path, params: Params, wi
     scored = score_films(films, loaded, output)
     known = conformal.known_share(scored.x)
     half = calibration.half_width(known)
-    reasons = explain.explain(films, scored.x, loaded, output, scored.tokens) if with_reasons else [{} for _ in films]
+    effects = with_reasons if with_effects is None else with_effects
+    reasons = explain.explain(scored, loaded, output, effects) if with_reasons else [{} for _ in films]
     rows = []
     for f, s, h, k, u, why in zip(films, scored.scores, half, known, scored.unknown, reasons):
-        rows.append({"douban_id": f.get("douban_id"), "title": f.get("title"), "release_date": f.get("release_date"),
-                     "predicted": round(float(s), 3), "low": round(max(0.0, float(s - h)), 3),
+        rows.append({"douban_id": f.get("douban_id"), "line": f.get("line"), "title": f.get("title"),
+                     "release_date": f.get("release_date"), "predicted": round(float(s), 3), "low": round(max(0.0, float(s - h)), 3),
                      "high": round(min(10.0, float(s + h)), 3), "level": calibration.level,
                      "known_share": round(float(k), 3), "unknown": sum(u.values()), "unknown_fields": u, **why})
     return rows
 
 
+def model_digest(folder: Path) -> str:
+    """sha256 over the model folder's files (relative path and bytes of each, in sorted order): a retrained
+    model gets another digest, the same one copied elsewhere keeps it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def record(rows: list[dict], model: str, models_dir: Path, database_url: str | None) -> int:
+    """Write the forecasts of stored films to the store's ledger, dated today (UTC)."""
+    digest = model_digest(Path(models_dir) / resolve(model)[0])
+    today = datetime.now(timezone.utc).date()
+    entries = [{"douban_id": r["douban_id"], "made_on": today, "model": model, "digest": digest,
+                "score": r["predicted"], "low": r["low"], "high": r["high"], "level": r["level"],
+                "known_share": r["known_share"]} for r in rows]
+    return store.record_forecasts(store.connect(database_url, create=False), entries)
+
+
 def _flat(row: dict) -> dict:
     flat = {k: row.get(k) for k in FLAT}
-    if "leaned_on" in row:
-        flat["leaned_on"] = "; ".join(f"{g}: " + ", ".join(f"{p['name']} {p['weight']:.2f}" for p in people)
-                                      for g, people in row["leaned_on"].items() if people)
+    if "what_if" in row:
+        flat.update(what_if=row["what_if"], change=row["change"])
+    if "effects" in row:
+        flat["effects"] = effects_text(row["effects"])
+        flat["people"] = "; ".join(f"{g}: " + ", ".join(map(_person, people))
+                                   for g, people in row["people"].items() if people)
     return flat
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
-    suffix = out.suffix.lower()
-    if suffix not in FORMATS:
-        raise KadnError(f"{out}: unknown output format {out.suffix or '(none)'!r}; name a .csv, .jsonl or "
-                        ".parquet file")
-    if out.is_dir():
-        raise KadnError(f"{out}: is a directory; name a file")
-    if suffix == ".jsonl":
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    elif suffix == ".csv":
-        buf = io.StringIO()
-        header = list(FLAT) + (["leaned_on"] if any("leaned_on" in r for r in rows) else [])
-        writer = csv.DictWriter(buf, header, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(_flat(r) for r in rows)
-        payload = buf.getvalue().encode("utf-8")
-    else:
-        import pandas as pd  # only the parquet output needs pandas' writer
-
-        frame = pd.DataFrame([_flat(r) for r in rows], columns=list(FLAT) + (
-            ["leaned_on"] if any("leaned_on" in r for r in rows) else []))
-        buf = io.BytesIO()
-        frame.to_parquet(buf, index=False)
-        payload = buf.getvalue()
-    try:
-        with atomic_path(out, suffix) as tmp:
-            tmp.write_bytes(payload)
-    except OSError as exc:
-        raise KadnError(f"{out}: cannot write: {exc.strerror}") from None
+    columns = list(FLAT) + (["effects", "people"] if any("effects" in r for r in rows) else []) + (
+        ["what_if", "change"] if any("what_if" in r for r in rows) else [])
+    write_table(rows, out, columns, _flat)
 
 
 def _width(text: str) -> int:
@@ -167,68 +222,102 @@ def table(rows: list[dict], explained: bool) -> str:
     widths = [10, 24, 10, 5, 11, 5]
     lines = ["  ".join(_pad(h, w) for h, w in zip(header, widths)).rstrip()]
     for r in rows:
-        cells = [str(r["douban_id"] or ""), _cut(r["title"] or "", widths[1]), r["release_date"] or "?",
+        cells = [label(r), _cut(r["title"] or "", widths[1]), r["release_date"] or "?",
                  f"{r['predicted']:.2f}", f"{r['low']:.1f} - {r['high']:.1f}", f"{r['known_share']:.0%}"]
         lines.append("  ".join(_pad(c, w) for c, w in zip(cells, widths)).rstrip())
+        if "what_if" in r:
+            lines.append(f"    what if {r['what_if']}: {r['predicted'] - r['change']:.2f} -> {r['predicted']:.2f} "
+                         f"({r['change']:+.2f})")
         if explained:
             lines.append(f"    unknown: {r.get('unknown_text', '')}")
-            for g, people in (r.get("leaned_on") or {}).items():
+            if "effects" in r:
+                lines.append(f"    effect of knowing: {effects_text(r['effects'])}")
+            for g, people in (r.get("people") or {}).items():
                 if people:
-                    shown = ", ".join(_person(p) for p in people)
-                    lines.append(f"    {g} weighed: {shown}")
+                    lines.append(f"    {g}: {', '.join(map(_person, people))}")
     return "\n".join(lines) + "\n"
 
 
+def label(row: dict) -> str:
+    """A film's name in the id column: its Douban id, else (a file row without one) its line."""
+    return str(row["douban_id"]) if row["douban_id"] is not None else f"line {row.get('line')}"
+
+
+def effects_text(effects: dict[str, float]) -> str:
+    return ", ".join(f"{g} {e:+.2f}" for g, e in effects.items())
+
+
 def _person(p: dict) -> str:
-    text = f"{p['name']} {p['weight']:.2f}"
+    """"饺子 +0.42 (1 film, mean 8.4; too few for an embedding)": the effect, then the model's view of them."""
+    notes = []
     if p.get("films"):
-        text += f" ({p['films']} film{'s' if p['films'] > 1 else ''}, mean {p['mean_score']:.1f})"
+        notes.append(f"{p['films']} film{'s' if p['films'] > 1 else ''}, mean {p['mean_score']:.1f}")
     elif "films" in p:
-        text += " (no scored film)"
-    return text
+        notes.append("no scored film")
+    if not p["embedding"]:
+        notes.append("too few for an embedding" if p.get("films") else "unknown to the model")
+    return f"{p['name']} {p['effect']:+.2f}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="score the films with no usable score yet, with intervals and reasons")
-    p.add_argument("file", nargs="?", help="score this file's films instead (any layout `kadn import` reads)")
+    summary = "score the films with no usable score yet, with intervals and reasons"
+    p = sub.add_parser(name, help=summary if name == "forecast" else "alias of `kadn forecast`")
+    p.add_argument("file", nargs="?", help="score this file's films instead (any layout `kadn import` reads; "
+                   "rows without a Douban id are labelled by line)")
     p.add_argument("--ids", help="score these stored subjects (comma-separated Douban ids) instead")
+    p.add_argument("--since", help="only the stored films released on or after this date (YYYY[-MM[-DD]])")
     p.add_argument("--database-url", help="SQLAlchemy URL of the store (default: $DATABASE_URL, else the shipped "
                    "SQLite file)")
     p.add_argument("--model", default="kadn", help="kadn (the student, default), kadn_teacher, or any trained model")
     p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
-    p.add_argument("--params", default="params.yaml", help="the parameters file (clean range, forecast level)")
+    p.add_argument("--params", default="params.yaml", help="the parameters file (rule 4's raters, forecast level)")
     p.add_argument("-o", "--out", help="write the table to this .csv, .jsonl or .parquet file instead")
     p.add_argument("--explain", action="store_true", help="print what was unknown and whom the score leaned on")
     p.add_argument("--ignore-unknown", action="store_true", help="FILE: leave out columns or keys no layout knows "
                    "instead of refusing the file")
+    p.add_argument("--swap", action="append", metavar="GROUP:OLD=NEW", help="what if: also score each film with "
+                   "OLD replaced by NEW (e.g. actors:白客=刘昊然#1274297; repeat for several); needs --ids or FILE")
+    p.add_argument("--no-record", action="store_true", help="do not add the stored films' forecasts to the "
+                   "store's ledger (read by `kadn scorecard`)")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
-    if args.file and args.ids:
-        raise KadnError("give FILE or --ids, not both")
+    if sum(map(bool, (args.file, args.ids, args.since))) > 1:
+        raise KadnError("give one of FILE, --ids or --since")
     params = load(args.params)
     # The configured thread count, as training and evaluation use: on a shared machine more threads than
     # cores made scoring 10,000 films ten times slower.
     torch.set_num_threads(params.train.common.threads)
     ids = parse_ids(args.ids) if args.ids is not None else None
+    since = parse_since(args.since) if args.since is not None else None
     out = Path(args.out) if args.out else None
-    if out is not None and out.suffix.lower() not in FORMATS:
-        raise KadnError(f"{out}: unknown output format {out.suffix or '(none)'!r}; name a .csv, .jsonl or .parquet file")
-    films, where = select_films(params, Path(args.file) if args.file else None, ids, args.database_url,
+    if out is not None:
+        check_target(out)
+    if args.swap and not (args.file or ids):
+        raise KadnError("--swap needs the films named: --ids or FILE")
+    films, where = select_films(params, Path(args.file) if args.file else None, ids, args.database_url, since,
                                 args.ignore_unknown)
-    # Files always carry the reasons (JSONL as fields, CSV/Parquet as text columns); the terminal on --explain.
-    rows = forecast(films, args.model, Path(args.models), params, with_reasons=args.explain or out is not None)
+    # Files always say what was unknown (JSONL as fields, CSV/Parquet as text columns); the effects, about 20
+    # scorings per film, only on --explain, as the terminal.
+    reasons = args.explain or out is not None
+    rows = (what_if(films, args.swap, args.model, Path(args.models), params, reasons, args.explain) if args.swap
+            else forecast(films, args.model, Path(args.models), params, reasons, args.explain))
+    # Stored films only: a file's row is the user's version of a film (or no film of Douban's yet), and a
+    # what-if is no forecast of the film.
+    real = [r for r in rows if "what_if" not in r]
+    recorded = 0 if args.file or args.no_record else record(real, args.model, Path(args.models), args.database_url)
+    where += f"; {recorded} recorded in the ledger" if recorded else ""
     if out is not None:
         write_rows(rows, out)
-        print(f"forecast: {len(rows)} films from {where} -> {out}", file=sys.stderr)
+        print(f"forecast: {len(real)} films from {where} -> {out}", file=sys.stderr)
         return 0
     if not rows:
-        print(f"forecast: no film to score in {where}" + ("" if args.file or args.ids else
-              f": none in {params.clean.date_min}..{params.clean.date_max} lacks a usable score (rating shown, "
-              f"{params.clean.min_votes}+ raters); name films with --ids or FILE"), file=sys.stderr)
+        print(f"forecast: no film to score in {where}: none" + (f" released since {since}" if since else "") +
+              f" lacks a usable score (rating shown, {params.clean.min_votes}+ raters); name films with --ids or "
+              "FILE", file=sys.stderr)
         return 0
     sys.stdout.write(table(rows, args.explain))
-    print(f"forecast: {len(rows)} films from {where}; intervals hold the real score for about "
+    print(f"forecast: {len(real)} films from {where}; intervals hold the real score for about "
           f"{rows[0]['level']:.0%} of films (calibrated out of fold)", file=sys.stderr)
     return 0

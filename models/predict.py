@@ -1,17 +1,18 @@
-"""`kadn predict FILE`: score films that are not out yet, from records in the export's field names.
+"""The one scorer of saved models (`kadn forecast`, and `kadn predict`, its alias) and the reader of films to
+score from a file.
 
-FILE holds JSON (one object or a list) or JSONL. Each film needs the fields the features come from (null
-where unknown); `rating` is not needed. People and values the model never saw fall back to the
-out-of-vocabulary ids, and each output line says how many of the film's feature values were unknown.
-A model trained with dense inputs gets them too: track records from its own training films (a film not out
-yet counts as released after all of them), and the popularity counts when the record holds them.
+A file is read in any layout `kadn import` reads, through the importer's row readers and its record check, so
+a film is valid here exactly when it could be imported. Unlike an import, a row may lack its Douban id (a
+slate, or a casting choice not on Douban yet): it is labelled by its title and line. Repeated ids are not
+merged: every row is a film as written, scored as it is (two castings of one film get two scores).
+People and values the model never saw fall back to the out-of-vocabulary ids, and each film says how many of
+its feature values were unknown. A model trained with dense inputs gets them too: track records from its own
+training films (a film not out yet counts as released after all of them), and the popularity counts when the
+record holds them.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,60 +22,38 @@ from models import track_records
 from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
+from pipeline import importer
 from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import read_text
-from pipeline.records import FIELDS, normalise_record, unknown_name_message
+from pipeline.records import normalise_record, short
 
-REQUIRED = ("directors", "writers", "actors", "genres", "countries", "languages", "runtime_min", "release_date")
+# Stands in for a missing Douban id while the importer's record check reads the row (put back to None after).
+_NO_ID = 1
 
 
-def read_films(path: Path, ignore_unknown: bool = False) -> list[dict]:
-    text = read_text(path)
-    stripped = text.strip()
-    if not stripped:
-        raise KadnError(f"{path}: empty; expected JSON or JSONL film records")
-    try:
-        data = json.loads(stripped)
-        films = data if isinstance(data, list) else [data]
-    except json.JSONDecodeError:
-        films = []
-        for n, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                films.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise KadnError(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def read_films(path: str | Path, ignore_unknown: bool = False) -> list[dict]:
+    """Every film of the file as a canonical record plus `line` (its line, or its position in a JSON array);
+    `douban_id` None where the row has none. Any bad row: one KadnError naming file, line and field."""
+    path = Path(path)
+    fmt, rows, convert = importer.read_rows(path, ignore_unknown=ignore_unknown, ids_optional=True)
+    films = []
+    for line, row in rows:
+        if not isinstance(row, dict):
+            raise KadnError(f"{path}:{line}: expected a JSON object per line")
+        try:
+            raw = convert(row)
+            no_id = _blank(raw.get("douban_id"))
+            film = normalise_record({**raw, "douban_id": _NO_ID} if no_id else raw)
+        except RecordError as exc:
+            raise importer.record_error(path, fmt, line, exc) from None
+        films.append({**film, "douban_id": None if no_id else film["douban_id"], "line": line})
     if not films:
-        raise KadnError(f"{path}: no film records (an empty list)")
-    return [check_film(film, f"{path}: film {i}", ignore_unknown) for i, film in enumerate(films, 1)]
-
-
-def _short(value) -> str:
-    """A bad value as an error line quotes it: its repr, cut to a short prefix."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
-def check_film(film, where: str, ignore_unknown: bool = False) -> dict:
-    """The film in canonical form, checked by the one record check imports use (pipeline.records), so a
-    value one accepts the other does too; else a KadnError naming the film and the field."""
-    if not isinstance(film, dict):
-        raise KadnError(f"{where}: expected an object with the export's fields, got {type(film).__name__}")
-    ident = film.get("douban_id")
-    label = f"{where} (douban_id {_short(ident)})" if ident is not None else where
-    missing = [f for f in REQUIRED if f not in film]
-    if missing:
-        raise KadnError(f"{label}: missing field(s) {', '.join(missing)} (use null when unknown)")
-    unknown = [k for k in film if k not in FIELDS]
-    if unknown and not ignore_unknown:
-        raise KadnError(f"{label}: {unknown_name_message(unknown[0], FIELDS, 'field')}; pass --ignore-unknown "
-                        "to leave such fields out")
-    try:
-        return normalise_record(film, identified=False)
-    except RecordError as exc:
-        raise KadnError(f"{label}: {exc}") from None
+        raise KadnError(f"{path}: no film records")
+    return films
 
 
 def encode_films(films: list[dict], vocab: dict, tokens: list[dict] | None = None
@@ -133,7 +112,7 @@ class Scored:
 
 
 def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
-    """The one scorer of `kadn predict` and `kadn forecast`: checked records -> the model's inputs -> scores."""
+    """The one scorer of `kadn forecast` (and `kadn predict`): checked records -> the model's inputs -> scores."""
     tokens = [film_tokens(f, loaded.vocab["encode_params"]) for f in films]
     x, unknown = encode_films(films, loaded.vocab, tokens)
     if loaded.vocab.get("dense"):
@@ -143,7 +122,7 @@ def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
     if len(bad):  # NaN is no score (and not JSON): a model giving one is damaged, however it passed its checks
         i = int(bad[0])
         ident = films[i].get("douban_id")
-        film = f"film {i + 1}" + ("" if ident is None else f" (douban_id {_short(ident)})")
+        film = f"film {i + 1}" + ("" if ident is None else f" (douban_id {short(ident)})")
         raise KadnError(f"model {loaded.name} scores {film} as {scores[i]}; retrain with `kadn train {loaded.name}`")
     return Scored(films, tokens, x, scores, unknown)
 
@@ -155,44 +134,12 @@ def resolve(model: str) -> tuple[str, str]:
     return REPORTED[model]
 
 
-def predict(path: Path, model: str, models_dir: Path, ignore_unknown: bool = False) -> list[dict]:
+def predict(path: str | Path, model: str, models_dir: Path, ignore_unknown: bool = False) -> list[dict]:
+    """A file's films scored by a saved model, without interval, reasons or ledger (what `kadn forecast FILE`
+    prints adds those): douban_id, title, predicted, and the unknown values (count, and per group)."""
     artifact, output = resolve(model)
-    try:
-        films = read_films(path, ignore_unknown)
-    except RecursionError:
-        raise KadnError(f"{path}: JSON nested too deeply to read") from None
-    except ValueError as exc:  # not a JSONDecodeError: json's limit on the digits of an integer
-        raise KadnError(f"{path}: unreadable JSON ({_short(str(exc))})") from None
+    films = read_films(path, ignore_unknown)
     scored = score_films(films, load_model(models_dir, artifact), output)
-    return [{"douban_id": f.get("douban_id"), "title": f.get("title"), "predicted": round(float(s), 3),
+    return [{"douban_id": f["douban_id"], "title": f["title"], "predicted": round(float(s), 3),
              "unknown": sum(u.values()), "unknown_fields": u}
             for f, s, u in zip(films, scored.scores, scored.unknown)]
-
-
-def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="score films (JSON/JSONL in the export's field names) with a trained model")
-    p.add_argument("file", help="JSON or JSONL film records; rating not needed")
-    p.add_argument("--model", default="kadn", help=f"kadn (the student, default), kadn_teacher, or any of "
-                   f"{', '.join(m for m in REPORTED if m not in ('kadn', 'kadn_teacher'))}")
-    p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
-    p.add_argument("--format", choices=("tsv", "jsonl"), default="tsv", help="output format")
-    p.add_argument("--ignore-unknown", action="store_true", help="leave out fields that are not the export's "
-                   "instead of refusing the film")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    rows = predict(Path(args.file), args.model, Path(args.models), args.ignore_unknown)
-    out = sys.stdout
-    if args.format == "jsonl":
-        for r in rows:
-            out.write(json.dumps(r, ensure_ascii=False) + "\n")
-        return 0
-    # The csv module quotes a title holding a tab, a quote or a line break, so every film stays one record.
-    writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-    writer.writerow(["douban_id", "title", "predicted", "unknown", "unknown_fields"])
-    for r in rows:
-        detail = ",".join(f"{g}:{n}" for g, n in r["unknown_fields"].items()) or "-"
-        writer.writerow(["" if r["douban_id"] is None else r["douban_id"], r["title"] or "", f"{r['predicted']:.2f}",
-                         r["unknown"], detail])
-    return 0

@@ -33,8 +33,9 @@ COMMANDS = {
     "evaluate": ("models.evaluate", "score every trained model on the test split; Table 2; figures"),
     "blend": ("models.blend", "stack the student and the strongest baselines on their out-of-fold predictions"),
     "backtest": ("models.backtest", "train on the films before each year, score that year's films"),
-    "predict": ("models.predict", "score films (JSON/JSONL in the export's field names) with a trained model"),
     "forecast": ("models.forecast", "score the films with no usable score yet, with intervals and reasons"),
+    "predict": ("models.forecast", "alias of `kadn forecast`"),
+    "scorecard": ("models.scorecard", "how the recorded forecasts did once the films' scores appeared"),
     "mock-douban": ("crawler.mocksite.site", "serve a synthetic Douban catalogue on 127.0.0.1 (for crawler tests)"),
 }
 

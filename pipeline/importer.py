@@ -227,41 +227,64 @@ class _UnknownKeys:
             warn(f"{self.path}: ignored unknown key(s) {shown} in {self.records} record(s)")
 
 
+# A CSV without any id column, but with titles, is read as this project's layout when ids are optional.
+ID_COLUMNS = frozenset({"douban_id", "movie_id", "MOVIE_ID"})
+
+
+def read_rows(path: str | Path, fmt: str | None = None, ignore_unknown: bool = False, ids_optional: bool = False
+              ) -> tuple[str, Iterator[tuple[int, Any]], Callable[[dict], dict]]:
+    """(layout, (line, raw row) per record, the row's conversion to the export's field names): the one reader
+    of import files, checked as `kadn import` checks them (unknown columns or keys refused unless
+    `ignore_unknown`; strict CSV). With `ids_optional`, a CSV of titles without an id column reads as ours."""
+    path = Path(path)
+    text = read_text(path)
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson") or text.lstrip()[:1] in ("{", "["):
+        if (fmt or "kadn") != "kadn":
+            raise KadnError(f"{path}: JSON input must be in this project's export format")
+        return "kadn", _checked_json(path, _jsonl_rows(path, text), ignore_unknown), lambda r: r
+    header = _csv_header_checked(path, text)
+    cols = {h.strip() for h in header}
+    if fmt is None and ids_optional and "title" in cols and not cols & ID_COLUMNS:
+        fmt = "kadn"
+    fmt = fmt or detect_format(path, header)
+    _check_header(path, header, fmt, ignore_unknown)
+    return fmt, _csv_rows(path, text), (_from_kadn_csv if fmt == "kadn" else CONVERTERS[fmt])
+
+
+def _checked_json(path: Path, rows: Iterator[tuple[int, Any]], ignore_unknown: bool) -> Iterator[tuple[int, Any]]:
+    keys = _UnknownKeys(path, ignore_unknown)
+    for lineno, row in rows:
+        if isinstance(row, dict):
+            keys.check(lineno, row)
+        yield lineno, row
+    keys.report()
+
+
+def record_error(path: Path, fmt: str, lineno: int, exc: RecordError) -> KadnError:
+    """A bad field of one row as the line `kadn import` prints: file, line, field and the layout's column."""
+    column = SOURCE_COLUMNS.get(fmt, {}).get(exc.field)
+    where = f" (column {column})" if column else ""
+    return KadnError(f"{path}:{lineno}: {exc.field!r}{where}: {exc.message}")
+
+
 def read_export(path: str | Path, fmt: str | None = None, ignore_unknown: bool = False) -> tuple[str, list[dict]]:
     """Read and check a whole export; returns (format, canonical records). Raises KadnError on any bad row,
     on a column (CSV) or key (JSON) no layout knows unless `ignore_unknown`."""
     path = Path(path)
-    text = read_text(path)
-    is_json = path.suffix.lower() in (".jsonl", ".json", ".ndjson") or text.lstrip()[:1] in ("{", "[")
-    keys = _UnknownKeys(path, ignore_unknown)
-    if is_json:
-        fmt = fmt or "kadn"
-        if fmt != "kadn":
-            raise KadnError(f"{path}: JSON input must be in this project's export format")
-        rows, convert = _jsonl_rows(path, text), (lambda r: r)
-    else:
-        header = _csv_header_checked(path, text)
-        fmt = fmt or detect_format(path, header)
-        _check_header(path, header, fmt, ignore_unknown)
-        rows, convert = _csv_rows(path, text), (_from_kadn_csv if fmt == "kadn" else CONVERTERS[fmt])
+    fmt, rows, convert = read_rows(path, fmt, ignore_unknown)
     records, seen = [], {}
     for lineno, row in rows:
         if not isinstance(row, dict):
             raise KadnError(f"{path}:{lineno}: expected a JSON object per line")
-        if is_json:
-            keys.check(lineno, row)
         try:
             rec = normalise_record(convert(row))
         except RecordError as exc:
-            column = SOURCE_COLUMNS.get(fmt, {}).get(exc.field)
-            where = f" (column {column})" if column else ""
-            raise KadnError(f"{path}:{lineno}: {exc.field!r}{where}: {exc.message}") from None
+            raise record_error(path, fmt, lineno, exc) from None
         if rec["douban_id"] in seen:  # a repeated id merges as it would over a stored film
             records[seen[rec["douban_id"]]] = merge_record(records[seen[rec["douban_id"]]], rec)
         else:
             seen[rec["douban_id"]] = len(records)
             records.append(rec)
-    keys.report()
     return fmt, records
 
 

@@ -14,13 +14,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Engine,
     Float,
@@ -118,6 +119,27 @@ class Attribute(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
     value: Mapped[str] = mapped_column(String(MAX_LEN["value"]))
 
+
+class Ledger(DeclarativeBase):
+    """The forecasts' own metadata: the table is made on the first forecast recorded, not with the films'
+    schema, so a store (the shipped snapshot too) stays as it was until someone records a forecast."""
+
+
+class Forecast(Ledger):
+    """One forecast `kadn forecast` printed for a stored film: what a model (name + a digest of its files) said
+    on a day. Imports and crawls write the films' tables only; nothing ever rewrites or drops this one."""
+
+    __tablename__ = "forecasts"
+    douban_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    made_on: Mapped[date] = mapped_column(Date, primary_key=True)  # UTC
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 hex over the model's files
+    score: Mapped[float] = mapped_column(Float)
+    low: Mapped[float] = mapped_column(Float)
+    high: Mapped[float] = mapped_column(Float)
+    level: Mapped[float] = mapped_column(Float)
+    known_share: Mapped[float] = mapped_column(Float)
+    wish_count: Mapped[int | None] = mapped_column(BigInteger)  # the film's wish count then, if the store has one
 
 
 def database_url(url: str | None = None) -> str:
@@ -467,3 +489,48 @@ def _read_records(conn, ids: list[int] | None = None, *, lock: bool = False) -> 
                                        bounds)
     fields["release_date"] = list(map(_release_date, fields["release_dates"]))
     return [dict(zip(FIELDS, values)) for values in zip(*(fields[f] for f in FIELDS))]
+
+
+def _ledger(conn) -> None:
+    """Create the forecasts table if this store has none yet (a concurrent creator is waited for or wins)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7241018)"))
+    Ledger.metadata.create_all(conn, checkfirst=True)
+
+
+def wish_counts(conn, ids: list[int]) -> dict[int, int | None]:
+    """The stored wish count of each film (null where the page showed none)."""
+    column = Movie.__table__.c.wish_count
+    counts: dict[int, int | None] = {}
+    for chunk in _chunks(sorted(set(ids))):
+        counts.update(conn.execute(select(Movie.douban_id, column).where(Movie.douban_id.in_(chunk))).all())
+    return counts
+
+
+def record_forecasts(engine: Engine, rows: list[dict]) -> int:
+    """Add forecasts to the ledger in one transaction: rows with douban_id, made_on, model, digest, score, low,
+    high, level and known_share (wish_count is read from the store). The same film, day, model and digest
+    again replaces the row."""
+    if not rows:
+        return 0
+    with writing(engine) as conn:
+        _ledger(conn)
+        wishes = wish_counts(conn, [r["douban_id"] for r in rows])
+        values = [{**r, "wish_count": wishes.get(r["douban_id"])} for r in rows]
+        stmt = _insert(conn, Forecast)
+        keys = [c.name for c in Forecast.__table__.primary_key]
+        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_={
+            c.name: stmt.excluded[c.name] for c in Forecast.__table__.columns if c.name not in keys}), values)
+    return len(rows)
+
+
+def load_forecasts(engine: Engine) -> list[dict]:
+    """Every recorded forecast with the film's stored rating now (None if it has none), ordered by film, day,
+    model and digest; no ledger yet reads as none."""
+    if Forecast.__tablename__ not in inspect(engine).get_table_names():
+        return []
+    query = (select(*Forecast.__table__.columns, Movie.rating)
+             .join(Movie, Movie.douban_id == Forecast.douban_id, isouter=True)
+             .order_by(Forecast.douban_id, Forecast.made_on, Forecast.model, Forecast.digest))
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

@@ -76,7 +76,7 @@ def test_predict_averages_every_member(trained, tmp_path):
     films = [{"douban_id": i, "title": f"新片{i}", "directors": ["无名导演"], "writers": [], "actors": actors,
               "genres": ["剧情", "喜剧"][: i % 2 + 1], "countries": ["中国大陆"], "languages": ["汉语普通话"],
               "runtime_min": 90 + 10 * i, "release_date": f"201{i}-03-08"}
-             for i, actors in enumerate([["无名演员"], list(loaded.vocab["groups"]["actors"])[:3]], 1)]
+             for i, actors in enumerate([["无名演员"], list(loaded.vocab["groups"]["actors"])[:3]], 1)]  # ids start at 1
     path = tmp_path / "films.json"
     path.write_text(json.dumps(films, ensure_ascii=False), encoding="utf-8")
     rows = predict(path, "kadn", models)

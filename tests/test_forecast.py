@@ -24,6 +24,7 @@ from models.predict import encode_films
 from pipeline import store
 from pipeline.cli import main
 from pipeline.params import ForecastConfig
+from pipeline.records import normalise_record
 from tests.model_support import fast, fast_params, nan_weights, train_models
 
 
@@ -193,27 +194,32 @@ def test_attention_weights_are_the_poolings_and_move_when_a_person_is_swapped(tr
     # Swapping the first actor for a stranger changes the weights of the actors both films share.
     assert not np.allclose(weights["actors"][0, 1:3], weights["actors"][1, 1:3])
     rows = forecast(films, "kadn", trained / "models", fast())
-    top = rows[0]["leaned_on"]
-    assert set(top) == {"directors", "writers", "actors"} and len(top["actors"]) == 3
-    assert {p["name"] for p in top["actors"]} == set(people["actors"])
-    assert all("films" in p and "mean_score" in p for p in top["actors"])  # track records are fed
-    assert "leaned_on" not in forecast(films, "ridge", trained / "models", fast())[0]
+    shown = rows[0]["people"]
+    assert set(shown) == {"directors", "writers", "actors"} and len(shown["actors"]) == 3
+    assert {p["name"] for p in shown["actors"]} == set(people["actors"])
+    assert all("films" in p and "mean_score" in p for p in shown["actors"])  # track records are fed
+    by_name = {p["name"]: p["weight"] for p in shown["actors"]}
+    assert [by_name[n] for n in people["actors"]] == pytest.approx(weights["actors"][0, :3], abs=1e-4)
+    assert all("weight" not in p for p in forecast(films, "ridge", trained / "models", fast())[0]["people"]["actors"])
 
 
 def test_cli_writes_each_format_and_prints_a_table(trained, tmp_path, capsys):
     args = common_args(trained)
     code, out, err = run_cli(["forecast", *args, "--explain"], capsys)
-    assert code == 0 and "80% interval" in out.splitlines()[0] and "unknown:" in out and "actors weighed:" in out
+    assert code == 0 and "80% interval" in out.splitlines()[0] and "unknown:" in out and "\n    actors: " in out
+    assert "effect of knowing: directors " in out
     n = len([line for line in out.splitlines()[1:] if not line.startswith("    ")])
     for suffix in (".jsonl", ".csv", ".parquet"):
         target = tmp_path / f"out{suffix}"
-        code, _, err = run_cli(["forecast", *args, "-o", str(target)], capsys)
+        explained = ["--explain"] if suffix == ".jsonl" else []
+        code, _, err = run_cli(["forecast", *args, "-o", str(target), *explained], capsys)
         assert code == 0, err
         if suffix == ".jsonl":
             rows = [json.loads(x) for x in target.read_text(encoding="utf-8").splitlines()]
-            assert {"leaned_on", "unknown_text", "low", "high", "level"} <= set(rows[0])
+            assert {"people", "effects", "unknown_text", "low", "high", "level"} <= set(rows[0])
         elif suffix == ".csv":
             rows = list(csv.DictReader(target.open(encoding="utf-8")))
+            assert "unknown_text" in rows[0] and "effects" not in rows[0]  # the effects on --explain only
             assert float(rows[0]["low"]) <= float(rows[0]["predicted"]) <= float(rows[0]["high"])
         else:
             rows = pd.read_parquet(target).to_dict("records")
@@ -280,3 +286,136 @@ def test_a_model_scoring_nan_is_refused_naming_the_film_and_writes_nothing(train
     assert code == 1 and out == "" and err.count("\n") == 1
     assert re.search(r"model kadn scores film 1 \(douban_id \d+\) as nan; retrain with `kadn train kadn`", err)
     assert not target.exists()
+
+
+def own_store(trained: Path, tmp_path: Path, *films: dict) -> str:
+    """A copy of the fixture's store (so other tests never see this test's writes), with `films` added."""
+    shutil.copyfile(trained / "store.sqlite", tmp_path / "store.sqlite")
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    if films:
+        store.upsert_records(store.connect(url), [normalise_record(f) for f in films], source="test")
+    return url
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_stored_film_opening_in_2026_is_scored_and_since_narrows_to_it(trained, tmp_path, capsys):
+    url = own_store(trained, tmp_path, film(9100001, release_date="2026-01-16"))
+    args = ["--database-url", url, "--models", str(trained / "models"), "--params", str(trained / "params.yaml")]
+    code, _, err = run_cli(["forecast", *args, "-o", str(tmp_path / "all.jsonl")], capsys)
+    assert code == 0, err
+    every = read_jsonl(tmp_path / "all.jsonl")
+    assert 9100001 in [r["douban_id"] for r in every] and len(every) > 1  # beside the catalogue's unrated films
+    code, _, err = run_cli(["forecast", *args, "--since", "2026-01", "-o", str(tmp_path / "new.jsonl")], capsys)
+    assert code == 0, err
+    (row,) = read_jsonl(tmp_path / "new.jsonl")
+    assert row["douban_id"] == 9100001 and row["low"] <= row["predicted"] <= row["high"]
+    code, out, err = run_cli(["forecast", *args, "--since", "2027"], capsys)
+    assert code == 0 and out == "" and "none released since 2027 lacks a usable score" in err
+    code, out, err = run_cli(["forecast", *args, "--since", "soon"], capsys)
+    assert code == 1 and "--since: cannot parse 'soon' as a date" in err
+
+
+def test_a_file_without_douban_ids_is_scored_row_by_row_and_labelled_by_line(trained, tmp_path, capsys):
+    people = known_people(trained)
+    slate = tmp_path / "slate.csv"
+    with slate.open("w", encoding="utf-8", newline="") as fh:  # our CSV layout, with no douban_id column
+        writer = csv.writer(fh)
+        writer.writerow(["title", "directors", "director_ids", "actors", "actor_ids", "genres", "release_date"])
+        for k in (0, 1):  # two castings of one film: the second swaps the lead for a stranger
+            actors, ids = people["actors"][k:], people["actor_ids"][k:]
+            writer.writerow(["待定片", *(json.dumps(v, ensure_ascii=False) for v in (
+                people["directors"], people["director_ids"], ["无名演员甲"] * k + actors, [None] * k + ids)),
+                '["剧情"]', "2026-09-30"])
+    jsonl = tmp_path / "slate.jsonl"
+    jsonl.write_text(json.dumps(film(None), ensure_ascii=False) + "\n" + json.dumps(film(7), ensure_ascii=False)
+                     + "\n", encoding="utf-8")
+    code, out, err = run_cli(["forecast", str(slate), *common_args(trained), "--explain"], capsys)
+    assert code == 0, err
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("line")] == [["line", "2"], ["line", "3"]]
+    rows = forecast(select_films(fast(), slate, None, None)[0], "kadn", trained / "models", fast())
+    assert [(r["douban_id"], r["line"], r["title"]) for r in rows] == [(None, 2, "待定片"), (None, 3, "待定片")]
+    assert rows[0]["predicted"] != rows[1]["predicted"]  # each row scored as written, not merged
+    assert all(r["low"] <= r["predicted"] <= r["high"] for r in rows)
+    rows = forecast(select_films(fast(), jsonl, None, None)[0], "ridge", trained / "models", fast())
+    assert [(r["douban_id"], r["line"]) for r in rows] == [(None, 1), (7, 2)]
+
+
+def strangers(fields: dict, group: str) -> dict:
+    """The fields with every person of `group` replaced by one no training film has."""
+    names = [f"陌生人{j}" for j in range(len(fields[group]))]
+    return {**fields, group: names, group[:-1] + "_ids": [None] * len(names)}
+
+
+@pytest.mark.parametrize("model", ["kadn", "ridge"])
+def test_effects_are_the_forecasts_change_when_a_group_or_a_person_is_unknown(trained, model):
+    people = known_people(trained)
+    known = film(1, **people)
+    (row,) = forecast([known], model, trained / "models", fast())
+    without_actors = forecast([film(1, **strangers(people, "actors"))], model, trained / "models", fast())[0]
+    assert row["effects"]["actors"] == pytest.approx(row["predicted"] - without_actors["predicted"], abs=2e-3)
+    lead = people["actors"][0]
+    first_unknown = {**people, "actors": ["陌生人"] + people["actors"][1:],
+                     "actor_ids": [None] + people["actor_ids"][1:]}
+    without_lead = forecast([film(1, **first_unknown)], model, trained / "models", fast())[0]
+    (shown,) = [p for p in row["people"]["actors"] if p["name"] == lead]
+    assert shown["effect"] == pytest.approx(row["predicted"] - without_lead["predicted"], abs=2e-3)
+    assert shown["embedding"] and any(p["effect"] != 0 for p in row["people"]["actors"])
+    # People are shown by the size of their effect.
+    sizes = [abs(p["effect"]) for p in row["people"]["actors"]]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_a_person_in_too_few_training_films_is_described_as_such_not_as_unknown(trained):
+    vocab = json.loads((trained / "models" / "kadn" / "vocab.json").read_text())
+    # A director with a track record (a scored training film) but no id of their own (under min_count).
+    sparse = next(t for t in {t for films in vocab["track"]["people"]["directors"] for t in films}
+                  if t not in vocab["groups"]["directors"] and t.startswith("id:"))
+    fields = {"directors": ["某导演"], "director_ids": [sparse[3:]]}
+    (row,) = forecast([film(1, **fields)], "kadn", trained / "models", fast())
+    assert "director unknown to the model" not in row["unknown_text"]
+    assert "1 of 1 director in too few training films for an embedding of their own" in row["unknown_text"]
+    (shown,) = row["people"]["directors"]
+    assert not shown["embedding"] and shown["films"] >= 1 and shown["mean_score"] is not None
+
+
+def test_swap_shows_both_forecasts_and_records_only_the_real_one(trained, tmp_path, capsys):
+    people = known_people(trained)
+    url = own_store(trained, tmp_path, normalise_record(film(9100009, **people, release_date="2026-02-01")))
+    args = ["--database-url", url, "--models", str(trained / "models"), "--params", str(trained / "params.yaml")]
+    lead = people["actors"][0]
+    code, out, err = run_cli(["forecast", "--ids", "9100009", *args, "--swap", f"actors:{lead}=陌生人",
+                              "-o", str(tmp_path / "w.jsonl")], capsys)
+    assert code == 0, err
+    before, after = read_jsonl(tmp_path / "w.jsonl")
+    by_hand = forecast([film(9100009, **{**people, "actors": ["陌生人"] + people["actors"][1:],
+                                         "actor_ids": [None] + people["actor_ids"][1:]}, release_date="2026-02-01")],
+                       "kadn", trained / "models", fast())[0]
+    assert after["predicted"] == by_hand["predicted"] and after["what_if"] == f"actors:{lead}=陌生人"
+    assert after["change"] == pytest.approx(after["predicted"] - before["predicted"], abs=1e-9)
+    assert "what_if" not in before and after["change"] != 0
+    (recorded,) = [r for r in store.load_forecasts(store.connect(url, create=False)) if r["douban_id"] == 9100009]
+    assert recorded["score"] == before["predicted"]
+    code, out, err = run_cli(["forecast", "--ids", "9100009", *args, "--no-record", "--swap", "actors:无此人=某人"],
+                             capsys)
+    assert code == 1 and "lists no such actor" in err and out == ""
+
+
+def test_the_words_and_the_people_shown_never_contradict_each_other(trained):
+    # Training films too: a person whose one training film is the film itself has no record for it.
+    films = store.load_records(store.connect(f"sqlite:///{trained / 'store.sqlite'}", create=False))[:60]
+    kinds = set()
+    for row in forecast(films, "kadn", trained / "models", fast()):
+        clauses = row["unknown_text"].split("; ")
+        for people in row["people"].values():
+            for p in people:
+                if p["embedding"]:
+                    continue
+                kinds.add(bool(p["films"]))
+                (said,) = [c for c in clauses if p["name"] in c.partition(": ")[2].split(", ")
+                           or f"{p['name']} (" in c]
+                assert ("too few training films" in said) == bool(p["films"]), (p, said)
+                assert ("unknown to the model" in said) != bool(p["films"]), (p, said)
+    assert kinds == {True, False}  # both kinds were met

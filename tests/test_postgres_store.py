@@ -8,7 +8,7 @@ import json
 import multiprocessing as mp
 import re
 import time
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -112,3 +112,15 @@ def test_two_imports_at_once_on_postgres_print_exact_counts(pg_url, tmp_path):
     # Whichever went first found an empty store; the second found the 500 films both files hold.
     assert counts == {1500: (1500, 0), 2500: (1000, 500)}
     assert store.count_movies(store.connect(pg_url)) == 2500
+
+
+def test_forecast_ledger_upserts_on_postgres(pg_url):
+    engine = store.connect(pg_url)
+    store.upsert_records(engine, [film(1, rating=7.5)], source="test")
+    row = {"douban_id": 1, "made_on": date(2026, 3, 1), "model": "kadn", "digest": "d" * 64, "score": 7.0,
+           "low": 6.0, "high": 8.0, "level": 0.8, "known_share": 0.5}
+    store.record_forecasts(engine, [row])
+    store.record_forecasts(engine, [{**row, "score": 7.2}])
+    (got,) = store.load_forecasts(engine)
+    assert (got["score"], got["rating"], got["wish_count"]) == (7.2, 7.5, None)
+    engine.dispose()

@@ -1,5 +1,6 @@
-"""`kadn predict` on fixture films: scores from the saved student, OOV fallback and its count, and clear
-errors for malformed input, missing fields and untrained models."""
+"""`kadn predict`, the alias of `kadn forecast FILE`, on fixture films: scores from the saved student, OOV
+fallback and its count, and clear errors (the importer's record check) for malformed input, mistyped fields
+and untrained models."""
 
 import contextlib
 import csv
@@ -15,10 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.evaluate import run_evaluate
-from models.predict import predict
+from models.forecast import forecast
+from models.predict import read_films
 from pipeline.cli import main
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast, fast_params, train_models
+from tests.model_support import ROOT, encoded_catalogue, fast, fast_params, train_models
+
+PARAMS = ["--params", str(ROOT / "params.yaml")]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,10 @@ def fixture_film(douban_id, **fields):
             "languages": ["汉语普通话"], "runtime_min": 104, "release_date": "2019-03-08"}
     film.update(fields)
     return film
+
+
+def predict(path, model, models_dir) -> list[dict]:
+    return forecast(read_films(path), model, models_dir, fast(), with_reasons=False)
 
 
 def write(path, films, jsonl=False):
@@ -89,36 +97,37 @@ def test_people_the_model_knows_change_the_score(trained, tmp_path):
 
 def test_cli_prints_one_line_per_film(trained, tmp_path, capsys):
     path = write(tmp_path / "f.json", [fixture_film(8), fixture_film(9, actors=None)])
-    assert main(["predict", str(path), "--models", str(trained / "models")]) == 0
+    assert main(["predict", str(path), "--models", str(trained / "models"), *PARAMS]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split("\t") == ["douban_id", "title", "predicted", "unknown", "unknown_fields"]
-    assert [ln.split("\t")[0] for ln in lines[1:]] == ["8", "9"]
-    assert float(lines[1].split("\t")[2]) > 0
+    assert lines[0].split()[:4] == ["douban_id", "title", "release", "score"]
+    assert [ln.split()[0] for ln in lines[1:]] == ["8", "9"]
+    assert float(lines[1].split()[3]) > 0
 
 
 @pytest.mark.parametrize("content, message", [
     ('{"douban_id": 1, "title": ', "not valid JSON"),
-    ('{"douban_id": 1}\n{"douban_id": 2, ', ":2: not valid JSON"),
-    ("", "empty"),
-    ('[1, 2]', "expected an object"),
+    ('{"douban_id": 1, "title": "甲"}\n{"douban_id": 2, ', ":2: not valid JSON"),
+    ("", "no film records"),
+    ('[1, 2]', "expected a JSON object"),
 ])
 def test_malformed_input_is_refused_plainly(trained, tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content, encoding="utf-8")
-    assert main(["predict", str(path), "--models", str(trained / "models")]) == 1
+    assert main(["predict", str(path), "--models", str(trained / "models"), *PARAMS]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
-def test_missing_or_mistyped_fields_are_named(trained, tmp_path):
+def test_missing_fields_are_unknown_and_mistyped_ones_are_named(trained, tmp_path):
+    # As `kadn import` reads them: a field left out is unknown, and the film is still scored.
     film = fixture_film(10)
     del film["genres"]
-    with pytest.raises(KadnError, match="missing field.*genres"):
-        predict(write(tmp_path / "a.json", [film]), "kadn", trained / "models")
+    (row,) = forecast(read_films(write(tmp_path / "a.json", [film])), "kadn", trained / "models", fast())
+    assert "no genres listed" in row["unknown_text"] and 0 < row["predicted"] < 10
     with pytest.raises(KadnError, match="'actors': expected a list"):
         predict(write(tmp_path / "b.json", [fixture_film(11, actors="某演员")]), "kadn", trained / "models")
-    with pytest.raises(KadnError, match="runtime_min"):
-        predict(write(tmp_path / "c.json", [fixture_film(12, runtime_min="100 years")]), "kadn", trained / "models")
+    with pytest.raises(KadnError, match="'runtime_min': cannot parse 'long'"):
+        predict(write(tmp_path / "c.json", [fixture_film(12, runtime_min="long")]), "kadn", trained / "models")
 
 
 def test_untrained_model_or_unknown_name_is_refused(trained, tmp_path, capsys):
@@ -127,7 +136,7 @@ def test_untrained_model_or_unknown_name_is_refused(trained, tmp_path, capsys):
         predict(path, "svm", trained / "models")
     with pytest.raises(KadnError, match="unknown model"):
         predict(path, "gpt", trained / "models")
-    assert main(["predict", str(path), "--models", str(tmp_path / "nothing")]) == 1
+    assert main(["predict", str(path), "--models", str(tmp_path / "nothing"), *PARAMS]) == 1
     assert "kadn train kadn" in capsys.readouterr().err
 
 
@@ -151,32 +160,32 @@ def run_cli(args) -> tuple[int, str, str]:
 @pytest.mark.parametrize("content, message", [
     ("[]", "no film records"),
     ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ('{"douban_id": ' + "9" * 5000 + "}", "unreadable JSON"),
+    ('{"douban_id": ' + "9" * 5000 + "}", ":1: 'douban_id': '99999"),
 ])
 def test_unusable_files_get_one_line(trained, tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content, encoding="utf-8")
-    code, out, err = run_cli(["predict", str(path), "--models", str(trained / "models")])
+    code, out, err = run_cli(["predict", str(path), "--models", str(trained / "models"), *PARAMS])
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and message in err and len(err) < 300
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"year": "abc", "release_date": None}, "film 2 (douban_id 21): field 'year': cannot parse 'abc' as a whole number"),
-    ({"actor_ids": "1274297"}, "film 2 (douban_id 21): field 'actor_ids': must be a list as long as actors"),
-    ({"actor_ids": ["1274297"]}, "field 'actor_ids': must be a list as long as actors"),
-    ({"release_date": "next spring"}, "field 'release_date': cannot parse 'next spring' as a date"),
-    ({"release_date": "2019-13-01"}, "field 'release_date': month out of range"),
-    ({"release_date": 20190308}, "field 'release_date': cannot parse '20190308' as a date"),
-    ({"votes": True}, "field 'votes': expected a whole number, got True"),
-    ({"runtime_min": float("inf")}, "field 'runtime_min': cannot parse inf as a whole number"),
-    ({"runtime_min": 1e308}, "field 'runtime_min': '1e+308' is outside 1..2147483647"),
-    ({"title": {"zh": "新片"}}, "field 'title': expected text, got dict"),
-    ({"genres": ["剧情" * 5000, 3]}, "field 'genres': longer than 128 characters: '剧情剧情"),
+    ({"year": "abc", "release_date": None}, "f.json:2: 'year': cannot parse 'abc' as a whole number"),
+    ({"actor_ids": "1274297"}, "f.json:2: 'actor_ids': must be a list as long as actors"),
+    ({"actor_ids": ["1274297"]}, "'actor_ids': must be a list as long as actors"),
+    ({"release_date": "next spring"}, "'release_date': cannot parse 'next spring' as a date"),
+    ({"release_date": "2019-13-01"}, "'release_date': month out of range"),
+    ({"release_date": 20190308}, "'release_date': cannot parse '20190308' as a date"),
+    ({"votes": True}, "'votes': expected a whole number, got True"),
+    ({"runtime_min": float("inf")}, "'runtime_min': cannot parse inf as a whole number"),
+    ({"runtime_min": 1e308}, "'runtime_min': '1e+308' is outside 1..2147483647"),
+    ({"title": {"zh": "新片"}}, "'title': expected text, got dict"),
+    ({"genres": ["剧情" * 5000, 3]}, "'genres': longer than 128 characters: '剧情剧情"),
 ])
 def test_unusable_fields_are_refused_naming_the_film_and_field(trained, tmp_path, fields, message):
     path = write(tmp_path / "f.json", [fixture_film(20), fixture_film(21, **fields)])
-    code, out, err = run_cli(["predict", str(path), "--models", str(trained / "models")])
+    code, out, err = run_cli(["predict", str(path), "--models", str(trained / "models"), *PARAMS])
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and message in err and len(err) < 300
 
@@ -186,20 +195,21 @@ def test_a_year_alone_or_a_slashed_date_is_read(trained, tmp_path):
                     trained / "models")
     slashed = predict(write(tmp_path / "b.json", [fixture_film(30, release_date="2019/3/8")]), "kadn",
                       trained / "models")
-    assert slashed == dated
+    assert [r["predicted"] for r in slashed] == [r["predicted"] for r in dated]
     by_year = predict(write(tmp_path / "c.json", [fixture_film(31, release_date=None, year="2019")]), "kadn",
                       trained / "models")
     assert "year" not in by_year[0]["unknown_fields"]
 
 
-def test_tsv_keeps_one_record_per_film_whatever_the_title(trained, tmp_path):
+def test_csv_keeps_one_record_per_film_whatever_the_title(trained, tmp_path):
     titles = ["制\t表", "换\n行", 'a "quoted" title', "普通"]
     path = write(tmp_path / "f.json", [fixture_film(40 + i, title=t) for i, t in enumerate(titles)])
-    code, out, _ = run_cli(["predict", str(path), "--models", str(trained / "models")])
+    code, _, _ = run_cli(["predict", str(path), "--models", str(trained / "models"), *PARAMS, "-o",
+                          str(tmp_path / "out.csv")])
     assert code == 0
-    rows = list(csv.reader(io.StringIO(out), delimiter="\t"))
-    assert rows[0] == ["douban_id", "title", "predicted", "unknown", "unknown_fields"]
-    assert [r[1] for r in rows[1:]] == titles and [r[0] for r in rows[1:]] == ["40", "41", "42", "43"]
+    rows = list(csv.reader((tmp_path / "out.csv").open(encoding="utf-8", newline="")))
+    assert rows[0][:3] == ["douban_id", "line", "title"]
+    assert [r[2] for r in rows[1:]] == titles and [r[0] for r in rows[1:]] == ["40", "41", "42", "43"]
 
 
 FIELD_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
@@ -219,10 +229,11 @@ def test_predict_gives_a_score_per_film_or_one_line(trained, films, jsonl, model
         path = Path(tmp) / "films.json"
         path.write_text("\n".join(json.dumps(f, ensure_ascii=False) for f in films) if jsonl
                         else json.dumps(films, ensure_ascii=False), encoding="utf-8")
+        out_file = Path(tmp) / "out.jsonl"
         code, out, err = run_cli(["predict", str(path), "--model", model, "--models", str(trained / "models"),
-                                  "--format", "jsonl"])
+                                  *PARAMS, "-o", str(out_file)])
+        rows = [json.loads(line) for line in out_file.read_text(encoding="utf-8").splitlines()] if code == 0 else []
     if code == 0:
-        rows = [json.loads(line) for line in out.split("\n") if line]
         assert len(rows) == len(films) and films
         assert all(math.isfinite(r["predicted"]) for r in rows)
     else:

@@ -1,4 +1,4 @@
-"""`kadn predict` reads JSONL like `kadn import`: a line ends at "\n" only."""
+"""`kadn forecast FILE` (and `kadn predict`) reads JSONL like `kadn import`: a line ends at "\n" only."""
 
 import json
 
@@ -14,4 +14,5 @@ def test_predict_reader_keeps_a_title_holding_a_unicode_line_separator(tmp_path,
              for i in (1, 2)]
     path = tmp_path / "films.jsonl"
     path.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in films), encoding="utf-8")
-    assert [f["title"] for f in read_films(path)] == [f["title"] for f in films]
+    assert [(f["douban_id"], f["title"], f["line"]) for f in read_films(path)] == [(1, films[0]["title"], 1),
+                                                                                   (2, films[1]["title"], 2)]
