@@ -83,7 +83,7 @@ def test_a_lone_surrogate_is_refused_by_predict_and_forecast_files(tmp_path):
     path.write_text('[{"douban_id": 3, "title": "\\ud800", "directors": [], "writers": [], "actors": [], "genres": [],'
                     ' "countries": [], "languages": [], "runtime_min": null, "release_date": null}]', encoding="utf-8")
     code, out, err = run(["predict", str(path), "--models", str(tmp_path / "none")])
-    one_line(code, err, "film 1", "'title'", "lone surrogate")
+    one_line(code, err, "s.json:1", "'title'", "lone surrogate")
     code, out, err = run(["forecast", str(path), "--params", str(CHECKOUT / "params.yaml"),
                           "--models", str(tmp_path / "none")])
     one_line(code, err, "'title'", "lone surrogate")
@@ -356,9 +356,11 @@ def test_predict_refuses_an_unknown_field_unless_ignored(tmp_path):
     path = tmp_path / "films.json"
     path.write_text(json.dumps([predict_film(runtme=90)]), encoding="utf-8")
     code, _, err = run(["predict", str(path), "--models", str(tmp_path)])
-    one_line(code, err, "film 1 (douban_id 7): unknown field 'runtme' (did you mean 'runtime_min'?)")
+    one_line(code, err, "films.json:1: unknown key 'runtme' (did you mean 'runtime_min'?)")
     code, _, err = run(["predict", str(path), "--models", str(tmp_path), "--ignore-unknown"])
-    one_line(code, err, "no trained model")  # read and checked; only the model is missing
+    # Read and checked (the ignored key is one warning line); only the model is missing.
+    warning, error = err.splitlines()
+    assert code == 1 and "ignored unknown key(s) 'runtme' in 1 record(s)" in warning and "no trained model" in error
 
 
 def test_forecast_file_shares_the_importers_unknown_name_rule(tmp_path):

@@ -187,8 +187,9 @@ MAPPINGS = st.dictionaries(KEYS, TREES, min_size=1, max_size=4)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(MAPPINGS)
 def test_params_without_repeats_read_as_yaml_reads_them(tmp_path, data):
+    # PyYAML is the reference (it folds a NEL in a scalar to a space, so the data itself is not).
     path = write(tmp_path, yaml.safe_dump(data, allow_unicode=True))
-    assert read_yaml(path) == yaml.safe_load(path.read_text(encoding="utf-8")) == data
+    assert read_yaml(path) == yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def mappings(node):

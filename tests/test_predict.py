@@ -107,7 +107,7 @@ def test_cli_prints_one_line_per_film(trained, tmp_path, capsys):
 @pytest.mark.parametrize("content, message", [
     ('{"douban_id": 1, "title": ', "not valid JSON"),
     ('{"douban_id": 1, "title": "甲"}\n{"douban_id": 2, ', ":2: not valid JSON"),
-    ("", "no film records"),
+    ("", "empty file"),
     ('[1, 2]', "expected a JSON object"),
 ])
 def test_malformed_input_is_refused_plainly(trained, tmp_path, capsys, content, message):

@@ -20,7 +20,7 @@ from models.scorecard import scorecard
 from pipeline import store
 from pipeline.cli import main
 from pipeline.records import normalise_record
-from tests.model_support import fast_params, train_models
+from tests.model_support import fast_params, rehash, train_models
 
 NEW = (9100001, 9100002, 9100003)  # films opening in 2026: no score yet
 
@@ -100,6 +100,7 @@ def test_a_same_day_rerun_replaces_and_another_model_digest_adds(trained, url, t
     copy = tmp_path / "models"
     shutil.copytree(trained / "models" / "ridge", copy / "ridge")
     (copy / "ridge" / "vocab.json").write_bytes((copy / "ridge" / "vocab.json").read_bytes() + b"\n")
+    rehash(copy / "ridge")  # another model, as a retrain would save it: its checksums match its files
     assert run(forecast_args(trained, url, copy), capsys)[0] == 0
     assert len({r["digest"] for r in ledger(url)}) == 2 and len(ledger(url)) == 2 * len(NEW)
 
@@ -138,7 +139,7 @@ def test_scorecard_measures_the_forecasts_against_scores_imported_later(trained,
         {**{k: r[k] for k in ("douban_id", "model", "level", "known_share")}, "made_on": date(2026, 1, 5),
          "digest": "0" * 64, "score": 9.0, "low": 8.5, "high": 9.5} for r in (first, second)])
     # The films open: a refresh brings two scores (one inside its interval, one far off); the third stays
-    # without one (a 0, as some dumps write "no score shown").
+    # without one (a 0, as some dumps write "no score shown": read as no score).
     inside = round((first["low"] + first["high"]) / 2, 1)
     scores = {NEW[0]: inside, NEW[1]: 2.0, NEW[2]: 0.0}
     refresh = tmp_path / "refresh.jsonl"
@@ -146,7 +147,7 @@ def test_scorecard_measures_the_forecasts_against_scores_imported_later(trained,
                                           ensure_ascii=False) + "\n" for i, s in scores.items()), encoding="utf-8")
     assert run(["import", str(refresh), "--database-url", url], capsys)[0] == 0
     rows = ledger(url)
-    assert [r["rating"] for r in rows if r["made_on"] != date(2026, 1, 5)] == [inside, 2.0, 0.0]
+    assert [r["rating"] for r in rows if r["made_on"] != date(2026, 1, 5)] == [inside, 2.0, None]
     expected = by_hand(rows)
     assert expected[("ridge", "2026-01")]["films"] == 2
     code, _, err = run(["scorecard", "--database-url", url, "-o", str(tmp_path / "card.csv"), "--plot",
