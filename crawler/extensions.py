@@ -69,6 +69,9 @@ class CrawlSummary:
 
     def closed(self, spider, reason):
         get = self.stats.get_value
+        # The store's last write runs as the crawl closes: a failure there is the crawl's outcome, whatever
+        # Scrapy's reason for stopping was.
+        reason = "store_failed" if get("douban/store_failed", 0) else reason
         line = (f"douban crawl {reason}: discovery={get('douban/discovery', 'none')}, "
                 f"discovered {get('douban/discovered', 0)}, requested {get('douban/subjects_requested', 0)} "
                 f"subject pages, stored {get('douban/stored', 0)} films, skipped {get('douban/tv_skipped', 0)} "

@@ -169,3 +169,13 @@ def test_a_coming_list_robots_txt_forbids_is_not_read(mock, db_url):  # noqa: F8
     assert not any(path.startswith("/cinema/") for path in site.hits)
     assert {r["douban_id"] for r in stored(db_url)} == set(listed(site, "/coming")) < {e["douban_id"] for e in site.coming}
     assert "disallows the coming-soon list /cinema/later/shanghai/" in result.log
+
+
+def test_given_subjects_obey_robots_txt_before_any_page_is_requested(mock, db_url):  # noqa: F811
+    # Scrapy's own robots check lets some requests through while it fetches robots.txt: the crawl reads it first.
+    site = mock(30, seed=1, robots="no-subjects")
+    ids = ",".join(str(r["douban_id"]) for r in site.expected_films()[:6])
+    result = run_crawl(site.base_url, db_url, f"ids={ids}")
+    assert result.returncode == 1 and result["finish_reason"] == "discovery_blocked", result.log[-3000:]
+    assert not any(path.startswith("/subject/") for path in site.hits) and not stored(db_url)
+    assert "disallows the subject pages" in result.log

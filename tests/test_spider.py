@@ -498,6 +498,7 @@ def test_read_only_store_fails_the_crawl_at_its_last_flush(mock, tmp_path):
                        DOUBAN_STORE_BATCH="1000")
     assert result["finish_reason"] == "store_failed" and result.returncode == 1, result.log[-3000:]
     assert result["douban/store_failed"] > 0 and "could not store" in result.log
+    assert "douban crawl store_failed:" in result.log  # the closing summary says so too
     assert stored(f"sqlite:///{path}") == []
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlencode, urlsplit
 
+from protego import Protego
 from scrapy import Request
 from scrapy.spiders import SitemapSpider
 
@@ -94,16 +95,28 @@ class DoubanSpider(SitemapSpider):
                             dedupe_key=f"coming:{path}")
 
     async def start(self):
-        if self.ids or self.refresh:
-            self.crawler.stats.set_value("douban/discovery", "ids" if self.ids else "refresh")
-            ids = self.ids or self.crawler.douban_gate.stale
-            log.info("discovery: none, %d subject(s) %s", len(ids), "given" if self.ids else "due for a refresh")
-            for req in self.subjects(ids):
-                yield req
-            return
-        yield Request(self.url("/robots.txt"), callback=self.plan_coming if self.coming else self.plan,
-                      errback=self.robots_failed, dont_filter=True,
+        # robots.txt first, whatever the mode: Scrapy's robots middleware lets some requests through while its
+        # own fetch of robots.txt is in flight, so every plan checks it before any page is requested.
+        yield Request(self.url("/robots.txt"), callback=self.plan_entry, errback=self.robots_failed, dont_filter=True,
                       meta={"handle_httpstatus_list": [404, 410], "dont_obey_robotstxt": True})
+
+    def plan_entry(self, response, robots_txt: str | None = None):
+        """The plan of this crawl's mode: given subjects (ids, refresh), the coming-soon lists, or discovery."""
+        if self.ids or self.refresh:
+            return self.plan_subjects(response, robots_txt)
+        return (self.plan_coming if self.coming else self.plan)(response, robots_txt)
+
+    def plan_subjects(self, response, robots_txt: str | None = None):
+        text = robots_txt if robots_txt is not None else response.text if response.status == 200 else ""
+        agent = robots_agent(self.settings)
+        if self.obey and not Protego.parse(text).can_fetch(self.url("/subject/1/"), agent):
+            self.blocked(f"discovery blocked: {response.url} disallows the subject pages (/subject/...) for user "
+                         f"agent {agent!r}; nothing was crawled.")
+            return
+        self.crawler.stats.set_value("douban/discovery", "ids" if self.ids else "refresh")
+        ids = self.ids or self.crawler.douban_gate.stale
+        log.info("discovery: none, %d subject(s) %s", len(ids), "given" if self.ids else "due for a refresh")
+        yield from self.subjects(ids)
 
     def plan_coming(self, response, robots_txt: str | None = None):
         """The coming-soon lists robots.txt allows, checked before any is requested (as plan does for the
@@ -241,5 +254,5 @@ class DoubanSpider(SitemapSpider):
             self.crawler.stats.set_value("douban/robots_failed", why)
             log.warning("cannot read %s (%s): ROBOTSTXT_OBEY is off, so discovery goes on as if it were empty",
                         request.url, why)
-            follow_ups = (self.plan_coming if self.coming else self.plan)(request, robots_txt="")
+            follow_ups = self.plan_entry(request, robots_txt="")
         settle(self.crawler, request, follow_ups)
