@@ -120,7 +120,7 @@ def split_counts(nets: list[torch.nn.Module], x: dict[str, torch.Tensor], films:
 
 
 def branch_figures(loaded: SavedModel, x: dict[str, np.ndarray], rows: np.ndarray, train_rows: np.ndarray,
-                   y: np.ndarray, cfg: EvaluateConfig) -> tuple[dict, dict]:
+                   y: np.ndarray, cfg: EvaluateConfig, timed: bool = True) -> tuple[dict, dict]:
     """Table 2 for teacher and student: (what the models determine, wall-clock timings).
 
     The first holds parameters, the size of the serialised weights and multiply-adds per film (the mean over
@@ -130,20 +130,11 @@ def branch_figures(loaded: SavedModel, x: dict[str, np.ndarray], rows: np.ndarra
     branches against the student's N. Parameters, sizes and multiply-adds add up over the members; inference is
     every member scoring the films plus the averaging, as `kadn predict` does. Each net is timed alone (shared
     layers + its private MLP). Training time is one net trained alone for one epoch of the training rows, times
-    the epochs the joint runs took (summed over the members), so the two are comparable.
+    the epochs the joint runs took (summed over the members), so the two are comparable. Without `timed`, the
+    second is empty and nothing is timed.
     """
-    repeats = cfg.timing_repeats
     test_x = tensors(x, rows)
-    big = np.resize(rows, cfg.timing_films)
-    big_x = tensors(x, big)
-    train_x, train_y = tensors(x, train_rows), torch.from_numpy(y[train_rows])
-    epochs = float(np.sum(loaded.meta.get("epochs_run", [0])))
     members = {name: loaded.members(name) for name in ("teacher", "student")}
-    # Teacher and student are timed in alternation, so load from other work hits both alike.
-    test_s = _interleaved({n: (lambda m=m: ensemble_scores(m, loaded.head, test_x)) for n, m in members.items()},
-                          repeats)
-    big_s = _interleaved({n: (lambda m=m: ensemble_scores(m, loaded.head, big_x)) for n, m in members.items()},
-                         repeats)
     figures, timings = {}, {}
     for name, nets in members.items():
         size = 0
@@ -151,8 +142,6 @@ def branch_figures(loaded: SavedModel, x: dict[str, np.ndarray], rows: np.ndarra
             buf = io.BytesIO()
             torch.save(branch.state_dict(), buf)
             size += len(buf.getvalue())
-        # The members share one architecture and the same rows, so one member's epoch times them all.
-        per_epoch = _epoch_seconds(nets[0], loaded.head, train_x, train_y, loaded.meta["config"])
         counts = split_counts(nets, test_x, len(rows))
         figures[name] = {
             "params": counts.pop("params"),
@@ -160,12 +149,33 @@ def branch_figures(loaded: SavedModel, x: dict[str, np.ndarray], rows: np.ndarra
             "multiply_adds_per_film": counts.pop("multiply_adds_per_film"),
             **counts,
         }
+    if timed:
+        timings = _timings(loaded, members, x, rows, train_rows, y, cfg)
+    return figures, timings
+
+
+def _timings(loaded: SavedModel, members: dict, x: dict[str, np.ndarray], rows: np.ndarray,
+             train_rows: np.ndarray, y: np.ndarray, cfg: EvaluateConfig) -> dict:
+    test_x = tensors(x, rows)
+    big = np.resize(rows, cfg.timing_films)
+    big_x = tensors(x, big)
+    train_x, train_y = tensors(x, train_rows), torch.from_numpy(y[train_rows])
+    epochs = float(np.sum(loaded.meta.get("epochs_run", [0])))
+    # Teacher and student are timed in alternation, so load from other work hits both alike.
+    test_s = _interleaved({n: (lambda m=m: ensemble_scores(m, loaded.head, test_x)) for n, m in members.items()},
+                          cfg.timing_repeats)
+    big_s = _interleaved({n: (lambda m=m: ensemble_scores(m, loaded.head, big_x)) for n, m in members.items()},
+                         cfg.timing_repeats)
+    timings = {}
+    for name, nets in members.items():
+        # The members share one architecture and the same rows, so one member's epoch times them all.
+        per_epoch = _epoch_seconds(nets[0], loaded.head, train_x, train_y, loaded.meta["config"])
         timings[name] = {
             "infer_s": round(test_s[name], 5),
             "infer_10k_s": round(big_s[name] * 10000 / len(big), 4),
             "train_s": round(per_epoch * epochs, 3),
         }
-    return figures, timings
+    return timings
 
 
 def _epoch_seconds(branch, head, xt, y, cfg) -> float:
@@ -267,7 +277,7 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
     if "kadn" in loaded:
         kadn = loaded["kadn"]
         table, timed = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"), y.astype(np.float32),
-                                      cfg)
+                                      cfg, timed=timings_out is not None)
         teacher, student = table["teacher"], table["student"]
         fragment["distillation"] = {
             "teacher": teacher, "student": student,
@@ -282,14 +292,12 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
             "test_films": int(len(test)),
             "seeds": len(kadn.nets),  # each side an ensemble of this many nets (train.nets.seeds)
         }
-        timings = {"distillation": {
-            "teacher": timed["teacher"], "student": timed["student"],
-            "speedup": round(timed["teacher"]["infer_10k_s"] / max(timed["student"]["infer_10k_s"], 1e-9), 2),
-            "joint_train_s": kadn.meta["train_s"],
-            "threads": params.train.common.threads,
-        }}
         if timings_out is not None:
-            write_json(timings_out, timings)
+            write_json(timings_out, {"distillation": {
+                "teacher": timed["teacher"], "student": timed["student"],
+                "speedup": round(timed["teacher"]["infer_10k_s"] / max(timed["student"]["infer_10k_s"], 1e-9), 2),
+                "threads": params.train.common.threads,
+            }})
         write_csv(plots_dir / "predicted_vs_actual.csv", ["douban_id", "actual", "predicted"],
                   [[int(enc.douban_id[i]), round(float(y[i]), 2), round(float(p), 3)]
                    for i, p in zip(test, predictions["kadn"])])
@@ -299,7 +307,7 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
                   [[r["epoch"], round(r["train_loss"], 5), round(r["val_loss"], 5), round(r["val_mae_student"], 5),
                     round(r["val_mae_teacher"], 5)] for r in history])
         figures.learning_curves(history, plots_dir / "learning_curves.png")
-        figures.table2(fragment["distillation"], plots_dir / "table2.png", timings["distillation"])
+        figures.table2(fragment["distillation"], plots_dir / "table2.png")
         baselines = [m for m in params.models.baselines if m in models and m != figures.FLOOR]
         shown = {"K-ADN student": predictions["kadn"]}
         if baselines:
@@ -340,8 +348,9 @@ def register(sub, name: str) -> None:
     p.add_argument("--out", default="artifacts/metrics/evaluate.json",
                    help="the metrics fragment `kadn metrics` merges")
     p.add_argument("--plots", default="plots", help="folder for the plot data (CSV) and figures (PNG)")
-    p.add_argument("--timings", default="timings.json",
-                   help="where Table 2's wall-clock timings go ('' to leave them out)")
+    p.add_argument("--timings", default="",
+                   help="also time Table 2's inference and training on this machine, into this file (the stage "
+                        "leaves it out: wall-clock figures differ on every run)")
     p.set_defaults(func=_main)
 
 

@@ -113,15 +113,12 @@ def learning_curves(history: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def table2(distillation: dict, path: Path, timings: dict | None = None) -> None:
-    """The paper's Table 2 as bars: teacher against student, one panel per quantity."""
+def table2(distillation: dict, path: Path) -> None:
+    """The paper's Table 2 as bars: teacher against student, one panel per quantity the models determine
+    (wall-clock times differ on every run, so a stage output never shows them)."""
     quantities = [("params", "parameters"), ("size_kb", "weights (KB)"),
                   ("multiply_adds_per_film", "multiply-adds per film")]
     sides = {side: dict(distillation[side]) for side in ("teacher", "student")}
-    if timings:
-        quantities.append(("infer_10k_s", "seconds per 10k films (this machine)"))
-        for side in sides:
-            sides[side]["infer_10k_s"] = timings[side]["infer_10k_s"]
     fig, axes = plt.subplots(1, len(quantities), figsize=(3.2 * len(quantities), 3.6))
     for ax, (key, title) in zip(axes, quantities):
         values = [sides["teacher"][key], sides["student"][key]]

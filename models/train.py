@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,7 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
     train_rows, val_rows = enc.index("train"), enc.index("val")
     x = trained.x
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
-            "track_records": track_cfg.model_dump(), "notes": notes, "train_s": round(trained.train_s, 3),
+            "track_records": track_cfg.model_dump(), "notes": notes,
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
@@ -164,11 +165,13 @@ def _main(args) -> int:
     common = params.train.common
     roots = {"pre_release": Path(args.out), "with_popularity": Path(args.out_popularity)}
     enc = load_encoded(Path(args.encoded))
+    started = time.perf_counter()  # printed, never saved: a model folder holds no wall-clock figure
     # Every feature set's fits are queued at once, so the workers stay busy until the last one.
     with closing_pool(make_pool(common.workers, common.threads, enc)) as pool:
         pending = [(fs, start_train(args.model, params, Path(args.encoded), roots[fs], not args.quiet, fs, pool,
                                     enc)) for fs in args.feature_sets]
         metas = [(fs, finish()) for fs, finish in pending]
+    elapsed = time.perf_counter() - started
     for feature_set, meta in metas:
         root = roots[feature_set]
         if "skipped" in meta:
@@ -176,6 +179,6 @@ def _main(args) -> int:
             continue
         summary = ", ".join(f"{out} MAE {np.mean(v['mae']):.4f} ± {np.std(v['mae']):.4f}"
                             for out, v in meta["cv"].items())
-        print(f"train {args.model} ({feature_set}): {meta['train_s']:.1f}s on {meta['train_rows']} films; "
+        print(f"train {args.model} ({feature_set}): {meta['train_rows']} films, {elapsed:.1f}s in all; "
               f"CV {summary} -> {root / args.model}" + "".join(f"; {n}" for n in meta["notes"]), file=sys.stderr)
     return 0
