@@ -18,8 +18,9 @@ import scipy.sparse as sp
 import torch
 
 from models import track_records
-from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY
-from pipeline.params import TrackRecords
+from models.trend import release_time
+from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY, Encoded, Restricted
+from pipeline.params import Common, TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")
 DENSE = "dense"  # the key of the dense inputs [N, 2k] in a feature dict, when the feature set has any
@@ -37,6 +38,7 @@ class FitData:
     train_rows: np.ndarray
     val_rows: np.ndarray
     in_range: np.ndarray | None = None  # per film, whether it may validate (films before the range only train)
+    time: np.ndarray | None = None  # per film, its release time (models.trend.release_time) for the target trend
 
     def rotated(self, seed: int) -> FitData:
         """The same rows split anew: a seeded validation share as large as `val_rows`, in-range rows only."""
@@ -49,6 +51,19 @@ class FitData:
     @property
     def sizes(self) -> dict[str, int]:
         return {g: len(f) for g, f in self.freq.items()}
+
+
+def restricted_for(enc: Encoded, train_rows: np.ndarray, common: Common) -> Restricted:
+    """The vocabularies of a fit on `train_rows`: `min_count` applied, the year token dropped unless
+    `train.common.year_token` (the target trend then carries the release time, models.trend)."""
+    return enc.restrict(train_rows, common.min_count, () if common.year_token else ("year",))
+
+
+def fit_data(enc: Encoded, x: dict[str, np.ndarray], restricted: Restricted, fit_rows: np.ndarray,
+             val_rows: np.ndarray) -> FitData:
+    """What a fit on `fit_rows` (validated on `val_rows`) reads from the encoded films."""
+    time = release_time(enc.release) if enc.release is not None else None
+    return FitData(x, restricted.freq, enc.rating.astype(np.float32), fit_rows, val_rows, enc.in_range, time)
 
 
 def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from models import track_records
 from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
+from models.trend import saved_offset
 from pipeline.encode import GROUPS, OOV, PEOPLE, POPULARITY, film_tokens, release_int
 from pipeline.errors import KadnError, RecordError
 from pipeline.records import parse_date
@@ -192,7 +193,9 @@ def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
     x, unknown = encode_films(films, loaded.vocab, tokens)
     if loaded.vocab.get("dense"):
         x[DENSE] = film_dense(films, loaded.vocab, tokens)
-    return Scored(films, tokens, x, np.asarray(loaded.score(x, output), np.float64), unknown)
+    release = np.array([release_int(f.get("release_date"), f.get("year")) for f in films], np.int64)
+    scores = np.asarray(loaded.score(x, output), np.float64) + saved_offset(loaded.vocab, release)
+    return Scored(films, tokens, x, scores, unknown)
 
 
 def resolve(model: str) -> tuple[str, str]:
