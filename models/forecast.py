@@ -82,12 +82,16 @@ def select_films(params: Params, file: Path | None, ids: list[int] | None, datab
     return [by_id[i] for i in ids], where
 
 
-def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True
-             ) -> list[dict]:
-    """One row per film: score, interval, known share, unknown values (and why, with `with_reasons`)."""
+def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True,
+             forward: Path | None = None) -> list[dict]:
+    """One row per film: score, interval, known share, unknown values (and why, with `with_reasons`). The
+    intervals are calibrated on the backtest's forward residuals of the model (`forward`, when it holds
+    them: a forecast is a forward prediction), else on its out-of-fold residuals."""
     artifact, output = resolve(model)
     loaded = load_model(models_dir, artifact)
-    calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
+    calibration = conformal.forward(forward, model, params.forecast) if forward is not None else None
+    if calibration is None:
+        calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
     if not films:
         return []
     scored = score_films(films, loaded, output)
@@ -197,6 +201,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--model", default="kadn", help="kadn (the student, default), kadn_teacher, or any trained model")
     p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
     p.add_argument("--params", default="params.yaml", help="the parameters file (clean range, forecast level)")
+    p.add_argument("--forward", help="the backtest's forward predictions (default: backtest/forward.npz beside the "
+                   "--models folder): intervals calibrated on them when they hold the model, else out of fold")
     p.add_argument("-o", "--out", help="write the table to this .csv, .jsonl or .parquet file instead")
     p.add_argument("--explain", action="store_true", help="print what was unknown and whom the score leaned on")
     p.set_defaults(func=_main)
@@ -215,7 +221,10 @@ def _main(args) -> int:
         raise KadnError(f"{out}: unknown output format {out.suffix or '(none)'!r}; name a .csv, .jsonl or .parquet file")
     films, where = select_films(params, Path(args.file) if args.file else None, ids, args.database_url)
     # Files always carry the reasons (JSONL as fields, CSV/Parquet as text columns); the terminal on --explain.
-    rows = forecast(films, args.model, Path(args.models), params, with_reasons=args.explain or out is not None)
+    forward = Path(args.forward) if args.forward else Path(args.models).parent / "backtest" / "forward.npz"
+    rows = forecast(films, args.model, Path(args.models), params, with_reasons=args.explain or out is not None,
+                    forward=forward)
+    calibrated = "forward" if conformal.forward(forward, args.model, params.forecast) else "out of fold"
     if out is not None:
         write_rows(rows, out)
         print(f"forecast: {len(rows)} films from {where} -> {out}", file=sys.stderr)
@@ -227,5 +236,5 @@ def _main(args) -> int:
         return 0
     sys.stdout.write(table(rows, args.explain))
     print(f"forecast: {len(rows)} films from {where}; intervals hold the real score for about "
-          f"{rows[0]['level']:.0%} of films (calibrated out of fold)", file=sys.stderr)
+          f"{rows[0]['level']:.0%} of films (calibrated {calibrated})", file=sys.stderr)
     return 0
