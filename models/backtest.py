@@ -29,7 +29,7 @@ from models.blend import fit_weights
 from models.config import BASELINES, REPORTED, model_config
 from models.conformal import calibrate, known_share
 from models.cv import closing_pool, make_pool, run_task
-from models.data import features_from, fit_data, fold_split, restricted_for
+from models.data import features_from, fit_data, fold_split, restricted_for, trend_scores
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
@@ -98,7 +98,8 @@ def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, np
     train_rows, scored = year_rows(enc, year)
     fit_rows, val_rows = fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range)
     restricted = restricted_for(enc, fit_rows, common)
-    build = features_from(enc, restricted.x, "pre_release", common.track_records)
+    build = features_from(enc, restricted.x, "pre_release", common.track_records,
+                          trend_scores(enc, fit_rows, common))
     x, _ = build(fit_rows)
     model_cfg = model_config(params.train, name)
     if name not in BASELINES:

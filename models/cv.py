@@ -21,7 +21,7 @@ from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from tqdm import tqdm
 
 from models.conformal import known_share
-from models.data import cv_folds, features_from, fit_data, fold_split, restricted_for
+from models.data import cv_folds, features_from, fit_data, fold_split, restricted_for, trend_scores
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
@@ -96,7 +96,7 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     restricted = restricted_for(enc, fit_rows, common)
     # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
     # only their scores (the nets' validation rows and the held-out fold are never a source).
-    build = features_from(enc, restricted.x, feature_set, common.track_records)
+    build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, fit_rows, common))
     x, _ = build(fit_rows)
     trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, fit_rows, val_rows),
                         common.seed + 1000 * (k + 1), features=build)

@@ -138,19 +138,22 @@ def ordered(enc: Encoded, cfg: TrackRecords) -> bool:
     return cfg.earlier or time_mode(enc.params)
 
 
-def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords) -> np.ndarray:
-    """Track features of every encoded film from the scores of `source_rows` (a model's training rows)."""
-    return track_features({role: enc.x[role] for role in ROLES}, enc.rating, source_rows, cfg,
-                          _release(enc) if ordered(enc, cfg) else None)
+def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: np.ndarray | None = None
+             ) -> np.ndarray:
+    """Track features of every encoded film from the scores (default: enc.rating; a fit gives them with its
+    target trend taken out, models.trend) of `source_rows` (a model's training rows)."""
+    return track_features({role: enc.x[role] for role in ROLES}, enc.rating if scores is None else scores,
+                          source_rows, cfg, _release(enc) if ordered(enc, cfg) else None)
 
 
-def payload(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords) -> dict:
+def payload(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: np.ndarray | None = None) -> dict:
     """What a saved model needs to rebuild track features for any film: its training films' ids, people
-    (tokens), scores and release dates."""
+    (tokens), scores (as `for_rows` read them) and release dates."""
     src = np.unique(source_rows)
     time = ordered(enc, cfg)
+    scores = enc.rating if scores is None else scores
     return {"settings": cfg.model_dump(), "time": time, "douban_id": [int(v) for v in enc.douban_id[src]],
-            "score": [float(v) for v in enc.rating[src]],
+            "score": [float(v) for v in scores[src]], "rating": [float(v) for v in enc.rating[src]],
             "release": [int(v) for v in _release(enc)[src]] if time else None,
             "people": {role: tokens_of(enc, role, src) for role in ROLES}}
 
