@@ -4,7 +4,7 @@ scratch folder, once per variant of params.yaml's train.common (and clean.histor
 mean MAE over the years, bias and interval coverage. Nothing is written into the repository.
 
     .venv/bin/python bench/forward_backtest.py                       # ../shared/data/openkg_douban.jsonl
-    .venv/bin/python bench/forward_backtest.py FILE --variants shipped token
+    .venv/bin/python bench/forward_backtest.py FILE --variants shipped no_trend
 
 Skips (exit 0) when the file is absent.
 """
@@ -29,8 +29,9 @@ KADN = Path(sys.executable).with_name("kadn")
 # Each variant: changes to the shipped params.yaml.
 VARIANTS = {
     "shipped": {},
-    "token": {"train.common.trend_years": None, "train.common.year_token": True},  # the year as a category
-    "oof_tracks": {"train.common.track_records.earlier": False},
+    "no_trend": {"train.common.trend_years": None},  # the release year as a category alone (before the trend)
+    "no_token": {"train.common.year_token": False},
+    "earlier_tracks": {"train.common.track_records.earlier": True},
     "history": {"clean.history": True},
 }
 
