@@ -130,31 +130,35 @@ def test_auto_years_are_the_last_full_years_after_the_calibration_years(catalogu
         plan_years(enc, BacktestConfig(years="auto", min_films=10_000))
 
 
-def test_a_store_ending_before_the_listed_years_still_runs(tmp_path):
-    """A store of 2007-2015 films: `auto` picks its own last years; a listed year with no films is skipped
-    with one line on stderr; the shipped params run."""
-    enc_dir = encoded_catalogue(tmp_path, n=400)
-    enc = load_encoded(enc_dir)
-    early = enc.release // 10000 <= 2015
+def test_a_store_of_2007_2015_films_runs_the_shipped_backtest(tmp_path, capsys):
+    """The shipped backtest section (`auto`, its min_films) on a store ending in 2015 picks that store's own
+    last years; a listed year without films is skipped with one line on stderr."""
+    enc_dir = encoded_catalogue(tmp_path, n=700)
     arrays = dict(np.load(enc_dir / "arrays.npz"))
-    keep = {k: v[early] for k, v in arrays.items()}
-    small = tmp_path / "enc2"
+    early = arrays["release"] // 10000 <= 2015
+    small = tmp_path / "early"
     shutil.copytree(enc_dir, small)
-    np.savez_compressed(small / "arrays.npz", **keep)
-    assert load_encoded(small).release.max() // 10000 == 2015
-    shipped = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    assert shipped["backtest"]["years"] == "auto"
-    plan = plan_years(load_encoded(small), fast().backtest.model_copy(update={"years": "auto", "min_films": 10}))
-    assert plan.reported[-1] == 2015
-    params = _params([2014, 2015, 2016, 2017], ("mean",))
+    np.savez_compressed(small / "arrays.npz", **{k: v[early] for k, v in arrays.items()})
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["backtest"]
+    assert shipped["years"] == "auto"
+    params = fast_params()
+    params["train"]["common"]["workers"] = 1
+    params["backtest"] = {**shipped, "models": ["mean", "ridge"]}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     out = tmp_path / "bt.json"
     argv = ["backtest", "--params", str(params_file), "--encoded", str(small), "--out", str(out), "--quiet",
             "--forward", str(tmp_path / "fw.npz")]
     assert main(argv) == 0
-    figures = json.loads(out.read_text())["backtest"]["mean"]
-    assert set(figures) == {"2014", "2015", "mean", "pooled"}
+    figures = json.loads(out.read_text())["backtest"]["ridge"]
+    years = sorted(k for k in figures if k.isdigit())
+    assert years[-1] == "2015" and 1 <= len(years) <= shipped["last"]
+    params["backtest"]["years"] = [2014, 2015, 2016, 2017]
+    params_file.write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "skipped 2016 (0 films of its own" in capsys.readouterr().err
+    assert set(json.loads(out.read_text())["backtest"]["ridge"]) == {"2014", "2015", "mean", "pooled"}
 
 
 def test_no_year_with_films_is_refused_without_output(catalogue, tmp_path, capsys):
