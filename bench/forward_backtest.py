@@ -30,6 +30,9 @@ KADN = Path(sys.executable).with_name("kadn")
 VARIANTS = {
     "shipped": {},
     "no_trend": {"train.common.trend_years": None},  # the release year as a category alone (before the trend)
+    "trend_3": {"train.common.trend_years": 3},
+    "trend_6": {"train.common.trend_years": 6},
+    "trend_12": {"train.common.trend_years": 12},
     "no_token": {"train.common.year_token": False},
     "earlier_tracks": {"train.common.track_records.earlier": True},
     "history": {"clean.history": True},
