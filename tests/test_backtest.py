@@ -106,10 +106,24 @@ def test_intervals_are_calibrated_on_earlier_forward_years_only(catalogue, tmp_p
     assert len(saved["pred"]) == sum(films.values()) and ((saved["known"] >= 0) & (saved["known"] <= 1)).all()
 
 
-def test_the_blend_is_weighted_on_earlier_years_forward_predictions(catalogue, tmp_path):
+def test_the_blend_is_weighted_on_earlier_years_forward_predictions(catalogue, tmp_path, monkeypatch):
+    enc = load_encoded(catalogue)
+    fitted = []
+    real = backtest.fit_weights
+
+    def spy(preds, y, loss):
+        fitted.append(len(y))
+        return real(preds, y, loss)
+
+    monkeypatch.setattr(backtest, "fit_weights", spy)
     params = _params([2018, 2019], ("mean", "ridge"))
     params["blend"] = {"members": ["mean", "ridge"], "loss": "absolute"}
-    figures = run_backtest(fast(params), catalogue, tmp_path / "bt.json")["backtest"]
+    params = fast(params)
+    figures = run_backtest(params, catalogue, tmp_path / "bt.json")["backtest"]
+    years = plan_years(enc, params.backtest).years
+    films = [len(year_rows(enc, y)[1]) for y in years]
+    # Each year after the first: weights fitted on the forward predictions of the years before it alone.
+    assert fitted == [sum(films[:k]) for k in range(1, len(years))]
     assert set(figures["blend"]) == {"2018", "2019", "mean", "pooled"}
     assert figures["blend"]["2018"]["films"] == figures["ridge"]["2018"]["films"]
     assert "coverage" in figures["blend"]["2018"]
