@@ -25,6 +25,7 @@ from models.cv import errors
 from models.data import cv_folds
 from models.evaluate import DECIMALS, cv_summary, model_view, rows_of
 from models.train import SKIPPED, encoded_digest
+from models.trend import saved_offset
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
@@ -124,7 +125,8 @@ def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
         loaded = load_model(root, artifact)
         if loaded.vocab["vocab_digest"] != digest:
             raise KadnError(f"{root / artifact}: trained on another encoding; retrain with `dvc repro`")
-        scores.append(loaded.score(rows_of(model_view(enc, loaded), test), output))
+        scores.append(loaded.score(rows_of(model_view(enc, loaded), test), output)
+                      + saved_offset(loaded.vocab, None if enc.release is None else enc.release[test]))
     mae, rmse = errors(shipped.predict(np.stack(scores, -1)), y[test])
     return {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(cv), "members": list(members),
             "weights": [round(float(w), DECIMALS) for w in shipped.coef_],

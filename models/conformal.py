@@ -134,6 +134,21 @@ def for_model(data: dict[str, np.ndarray], output: str, cfg: ForecastConfig) -> 
     return calibrate(data[key][keep] - data["y"][keep], data["known"][keep], cfg)
 
 
+def forward(path: Path, model: str, cfg: ForecastConfig) -> Calibration | None:
+    """The calibration on `model`'s forward residuals in the backtest's forward.npz (each film scored by a
+    model trained on earlier films only, models.backtest), or None when the file or the model is not there."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            rows = npz["model"] == model
+            residuals, known = (npz["pred"] - npz["y"])[rows], npz["known"][rows]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise KadnError(f"{path}: damaged ({str(exc)[:80]}); re-run `kadn backtest`") from None
+    return calibrate(residuals, known, cfg) if len(residuals) else None
+
+
 def cross_conformal(data: dict[str, np.ndarray], output: str, cfg: ForecastConfig) -> dict:
     """Coverage in CV: each fold's films get intervals calibrated on the other folds' residuals (of the same
     repeat) alone, so no film's own residual enters its interval."""

@@ -21,7 +21,7 @@ from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from tqdm import tqdm
 
 from models.conformal import known_share
-from models.data import FitData, cv_folds, features_from, fold_split
+from models.data import cv_folds, features_from, fit_data, fold_split, restricted_for, trend_scores
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
@@ -93,12 +93,12 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     spec = common.cv
     y = enc.rating.astype(np.float32)
     fit_rows, val_rows = fold_split(train_rows, spec.val, spec.seed + k, enc.in_range)
-    restricted = enc.restrict(fit_rows, common.min_count)
+    restricted = restricted_for(enc, fit_rows, common)
     # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
     # only their scores (the nets' validation rows and the held-out fold are never a source).
-    build = features_from(enc, restricted.x, feature_set, common.track_records)
+    build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, fit_rows, common))
     x, _ = build(fit_rows)
-    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, fit_rows, val_rows, enc.in_range),
+    trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, fit_rows, val_rows),
                         common.seed + 1000 * (k + 1), features=build)
     preds = trained.scores(held_rows)
     scores = {out: errors(pred, y[held_rows]) for out, pred in preds.items()}

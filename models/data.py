@@ -18,8 +18,9 @@ import scipy.sparse as sp
 import torch
 
 from models import track_records
-from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY
-from pipeline.params import TrackRecords
+from models.trend import Trend, release_time
+from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY, Encoded, Restricted
+from pipeline.params import Common, TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")
 DENSE = "dense"  # the key of the dense inputs [N, 2k] in a feature dict, when the feature set has any
@@ -37,6 +38,7 @@ class FitData:
     train_rows: np.ndarray
     val_rows: np.ndarray
     in_range: np.ndarray | None = None  # per film, whether it may validate (films before the range only train)
+    time: np.ndarray | None = None  # per film, its release time (models.trend.release_time) for the target trend
 
     def rotated(self, seed: int) -> FitData:
         """The same rows split anew: a seeded validation share as large as `val_rows`, in-range rows only."""
@@ -49,6 +51,28 @@ class FitData:
     @property
     def sizes(self) -> dict[str, int]:
         return {g: len(f) for g, f in self.freq.items()}
+
+
+def restricted_for(enc: Encoded, train_rows: np.ndarray, common: Common) -> Restricted:
+    """The vocabularies of a fit on `train_rows`: `min_count` applied, the year token dropped unless
+    `train.common.year_token` (the target trend carries the release time either way, models.trend)."""
+    return enc.restrict(train_rows, common.min_count, () if common.year_token else ("year",))
+
+
+def trend_scores(enc: Encoded, fit_rows: np.ndarray, common: Common) -> np.ndarray:
+    """The ratings with the target trend a fit on `fit_rows` takes out (models.fit.detrended fits the same
+    one): what its track records read, so a person's record is measured against each film's year level."""
+    if common.trend_years is None or enc.release is None:
+        return enc.rating
+    time = release_time(enc.release)
+    return enc.rating - Trend.fit(time, enc.rating, fit_rows, common.trend_years).offset(time)
+
+
+def fit_data(enc: Encoded, x: dict[str, np.ndarray], restricted: Restricted, fit_rows: np.ndarray,
+             val_rows: np.ndarray) -> FitData:
+    """What a fit on `fit_rows` (validated on `val_rows`) reads from the encoded films."""
+    time = release_time(enc.release) if enc.release is not None else None
+    return FitData(x, restricted.freq, enc.rating.astype(np.float32), fit_rows, val_rows, enc.in_range, time)
 
 
 def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
@@ -147,14 +171,15 @@ def with_dense(x: dict[str, np.ndarray], popularity: np.ndarray, train_rows: np.
     return {**x, DENSE: dense.transform(values)}, dense
 
 
-def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_cfg: TrackRecords):
+def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_cfg: TrackRecords,
+                  scores: np.ndarray | None = None):
     """build(source_rows) -> (feature dict, Dense): dense inputs standardised on, and track records read from,
-    `source_rows` alone. Training calls it with its training rows; baseline tuning again with its inner
-    fit rows, so no validation score reaches the features it is judged on."""
+    `source_rows` alone (their `scores`, default the ratings). Training calls it with its training rows;
+    baseline tuning again with its inner fit rows, so no validation score reaches the features it is judged on."""
     fed = track_records.fed(track_cfg)
 
     def build(source: np.ndarray) -> tuple[dict[str, np.ndarray], Dense | None]:
-        track = track_records.for_rows(enc, source, track_cfg) if track_cfg.enabled else None
+        track = track_records.for_rows(enc, source, track_cfg, scores) if track_cfg.enabled else None
         return with_dense(x_groups, enc.popularity, source, feature_set, track, fed)
 
     return build

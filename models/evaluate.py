@@ -29,6 +29,7 @@ from models.fit import set_determinism, train_step
 from models.layers import DenseBranch
 from models.nets import count_params, ensemble_scores
 from models.train import SKIPPED, encoded_digest
+from models.trend import saved_offset
 from pipeline.encode import GROUPS, OOV, PAD, Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
@@ -231,7 +232,8 @@ def _scored(enc: Encoded, loaded: dict[str, SavedModel], test: np.ndarray, y: np
             continue
         model = loaded[artifact]
         view = model_view(enc, model)
-        pred = model.score(rows_of(view, test), output)
+        pred = model.score(rows_of(view, test), output) + saved_offset(
+            model.vocab, None if enc.release is None else enc.release[test])
         predictions[reported] = pred
         mae, rmse = errors(pred, y[test])
         models[reported] = {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(model.meta["cv"][output])}

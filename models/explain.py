@@ -74,7 +74,8 @@ def track_index(vocab: dict) -> dict[str, dict[str, list[tuple[int, float]]]]:
     index: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for role in PEOPLE:
         by_person: dict[str, list[tuple[int, float]]] = {}
-        for did, score, people in zip(saved["douban_id"], saved["score"], saved["people"][role]):
+        # The films' own ratings (`score` may hold them less the target trend, as the features read them).
+        for did, score, people in zip(saved["douban_id"], saved.get("rating", saved["score"]), saved["people"][role]):
             for tok in people:
                 by_person.setdefault(tok, []).append((int(did), float(score)))
         index[role] = by_person

@@ -7,6 +7,7 @@ eq. 6 loss.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from models.heads import Head
 from models.layers import adaptive_l2
 from models.loss import joint_loss
 from models.nets import build, ensemble_scores
+from models.trend import Trend
 from pipeline.params import Baseline, Common, NetConfig
 
 SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a regression head
@@ -184,12 +186,29 @@ class FittedModel:
     chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
     oov: str = "count"  # how a baseline's OOV columns are encoded (train.common.oov)
     inputs: str = "multi_hot"  # or a token table (models.data.baseline_input)
+    trend: Trend = Trend()  # the target trend it was fitted under (models.trend), added back to its scores
+    time: np.ndarray | None = None  # every film's release time, which the trend reads
 
     def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         if self.estimator is not None:
             X = baseline_input(self.x, self.sizes, rows, self.oov, self.inputs)
-            return {"out": np.asarray(self.estimator.predict(X), np.float64)}
-        return net_scores(self.fits, self.x, rows)
+            raw = {"out": np.asarray(self.estimator.predict(X), np.float64)}
+        else:
+            raw = net_scores(self.fits, self.x, rows)
+        if self.time is None:
+            return raw
+        offset = self.trend.offset(self.time[rows])
+        return {k: np.asarray(v, np.float64) + offset for k, v in raw.items()}
+
+
+def detrended(data: FitData, common: Common) -> tuple[FitData, Trend]:
+    """`data` with the target trend (`train.common.trend_years`) fitted on its training rows and taken out of
+    every score, and that trend (flat when off or without release times)."""
+    if common.trend_years is None or data.time is None:
+        return data, Trend()
+    trend = Trend.fit(data.time, data.y, data.train_rows, common.trend_years)
+    y = (data.y - trend.offset(data.time)).astype(data.y.dtype)
+    return dataclasses.replace(data, y=y), trend
 
 
 def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
@@ -199,7 +218,9 @@ def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitDat
     sizes = data.sizes
     x, train_rows = data.x, data.train_rows
     inputs = getattr(cfg, "inputs", "multi_hot")
-    trained = FittedModel(name, x, sizes, oov=common.oov, inputs=inputs)
+    data, trend = detrended(data, common)
+    trained = FittedModel(name, x, sizes, oov=common.oov, inputs=inputs, trend=trend,
+                          time=data.time if common.trend_years is not None else None)
     started = time.perf_counter()
     if name in BASELINES:
         # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.

@@ -125,25 +125,29 @@ def swapped(film: dict, swaps: list[tuple[str, str, str, str | None]]) -> dict:
 
 
 def what_if(films: list[dict], swaps: list[str], model: str, models_dir: Path, params: Params,
-            with_reasons: bool, with_effects: bool) -> list[dict]:
+            with_reasons: bool, with_effects: bool, forward: Path | None = None) -> list[dict]:
     """Each film's forecast followed by its forecast with the swaps made (`what_if`, `change`: the difference)."""
     parsed = [parse_swap(s) for s in swaps]
     changed = [swapped(f, parsed) for f in films]
     spec = ", ".join(swaps)
     rows = []
-    for before, after in zip(forecast(films, model, models_dir, params, with_reasons, with_effects),
-                             forecast(changed, model, models_dir, params, with_reasons, with_effects)):
+    for before, after in zip(forecast(films, model, models_dir, params, with_reasons, with_effects, forward),
+                             forecast(changed, model, models_dir, params, with_reasons, with_effects, forward)):
         rows += [before, {**after, "what_if": spec, "change": round(after["predicted"] - before["predicted"], 3)}]
     return rows
 
 
 def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True,
-             with_effects: bool | None = None) -> list[dict]:
+             with_effects: bool | None = None, forward: Path | None = None) -> list[dict]:
     """One row per film: score, interval, known share, unknown values (and what was unknown, with
-    `with_reasons`; the effects in score points too, with `with_effects`, by default as `with_reasons`)."""
+    `with_reasons`; the effects in score points too, with `with_effects`, by default as `with_reasons`). The
+    intervals are calibrated on the backtest's forward residuals of the model (`forward`, when it holds them:
+    a forecast is a forward prediction), else on its out-of-fold residuals."""
     artifact, output = resolve(model)
     loaded = load_model(models_dir, artifact)
-    calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
+    calibration = conformal.forward(forward, model, params.forecast) if forward is not None else None
+    if calibration is None:
+        calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
     if not films:
         return []
     scored = score_films(films, loaded, output)
@@ -271,6 +275,8 @@ def register(sub, name: str) -> None:
     p.add_argument("--model", default="kadn", help="kadn (the student, default), kadn_teacher, or any trained model")
     p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
     p.add_argument("--params", default="params.yaml", help="the parameters file (rule 4's raters, forecast level)")
+    p.add_argument("--forward", help="the backtest's forward predictions (default: backtest/forward.npz beside the "
+                   "--models folder): intervals calibrated on them when they hold the model, else out of fold")
     p.add_argument("-o", "--out", help="write the table to this .csv, .jsonl or .parquet file instead")
     p.add_argument("--explain", action="store_true", help="print what was unknown and whom the score leaned on")
     p.add_argument("--ignore-unknown", action="store_true", help="FILE: leave out columns or keys no layout knows "
@@ -301,8 +307,10 @@ def _main(args) -> int:
     # Files always say what was unknown (JSONL as fields, CSV/Parquet as text columns); the effects, about 20
     # scorings per film, only on --explain, as the terminal.
     reasons = args.explain or out is not None
-    rows = (what_if(films, args.swap, args.model, Path(args.models), params, reasons, args.explain) if args.swap
-            else forecast(films, args.model, Path(args.models), params, reasons, args.explain))
+    forward = Path(args.forward) if args.forward else Path(args.models).parent / "backtest" / "forward.npz"
+    rows = (what_if(films, args.swap, args.model, Path(args.models), params, reasons, args.explain, forward)
+            if args.swap else forecast(films, args.model, Path(args.models), params, reasons, args.explain, forward))
+    calibrated = "forward" if conformal.forward(forward, args.model, params.forecast) else "out of fold"
     # Stored films only: a file's row is the user's version of a film (or no film of Douban's yet), and a
     # what-if is no forecast of the film.
     real = [r for r in rows if "what_if" not in r]
@@ -319,5 +327,5 @@ def _main(args) -> int:
         return 0
     sys.stdout.write(table(rows, args.explain))
     print(f"forecast: {len(real)} films from {where}; intervals hold the real score for about "
-          f"{rows[0]['level']:.0%} of films (calibrated out of fold)", file=sys.stderr)
+          f"{rows[0]['level']:.0%} of films (calibrated {calibrated})", file=sys.stderr)
     return 0

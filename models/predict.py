@@ -22,6 +22,7 @@ from models import track_records
 from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.data import DENSE, saved_dense
+from models.trend import saved_offset
 from pipeline import importer
 from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
 from pipeline.errors import KadnError, RecordError
@@ -117,7 +118,8 @@ def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
     x, unknown = encode_films(films, loaded.vocab, tokens)
     if loaded.vocab.get("dense"):
         x[DENSE] = film_dense(films, loaded.vocab, tokens)
-    scores = np.asarray(loaded.score(x, output), np.float64)
+    release = np.array([release_int(f.get("release_date"), f.get("year")) for f in films], np.int64)
+    scores = np.asarray(loaded.score(x, output), np.float64) + saved_offset(loaded.vocab, release)
     bad = np.flatnonzero(~np.isfinite(scores))
     if len(bad):  # NaN is no score (and not JSON): a model giving one is damaged, however it passed its checks
         i = int(bad[0])

@@ -133,19 +133,27 @@ def _release(enc: Encoded) -> np.ndarray:
     return enc.release
 
 
-def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords) -> np.ndarray:
-    """Track features of every encoded film from the scores of `source_rows` (a model's training rows)."""
-    return track_features({role: enc.x[role] for role in ROLES}, enc.rating, source_rows, cfg,
-                          _release(enc) if time_mode(enc.params) else None)
+def ordered(enc: Encoded, cfg: TrackRecords) -> bool:
+    """Whether films see only strictly earlier source films: under the time split, or with `earlier`."""
+    return cfg.earlier or time_mode(enc.params)
 
 
-def payload(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords) -> dict:
+def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: np.ndarray | None = None
+             ) -> np.ndarray:
+    """Track features of every encoded film from the scores (default: enc.rating; a fit gives them with its
+    target trend taken out, models.trend) of `source_rows` (a model's training rows)."""
+    return track_features({role: enc.x[role] for role in ROLES}, enc.rating if scores is None else scores,
+                          source_rows, cfg, _release(enc) if ordered(enc, cfg) else None)
+
+
+def payload(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: np.ndarray | None = None) -> dict:
     """What a saved model needs to rebuild track features for any film: its training films' ids, people
-    (tokens), scores and release dates."""
+    (tokens), scores (as `for_rows` read them) and release dates."""
     src = np.unique(source_rows)
-    time = time_mode(enc.params)
+    time = ordered(enc, cfg)
+    scores = enc.rating if scores is None else scores
     return {"settings": cfg.model_dump(), "time": time, "douban_id": [int(v) for v in enc.douban_id[src]],
-            "score": [float(v) for v in enc.rating[src]],
+            "score": [float(v) for v in scores[src]], "rating": [float(v) for v in enc.rating[src]],
             "release": [int(v) for v in _release(enc)[src]] if time else None,
             "people": {role: tokens_of(enc, role, src) for role in ROLES}}
 

@@ -20,7 +20,17 @@ from models.artifacts import baseline_files, net_files, save_model, vocab_payloa
 from models.baselines import grid_settings
 from models.config import MODELS, model_config
 from models.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
-from models.data import DENSE, FEATURE_SETS, FitData, cv_folds, dense_columns, features_from, fold_split
+from models.data import (
+    DENSE,
+    FEATURE_SETS,
+    cv_folds,
+    dense_columns,
+    features_from,
+    fit_data,
+    fold_split,
+    restricted_for,
+    trend_scores,
+)
 from models.fit import fit_model, set_determinism
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
@@ -93,12 +103,12 @@ def smallest_fit(enc: Encoded, common: Common) -> int:
 def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, progress: bool = False):
     """The model on the fixed split's training rows (validated on its val rows): (FittedModel, the restricted
     vocabularies, the dense inputs' statistics)."""
-    y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
-    restricted = enc.restrict(train_rows, common.min_count)
-    build = features_from(enc, restricted.x, feature_set, common.track_records)
+    restricted = restricted_for(enc, train_rows, common)
+    build = features_from(enc, restricted.x, feature_set, common.track_records,
+                          trend_scores(enc, train_rows, common))
     x, dense = build(train_rows)
-    trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows, enc.in_range), common.seed,
+    trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, train_rows, val_rows), common.seed,
                         progress, build)
     return trained, restricted, dense
 
@@ -127,9 +137,11 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
         files = net_files(name, cfg.model_dump(), restricted.sizes(), fits[0].head,
                           [f.model.state_dict() for f in fits], x[DENSE].shape[1] if DENSE in x else 0)
     (out / SKIPPED).unlink(missing_ok=True)
-    saved_track = track_records.payload(enc, train_rows, track_cfg) if track_cfg.enabled else None
-    save_model(out, files, vocab_payload(enc, restricted, digest, dense, feature_set, saved_track), meta,
-               history)
+    saved_track = (track_records.payload(enc, train_rows, track_cfg, trend_scores(enc, train_rows, common))
+                   if track_cfg.enabled else None)
+    vocab = vocab_payload(enc, restricted, digest, dense, feature_set, saved_track)
+    vocab["trend"] = trained.trend.to_dict()  # models.trend: added back to every score of the saved model
+    save_model(out, files, vocab, meta, history)
     conformal.save(out, held, enc.split, enc.douban_id, enc.rating)  # for intervals and the blend
     return meta
 

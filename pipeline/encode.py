@@ -337,13 +337,16 @@ class Encoded:
         """Rows of films inside the range: the only rows any figure is computed on."""
         return self.split != HISTORY
 
-    def restrict(self, train_rows: np.ndarray, min_count: int) -> Restricted:
-        """Map tokens seen fewer than `min_count` times in `train_rows` to OOV, renumbered densely."""
+    def restrict(self, train_rows: np.ndarray, min_count: int, dropped: tuple[str, ...] = ()) -> Restricted:
+        """Map tokens seen fewer than `min_count` times in `train_rows` to OOV, renumbered densely; every token
+        of a `dropped` group goes to OOV (a saved model then knows none of them either)."""
         maps, freqs, x = {}, {}, {}
         for g, arr in self.x.items():
             size = len(self.vocab[g]) + 2
             counts = np.bincount(arr[train_rows].ravel(), minlength=size)
             counts[PAD] = 0
+            if g in dropped:
+                counts[:] = 0
             keep = np.flatnonzero(counts >= max(1, min_count))
             keep = keep[keep > OOV]
             remap = np.full(size, OOV, dtype=np.int32)

@@ -140,6 +140,9 @@ class TrackRecords(Section):
     folds: Annotated[int, Field(ge=2)] = 5
     seed: NonNegative = 13
     counts: bool = False
+    # Every film's track record from the source films released strictly before it (as under
+    # encode.split.method: time), in every fit; false: out-of-fold over the source rows.
+    earlier: bool = False
 
 
 class Common(Section):
@@ -151,6 +154,10 @@ class Common(Section):
     tune: Tune = Tune()
     track_records: TrackRecords = TrackRecords()
     oov: Literal["count", "indicator", "scaled"] = "count"  # the baselines' OOV columns (models.data.multi_hot)
+    # The target trend (models.trend): a line of score on release time over each fit's latest this many
+    # training years, taken out of the target before fitting and added back to predictions; null: off.
+    trend_years: Positive | None = None
+    year_token: bool = True  # the release year as a categorical token (false: every year is the OOV id)
 
     def check_folds(self, films: int, smallest_fit: int | None = None) -> None:
         """Fold counts against the data a stage is about to fit: a fold without films would fail deep inside
@@ -349,9 +356,15 @@ class ForecastConfig(Section):
 
 # --- backtest --------------------------------------------------------------------------------------------
 class BacktestConfig(Section):
-    years: Annotated[list[Annotated[int, Field(ge=1888, le=2100)]], Field(min_length=1), Increasing] = [
-        2015, 2016, 2017, 2018, 2019]
-    models: Annotated[list[BaselineName | NetName], Field(min_length=1)] = ["ridge", "svm", "lightgbm", "kadn"]
+    # auto: the last `last` years holding `min_films` films with `calibration_years` such years before them
+    years: Annotated[list[Annotated[int, Field(ge=1888, le=2100)]], Field(min_length=1), Increasing] | Literal[
+        "auto"] = "auto"
+    last: Positive = 5
+    min_films: Positive = 30
+    # Years before the first reported one, fitted and scored too: their forward residuals calibrate the
+    # first reported year's intervals and fit its blend weights (later years add every earlier year's).
+    calibration_years: Positive = 2
+    models: Annotated[list[BaselineName | NetName], Field(min_length=1)] = list(BASELINES + NETS)
     seeds: Positive = 1  # per net and year (train.nets.seeds is for the shipped models)
 
 
@@ -408,7 +421,8 @@ def parse(data, where: str | Path = "params.yaml") -> Params:
         return Params.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(err["loc"])
+        # A union's member tags (`function-after[...]`, `literal['auto']`) are no keys of the file.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         key = ".".join(str(p) for p in loc) or "(top)"
         if err["type"] == "extra_forbidden":
             raise KadnError(f"{where}: unknown key {key}{_hint(loc[-1], _known_at(loc[:-1]))}") from None

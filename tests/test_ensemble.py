@@ -14,7 +14,8 @@ from models.evaluate import branch_figures, model_view, run_evaluate
 from models.nets import count_params, predict_scores
 from models.predict import encode_films, film_dense, predict
 from models.train import run_train
-from pipeline.encode import load_encoded
+from models.trend import saved_offset
+from pipeline.encode import load_encoded, release_int
 from pipeline.params import EvaluateConfig
 from tests.model_support import encoded_catalogue, fast, fast_params
 
@@ -84,7 +85,9 @@ def test_predict_averages_every_member(trained, tmp_path):
     if loaded.vocab.get("dense"):  # track records (on by default) give every net dense inputs
         x[DENSE] = film_dense(films, loaded.vocab)
     x = tensors(x)
-    members = [predict_scores(net, loaded.head, x)["student"].numpy() for net in loaded.nets]
+    # Every score carries the saved target trend's offset for its release (models.trend).
+    offset = saved_offset(loaded.vocab, np.array([release_int(f["release_date"]) for f in films]))
+    members = [predict_scores(net, loaded.head, x)["student"].numpy() + offset for net in loaded.nets]
     assert [r["predicted"] for r in rows] == pytest.approx(np.mean(members, 0), abs=5e-4)
     assert any(abs(r["predicted"] - m) > 1e-3 for r, m in zip(rows, members[0]))
 

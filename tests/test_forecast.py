@@ -419,3 +419,21 @@ def test_the_words_and_the_people_shown_never_contradict_each_other(trained):
                 assert ("too few training films" in said) == bool(p["films"]), (p, said)
                 assert ("unknown to the model" in said) != bool(p["films"]), (p, said)
     assert kinds == {True, False}  # both kinds were met
+
+
+def test_intervals_are_calibrated_on_the_backtests_forward_residuals_when_given(trained, tmp_path):
+    films = select_films(fast(), None, None, f"sqlite:///{trained / 'store.sqlite'}")[0][:5]
+    out_of_fold = forecast(films, "kadn", trained / "models", fast(), with_reasons=False,
+                           forward=tmp_path / "absent.npz")
+    assert out_of_fold == forecast(films, "kadn", trained / "models", fast(), with_reasons=False)
+    n = 200  # forward residuals of 1.5 for every known share: every interval is the score +- 1.5
+    np.savez(tmp_path / "forward.npz", model=np.array(["kadn"] * n + ["ridge"] * n), year=np.full(2 * n, 2019),
+             douban_id=np.arange(2 * n), known=np.tile(np.linspace(0, 1, n), 2), pred=np.full(2 * n, 7.0),
+             y=np.r_[np.full(n, 5.5), np.full(n, 7.0)])
+    rows = forecast(films, "kadn", trained / "models", fast(), with_reasons=False, forward=tmp_path / "forward.npz")
+    for row, before in zip(rows, out_of_fold):
+        assert row["predicted"] == before["predicted"]
+        assert row["low"] == pytest.approx(max(0.0, row["predicted"] - 1.5), abs=2e-3)
+        assert row["high"] == pytest.approx(min(10.0, row["predicted"] + 1.5), abs=2e-3)
+    ridge = forecast(films, "ridge", trained / "models", fast(), with_reasons=False, forward=tmp_path / "forward.npz")
+    assert all(r["low"] == r["high"] == r["predicted"] for r in ridge)  # its own forward residuals: all 0

@@ -224,3 +224,27 @@ def test_predict_knows_a_training_film_whatever_the_type_of_its_id(catalogue, tm
         assert np.array_equal(film_dense([dict(row, douban_id=str(did))], vocab), as_int)
         unmatched_differs += not np.array_equal(film_dense([dict(row, douban_id=None)], vocab), as_int)
     assert unmatched_differs > 0  # without the match, the film's own score does reach its features
+
+
+def test_earlier_reads_only_strictly_earlier_films_under_the_random_split_too(catalogue):
+    """`earlier: true`: the ordering of the time split in every fit (backtest, CV, saved models), so a film's
+    track record never holds a later film's score, not even a training film's."""
+    enc = load_encoded(catalogue)
+    assert enc.params["split"]["method"] == "random"
+    train = enc.index("train")
+    cfg = CFG.model_copy(update={"earlier": True})
+    feats = track.for_rows(enc, train, cfg)
+    expect = track.track_features({r: enc.x[r] for r in track.ROLES}, enc.rating, train, cfg, enc.release)
+    assert np.array_equal(feats, expect, equal_nan=True)
+    first = int(np.argmin(np.where(enc.release > 0, enc.release, np.iinfo(np.int32).max)))
+    assert np.isnan(feats[first, 0::2]).all()  # the earliest film has no earlier film to read
+    later = enc.release > enc.release[first] // 10000 * 10000 + 1299
+    moved = enc.rating.copy()
+    moved[later] += 2.0
+    enc.rating = moved
+    again = track.for_rows(enc, train, cfg)
+    year = enc.release // 10000 == enc.release[first] // 10000
+    assert np.array_equal(again[year], feats[year], equal_nan=True)  # the first year's films see no later score
+    assert not np.array_equal(again, feats, equal_nan=True)
+    saved = track.payload(enc, train, cfg)
+    assert saved["time"] is True and saved["settings"]["earlier"] is True
