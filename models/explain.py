@@ -18,7 +18,8 @@ import torch
 from models.artifacts import SavedModel
 from models.data import DENSE, tensors
 from models.predict import Scored, film_dense
-from pipeline.encode import GROUPS, LISTS, OOV, PEOPLE
+from models.trend import saved_offset
+from pipeline.encode import GROUPS, LISTS, OOV, PEOPLE, release_int
 from pipeline.store import person_key
 
 TOP = 3  # people shown per group
@@ -114,7 +115,10 @@ def effects(scored: Scored, loaded: SavedModel, output: str) -> list[dict]:
                                                for k, t in enumerate(scored.tokens[i][g])]})
     if DENSE in scored.x:
         x[DENSE] = film_dense([scored.films[i] for i in rows], loaded.vocab, tokens)
-    without = loaded.score(x, output)
+    # The trend's offset depends on the release date alone, which no variant changes: added as to the forecast.
+    release = np.array([release_int(scored.films[i].get("release_date"), scored.films[i].get("year")) for i in rows],
+                       np.int64)
+    without = np.asarray(loaded.score(x, output), np.float64) + saved_offset(loaded.vocab, release)
     for (i, g, j), score in zip(keys, without):
         effect = round(float(scored.scores[i] - score), 3)
         if j is None:

@@ -17,6 +17,7 @@ name the people the score leaned on (models.explain). Output: a table on the ter
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import unicodedata
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ import torch
 
 from models import conformal, explain
 from models.artifacts import load_model
+from models.config import REPORTED
 from models.predict import read_films, resolve, score_films
 from models.tables import check_target, write_table
 from pipeline import store
@@ -263,6 +265,26 @@ def _person(p: dict) -> str:
     return f"{p['name']} {p['effect']:+.2f}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def best_forward(models_dir: Path, backtest: Path | None = None) -> tuple[str, str]:
+    """(model, why): the single model with the lowest forward-backtest MAE (the mean over the backtest years,
+    from the backtest stage's fragment beside `models_dir`) among those trained under `models_dir`; the K-ADN
+    student when there is no backtest to go by. The blend is no saved model, so it is never the default."""
+    path = backtest or Path(models_dir).parent / "metrics" / "backtest.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")).get("backtest", {})
+    except (OSError, ValueError, AttributeError):
+        return "kadn", f"no forward backtest at {path}: the K-ADN student"
+    maes = {}
+    for name, figures in rows.items():
+        mae = figures.get("mean", {}).get("mae") if isinstance(figures, dict) else None
+        if name in REPORTED and isinstance(mae, int | float) and (Path(models_dir) / REPORTED[name][0]).is_dir():
+            maes[name] = mae
+    if not maes:
+        return "kadn", f"no trained model in {path}: the K-ADN student"
+    best = min(maes, key=lambda m: (maes[m], m))
+    return best, f"best forward-backtest MAE of the single models ({maes[best]:.3f}, {path})"
+
+
 def register(sub, name: str) -> None:
     summary = "score the films with no usable score yet, with intervals and reasons"
     p = sub.add_parser(name, help=summary if name == "forecast" else "alias of `kadn forecast`")
@@ -272,7 +294,9 @@ def register(sub, name: str) -> None:
     p.add_argument("--since", help="only the stored films released on or after this date (YYYY[-MM[-DD]])")
     p.add_argument("--database-url", help="SQLAlchemy URL of the store (default: $DATABASE_URL, else the shipped "
                    "SQLite file)")
-    p.add_argument("--model", default="kadn", help="kadn (the student, default), kadn_teacher, or any trained model")
+    p.add_argument("--model", default="auto", help="auto: the single model best in the forward backtest (backtest.json "
+                   "beside --models; the K-ADN student without one); or kadn (the student), kadn_teacher, or any "
+                   "trained model")
     p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
     p.add_argument("--params", default="params.yaml", help="the parameters file (rule 4's raters, forecast level)")
     p.add_argument("--forward", help="the backtest's forward predictions (default: backtest/forward.npz beside the "
@@ -298,6 +322,10 @@ def _main(args) -> int:
     ids = parse_ids(args.ids) if args.ids is not None else None
     since = parse_since(args.since) if args.since is not None else None
     out = Path(args.out) if args.out else None
+    chosen = ""
+    if args.model == "auto":
+        args.model, why = best_forward(Path(args.models))
+        chosen = f"; model {args.model}: {why}"
     if out is not None:
         check_target(out)
     if args.swap and not (args.file or ids):
@@ -315,7 +343,7 @@ def _main(args) -> int:
     # what-if is no forecast of the film.
     real = [r for r in rows if "what_if" not in r]
     recorded = 0 if args.file or args.no_record else record(real, args.model, Path(args.models), args.database_url)
-    where += f"; {recorded} recorded in the ledger" if recorded else ""
+    where += (f"; {recorded} recorded in the ledger" if recorded else "") + chosen
     if out is not None:
         write_rows(rows, out)
         print(f"forecast: {len(real)} films from {where} -> {out}", file=sys.stderr)

@@ -6,7 +6,8 @@ its training scores (and out of the scores its track records read, models.data.t
 on what is left, and adds the level back to its predictions. A year the
 fit trained on gets its own (shrunken) mean; a later year gets the straight line of score on release time
 (year + month fraction) fitted to the training films of the last `years` training years, so the decline
-goes on into the years being forecast; an earlier or missing year gets its nearest years' levels.
+goes on into the year being forecast (and holds after `HORIZON` years); an earlier or missing year gets its
+nearest years' levels.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SHRINK = 10  # a seen year's mean counts this many films at the overall mean (a year of 3 films is no level)
+# Years past the last training year the line runs on; later films get its value at that horizon's end. The
+# backtest measures one year ahead only, and a line followed for years (a 2026 film from a 2019 store) would
+# walk every forecast off the scale.
+HORIZON = 1
 
 
 def release_time(release: np.ndarray) -> np.ndarray:
@@ -66,7 +71,8 @@ class Trend:
         year = np.floor(np.where(np.isfinite(t), t, self.seen[0]))
         out = np.interp(year, self.seen, self.levels)  # an unseen year between or before: its neighbours'
         later = year > self.seen[-1]
-        out[later] = self.slope * t[later] + self.intercept - self.overall
+        held = np.minimum(t[later], self.seen[-1] + 1 + HORIZON)
+        out[later] = self.slope * held + self.intercept - self.overall
         return np.where(np.isfinite(t), out, 0.0)
 
     def to_dict(self) -> dict:

@@ -19,7 +19,7 @@ from models import conformal
 from models.artifacts import load_model
 from models.evaluate import run_evaluate
 from models.explain import attention_weights
-from models.forecast import forecast, select_films
+from models.forecast import best_forward, forecast, select_films
 from models.predict import encode_films
 from pipeline import store
 from pipeline.cli import main
@@ -437,3 +437,24 @@ def test_intervals_are_calibrated_on_the_backtests_forward_residuals_when_given(
         assert row["high"] == pytest.approx(min(10.0, row["predicted"] + 1.5), abs=2e-3)
     ridge = forecast(films, "ridge", trained / "models", fast(), with_reasons=False, forward=tmp_path / "forward.npz")
     assert all(r["low"] == r["high"] == r["predicted"] for r in ridge)  # its own forward residuals: all 0
+
+
+def test_the_default_model_is_the_best_single_model_forward(trained, tmp_path, capsys):
+    models = trained / "models"
+    backtest = tmp_path / "backtest.json"
+    trained_names = [m for m in ("ridge", "kadn", "mean") if (models / m).is_dir()]
+    assert len(trained_names) >= 2
+    worst, best = trained_names[0], trained_names[1]
+    figures = {worst: {"mean": {"mae": 0.9}}, best: {"mean": {"mae": 0.7}}, "blend": {"mean": {"mae": 0.5}},
+               "svm_untrained": {"mean": {"mae": 0.1}}}
+    backtest.write_text(json.dumps({"backtest": figures}), encoding="utf-8")
+    name, why = best_forward(models, backtest)
+    assert name == best and "0.700" in why  # the blend and unknown or untrained rows are never the default
+    figures[worst]["mean"]["mae"] = 0.6
+    backtest.write_text(json.dumps({"backtest": figures}), encoding="utf-8")
+    assert best_forward(models, backtest)[0] == worst
+    assert best_forward(models, tmp_path / "absent.json")[0] == "kadn"
+    # The command says which model it chose and why, in its closing line.
+    args = [*common_args(trained), "--no-record", "-o", str(tmp_path / "out.jsonl")]
+    code, _, err = run_cli(["forecast", *args], capsys)
+    assert code == 0 and "model kadn: no forward backtest" in err, err

@@ -98,8 +98,9 @@ def test_multiply_adds_are_counted_per_layer_and_film():
 
 def test_dvc_keeps_timings_out_of_the_compared_metrics():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-    evaluate = spec["stages"]["evaluate"]
-    assert {"timings.json": {"cache": False}} in evaluate["outs"]
+    # Wall-clock figures are no stage's output: they would change dvc.lock on every run.
+    outs = [next(iter(o)) if isinstance(o, dict) else o for s in spec["stages"].values() for o in s.get("outs", [])]
+    assert "timings.json" not in outs
     assert "--fragments artifacts/metrics/evaluate.json" in spec["stages"]["metrics"]["cmd"]
     declared = [next(iter(m)) if isinstance(m, dict) else m for s in spec["stages"].values() for m in s.get("metrics", [])]
     assert declared == ["metrics.json"]

@@ -9,7 +9,7 @@ import pytest
 
 from models.backtest import run_backtest
 from models.data import restricted_for
-from models.trend import Trend, release_time, saved_offset
+from models.trend import HORIZON, Trend, release_time, saved_offset
 from pipeline.encode import OOV, PAD, load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 
@@ -33,8 +33,8 @@ def test_seen_years_keep_their_level_and_later_years_follow_the_line():
     per_year = [detrended[np.floor(t) == year].mean() for year in range(2000, 2016)]
     raw = [y[np.floor(t) == year].mean() for year in range(2000, 2016)]
     assert np.ptp(per_year) < 0.2 * np.ptp(raw)
-    later = trend.offset(np.array([2017.5, 2018.5])) + trend.overall
-    assert later == pytest.approx([7.0 - DROP * 7.5, 7.0 - DROP * 8.5])  # the line goes on after them
+    later = trend.offset(np.array([2016.25, 2016.75])) + trend.overall
+    assert later == pytest.approx([7.0 - DROP * 6.25, 7.0 - DROP * 6.75])  # the line goes on after them
     assert trend.offset(np.array([np.nan]))[0] == 0.0
     saved = {"trend": trend.to_dict()}
     assert np.allclose(saved_offset(saved, np.array([20170700])), trend.offset(np.array([2017 + 6.5 / 12])))
@@ -81,3 +81,13 @@ def test_forward_bias_is_near_zero_with_the_trend_and_positive_without(falling, 
     without, with_trend = bias(None), bias(6)
     assert without > 4 * DROP  # scores forecast from older, higher years
     assert abs(with_trend) < DROP  # the line carries the decline into the forecast year
+
+
+def test_the_line_holds_after_the_horizon():
+    t = np.array([2010.5, 2011.5, 2012.5, 2013.5] * 5)
+    y = 8.0 - 0.5 * (t - 2010)
+    trend = Trend.fit(t, y, np.arange(len(t)), years=6)
+    assert trend.slope < 0
+    next_year, far, farther = trend.offset(np.array([2014.5, 2030.5, 2090.0]))
+    assert next_year > far  # the line goes on into the next year...
+    assert far == farther == trend.offset(np.array([2014.999 + HORIZON]))[0]  # ...and holds after the horizon
