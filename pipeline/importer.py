@@ -23,6 +23,7 @@ from pipeline.merge import merge_record
 from pipeline.records import (
     FIELDS,
     LIST_FIELDS,
+    cut,
     normalise_record,
     parse_runtime,
     short,
@@ -165,7 +166,7 @@ def detect_format(path: Path, header: list[str]) -> str:
     if {"MOVIE_ID", "NAME", "DOUBAN_SCORE"} <= cols:
         return "moviedata"
     raise KadnError(
-        f"{path}: unknown format: header {', '.join(h[:40] for h in header[:8])} matches none of this project's export "
+        f"{path}: unknown format: header {', '.join(cut(h) for h in header[:8])} matches none of this project's export "
         "(douban_id,...), the CC0 dataset (movie_id,title,rating,total_ratings,...) or moviedata-10m "
         "(MOVIE_ID,NAME,...,DOUBAN_SCORE,...)"
     )

@@ -17,7 +17,7 @@ import orjson
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
 from pipeline.io import atomic_path, output_target, read_text
-from pipeline.records import FIELDS, INTEREST_FIELDS, check_stored, gc_paused
+from pipeline.records import FIELDS, INTEREST_FIELDS, check_stored, cut, gc_paused, short
 from pipeline.redact import mask_url
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
@@ -81,8 +81,8 @@ def read_snapshot(path: Path, checked: bool = False) -> list[dict]:
                 rec = _parse(line)
             except (json.JSONDecodeError, ValueError, RecursionError) as exc:
                 reason = getattr(exc, "msg", None) or ("nested too deeply" if isinstance(exc, RecursionError)
-                                                       else str(exc)[:60])
-                raise KadnError(f"{path}: line {number}: not JSON ({reason}): {line[:40]!r}") from None
+                                                       else cut(str(exc), 60))
+                raise KadnError(f"{path}: line {number}: not JSON ({reason}): {short(line)}") from None
             if not (isinstance(rec, dict) and rec.keys() >= _FIELD_SET):
                 missing = next(f for f in FIELDS if f in _FIELD_SET and (not isinstance(rec, dict) or f not in rec))
                 raise KadnError(f"{path}: line {number}: record lacks the field {missing!r}")
