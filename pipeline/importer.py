@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import loads, read_text
+from pipeline.io import jsonl_lines, loads, read_text
 from pipeline.merge import merge_record
 from pipeline.records import (
     FIELDS,
@@ -65,7 +65,6 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
-    # Lines end at "\n" only: a string may hold U+2028, U+2029 or U+0085 unescaped.
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of records
         try:
@@ -74,7 +73,7 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
             raise KadnError(f"{path}: not valid JSON: {exc}") from None
         yield from enumerate(items, 1)
         return
-    for lineno, line in enumerate(text.split("\n"), 1):
+    for lineno, line in jsonl_lines(text):
         if not line.strip():
             continue
         try:

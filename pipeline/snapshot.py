@@ -16,7 +16,7 @@ import orjson
 
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, output_target, read_text
+from pipeline.io import atomic_path, jsonl_lines, output_target, read_text
 from pipeline.records import FIELDS, INTEREST_FIELDS, check_stored, cut, gc_paused, short
 from pipeline.redact import mask_url
 
@@ -73,10 +73,7 @@ def read_snapshot(path: Path, checked: bool = False) -> list[dict]:
     text = read_text(path, missing="missing; write it with `kadn snapshot` (dvc repro runs it)")
     records = []
     with gc_paused():
-        # Lines end at "\n" only, as written: a title may hold U+2028 or U+0085, which splitlines() breaks at.
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line:
-                continue
+        for number, line in jsonl_lines(text):
             try:
                 rec = _parse(line)
             except (json.JSONDecodeError, ValueError, RecursionError) as exc:
