@@ -241,7 +241,11 @@ RULES: list[Rule] = [
 
 
 def rule(name: str) -> Rule:
-    return next(r for r in RULES if r.name == name)
+    """The rule of that name in RULES (KeyError if there is none)."""
+    for r in RULES:
+        if r.name == name:
+            return r
+    raise KeyError(f"no cleaning rule named {name!r}; the rules are {', '.join(r.name for r in RULES)}")
 
 
 def metrics_order() -> list[str]:

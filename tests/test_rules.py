@@ -26,6 +26,9 @@ def test_names_are_unique_and_metrics_order_is_the_registry_with_guards_last():
     guards = [r.name for r in rules.RULES if r.guard]
     assert order[len(order) - len(guards):] == guards
     assert [n for n in order if n not in guards] == [n for n in names if n not in guards]
+    assert rules.rule("few_raters").name == "few_raters"
+    with pytest.raises(KeyError, match="no cleaning rule named 'fewraters'"):
+        rules.rule("fewraters")
 
 
 def test_removed_follows_the_registry(make_film):
