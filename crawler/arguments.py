@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import re
 
+from pipeline.records import cut, short
+
 YEAR_ARG_RE = re.compile(r"^\s*(\d{4})\s*(?:-\s*(\d{4})\s*)?$")
 
 
@@ -66,16 +68,6 @@ NOT_WITH_COMING = ("years", "ids", "refresh")
 
 # Arguments a scheduler adds to every spider it starts: scrapyd passes its job id as `_job`.
 SCHEDULER_ARGUMENTS = frozenset({"_job"})
-
-
-def cut(value, width: int = 40) -> str:
-    """A value for an error line, cut to a short prefix (an argument may be megabytes long)."""
-    text = str(value)
-    return text if len(text) <= width else text[:width] + "..."
-
-
-def short(value) -> str:
-    return repr(cut(value))
 
 
 def check_arguments(spargs: dict) -> None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from protego import Protego
 
-from crawler.arguments import cut
 from crawler.setting_rules import RULES
+from pipeline.records import cut
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from parsel import Selector
 
 from pipeline.errors import RecordError
 from pipeline.merge import garbled
-from pipeline.records import ID_FIELD, normalise_record, parse_date, parse_runtime
+from pipeline.records import ID_FIELD, cut, normalise_record, parse_date, parse_runtime
 
 SUBJECT_URL_RE = re.compile(r"/subject/(\d+)")
 _PERSON_ID_RE = re.compile(r"/(?:celebrity|personage)/(\d+)")
@@ -85,7 +85,7 @@ def listing_page(text: str) -> ListingPage:
                 raise ValueError(f"id {did} is not a subject id")
             ids.append(did)
         except (ValueError, KeyError, TypeError) as exc:
-            bad.append(f"entry {n}: {exc.__class__.__name__}: {str(exc)[:80]}")
+            bad.append(f"entry {n}: {exc.__class__.__name__}: {cut(str(exc), 80)}")
     if data and not ids:  # nothing to go on (and a page that repeats would paginate for ever)
         raise PageUnparsed(f"none of its {len(data)} entries has a subject id ({bad[0]})")
     return ListingPage(ids, len(data), bad)

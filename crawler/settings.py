@@ -78,7 +78,7 @@ ADDONS = {"crawler.distributed.RedisFrontier": 0}
 DOUBAN_LEASE_SECONDS = 600.0  # a popped page whose worker has not finished it by then goes back to the queue
 DOUBAN_LEASE_MAX_ATTEMPTS = 3  # requeues before a page is given up (a poison page must not loop forever)
 DOUBAN_REDIS_PREFIX = None  # the crawl's Redis keys start with this (default: the spider's name)
-ITEM_PIPELINES = {"crawler.pipelines.StorePipeline": 300}
+ITEM_PIPELINES = {"crawler.storing.StorePipeline": 300}
 # The spider's output passes them from the highest number down: ParseRetry turns a page that did not parse into
 # its re-fetch, ListingRepeats reads a listing page's films before SubjectGate drops the stored ones.
 SPIDER_MIDDLEWARES = {

@@ -30,7 +30,7 @@ from models.artifacts import load_model
 from models.config import REPORTED
 from models.predict import read_films, resolve, score_films
 from models.tables import check_target, write_table
-from pipeline import store
+from pipeline import rules, store
 from pipeline.encode import LISTS, PEOPLE
 from pipeline.errors import KadnError, RecordError
 from pipeline.params import Params, load
@@ -58,10 +58,11 @@ def unscored(records: list[dict], params: Params, since: str | None = None) -> l
     """The stored films with no usable score (the clean stage's rule 4), whatever their date; with `since`,
     only those released on or after it (a film without a date is left out then)."""
     low = date_sort_key(since) if since else None
-    min_votes = params.clean.min_votes
+    no_score = rules.rule("few_raters").drops
 
     def wanted(r: dict) -> bool:
-        if not (r["rating"] is None or r["rating"] == 0 or (r["votes"] is not None and r["votes"] < min_votes)):
+        # A 0 read from the store (written by another tool) is no score either; the clean stage keeps it.
+        if not (no_score(r, params.clean) or r["rating"] == 0):
             return False
         return low is None or (r["release_date"] is not None and date_sort_key(r["release_date"]) >= low)
 

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import loads, read_text
+from pipeline.io import jsonl_lines, loads, read_text
 from pipeline.merge import merge_record
 from pipeline.records import (
     FIELDS,
     LIST_FIELDS,
+    cut,
     normalise_record,
     parse_runtime,
     short,
@@ -64,7 +65,6 @@ def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
 
 
 def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
-    # Lines end at "\n" only: a string may hold U+2028, U+2029 or U+0085 unescaped.
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of records
         try:
@@ -73,7 +73,7 @@ def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[int, dict]]:
             raise KadnError(f"{path}: not valid JSON: {exc}") from None
         yield from enumerate(items, 1)
         return
-    for lineno, line in enumerate(text.split("\n"), 1):
+    for lineno, line in jsonl_lines(text):
         if not line.strip():
             continue
         try:
@@ -165,7 +165,7 @@ def detect_format(path: Path, header: list[str]) -> str:
     if {"MOVIE_ID", "NAME", "DOUBAN_SCORE"} <= cols:
         return "moviedata"
     raise KadnError(
-        f"{path}: unknown format: header {', '.join(h[:40] for h in header[:8])} matches none of this project's export "
+        f"{path}: unknown format: header {', '.join(cut(h) for h in header[:8])} matches none of this project's export "
         "(douban_id,...), the CC0 dataset (movie_id,title,rating,total_ratings,...) or moviedata-10m "
         "(MOVIE_ID,NAME,...,DOUBAN_SCORE,...)"
     )

@@ -77,6 +77,14 @@ def _big_int(digits: str) -> int | Decimal:
     return int(digits) if len(digits) <= 4000 else Decimal(digits)
 
 
+def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of JSON Lines text, empty lines left out. Lines end at "\\n" only: a string may
+    hold U+2028, U+2029 or U+0085 unescaped, where str.splitlines() would break it."""
+    for number, line in enumerate(text.split("\n"), 1):
+        if line:
+            yield number, line
+
+
 def loads(text: str) -> Any:
     """json.loads, with every way JSON text can fail as one JSONDecodeError-like ValueError message."""
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import rules
 from pipeline.errors import KadnError
 from pipeline.io import output_target, read_json_object, write_json
 
@@ -36,9 +37,8 @@ def deep_merge(into: dict, other: dict) -> dict:
 
 def gather(report: Path, encoded_meta: Path, fragments: list[Path]) -> dict:
     clean, meta = _read(report), _read(encoded_meta)
-    # The order the rules apply in: the range first, then the paper's four rules.
-    removed = {k: _section(clean, report, "removed", k) for k in
-               ("out_of_range", "rerelease", "non_film", "missing_labels", "few_raters", "unreadable")}
+    # Every rule of the registry, in the order they apply, the guard against unreadable input last.
+    removed = {k: _section(clean, report, "removed", k) for k in rules.metrics_order()}
     metrics = {"data": {"stored": _section(clean, report, "stored"), "removed": removed,
                         "kept": _section(clean, report, "kept"), "split": _section(meta, encoded_meta, "split")}}
     if "history" in clean:

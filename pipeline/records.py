@@ -75,12 +75,17 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def cut(value: Any, limit: int = 40) -> str:
+    """A value as text for an error line, cut to a short prefix marked "..." (a value may hold megabytes)."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def short(value: Any, limit: int = 40) -> str:
     """A value quoted for an error message, cut to a short prefix (a field may hold megabytes)."""
     if isinstance(value, str):
         return repr(value[:limit]) + ("..." if len(value) > limit else "")
-    text = repr(value)
-    return text[:limit] + ("..." if len(text) > limit else "")
+    return cut(repr(value), limit)
 
 
 def _text(value: Any, field: str) -> str | None:

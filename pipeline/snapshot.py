@@ -16,8 +16,8 @@ import orjson
 
 from pipeline import store
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, output_target, read_text
-from pipeline.records import FIELDS, INTEREST_FIELDS, check_stored, gc_paused
+from pipeline.io import atomic_path, jsonl_lines, output_target, read_text
+from pipeline.records import FIELDS, INTEREST_FIELDS, check_stored, cut, gc_paused, short
 from pipeline.redact import mask_url
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
@@ -73,16 +73,13 @@ def read_snapshot(path: Path, checked: bool = False) -> list[dict]:
     text = read_text(path, missing="missing; write it with `kadn snapshot` (dvc repro runs it)")
     records = []
     with gc_paused():
-        # Lines end at "\n" only, as written: a title may hold U+2028 or U+0085, which splitlines() breaks at.
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line:
-                continue
+        for number, line in jsonl_lines(text):
             try:
                 rec = _parse(line)
             except (json.JSONDecodeError, ValueError, RecursionError) as exc:
                 reason = getattr(exc, "msg", None) or ("nested too deeply" if isinstance(exc, RecursionError)
-                                                       else str(exc)[:60])
-                raise KadnError(f"{path}: line {number}: not JSON ({reason}): {line[:40]!r}") from None
+                                                       else cut(str(exc), 60))
+                raise KadnError(f"{path}: line {number}: not JSON ({reason}): {short(line)}") from None
             if not (isinstance(rec, dict) and rec.keys() >= _FIELD_SET):
                 missing = next(f for f in FIELDS if f in _FIELD_SET and (not isinstance(rec, dict) or f not in rec))
                 raise KadnError(f"{path}: line {number}: record lacks the field {missing!r}")

@@ -19,6 +19,7 @@ from models.predict import read_films
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from pipeline.importer import read_export
+from pipeline.io import jsonl_lines
 from pipeline.records import ID_FIELD, normalise_record
 from tests.conftest import film
 from tests.model_support import fast_params, train_models
@@ -197,3 +198,10 @@ def test_import_and_predict_accept_the_same_records(changes):
                 verdicts.append(str(exc))
     event(verdicts[1] if verdicts[1] == "accepted" else "refused")
     assert (verdicts[0] == "accepted") == (verdicts[1] == "accepted"), verdicts
+
+
+@settings(**SETTINGS)
+@given(st.lists(st.one_of(st.just(""), st.text(alphabet="a\u2028\u0085\r {}\"", max_size=6)), max_size=8))
+def test_json_lines_break_at_newline_only_and_skip_empty_lines(lines):
+    got = list(jsonl_lines("\n".join(lines)))
+    assert got == [(n, line) for n, line in enumerate(lines, 1) if line]

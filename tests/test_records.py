@@ -1,7 +1,16 @@
 import pytest
 
+from crawler.arguments import check_arguments
 from pipeline.errors import RecordError
-from pipeline.records import first_release, normalise_record, parse_date, parse_runtime, split_list
+from pipeline.records import (
+    cut,
+    first_release,
+    normalise_record,
+    parse_date,
+    parse_runtime,
+    short,
+    split_list,
+)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -75,3 +84,11 @@ def test_normalise_names_the_bad_field(field, value):
     with pytest.raises(RecordError) as exc:
         normalise_record(raw)
     assert exc.value.field == field
+
+
+def test_values_in_error_lines_are_cut_to_a_marked_prefix():
+    assert cut("abc") == "abc" and cut("x" * 41) == "x" * 40 + "..." and cut(123456, 3) == "123..."
+    assert short("x" * 41) == repr("x" * 40) + "..." and short([1] * 30, 10) == repr([1] * 30)[:10] + "..."
+    with pytest.raises(ValueError) as err:  # a spider argument of a megabyte is named by its prefix
+        check_arguments({"limit": "x" * 1_000_000})
+    assert "x" * 40 + "'..." in str(err.value) and len(str(err.value)) < 200

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scrapy.settings import Settings
+from scrapy.utils.misc import load_object
 
 from crawler.setting_rules import RULES, check
 
@@ -68,3 +69,12 @@ def test_environment_urls_are_checked_and_masked():
     assert "hunter2" not in str(err.value) and "-s REDIS_URL" not in str(err.value)
     check(project_settings(), env={"REDIS_URL": "rediss://h:6380/1"})
     check(project_settings(DOUBAN_BAN_CODES="403, 429", RETRY_HTTP_CODES=[500, 503]), env={})
+
+
+@pytest.mark.parametrize("component", ["ITEM_PIPELINES", "SPIDER_MIDDLEWARES", "DOWNLOADER_MIDDLEWARES",
+                                       "EXTENSIONS", "ADDONS"])
+def test_every_component_path_in_the_settings_loads(component):
+    paths = project_settings().getdict(component)
+    assert paths or component != "ITEM_PIPELINES"  # the store writer is always on
+    for path in paths:
+        assert isinstance(load_object(path), type), path
