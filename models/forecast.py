@@ -61,8 +61,7 @@ def unscored(records: list[dict], params: Params, since: str | None = None) -> l
     no_score = rules.rule("few_raters").drops
 
     def wanted(r: dict) -> bool:
-        # A 0 read from the store (written by another tool) is no score either; the clean stage keeps it.
-        if not (no_score(r, params.clean) or r["rating"] == 0):
+        if not no_score(r, params.clean):
             return False
         return low is None or (r["release_date"] is not None and date_sort_key(r["release_date"]) >= low)
 

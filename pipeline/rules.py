@@ -16,7 +16,7 @@ out_of_range: release date (else the year) outside [date_min, date_max]. With `h
    re-release too (see `old_id_threshold`): its only known date is a re-release, e.g. 千与千寻 2019.
 2. non_film: 歌舞 records whose title names a concert, gala, tour... (keyword list in params).
 3. missing_labels: a record missing any required group.
-4. few_raters: no score shown (rating null) or fewer than `min_votes` raters when the count is known.
+4. few_raters: no score shown (rating null or 0) or fewer than `min_votes` raters when the count is known.
 """
 
 from __future__ import annotations
@@ -221,7 +221,8 @@ def _missing_labels(rec: dict, cfg: CleanConfig) -> bool:
 
 
 def no_usable_score(rec: dict, cfg: CleanConfig) -> bool:
-    return rec["rating"] is None or (rec["votes"] is not None and rec["votes"] < cfg.min_votes)
+    # 0 is "no score" everywhere (the importers read it so; a store another tool wrote may still hold one).
+    return not rec["rating"] or (rec["votes"] is not None and rec["votes"] < cfg.min_votes)
 
 
 RULES: list[Rule] = [

@@ -94,9 +94,10 @@ def test_few_raters(make_film):
         make_film(51, votes=30, rating=6.0),
         make_film(52, votes=None, rating=None),
         make_film(53, votes=None, rating=7.5),   # score shown, count unknown: Douban showed a score
+        make_film(54, votes=500, rating=0.0),    # 0 is no score (a store written by another tool)
     ]
     kept, removed = apply_rules(films, PARAMS)
-    assert ids(removed["few_raters"]) == [50, 52]
+    assert ids(removed["few_raters"]) == [50, 52, 54]
     assert ids(kept) == [51, 53]
 
 
