@@ -209,6 +209,10 @@ def run_backtest(params: Params, encoded_dir: Path, out: Path, progress: bool = 
     set_determinism(params.train.common.threads)
     enc = load_encoded(encoded_dir)
     plan = plan_years(enc, params.backtest, str(encoded_dir))  # every year checked before any training
+    common = params.train.common
+    first = year_rows(enc, plan.years[0])[0]  # the earliest year's fit is the smallest a grid is tuned on
+    smallest = len(fold_split(first, common.cv.val, common.cv.seed + plan.years[0], enc.in_range)[0])
+    common.check_folds(int(enc.in_range.sum()), smallest)
     if plan.skipped:
         print(f"backtest: skipped {', '.join(plan.skipped)}", file=sys.stderr)
     forward, known = fit_all(enc, params, plan.years, progress)

@@ -11,6 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models import backtest
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
@@ -250,16 +251,19 @@ def test_more_tuning_folds_than_a_fits_films_is_refused_before_any_fit(tmp_path,
         films, int(named.group(1)))
 
 
-def test_backtest_with_more_tuning_folds_than_a_years_films_fails_in_one_line(tmp_path, capsys, encoded):
+def test_backtest_with_more_tuning_folds_than_a_years_films_is_refused_before_any_fit(tmp_path, capsys, encoded,
+                                                                                       monkeypatch):
     params = fast_params()
     params["train"]["common"]["tune"] = {"folds": 100_000}
     params["backtest"] = {"years": [2019], "models": ["ridge"], "seeds": 1}
     path = write(tmp_path, yaml.safe_dump(params, allow_unicode=True))
     out = tmp_path / "backtest.json"
+    fitted = []
+    monkeypatch.setattr(backtest, "fit_all", lambda *args, **kw: fitted.append(args))
     assert main(["backtest", "--params", str(path), "--encoded", str(encoded), "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "train.common.tune.folds is 100000, but this fit has only" in err
-    assert not out.exists()
+    assert err.count("\n") == 1 and "train.common.tune.folds is 100000, but the smallest fit has only" in err
+    assert not out.exists() and not fitted
 
 
 def test_a_missing_or_binary_params_file_is_one_line(tmp_path):
