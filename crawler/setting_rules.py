@@ -25,6 +25,7 @@ class Rule:
     high: float | None = None  # numbers: the largest value accepted
     above: bool = False  # numbers: `low` itself is refused (a timeout of 0 s never succeeds)
     choices: tuple[str, ...] = ()  # "choice": the values; "url": the schemes
+    secretless: bool = False  # "url": refuse a user or password in it (it would show in every request's log line)
 
     def problem(self, value) -> str | None:
         """Why `value` (as Scrapy's settings hold it: a default or a `-s` string) is refused, or None."""
@@ -63,6 +64,8 @@ class Rule:
             ok = parts.scheme in self.choices and bool(parts.hostname or parts.scheme == "unix")
         except ValueError:
             ok = False
+        if ok and self.secretless and (parts.username or parts.password):
+            return "must not hold a user or password (Scrapy logs every request's URL)"
         return None if ok else f"must be an absolute {' or '.join(self.choices)} URL"
 
     def _path(self, value) -> str | None:
@@ -90,7 +93,7 @@ def seconds(high: float, *, above: bool = False) -> Rule:
 
 RULES: dict[str, Rule] = {
     # the crawler's own
-    "DOUBAN_BASE_URL": Rule("url", choices=("http", "https")),
+    "DOUBAN_BASE_URL": Rule("url", choices=("http", "https"), secretless=True),
     "DOUBAN_DISCOVERY": Rule("choice", choices=("auto", "listing", "sitemap")),
     "DOUBAN_LISTING_PATH": Rule("path"),
     "DOUBAN_STORE_BATCH": count(1, 10_000),

@@ -47,6 +47,7 @@ def test_numbers_inside_the_range_pass_and_outside_are_refused(name, data):
     ("DOUBAN_BASE_URL", "ftp://mirror.example/", "must be an absolute http or https URL"),
     ("DOUBAN_BASE_URL", "movie.douban.com", "must be an absolute http or https URL"),
     ("DOUBAN_BASE_URL", "http://", "must be an absolute http or https URL"),
+    ("DOUBAN_BASE_URL", "http://u:hunter2@mirror.example/", "must not hold a user or password"),
     ("REDIS_URL", "http://h:6379/0", "must be an absolute redis or rediss or unix URL"),
     ("DOUBAN_DISCOVERY", "bogus", "must be one of auto, listing, sitemap"),
     ("DOUBAN_LISTING_PATH", "j/x", "must be a path starting with /"),
@@ -60,7 +61,7 @@ def test_numbers_inside_the_range_pass_and_outside_are_refused(name, data):
 def test_bad_values_are_refused_in_one_line(name, value, message):
     with pytest.raises(ValueError, match=message) as err:
         check(project_settings(**{name: value}), frozenset({name}), env={})
-    assert "\n" not in str(err.value)
+    assert "\n" not in str(err.value) and "hunter2" not in str(err.value)
 
 
 def test_environment_urls_are_checked_and_masked():
