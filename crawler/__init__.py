@@ -1,0 +1,1 @@
+"""The Scrapy project: the `douban` spider, its middlewares and extensions, page parsing, the mock Douban site."""

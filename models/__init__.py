@@ -1,0 +1,1 @@
+"""Models: layers and nets, baselines, fitting and CV, evaluation, the backtest, scoring and forecasts."""
