@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from crawler.mocksite.catalogue import films_in_years, generate_catalogue
 from models.train import run_train
@@ -57,6 +58,14 @@ def train_models(folder: Path, names: tuple[str, ...] = ("kadn", "ridge")) -> Pa
         run_train(name, fast(), enc, folder / "models")
     torch.set_num_threads(threads)
     return folder / "models"
+
+
+def trained_folder(folder: Path, names: tuple[str, ...] = ("ridge",)) -> Path:
+    """`folder` with `names` trained (train_models) and the fast params written beside them as params.yaml,
+    the layout `kadn forecast --models folder/models --params folder/params.yaml` reads."""
+    train_models(folder, names)
+    (folder / "params.yaml").write_text(yaml.safe_dump(fast_params(), allow_unicode=True), encoding="utf-8")
+    return folder
 
 
 def rehash(folder: Path) -> None:

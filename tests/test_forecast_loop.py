@@ -8,11 +8,10 @@ import csv
 import json
 
 import pytest
-import yaml
 
 from pipeline import store
 from pipeline.cli import main
-from tests.model_support import fast_params, train_models
+from tests.model_support import trained_folder
 from tests.test_spider import mock, run_crawl, stored  # noqa: F401 (mock is a fixture)
 
 pytestmark = pytest.mark.slow
@@ -21,10 +20,7 @@ N_COMING = 6
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("loop")
-    train_models(folder, ("ridge",))
-    (folder / "params.yaml").write_text(yaml.safe_dump(fast_params(), allow_unicode=True), encoding="utf-8")
-    return folder
+    return trained_folder(tmp_path_factory.mktemp("loop"))
 
 
 def test_crawl_coming_forecast_release_refresh_scorecard(trained, mock, tmp_path, capsys):  # noqa: F811

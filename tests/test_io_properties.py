@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +21,7 @@ from pipeline.importer import read_export
 from pipeline.io import jsonl_lines
 from pipeline.records import ID_FIELD, normalise_record
 from tests.conftest import film
-from tests.model_support import fast_params, train_models
+from tests.model_support import trained_folder
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
@@ -104,10 +103,7 @@ def test_odd_text_is_refused_in_one_line_or_round_trips(records, fmt):
 
 @pytest.fixture(scope="module")
 def ridge(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("odd")
-    train_models(folder, ("ridge",))
-    (folder / "params.yaml").write_text(yaml.safe_dump(fast_params(), allow_unicode=True), encoding="utf-8")
-    return folder
+    return trained_folder(tmp_path_factory.mktemp("odd"))
 
 
 @settings(max_examples=20, **SETTINGS)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from crawler.mocksite.catalogue import generate_catalogue, store_catalogue
 from models.forecast import model_digest
@@ -20,7 +19,7 @@ from models.scorecard import scorecard
 from pipeline import store
 from pipeline.cli import main
 from pipeline.records import normalise_record
-from tests.model_support import fast_params, rehash, train_models
+from tests.model_support import rehash, trained_folder
 
 NEW = (9100001, 9100002, 9100003)  # films opening in 2026: no score yet
 
@@ -34,10 +33,7 @@ def new_film(douban_id: int, **fields) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ledger")
-    train_models(folder, ("ridge",))
-    (folder / "params.yaml").write_text(yaml.safe_dump(fast_params(), allow_unicode=True), encoding="utf-8")
-    return folder
+    return trained_folder(tmp_path_factory.mktemp("ledger"))
 
 
 @pytest.fixture
