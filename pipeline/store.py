@@ -202,7 +202,8 @@ def connect(url: str | None = None, *, create: bool = True) -> Engine:
     try:
         _check_schema(engine, create=create)
     except SQLAlchemyError as exc:
-        raise KadnError(f"cannot use database {mask_url(engine.url)!r}: {exc.__class__.__name__}: {exc.orig}") from None
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]  # libpq adds a hint line
+        raise KadnError(f"cannot use database {mask_url(engine.url)!r}: {exc.__class__.__name__}: {reason}") from None
     return engine
 
 

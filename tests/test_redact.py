@@ -57,3 +57,11 @@ def test_store_errors_hide_a_query_password(monkeypatch):
         store.connect(url)
     assert SECRET not in str(err.value) and "127.0.0.1:1" in str(err.value)
 
+
+
+def test_a_refused_connection_is_one_masked_line():
+    # psycopg's message carries a second, hint line ("Is the server running...?"): the error keeps the first.
+    url = f"postgresql+psycopg://u@127.0.0.1:1/kadn?password={SECRET}"
+    with pytest.raises(KadnError) as err:
+        store.connect(url)
+    assert SECRET not in str(err.value) and "\n" not in str(err.value) and "127.0.0.1" in str(err.value)
