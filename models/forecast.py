@@ -343,10 +343,10 @@ def _main(args) -> int:
     # what-if is no forecast of the film.
     real = [r for r in rows if "what_if" not in r]
     recorded = 0 if args.file or args.no_record else record(real, args.model, Path(args.models), args.database_url)
-    where += (f"; {recorded} recorded in the ledger" if recorded else "") + chosen
+    where += f"; {recorded} recorded in the ledger" if recorded else ""
     if out is not None:
         write_rows(rows, out)
-        print(f"forecast: {len(real)} films from {where} -> {out}", file=sys.stderr)
+        print(f"forecast: {len(real)} films from {where} -> {out}{chosen}", file=sys.stderr)
         return 0
     if not rows:
         print(f"forecast: no film to score in {where}: none" + (f" released since {since}" if since else "") +
@@ -355,5 +355,5 @@ def _main(args) -> int:
         return 0
     sys.stdout.write(table(rows, args.explain))
     print(f"forecast: {len(real)} films from {where}; intervals hold the real score for about "
-          f"{rows[0]['level']:.0%} of films (calibrated {calibrated})", file=sys.stderr)
+          f"{rows[0]['level']:.0%} of films (calibrated {calibrated}){chosen}", file=sys.stderr)
     return 0
