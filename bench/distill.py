@@ -28,7 +28,8 @@ from models.artifacts import load_model  # noqa: E402
 from models.config import model_config  # noqa: E402
 from models.data import FitData  # noqa: E402
 from models.evaluate import branch_figures, model_view  # noqa: E402
-from models.fit import fit_net, set_determinism  # noqa: E402
+from models.fit import set_determinism  # noqa: E402
+from models.fit_net import fit_net  # noqa: E402
 from pipeline.encode import load_encoded, run_encode  # noqa: E402
 from pipeline.params import EvaluateConfig, load  # noqa: E402
 

@@ -10,7 +10,6 @@ cross-validation never tunes on its held-out fold.
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections.abc import Iterator
 
@@ -59,9 +58,7 @@ def fit_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, seed: int, threads:
 
 def grid_settings(cfg: Baseline) -> list[dict]:
     """Every combination of the grid (in declaration order), or [{}] with no grid."""
-    grid = cfg.search_grid()
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return cfg.grid_settings()
 
 
 def validation_mae(kind: str, cfg: Baseline, X, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,

@@ -25,7 +25,8 @@ from models.artifacts import SavedModel, load_model, token_ids
 from models.config import REPORTED
 from models.cv import errors
 from models.data import DENSE, dense_columns, encoded_dense, tensors
-from models.fit import set_determinism, train_step
+from models.fit import set_determinism
+from models.fit_net import train_step
 from models.layers import DenseBranch
 from models.nets import count_params, ensemble_scores
 from models.train import SKIPPED, encoded_digest

@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from models import conformal, track_records
-from models.artifacts import baseline_files, net_files, save_model, vocab_payload
-from models.baselines import grid_settings
+from models.artifacts import save_model, vocab_payload
 from models.config import MODELS, model_config
 from models.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
 from models.data import (
-    DENSE,
     FEATURE_SETS,
     cv_folds,
     dense_columns,
@@ -32,6 +30,7 @@ from models.data import (
     trend_scores,
 )
 from models.fit import fit_model, set_determinism
+from pipeline import registry
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
@@ -64,7 +63,7 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
     set_determinism(common.threads)
     cfg = model_config(params.train, name)
     enc = load_encoded(encoded_dir) if enc is None else enc
-    tuned = isinstance(cfg, Baseline) and len(grid_settings(cfg)) > 1
+    tuned = isinstance(cfg, Baseline) and len(cfg.grid_settings()) > 1
     common.check_folds(int(enc.in_range.sum()))  # before any fit: a fold without films fails deep inside one
     if tuned:
         common.check_folds(int(enc.in_range.sum()), smallest_fit(enc, common))
@@ -117,25 +116,13 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
           held):
     track_cfg = common.track_records
     train_rows, val_rows = enc.index("train"), enc.index("val")
-    x = trained.x
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
             "track_records": track_cfg.model_dump(), "notes": notes,
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
-        meta["oov"] = common.oov
-        meta["inputs"] = trained.inputs
-    history: list = []
-    if trained.estimator is not None:
-        files = baseline_files(name, trained.estimator)
-    else:
-        fits = trained.fits
-        meta["epochs_run"] = [f.history[-1]["epoch"] if f.history else 0 for f in fits]
-        meta["best"] = [f.best for f in fits]
-        meta["head"] = fits[0].head.kind
-        history = fits[0].history
-        files = net_files(name, cfg.model_dump(), restricted.sizes(), fits[0].head,
-                          [f.model.state_dict() for f in fits], x[DENSE].shape[1] if DENSE in x else 0)
+    files, kind_meta, history = registry.kind_module(name, "saved").files(trained, cfg, restricted)
+    meta.update(kind_meta)
     (out / SKIPPED).unlink(missing_ok=True)
     saved_track = (track_records.payload(enc, train_rows, track_cfg, trend_scores(enc, train_rows, common))
                    if track_cfg.enabled else None)

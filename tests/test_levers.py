@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models.data import FitData, categorical_columns, drop_people, multi_hot, token_table
-from models.fit import fit_net, make_head, set_determinism
+from models.fit import set_determinism
+from models.fit_net import fit_net, make_head
 from models.heads import Head
 from models.train import run_train
 from pipeline.encode import GROUPS, load_encoded
@@ -127,7 +128,7 @@ def test_rotate_val_gives_each_seed_after_the_first_its_own_validation_rows(cata
     r = enc.restrict(tr, 2)
     data = FitData(r.x, r.freq, enc.rating.astype(np.float32), tr, va, enc.in_range)
     splits = []
-    monkeypatch.setattr(fit, "fit_net", lambda kind, d, *a, **k: splits.append(tuple(d.val_rows)))
+    monkeypatch.setattr("models.fit_net.fit_net", lambda kind, d, *a, **k: splits.append(tuple(d.val_rows)))
     train = fast().train
     for rotate in (False, True):
         cfg = train.net("kadn").model_copy(update={"seeds": 3, "rotate_val": rotate})
@@ -162,7 +163,7 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
     assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
     assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
     # Off, no batch is touched: the same run as a net that never draws a dropout mask.
-    import models.fit as fit
+    import models.fit_net as fit
 
     untouched = fit.drop_people
     fit.drop_people = lambda *args: pytest.fail("token dropout drew a mask while off")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from models.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
-from models.fit import fit_net, make_head, set_determinism
+from models.fit import set_determinism
+from models.fit_net import fit_net, make_head
 from models.heads import HEADS, Head
 from models.layers import DenseBranch
 from models.loss import joint_loss
@@ -220,7 +221,7 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     assert len(a.history) == 8 and [h["epoch"] for h in a.history][:2] == [0.5, 1.0]
     best = min(h["val_mae_student"] for h in a.history)
     assert a.best["val_mae_student"] == best
-    from models.fit import net_scores
+    from models.fit_net import net_scores
 
     pred = net_scores([a], r.x, va)["student"]
     assert np.abs(pred - enc.rating[va]).mean() == pytest.approx(best, abs=1e-4)
