@@ -17,14 +17,14 @@ from typing import Literal
 Kind = Literal["baseline", "net"]
 
 # The modules each kind's models are fitted and saved/loaded with, imported by name (`kind_module`): the
-# dispatchers `models.fit` (fit_model) and `models.artifacts` (load_model) import neither kind statically.
+# dispatchers `models.training.fit` (fit_model) and `models.serving.artifacts` (load_model) import neither kind statically.
 KIND_MODULES: dict[str, dict[str, str]] = {
-    "baseline": {"fit": "models.fit_baseline", "saved": "models.saved_baseline"},
-    "net": {"fit": "models.fit_net", "saved": "models.saved_net"},
+    "baseline": {"fit": "models.training.fit_baseline", "saved": "models.serving.saved_baseline"},
+    "net": {"fit": "models.training.fit_net", "saved": "models.serving.saved_net"},
 }
 # Project modules that reach the kinds' modules only through `kind_module` (scripts/dvc_deps.py adds the
 # kind modules of a stage's model, or of every model, when a stage's command imports one of these).
-DISPATCHERS: dict[str, str] = {"models.fit": "fit", "models.artifacts": "saved"}
+DISPATCHERS: dict[str, str] = {"models.training.fit": "fit", "models.serving.artifacts": "saved"}
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,16 @@ class Model:
 
 PAIR = ("teacher", "student")
 MODELS: dict[str, Model] = {m.name: m for m in (
-    Model("mean", "baseline", "models.baselines:make_baseline", "MeanConfig"),
-    Model("ridge", "baseline", "models.baselines:make_baseline", "RidgeConfig"),
-    Model("svm", "baseline", "models.baselines:make_baseline", "SvmConfig"),
-    Model("lightgbm", "baseline", "models.baselines:make_baseline", "LightgbmConfig"),
-    Model("catboost", "baseline", "models.baselines:make_baseline", "CatboostConfig"),
-    Model("fm", "net", "models.nets:build_fm", scalar=True),
-    Model("deepfm", "net", "models.nets:build_deepfm", scalar=True),
-    Model("at", "net", "models.nets:build_at"),
-    Model("kd", "net", "models.nets:build_kd", outputs=PAIR),
-    Model("kadn", "net", "models.nets:build_kadn", outputs=PAIR, extra=(("kadn_teacher", "teacher"),)),
+    Model("mean", "baseline", "models.training.baselines:make_baseline", "MeanConfig"),
+    Model("ridge", "baseline", "models.training.baselines:make_baseline", "RidgeConfig"),
+    Model("svm", "baseline", "models.training.baselines:make_baseline", "SvmConfig"),
+    Model("lightgbm", "baseline", "models.training.baselines:make_baseline", "LightgbmConfig"),
+    Model("catboost", "baseline", "models.training.baselines:make_baseline", "CatboostConfig"),
+    Model("fm", "net", "models.nets.nets:build_fm", scalar=True),
+    Model("deepfm", "net", "models.nets.nets:build_deepfm", scalar=True),
+    Model("at", "net", "models.nets.nets:build_at"),
+    Model("kd", "net", "models.nets.nets:build_kd", outputs=PAIR),
+    Model("kadn", "net", "models.nets.nets:build_kadn", outputs=PAIR, extra=(("kadn_teacher", "teacher"),)),
 )}
 
 BASELINES: tuple[str, ...] = tuple(n for n, m in MODELS.items() if m.kind == "baseline")

@@ -98,7 +98,7 @@ def code_deps(stage_name: str, stage: dict, params: dict, commands: dict, root: 
 
 def registry_modules(found: set[str], item, root: Path = ROOT) -> list[str]:
     """The modules the model registry (`pipeline/registry.py`) has a command import by name: when the command
-    imports one of its dispatchers (`models.fit`, `models.artifacts`), the kind modules and builders of the
+    imports one of its dispatchers (`models.training.fit`, `models.serving.artifacts`), the kind modules and builders of the
     stage's model (a `foreach` item naming a model), or of every model."""
     registry = _registry(root)
     name = item if item in registry.MODELS else None

@@ -1,5 +1,5 @@
 """Fitting a baseline: its grid searched on an inner split (or inner folds) of the training rows, then
-refitted on all of them (`models.baselines.tune_baseline`). `models.fit.fit_model` reaches it through
+refitted on all of them (`models.training.baselines.tune_baseline`). `models.training.fit.fit_model` reaches it through
 `pipeline.registry` by name, so the nets' stages never import it.
 """
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.baselines import tune_baseline
-from models.data import FitData, baseline_input
+from models.training.baselines import tune_baseline
+from models.training.data import FitData, baseline_input
 from pipeline.params import Baseline, Common
 
 

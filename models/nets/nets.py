@@ -1,4 +1,4 @@
-"""The paper's neural models as short compositions of `models.layers`.
+"""The paper's neural models as short compositions of `models.nets.layers`.
 
 Every model maps a batch (dict group -> LongTensor) to a dict of raw outputs: `{"out": ...}` for a single
 net, `{"teacher": z, "student": l}` for the jointly trained pair (KD with sum pooling, K-ADN with attention).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import MLP, DenseBranch, FeaturesEmbedding, FeaturesLinear, FMInteraction
+from models.nets.layers import MLP, DenseBranch, FeaturesEmbedding, FeaturesLinear, FMInteraction
 from pipeline import registry
 from pipeline.params import NetConfig
 
@@ -76,7 +76,7 @@ class AttentionNet(nn.Module):
 class TeacherStudent(nn.Module):
     """Shared embedding (+ attention) layers feeding a private teacher MLP and a private student MLP.
 
-    Trained jointly with eq. 6 (see `models.loss.joint_loss`); `branch(name)` is one net alone, for
+    Trained jointly with eq. 6 (see `models.nets.loss.joint_loss`); `branch(name)` is one net alone, for
     prediction, parameter counts and timing.
     """
 

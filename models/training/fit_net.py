@@ -1,6 +1,6 @@
 """Fitting a neural model: `fit` trains one net per seed (`fit_net` each: Adam, mini-batches, validation
 several times per epoch, the best validation checkpoint kept (paper §2.3.1), early stopping, adaptive
-regularisation (eq. 3), eq. 6 loss). `models.fit.fit_model` reaches it through `pipeline.registry` by name, so
+regularisation (eq. 3), eq. 6 loss). `models.training.fit.fit_model` reaches it through `pipeline.registry` by name, so
 the baselines' stages never import it.
 """
 
@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.data import DENSE, FitData, drop_people, tensors
-from models.heads import Head
-from models.layers import adaptive_l2
-from models.loss import joint_loss
-from models.nets import build, ensemble_scores
+from models.nets.heads import Head
+from models.nets.layers import adaptive_l2
+from models.nets.loss import joint_loss
+from models.nets.nets import build, ensemble_scores
+from models.training.data import DENSE, FitData, drop_people, tensors
 from pipeline.params import Common, NetConfig
 from pipeline.registry import SCALAR_NETS
 

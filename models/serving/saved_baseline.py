@@ -1,5 +1,5 @@
 """A baseline's model file: LightGBM's text model, CatBoost's .cbm or a skops archive of a scikit-learn
-estimator (read only if every type in it is one a baseline uses); see `models.artifacts` for the folder.
+estimator (read only if every type in it is one a baseline uses); see `models.serving.artifacts` for the folder.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from models.artifacts import FORMAT, SavedModel, _json_bytes
+from models.serving.artifacts import FORMAT, SavedModel, _json_bytes
 from pipeline.errors import KadnError
 
 # Types a saved scikit-learn baseline may hold beyond those skops trusts by default; anything else is refused.
@@ -19,7 +19,7 @@ TRUSTED = frozenset({"scipy.sparse._csr.csr_matrix"})
 
 
 def files(trained, cfg, restricted) -> tuple[dict[str, bytes], dict, list]:
-    """The model files of a fitted baseline (models.fit.FittedModel), what meta.json adds and the history."""
+    """The model files of a fitted baseline (models.training.fit.FittedModel), what meta.json adds and the history."""
     meta = {"oov": trained.oov, "inputs": trained.inputs}
     return baseline_files(trained.name, trained.estimator), meta, []
 

@@ -16,7 +16,7 @@ cannot run code when read (a model folder may come from anywhere):
   inside the folder.
 
 What is common to every model is here; a kind's own files are written and read by its module
-(`models.saved_baseline`, `models.saved_net`), which `load_model` imports by name through `pipeline.registry`:
+(`models.serving.saved_baseline`, `models.serving.saved_net`), which `load_model` imports by name through `pipeline.registry`:
 a baseline's stage never loads the nets' code.
 """
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.data import Dense, baseline_input
+from models.training.data import Dense, baseline_input
 from pipeline import registry
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.errors import KadnError
@@ -47,6 +47,13 @@ MANIFEST = "checksums.json"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # no separator, no leading dot (so no "..")
 
 
+def encoded_digest(encoded_dir: Path) -> str:
+    return json.loads((Path(encoded_dir) / "meta.json").read_text(encoding="utf-8"))["vocab_digest"]
+
+
+SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
+
+
 def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
                   feature_set: str = "pre_release", track: dict | None = None) -> dict:
     groups = {}
@@ -55,7 +62,7 @@ def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dens
         groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
     return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
             "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None,
-            "track": track}  # models.track_records.payload: the training films that track records are rebuilt from
+            "track": track}  # models.training.track_records.payload: the training films that track records are rebuilt from
 
 
 def token_ids(vocab: dict, group: str, tokens: list[str]) -> list[int]:
@@ -96,7 +103,7 @@ class SavedModel:
     vocab: dict
     meta: dict
     nets: list | None = None  # torch modules, one per seed; predictions are averaged
-    head: object | None = None  # models.heads.Head
+    head: object | None = None  # models.nets.heads.Head
     estimator: object | None = None  # a scikit-learn estimator or a LightGBM Booster: both `predict(X)`
 
     def score(self, x: dict[str, np.ndarray], output: str = "out") -> np.ndarray:

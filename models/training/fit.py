@@ -1,5 +1,5 @@
 """Fitting one model on some rows: `fit_model` for any of them. The fitting itself is its kind's module
-(`models.fit_baseline`: a baseline tuned on an inner split; `models.fit_net`: one net per seed), imported by
+(`models.training.fit_baseline`: a baseline tuned on an inner split; `models.training.fit_net`: one net per seed), imported by
 name through `pipeline.registry`, so a stage loads only its own model's kind.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.data import FitData
-from models.trend import Trend
+from models.training.data import FitData
+from models.training.trend import Trend
 from pipeline import registry
 from pipeline.params import Baseline, Common, NetConfig
 
@@ -41,8 +41,8 @@ class FittedModel:
     train_s: float = 0.0
     chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
     oov: str = "count"  # how a baseline's OOV columns are encoded (train.common.oov)
-    inputs: str = "multi_hot"  # or a token table (models.data.baseline_input)
-    trend: Trend = Trend()  # the target trend it was fitted under (models.trend), added back to its scores
+    inputs: str = "multi_hot"  # or a token table (models.training.data.baseline_input)
+    trend: Trend = Trend()  # the target trend it was fitted under (models.training.trend), added back to its scores
     time: np.ndarray | None = None  # every film's release time, which the trend reads
 
     def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -65,7 +65,7 @@ def detrended(data: FitData, common: Common) -> tuple[FitData, Trend]:
 
 def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
               progress: bool = False, features=None) -> FittedModel:
-    """`features(source_rows)` (models.data.features_from), if given, rebuilds `data.x` from other source rows:
+    """`features(source_rows)` (models.training.data.features_from), if given, rebuilds `data.x` from other source rows:
     a baseline's inner tuning split then gets features read from its inner fit rows alone."""
     sizes, x = data.sizes, data.x
     inputs = getattr(cfg, "inputs", "multi_hot")

@@ -1,6 +1,6 @@
 """A net's model file: one state dict of tensors per seed in `model.pt` (read with
 `torch.load(weights_only=True)`), its configuration, group sizes and head settings in model.json; see
-`models.artifacts` for the folder.
+`models.serving.artifacts` for the folder.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.artifacts import FORMAT, SavedModel, _json_bytes
-from models.data import DENSE, tensors
-from models.heads import Head
-from models.nets import build, ensemble_scores
+from models.nets.heads import Head
+from models.nets.nets import build, ensemble_scores
+from models.serving.artifacts import FORMAT, SavedModel, _json_bytes
+from models.training.data import DENSE, tensors
 from pipeline.errors import KadnError
 from pipeline.params import NetConfig
 
 
 def files(trained, cfg, restricted) -> tuple[dict[str, bytes], dict, list]:
-    """The model files of fitted nets (models.fit.FittedModel, one per seed), what meta.json adds and the
+    """The model files of fitted nets (models.training.fit.FittedModel, one per seed), what meta.json adds and the
     first seed's learning curve."""
     fits, x = trained.fits, trained.x
     meta = {"epochs_run": [f.history[-1]["epoch"] if f.history else 0 for f in fits],
