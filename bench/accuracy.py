@@ -31,11 +31,11 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.blend import cross_fitted  # noqa: E402
-from models.config import BASELINES, MODELS, REPORTED, model_config  # noqa: E402
-from models.cv import cross_validate  # noqa: E402
-from models.data import FEATURE_SETS, cv_folds, dense_columns  # noqa: E402
-from models.fit import set_determinism  # noqa: E402
+from models.stages.blend import cross_fitted  # noqa: E402
+from models.training.config import BASELINES, MODELS, REPORTED, model_config  # noqa: E402
+from models.training.cv import cross_validate  # noqa: E402
+from models.training.data import FEATURE_SETS, cv_folds, dense_columns  # noqa: E402
+from models.training.fit import set_determinism  # noqa: E402
 from pipeline.encode import SPLITS, Encoded, load_encoded  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
 from pipeline.params import parse  # noqa: E402

@@ -24,17 +24,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.artifacts import load_model  # noqa: E402
-from models.config import model_config  # noqa: E402
-from models.data import FitData  # noqa: E402
-from models.evaluate import branch_figures, model_view  # noqa: E402
-from models.fit import fit_net, set_determinism  # noqa: E402
+from models.serving.artifacts import load_model  # noqa: E402
+from models.serving.results import model_view  # noqa: E402
+from models.stages.evaluate import branch_figures  # noqa: E402
+from models.training.config import model_config  # noqa: E402
+from models.training.data import FitData  # noqa: E402
+from models.training.fit import set_determinism  # noqa: E402
+from models.training.fit_net import fit_net  # noqa: E402
 from pipeline.encode import load_encoded, run_encode  # noqa: E402
 from pipeline.params import EvaluateConfig, load  # noqa: E402
 
 
 def table2(args) -> None:
-    """Table 2 exactly as `kadn evaluate` computes it (models.evaluate.branch_figures), with more timing
+    """Table 2 exactly as `kadn evaluate` computes it (models.stages.evaluate.branch_figures), with more timing
     repeats and a chosen thread count."""
     torch.set_num_threads(args.threads)
     enc = load_encoded(ROOT / "data" / "encoded")

@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crawler.mocksite.catalogue import films_in_years, generate_catalogue  # noqa: E402
-from models import conformal, explain  # noqa: E402
-from models.artifacts import load_model  # noqa: E402
-from models.forecast import forecast, table, unscored  # noqa: E402
-from models.predict import resolve, score_films  # noqa: E402
+from models.serving import explain  # noqa: E402
+from models.serving.artifacts import load_model  # noqa: E402
+from models.serving.forecast import forecast, table, unscored  # noqa: E402
+from models.serving.predict import resolve, score_films  # noqa: E402
+from models.training import conformal  # noqa: E402
 from pipeline import store  # noqa: E402
 from pipeline.params import load  # noqa: E402
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import difflib
+import itertools
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -31,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline import registry
 from pipeline.errors import KadnError, RecordError
 from pipeline.records import parse_date
 
@@ -108,10 +110,11 @@ class EncodeConfig(Section):
 
 
 # --- models ----------------------------------------------------------------------------------------------
-BaselineName = Literal["mean", "ridge", "svm", "lightgbm", "catboost"]
-NetName = Literal["fm", "deepfm", "at", "kd", "kadn"]
-BASELINES: tuple[str, ...] = BaselineName.__args__
-NETS: tuple[str, ...] = NetName.__args__
+# The names come from the one model registry (pipeline.registry, which imports no model code).
+BASELINES: tuple[str, ...] = registry.BASELINES
+NETS: tuple[str, ...] = registry.NETS
+BaselineName = Literal[BASELINES]
+NetName = Literal[NETS]
 
 
 class ModelsConfig(Section):
@@ -179,6 +182,12 @@ class Baseline(Section):
 
     def search_grid(self) -> Grid:
         return getattr(self, "grid", {})
+
+    def grid_settings(self) -> list[dict]:
+        """Every combination of the grid (in declaration order), or [{}] with no grid."""
+        grid = self.search_grid()
+        keys = list(grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
     @model_validator(mode="after")
     def _grid_keys(self):
@@ -291,22 +300,12 @@ def _overrides(model: type[BaseModel], name: str) -> type[BaseModel]:
 NetOverrides = _overrides(NetConfig, "NetOverrides")
 
 
-class TrainConfig(Section):
-    common: Common
-    mean: MeanConfig = MeanConfig()
-    ridge: RidgeConfig
-    svm: SvmConfig
-    lightgbm: LightgbmConfig
-    catboost: CatboostConfig
-    nets: NetConfig
-    fm: NetOverrides = NetOverrides()  # type: ignore[valid-type]
-    deepfm: NetOverrides = NetOverrides()  # type: ignore[valid-type]
-    at: NetOverrides = NetOverrides()  # type: ignore[valid-type]
-    kd: NetOverrides = NetOverrides()  # type: ignore[valid-type]
-    kadn: NetOverrides = NetOverrides()  # type: ignore[valid-type]
-    presets: dict[str, NetOverrides] = {}  # type: ignore[valid-type]
+class _Train(Section):
+    """`train`: `common`, each baseline's settings (its class in the registry), `nets`, each net's own keys
+    (NetOverrides) and the presets; the model fields are made from `pipeline.registry` (`TrainConfig`)."""
 
-    @field_validator("mean", "fm", "deepfm", "at", "kd", "kadn", mode="before")
+    @field_validator(*(n for n in registry.NAMES if registry.MODELS[n].config in ("MeanConfig", "NetConfig")),
+                     mode="before", check_fields=False)
     @classmethod
     def _empty(cls, value):
         return {} if value is None else value  # `kadn:` with nothing under it
@@ -336,6 +335,20 @@ class TrainConfig(Section):
         if preset != "tuned":
             merged.update(self.presets[preset].model_dump(exclude_unset=True))
         return NetConfig.model_validate({**merged, "preset": preset})
+
+
+def _model_field(name: str):
+    cls = globals()[registry.MODELS[name].config]
+    if cls is NetConfig:
+        return (NetOverrides, NetOverrides())  # type: ignore[valid-type]
+    required = any(f.is_required() for f in cls.model_fields.values())
+    return (cls, ...) if required else (cls, cls())
+
+
+TrainConfig = create_model(
+    "TrainConfig", __base__=_Train, common=(Common, ...),
+    **{n: _model_field(n) for n in registry.BASELINES}, nets=(NetConfig, ...),
+    **{n: _model_field(n) for n in registry.NETS}, presets=(dict[str, NetOverrides], {}))  # type: ignore[valid-type]
 
 
 # --- evaluate --------------------------------------------------------------------------------------------
@@ -369,7 +382,7 @@ class BacktestConfig(Section):
 
 
 # --- blend -----------------------------------------------------------------------------------------------
-ReportedName = Literal[BaselineName.__args__ + NetName.__args__ + ("kadn_teacher",)]
+ReportedName = Literal[tuple(registry.REPORTED)]
 
 
 class BlendConfig(Section):

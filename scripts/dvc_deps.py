@@ -1,8 +1,9 @@
 """The code deps of every dvc.yaml stage: exactly the project modules its command imports.
 
 A stage runs `kadn COMMAND`; the modules it can execute are those reachable from `pipeline.cli` and the
-command's module through any import statement (lazy and relative ones included), plus the module a command
-loads by name for one item of a `foreach` stage (`STAGE_MODULES`). Listing them file by file, rather than
+command's module through any import statement (lazy and relative ones included), plus the modules a command
+loads by name: those the model registry names (a `train` stage's own model's kind and builders only, so an
+edit to a net re-runs no baseline's stage), and any listed in `STAGE_MODULES`. Listing them file by file, rather than
 whole package folders, means an edit re-runs only the stages that import what changed.
 
     python scripts/dvc_deps.py           # rewrite the code deps in dvc.yaml (comments and data deps kept)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -24,7 +26,8 @@ from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "models", "crawler")
-# Modules a stage's command imports by name (importlib), which the import walk cannot see: none today.
+# Modules a stage's command imports by name (importlib), which the import walk cannot see, beyond those the
+# model registry names (`registry_modules`): none today.
 STAGE_MODULES: dict[str, list[str]] = {}
 
 
@@ -87,8 +90,28 @@ def code_deps(stage_name: str, stage: dict, params: dict, commands: dict, root: 
             raise ValueError(f"{stage_name}: a stage runs `kadn COMMAND`, not {cmd[0]!r}")
         module = commands[cmd[1]][0]
         start = ["pipeline.cli", module, *STAGE_MODULES.get(f"{stage_name}@{item}", [])]
-        files |= {module_file(m, root).relative_to(root).as_posix() for m in imported_modules(start, root)}
+        found = imported_modules(start, root)
+        found |= imported_modules(registry_modules(found, item, root), root)
+        files |= {module_file(m, root).relative_to(root).as_posix() for m in found}
     return sorted(files)
+
+
+def registry_modules(found: set[str], item, root: Path = ROOT) -> list[str]:
+    """The modules the model registry (`pipeline/registry.py`) has a command import by name: when the command
+    imports one of its dispatchers (`models.training.fit`, `models.serving.artifacts`), the kind modules and builders of the
+    stage's model (a `foreach` item naming a model), or of every model."""
+    registry = _registry(root)
+    name = item if item in registry.MODELS else None
+    return registry.stage_modules(found, name)
+
+
+def _registry(root: Path):
+    """pipeline/registry.py of `root`, loaded as a file (it imports nothing from the project)."""
+    spec = importlib.util.spec_from_file_location("_dvc_deps_registry", root / "pipeline" / "registry.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
 
 
 def expected(root: Path = ROOT) -> dict[str, list[str]]:

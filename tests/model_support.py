@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from crawler.mocksite.catalogue import films_in_years, generate_catalogue
-from models.train import run_train
+from models.stages.train import run_train
 from pipeline.clean import apply_rules, to_frame
 from pipeline.encode import run_encode
 from pipeline.io import load_params

@@ -16,12 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.preprocessing import FunctionTransformer
 
-from models import track_records
-from models.artifacts import _checked, baseline_files, load_model, net_files, save_model, vocab_payload
-from models.config import model_config
-from models.data import FitData, features_from
-from models.fit import fit_model, set_determinism
-from models.predict import predict
+from models.serving.artifacts import _checked, load_model, save_model, vocab_payload
+from models.serving.predict import predict
+from models.serving.saved_baseline import baseline_files
+from models.serving.saved_net import net_files
+from models.training import track_records
+from models.training.config import model_config
+from models.training.data import FitData, features_from
+from models.training.fit import fit_model, set_determinism
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError

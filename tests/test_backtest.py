@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-import models.backtest as backtest
-from models.backtest import plan_years, run_backtest, year_rows
-from models.data import fold_split
+import models.stages.backtest as backtest
+from models.stages.backtest import plan_years, run_backtest, year_rows
+from models.training.data import fold_split
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from models import conformal
-from models.blend import cross_fitted, fit_weights, load_oof, run_blend
-from models.data import kfold
-from models.train import run_train
+from models.stages.blend import cross_fitted, fit_weights, load_oof, run_blend
+from models.stages.train import run_train
+from models.training import conformal
+from models.training.data import kfold
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
 from tests.model_support import encoded_catalogue, fast, fast_params
@@ -43,7 +43,7 @@ def test_blend_loss_is_checked():
 
 
 def test_each_fold_is_scored_with_weights_fitted_on_the_other_folds(monkeypatch):
-    import models.blend as blend
+    import models.stages.blend as blend
 
     n = 60
     y = np.arange(n, dtype=np.float64)  # distinct scores: a score seen by a fit names its film
@@ -124,7 +124,7 @@ def test_blend_refuses_out_of_fold_predictions_it_cannot_use(trained, tmp_path, 
 
 
 def test_blend_fits_its_weights_with_the_configured_loss(trained, tmp_path, monkeypatch):
-    import models.blend as blend
+    import models.stages.blend as blend
 
     params, enc_dir, folder = trained
     params = {**params, "blend": {"members": ["ridge", "kadn"], "loss": "absolute"}}

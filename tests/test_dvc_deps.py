@@ -17,7 +17,7 @@ def test_every_stage_lists_exactly_the_modules_its_command_imports():
     assert not gaps, f"dvc.yaml's code deps are stale; run `python scripts/dvc_deps.py`: {gaps}"
     want = dvc_deps.expected()
     assert "pipeline/clean.py" in want["clean"] and not any(f.startswith("models/") for f in want["clean"])
-    assert "models/nets.py" in want["train_net"]
+    assert "models/nets/nets.py" in want["train_net"]
 
 
 def test_the_import_walk_sees_lazy_and_relative_imports(tmp_path):

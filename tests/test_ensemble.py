@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-import models.nets as nets
-from models.artifacts import load_model
-from models.data import DENSE, tensors
-from models.evaluate import branch_figures, model_view, run_evaluate
-from models.nets import count_params, predict_scores
-from models.predict import encode_films, film_dense, predict
-from models.train import run_train
-from models.trend import saved_offset
+import models.nets.nets as nets
+from models.nets.nets import count_params, predict_scores
+from models.serving.artifacts import load_model
+from models.serving.predict import encode_films, film_dense, predict
+from models.serving.results import model_view
+from models.stages.evaluate import branch_figures, run_evaluate
+from models.stages.train import run_train
+from models.training.data import DENSE, tensors
+from models.training.trend import saved_offset
 from pipeline.encode import load_encoded, release_int
 from pipeline.params import EvaluateConfig
 from tests.model_support import encoded_catalogue, fast, fast_params

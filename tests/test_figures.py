@@ -12,9 +12,9 @@ import pytest
 import yaml
 from matplotlib.container import ErrorbarContainer
 
-from models import figures
-from models.evaluate import run_evaluate
-from models.train import run_train
+from models.serving import figures
+from models.stages.evaluate import run_evaluate
+from models.stages.train import run_train
 from tests.model_support import ROOT, encoded_catalogue, fast, fast_params
 
 PNGS = ("cv_mae.png", "cv_rmse.png", "predicted_vs_actual.png", "learning_curves.png", "table2.png")

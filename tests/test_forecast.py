@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from crawler.mocksite.catalogue import generate_catalogue, store_catalogue
-from models import conformal
-from models.artifacts import load_model
-from models.evaluate import run_evaluate
-from models.explain import attention_weights
-from models.forecast import best_forward, forecast, select_films
-from models.predict import encode_films
+from models.serving.artifacts import load_model
+from models.serving.explain import attention_weights
+from models.serving.forecast import best_forward, forecast, select_films
+from models.serving.predict import encode_films
+from models.stages.evaluate import run_evaluate
+from models.training import conformal
 from pipeline import store
 from pipeline.cli import main
 from pipeline.params import ForecastConfig

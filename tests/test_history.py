@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.cv import cross_validate
-from models.data import cv_folds, fold_split, kfold
+from models.training.cv import cross_validate
+from models.training.data import cv_folds, fold_split, kfold
 from pipeline.clean import apply_rules, to_frame
 from pipeline.encode import HISTORY, SPLITS, load_encoded, make_split, run_encode
 from pipeline.params import Split, load
@@ -112,7 +112,7 @@ def history_catalogue(tmp_path_factory):
 
 
 def test_cross_validation_scores_in_range_films_only(history_catalogue, monkeypatch):
-    import models.cv as cv
+    import models.training.cv as cv
 
     enc = load_encoded(history_catalogue)
     params = fast()

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from models.predict import read_films
+from models.serving.predict import read_films
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from pipeline.importer import read_export

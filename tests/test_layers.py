@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.layers import MLP, ActivationUnit, FeaturesEmbedding, FeaturesLinear, FMInteraction, adaptive_l2
+from models.nets.layers import (
+    MLP,
+    ActivationUnit,
+    FeaturesEmbedding,
+    FeaturesLinear,
+    FMInteraction,
+    adaptive_l2,
+)
 
 SIZES = {"directors": 6, "actors": 9, "genres": 5}
 

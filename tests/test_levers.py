@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import FitData, categorical_columns, drop_people, multi_hot, token_table
-from models.fit import fit_net, make_head, set_determinism
-from models.heads import Head
-from models.train import run_train
+from models.nets.heads import Head
+from models.stages.train import run_train
+from models.training.data import FitData, categorical_columns, drop_people, multi_hot, token_table
+from models.training.fit import set_determinism
+from models.training.fit_net import fit_net, make_head
 from pipeline.encode import GROUPS, load_encoded
 from pipeline.errors import KadnError
 from tests.model_support import encoded_catalogue, fast, fast_params
@@ -58,8 +59,8 @@ def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, t
     counted = run_train("ridge", fast(params), catalogue, tmp_path / "cnt")
     # The two encodings give the ridge different inputs, so different cross-validated errors.
     assert meta["cv"]["out"]["mae"] != counted["cv"]["out"]["mae"]
-    from models.artifacts import load_model
-    from models.evaluate import model_view
+    from models.serving.artifacts import load_model
+    from models.stages.evaluate import model_view
 
     enc = load_encoded(catalogue)
     loaded = load_model(tmp_path / "ind", "ridge")
@@ -120,14 +121,14 @@ def test_a_rotated_split_keeps_the_rows_and_validates_on_as_many_in_range_films(
 
 
 def test_rotate_val_gives_each_seed_after_the_first_its_own_validation_rows(catalogue, monkeypatch):
-    import models.fit as fit
+    import models.training.fit as fit
 
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
     data = FitData(r.x, r.freq, enc.rating.astype(np.float32), tr, va, enc.in_range)
     splits = []
-    monkeypatch.setattr(fit, "fit_net", lambda kind, d, *a, **k: splits.append(tuple(d.val_rows)))
+    monkeypatch.setattr("models.training.fit_net.fit_net", lambda kind, d, *a, **k: splits.append(tuple(d.val_rows)))
     train = fast().train
     for rotate in (False, True):
         cfg = train.net("kadn").model_copy(update={"seeds": 3, "rotate_val": rotate})
@@ -162,7 +163,7 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
     assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
     assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
     # Off, no batch is touched: the same run as a net that never draws a dropout mask.
-    import models.fit as fit
+    import models.training.fit_net as fit
 
     untouched = fit.drop_people
     fit.drop_people = lambda *args: pytest.fail("token dropout drew a mask while off")

@@ -10,8 +10,8 @@ import torch
 import yaml
 from torch import nn
 
-from models.evaluate import multiply_adds
-from models.train import run_train
+from models.stages.evaluate import multiply_adds
+from models.stages.train import run_train
 from pipeline.cli import main
 from tests.model_support import ROOT, encoded_catalogue, fast, fast_params
 

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
-from models.fit import fit_net, make_head, set_determinism
-from models.heads import HEADS, Head
-from models.layers import DenseBranch
-from models.loss import joint_loss
-from models.nets import TeacherStudent, build, count_params, predict_scores
-from models.train import run_train
+from models.nets.heads import HEADS, Head
+from models.nets.layers import DenseBranch
+from models.nets.loss import joint_loss
+from models.nets.nets import TeacherStudent, build, count_params, predict_scores
+from models.stages.train import run_train
+from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
+from models.training.fit import set_determinism
+from models.training.fit_net import fit_net, make_head
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
 from pipeline.params import MeanConfig, RidgeConfig, SvmConfig, TrackRecords
@@ -220,7 +221,7 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     assert len(a.history) == 8 and [h["epoch"] for h in a.history][:2] == [0.5, 1.0]
     best = min(h["val_mae_student"] for h in a.history)
     assert a.best["val_mae_student"] == best
-    from models.fit import net_scores
+    from models.training.fit_net import net_scores
 
     pred = net_scores([a], r.x, va)["student"]
     assert np.abs(pred - enc.rating[va]).mean() == pytest.approx(best, abs=1e-4)
@@ -303,7 +304,7 @@ def test_unknown_model_and_preset_are_refused(catalogue, tmp_path):
 
 
 def test_paper_preset_applies_the_papers_training_settings():
-    from models.config import model_config
+    from models.training.config import model_config
 
     params = fast_params()
     params["train"]["nets"]["preset"] = "paper"
@@ -378,7 +379,7 @@ def test_dense_inputs_are_standardised_on_training_rows_only_with_missing_flags(
 
 
 def test_baselines_get_the_dense_columns_after_the_multi_hot_ones():
-    import models.data as data
+    import models.training.data as data
 
     sizes = dict.fromkeys(data.GROUPS, 3)
     x = {g: np.array([[2], [0]], np.int32) for g in data.GROUPS}
@@ -392,7 +393,7 @@ def test_baselines_get_the_dense_columns_after_the_multi_hot_ones():
 def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catalogue, tmp_path):
     import shutil
 
-    from models.evaluate import run_evaluate
+    from models.stages.evaluate import run_evaluate
 
     params = fast_params()
     params["models"] = {"baselines": ["ridge"], "nets": ["kadn"]}
@@ -427,8 +428,8 @@ def test_with_popularity_trains_evaluates_and_skips_cleanly_without_counts(catal
 
 
 def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue, monkeypatch):
-    import models.baselines as baselines
-    from models.fit import fit_model
+    import models.training.baselines as baselines
+    from models.training.fit import fit_model
 
     common = fast().train.common
     cfg = RidgeConfig(alpha=1.0, grid={"alpha": [0.01, 1.0, 100.0]})
@@ -463,9 +464,9 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
     # own fit rows, or the validation films' scores leak into the features it is judged on.
     import dataclasses
 
-    import models.baselines as baselines
-    from models.data import features_from
-    from models.fit import fit_model
+    import models.training.baselines as baselines
+    from models.training.data import features_from
+    from models.training.fit import fit_model
 
     common = fast().train.common
     track_cfg = TrackRecords(enabled=True, actors=3, folds=5, seed=1, counts=False)
@@ -499,7 +500,7 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
 
 
 def test_every_baseline_is_tuned_per_fold_and_reports_its_choices(catalogue, tmp_path):
-    from models.baselines import grid_settings
+    from models.training.baselines import grid_settings
 
     params = fast_params()
     svm = SvmConfig(kernel="rbf", C=1.0, epsilon=0.1, grid={"C": [1, 2], "gamma": ["x", "y", "z"]})
@@ -516,8 +517,8 @@ def test_every_baseline_is_tuned_per_fold_and_reports_its_choices(catalogue, tmp
 def test_svr_tuning_on_shared_kernel_matrices_scores_every_setting_like_a_plain_svr(catalogue):
     # The grid search fits each gamma's settings on one precomputed kernel matrix; each setting's validation
     # MAE must be the one a plain RBF SVR of that setting gets.
-    from models.baselines import grid_settings, svr_validation_maes, validation_mae
-    from models.data import inner_split
+    from models.training.baselines import grid_settings, svr_validation_maes, validation_mae
+    from models.training.data import inner_split
 
     enc = load_encoded(catalogue)
     train_rows = enc.index("train")
@@ -535,8 +536,8 @@ def test_svr_tuning_on_shared_kernel_matrices_scores_every_setting_like_a_plain_
 
 
 def test_svr_tune_rows_caps_the_grid_search_rows_not_the_final_fit(catalogue, monkeypatch):
-    import models.baselines as baselines
-    from models.baselines import tune_baseline
+    import models.training.baselines as baselines
+    from models.training.baselines import tune_baseline
 
     enc = load_encoded(catalogue)
     train_rows = enc.index("train")
@@ -561,8 +562,8 @@ def test_svr_tune_rows_caps_the_grid_search_rows_not_the_final_fit(catalogue, mo
 
 
 def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_s_own_scores(monkeypatch):
-    import models.baselines as baselines
-    from models.baselines import tune_baseline
+    import models.training.baselines as baselines
+    from models.training.baselines import tune_baseline
     from pipeline.params import Tune
 
     rng = np.random.default_rng(0)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import yaml
 
-from models.artifacts import load_model
-from models.config import model_config
-from models.cv import cross_validate, cv_fold
-from models.data import kfold
-from models.evaluate import model_view
-from models.train import run_train
+from models.serving.artifacts import load_model
+from models.serving.results import model_view
+from models.stages.train import run_train
+from models.training.config import model_config
+from models.training.cv import cross_validate, cv_fold
+from models.training.data import kfold
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params

@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import backtest
+from models.stages import backtest
 from pipeline.cli import main
 from pipeline.encode import load_encoded
 from pipeline.errors import KadnError

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.evaluate import run_evaluate
-from models.forecast import forecast
-from models.predict import read_films
+from models.serving.forecast import forecast
+from models.serving.predict import read_films
+from models.stages.evaluate import run_evaluate
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from tests.model_support import ROOT, encoded_catalogue, fast, fast_params, train_models

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models.predict import read_films
+from models.serving.predict import read_films
 
 
 @pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\u0085"])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from models.forecast import unscored
+from models.serving.forecast import unscored
 from pipeline import rules
 from pipeline.clean import apply_rules, run_clean
 from pipeline.metrics import gather

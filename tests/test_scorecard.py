@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from crawler.mocksite.catalogue import generate_catalogue, store_catalogue
-from models.forecast import model_digest
-from models.scorecard import scorecard
+from models.serving.forecast import model_digest
+from models.serving.scorecard import scorecard
 from pipeline import store
 from pipeline.cli import main
 from pipeline.records import normalise_record

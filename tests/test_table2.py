@@ -4,9 +4,9 @@ the architecture's own reduction."""
 
 import pytest
 
-from models.artifacts import load_model
-from models.evaluate import run_evaluate
-from models.train import run_train
+from models.serving.artifacts import load_model
+from models.stages.evaluate import run_evaluate
+from models.stages.train import run_train
 from tests.model_support import encoded_catalogue, fast, fast_params
 
 

@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from models import track_records as track
-from models.data import DENSE, with_dense
-from models.train import run_train
+from models.stages.train import run_train
+from models.training import track_records as track
+from models.training.data import DENSE, with_dense
 from pipeline.encode import load_encoded, release_int
 from pipeline.errors import KadnError
 from pipeline.params import TrackRecords
@@ -173,8 +173,8 @@ def test_older_encodings_without_dates_are_refused_in_time_mode(catalogue):
 
 
 def test_train_evaluate_and_predict_with_track_records(catalogue, tmp_path):
-    from models.evaluate import run_evaluate
-    from models.predict import predict
+    from models.serving.predict import predict
+    from models.stages.evaluate import run_evaluate
 
     params = fast_params()
     params["models"] = {"baselines": ["svm"], "nets": ["kadn"]}
@@ -209,7 +209,7 @@ def test_predict_knows_a_training_film_whatever_the_type_of_its_id(catalogue, tm
     # `kadn predict`, never one holding its own score.
     import pandas as pd
 
-    from models.predict import film_dense
+    from models.serving.predict import film_dense
 
     params = fast_params()
     params["train"]["common"]["track_records"] = {"enabled": True, "actors": 3, "folds": 3, "seed": 1}

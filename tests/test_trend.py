@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from models.backtest import run_backtest
-from models.data import restricted_for
-from models.trend import HORIZON, Trend, release_time, saved_offset
+from models.stages.backtest import run_backtest
+from models.training.data import restricted_for
+from models.training.trend import HORIZON, Trend, release_time, saved_offset
 from pipeline.encode import OOV, PAD, load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 

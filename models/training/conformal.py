@@ -136,7 +136,7 @@ def for_model(data: dict[str, np.ndarray], output: str, cfg: ForecastConfig) -> 
 
 def forward(path: Path, model: str, cfg: ForecastConfig) -> Calibration | None:
     """The calibration on `model`'s forward residuals in the backtest's forward.npz (each film scored by a
-    model trained on earlier films only, models.backtest), or None when the file or the model is not there."""
+    model trained on earlier films only, models.stages.backtest), or None when the file or the model is not there."""
     path = Path(path)
     if not path.exists():
         return None

@@ -5,12 +5,12 @@ Which films:
   fewer than `clean.min_votes` raters (the clean stage's rule 4). `--since DATE` keeps those released on or
   after DATE.
 - `--ids 35267208,...`: those stored subjects, scored or not.
-- `FILE`: every row of a file in any layout `kadn import` reads (models.predict.read_films), with or without
+- `FILE`: every row of a file in any layout `kadn import` reads (models.serving.predict.read_films), with or without
   Douban ids; a row without one is labelled by its title and line.
 
-Every path turns records into scores through `models.predict.score_films`. Each score comes with an interval
-at `forecast.level` (models.conformal) and, in words, what the model did not know; the attention models also
-name the people the score leaned on (models.explain). Output: a table on the terminal, or
+Every path turns records into scores through `models.serving.predict.score_films`. Each score comes with an interval
+at `forecast.level` (models.training.conformal) and, in words, what the model did not know; the attention models also
+name the people the score leaned on (models.serving.explain). Output: a table on the terminal, or
 `-o out.csv|.jsonl|.parquet` (written atomically, chosen by extension).
 """
 
@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 
-from models import conformal, explain
-from models.artifacts import load_model
-from models.config import REPORTED
-from models.predict import read_films, resolve, score_films
-from models.tables import check_target, write_table
+from models.serving import explain
+from models.serving.artifacts import load_model
+from models.serving.predict import read_films, resolve, score_films
+from models.serving.tables import check_target, write_table
+from models.training import conformal
+from models.training.config import REPORTED
 from pipeline import rules, store
 from pipeline.encode import LISTS, PEOPLE
 from pipeline.errors import KadnError, RecordError

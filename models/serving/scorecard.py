@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only: never look for a display
 import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
 import numpy as np  # noqa: E402
 
-from models.tables import check_target, write_table  # noqa: E402
+from models.serving.tables import check_target, write_table  # noqa: E402
 from pipeline import store  # noqa: E402
 from pipeline.errors import KadnError  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402

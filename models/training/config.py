@@ -1,4 +1,4 @@
-"""Which models exist and what each reports; their settings are `pipeline.params.TrainConfig`.
+"""The models' names and reports (from `pipeline.registry`) and each one's settings, `pipeline.params.TrainConfig`.
 
 A neural model's settings are `train.nets`, then its own `train.<model>` keys, then the chosen preset
 (`train.nets.preset: paper` applies `train.presets.paper`, the paper's §2.3.1 settings) on top.
@@ -7,13 +7,11 @@ A neural model's settings are `train.nets`, then its own `train.<model>` keys, t
 from __future__ import annotations
 
 from pipeline.errors import KadnError
-from pipeline.params import BASELINES, NETS, Baseline, NetConfig, TrainConfig
+from pipeline.params import Baseline, NetConfig, TrainConfig
+from pipeline.registry import BASELINES, NAMES, NETS, PAIRS, REPORTED
 
-MODELS = BASELINES + NETS  # the names come from params.yaml's typed `models` section
+MODELS = NAMES  # the names come from the registry, as do params.yaml's typed `models` section
 __all__ = ["BASELINES", "NETS", "MODELS", "PAIRS", "REPORTED", "model_config"]
-# What each trained model reports under `models.<name>` in metrics.json: (artifact, output of that model).
-PAIRS = ("kd", "kadn")  # teacher-student pairs: each reports its student, K-ADN its teacher too
-REPORTED = {**{m: (m, "student" if m in PAIRS else "out") for m in MODELS}, "kadn_teacher": ("kadn", "teacher")}
 
 
 def model_config(train: TrainConfig, name: str) -> Baseline | NetConfig:

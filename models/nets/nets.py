@@ -1,4 +1,4 @@
-"""The paper's neural models as short compositions of `models.layers`.
+"""The paper's neural models as short compositions of `models.nets.layers`.
 
 Every model maps a batch (dict group -> LongTensor) to a dict of raw outputs: `{"out": ...}` for a single
 net, `{"teacher": z, "student": l}` for the jointly trained pair (KD with sum pooling, K-ADN with attention).
@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.layers import MLP, DenseBranch, FeaturesEmbedding, FeaturesLinear, FMInteraction
+from models.nets.layers import MLP, DenseBranch, FeaturesEmbedding, FeaturesLinear, FMInteraction
+from pipeline import registry
 from pipeline.params import NetConfig
 
 
@@ -75,7 +76,7 @@ class AttentionNet(nn.Module):
 class TeacherStudent(nn.Module):
     """Shared embedding (+ attention) layers feeding a private teacher MLP and a private student MLP.
 
-    Trained jointly with eq. 6 (see `models.loss.joint_loss`); `branch(name)` is one net alone, for
+    Trained jointly with eq. 6 (see `models.nets.loss.joint_loss`); `branch(name)` is one net alone, for
     prediction, parameter counts and timing.
     """
 
@@ -122,20 +123,34 @@ def _wide(linear: FeaturesLinear | None, features: FeaturesEmbedding, x) -> torc
     return linear(features.flat_ids(x)[0]).unsqueeze(-1)
 
 
+def build_fm(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
+    return FM(sizes, **common)
+
+
+def build_deepfm(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
+    return DeepFM(sizes, hidden=cfg.deepfm_hidden, **common)
+
+
+def build_at(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
+    return AttentionNet(sizes, hidden=cfg.teacher, out_dim=out_dim, **common)
+
+
+def build_kd(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
+    return TeacherStudent(sizes, teacher=cfg.teacher, student=cfg.student, out_dim=out_dim, pooling="sum", **common)
+
+
+def build_kadn(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
+    return TeacherStudent(sizes, teacher=cfg.teacher, student=cfg.student, out_dim=out_dim, pooling="attention",
+                          **common)
+
+
 def build(kind: str, sizes: dict[str, int], cfg: NetConfig, out_dim: int, n_dense: int = 0) -> nn.Module:
-    """kind: fm, deepfm, at, kd (sum pooling), kadn (attention pooling); n_dense dense inputs, if any."""
+    """The net `kind` names in `pipeline.registry` (its `build_*` function here); n_dense dense inputs, if any."""
+    if kind not in registry.NETS:
+        raise ValueError(f"unknown neural model {kind!r}")
     common = {"dim": cfg.dim, "dropout": cfg.dropout, "attention_hidden": cfg.attention_hidden,
               "linear": cfg.linear, "n_dense": n_dense, "dense_width": cfg.dense_width}
-    if kind == "fm":
-        return FM(sizes, **common)
-    if kind == "deepfm":
-        return DeepFM(sizes, hidden=cfg.deepfm_hidden, **common)
-    if kind == "at":
-        return AttentionNet(sizes, hidden=cfg.teacher, out_dim=out_dim, **common)
-    if kind in ("kd", "kadn"):
-        return TeacherStudent(sizes, teacher=cfg.teacher, student=cfg.student, out_dim=out_dim,
-                              pooling="sum" if kind == "kd" else "attention", **common)
-    raise ValueError(f"unknown neural model {kind!r}")
+    return registry.builder(kind)(sizes, cfg, out_dim, common)
 
 
 def count_params(module: nn.Module) -> int:

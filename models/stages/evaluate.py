@@ -20,50 +20,22 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import conformal, figures
-from models.artifacts import SavedModel, load_model, token_ids
-from models.config import REPORTED
-from models.cv import errors
-from models.data import DENSE, dense_columns, encoded_dense, tensors
-from models.fit import set_determinism, train_step
-from models.layers import DenseBranch
-from models.nets import count_params, ensemble_scores
-from models.train import SKIPPED, encoded_digest
-from models.trend import saved_offset
-from pipeline.encode import GROUPS, OOV, PAD, Encoded, load_encoded
+from models.nets.layers import DenseBranch
+from models.nets.nets import count_params, ensemble_scores
+from models.serving import figures
+from models.serving.artifacts import SKIPPED, SavedModel, encoded_digest, load_model
+from models.serving.results import DECIMALS, cv_summary, model_view, rows_of
+from models.training import conformal
+from models.training.config import REPORTED
+from models.training.cv import errors
+from models.training.data import dense_columns, tensors
+from models.training.fit import set_determinism
+from models.training.fit_net import train_step
+from models.training.trend import saved_offset
+from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json
 from pipeline.params import EvaluateConfig, ForecastConfig, Params, load
-
-
-def rows_of(x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The same arrays cut to `rows`: scoring only the films a figure needs (an SVR scores a film against
-    every support vector, thousands at scale)."""
-    return {g: v[rows] for g, v in x.items()}
-
-
-def model_view(enc: Encoded, loaded: SavedModel) -> dict[str, np.ndarray]:
-    """The encoded arrays in the model's own ids (tokens it never trained on -> OOV), plus its dense inputs
-    (standardised with its own training statistics) when it was trained on some."""
-    x = {}
-    for g in GROUPS:
-        remap = np.array([PAD, OOV] + token_ids(loaded.vocab, g, enc.vocab[g]), dtype=np.int32)
-        x[g] = remap[enc.x[g]]
-    if loaded.vocab.get("dense"):
-        x[DENSE] = encoded_dense(enc, loaded.vocab)
-    return x
-
-
-# Errors are kept to 3 decimals: their CV standard deviation is 0.02-0.07, so a fourth decimal is noise
-# (and moves with the thread count or the machine), never a finding.
-DECIMALS = 3
-
-
-def cv_summary(cv: dict) -> dict:
-    mae, rmse = np.asarray(cv["mae"]), np.asarray(cv["rmse"])
-    return {"cv_mae_mean": round(float(mae.mean()), DECIMALS), "cv_mae_std": round(float(mae.std()), DECIMALS),
-            "cv_rmse_mean": round(float(rmse.mean()), DECIMALS), "cv_rmse_std": round(float(rmse.std()), DECIMALS),
-            "cv_folds": int(len(mae))}
 
 
 def _interleaved(fns: dict, repeats: int) -> dict[str, float]:

@@ -7,7 +7,7 @@ Years: `backtest.years: auto` reports the last `last` calendar years that hold `
 follow `calibration_years` such years; an explicit list is taken as given, a year without films (or without
 earlier films to train on) skipped with one line on stderr. The `calibration_years` years before the first
 reported one are fitted and scored too, but not reported: with every earlier year's forward predictions they
-make an expanding window, so year Y's intervals are calibrated on (models.conformal, per known-share bin),
+make an expanding window, so year Y's intervals are calibrated on (models.training.conformal, per known-share bin),
 and the blend's weights (blend.members, blend.loss) fitted on, forward residuals of years before Y alone.
 
 Films from before the range (clean.history) are training rows of every year; only in-range films are scored.
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.blend import fit_weights
-from models.config import BASELINES, REPORTED, model_config
-from models.conformal import calibrate, known_share
-from models.cv import closing_pool, make_pool, run_task
-from models.data import features_from, fit_data, fold_split, restricted_for, trend_scores
-from models.fit import fit_model, set_determinism
+from models.training.config import BASELINES, REPORTED, model_config
+from models.training.conformal import calibrate, known_share
+from models.training.cv import closing_pool, make_pool, run_task
+from models.training.data import features_from, fit_data, fold_split, restricted_for, trend_scores
+from models.training.fit import fit_model, set_determinism
+from models.training.stacking import fit_weights
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path, write_json

@@ -1,13 +1,12 @@
-"""Fitting one model on some rows: `fit_model` for any of them (a baseline tuned on an inner split, or one net
-per seed), `fit_net` the neural models' training loop: Adam, mini-batches, validation several times per
-epoch, the best validation checkpoint kept (paper §2.3.1), early stopping, adaptive regularisation (eq. 3),
-eq. 6 loss.
+"""Fitting a neural model: `fit` trains one net per seed (`fit_net` each: Adam, mini-batches, validation
+several times per epoch, the best validation checkpoint kept (paper §2.3.1), early stopping, adaptive
+regularisation (eq. 3), eq. 6 loss). `models.training.fit.fit_model` reaches it through `pipeline.registry` by name, so
+the baselines' stages never import it.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,28 +15,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models.baselines import tune_baseline
-from models.config import BASELINES
-from models.data import DENSE, FitData, baseline_input, drop_people, tensors
-from models.heads import Head
-from models.layers import adaptive_l2
-from models.loss import joint_loss
-from models.nets import build, ensemble_scores
-from models.trend import Trend
-from pipeline.params import Baseline, Common, NetConfig
-
-SCALAR_NETS = ("fm", "deepfm")  # their natural output is one number: always a regression head
-
-
-def set_determinism(threads: int) -> None:
-    # torch.use_deterministic_algorithms also imports and configures the inductor compiler, which nothing here
-    # uses: a second of start-up in every stage. The flag it sets for eager kernels is this one.
-    eager_only = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if eager_only is None:  # a torch without it: the public call
-        torch.use_deterministic_algorithms(True)
-    else:
-        eager_only(True, warn_only=False)
-    torch.set_num_threads(max(1, int(threads)))
+from models.nets.heads import Head
+from models.nets.layers import adaptive_l2
+from models.nets.loss import joint_loss
+from models.nets.nets import build, ensemble_scores
+from models.training.data import DENSE, FitData, drop_people, tensors
+from pipeline.params import Common, NetConfig
+from pipeline.registry import SCALAR_NETS
 
 
 def make_head(kind: str, cfg: NetConfig, centre: float) -> Head:
@@ -173,68 +157,15 @@ def net_scores(fits: list[NetFit], x: dict[str, np.ndarray], rows: np.ndarray) -
                                                      tensors(x, rows)).items()}
 
 
-@dataclass
-class FittedModel:
-    """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
-
-    name: str
-    x: dict
-    sizes: dict
-    estimator: object | None = None
-    fits: list = field(default_factory=list)
-    train_s: float = 0.0
-    chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
-    oov: str = "count"  # how a baseline's OOV columns are encoded (train.common.oov)
-    inputs: str = "multi_hot"  # or a token table (models.data.baseline_input)
-    trend: Trend = Trend()  # the target trend it was fitted under (models.trend), added back to its scores
-    time: np.ndarray | None = None  # every film's release time, which the trend reads
-
-    def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        if self.estimator is not None:
-            X = baseline_input(self.x, self.sizes, rows, self.oov, self.inputs)
-            raw = {"out": np.asarray(self.estimator.predict(X), np.float64)}
-        else:
-            raw = net_scores(self.fits, self.x, rows)
-        if self.time is None:
-            return raw
-        offset = self.trend.offset(self.time[rows])
-        return {k: np.asarray(v, np.float64) + offset for k, v in raw.items()}
+def fit(trained, name: str, cfg: NetConfig, common: Common, data: FitData, seed: int, progress: bool = False,
+        features=None) -> None:
+    """`cfg.seeds` nets into `trained.fits`, one per seed (each after the first validating on its own rows
+    with `rotate_val`)."""
+    for k in range(cfg.seeds):
+        label = f"{name} seed {k + 1}/{cfg.seeds}"
+        seed_data = data.rotated(seed + k) if cfg.rotate_val and k else data
+        trained.fits.append(fit_net(name, seed_data, cfg, seed + k, progress, label))
 
 
-def detrended(data: FitData, common: Common) -> tuple[FitData, Trend]:
-    """`data` with the target trend (`train.common.trend_years`) fitted on its training rows and taken out of
-    every score, and that trend (flat when off or without release times)."""
-    if common.trend_years is None or data.time is None:
-        return data, Trend()
-    trend = Trend.fit(data.time, data.y, data.train_rows, common.trend_years)
-    y = (data.y - trend.offset(data.time)).astype(data.y.dtype)
-    return dataclasses.replace(data, y=y), trend
-
-
-def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
-              progress: bool = False, features=None) -> FittedModel:
-    """`features(source_rows)` (models.data.features_from), if given, rebuilds `data.x` from other source rows:
-    a baseline's inner tuning split then gets features read from its inner fit rows alone."""
-    sizes = data.sizes
-    x, train_rows = data.x, data.train_rows
-    inputs = getattr(cfg, "inputs", "multi_hot")
-    data, trend = detrended(data, common)
-    trained = FittedModel(name, x, sizes, oov=common.oov, inputs=inputs, trend=trend,
-                          time=data.time if common.trend_years is not None else None)
-    started = time.perf_counter()
-    if name in BASELINES:
-        # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
-        inner = None
-        if features is not None:
-            def inner(fit_positions):
-                return baseline_input(features(train_rows[fit_positions])[0], sizes, train_rows, common.oov, inputs)
-        trained.estimator, trained.chosen = tune_baseline(name, baseline_input(x, sizes, train_rows, common.oov, inputs),
-                                                          data.y[train_rows],
-                                                          cfg, common.tune, seed, common.threads, inner, progress=progress)
-    else:
-        for k in range(cfg.seeds):
-            label = f"{name} seed {k + 1}/{cfg.seeds}"
-            seed_data = data.rotated(seed + k) if cfg.rotate_val and k else data
-            trained.fits.append(fit_net(name, seed_data, cfg, seed + k, progress, label))
-    trained.train_s = time.perf_counter() - started
-    return trained
+def raw_scores(trained, rows: np.ndarray) -> dict[str, np.ndarray]:
+    return net_scores(trained.fits, trained.x, rows)

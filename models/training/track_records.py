@@ -141,7 +141,7 @@ def ordered(enc: Encoded, cfg: TrackRecords) -> bool:
 def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: np.ndarray | None = None
              ) -> np.ndarray:
     """Track features of every encoded film from the scores (default: enc.rating; a fit gives them with its
-    target trend taken out, models.trend) of `source_rows` (a model's training rows)."""
+    target trend taken out, models.training.trend) of `source_rows` (a model's training rows)."""
     return track_features({role: enc.x[role] for role in ROLES}, enc.rating if scores is None else scores,
                           source_rows, cfg, _release(enc) if ordered(enc, cfg) else None)
 

@@ -8,20 +8,17 @@ Both feature sets are trained by default: `pre_release` -> artifacts/models/MODE
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from models import conformal, track_records
-from models.artifacts import baseline_files, net_files, save_model, vocab_payload
-from models.baselines import grid_settings
-from models.config import MODELS, model_config
-from models.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
-from models.data import (
-    DENSE,
+from models.serving.artifacts import SKIPPED, encoded_digest, save_model, vocab_payload
+from models.training import conformal, track_records
+from models.training.config import MODELS, model_config
+from models.training.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
+from models.training.data import (
     FEATURE_SETS,
     cv_folds,
     dense_columns,
@@ -31,25 +28,19 @@ from models.data import (
     restricted_for,
     trend_scores,
 )
-from models.fit import fit_model, set_determinism
+from models.training.fit import fit_model, set_determinism
+from pipeline import registry
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
 from pipeline.params import Baseline, Common, Params, load
 
 
-def encoded_digest(encoded_dir: Path) -> str:
-    return json.loads((Path(encoded_dir) / "meta.json").read_text(encoding="utf-8"))["vocab_digest"]
-
-
-SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
-
-
 def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
               feature_set: str = "pre_release", pool=None) -> dict:
     """Train, save and cross-validate `name` on `feature_set`. With `with_popularity` and no popularity
     count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason. With
-    `pool` (`models.cv.make_pool`), the fits run in its worker processes."""
+    `pool` (`models.training.cv.make_pool`), the fits run in its worker processes."""
     return start_train(name, params, encoded_dir, out_root, progress, feature_set, pool)()
 
 
@@ -64,7 +55,7 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
     set_determinism(common.threads)
     cfg = model_config(params.train, name)
     enc = load_encoded(encoded_dir) if enc is None else enc
-    tuned = isinstance(cfg, Baseline) and len(grid_settings(cfg)) > 1
+    tuned = isinstance(cfg, Baseline) and len(cfg.grid_settings()) > 1
     common.check_folds(int(enc.in_range.sum()))  # before any fit: a fold without films fails deep inside one
     if tuned:
         common.check_folds(int(enc.in_range.sum()), smallest_fit(enc, common))
@@ -93,7 +84,7 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
 
 def smallest_fit(enc: Encoded, common: Common) -> int:
     """The training rows of the smallest fit `kadn train` makes: the fixed split's, or a CV fold's fit rows
-    (as `models.cv.cv_fold` draws them)."""
+    (as `models.training.cv.cv_fold` draws them)."""
     spec = common.cv
     folds = cv_folds(len(enc.rating), spec.folds, spec.repeats, spec.seed, enc.in_range)
     fits = [len(fold_split(tr, spec.val, spec.seed + k, enc.in_range)[0]) for k, (tr, _) in enumerate(folds)]
@@ -117,30 +108,18 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
           held):
     track_cfg = common.track_records
     train_rows, val_rows = enc.index("train"), enc.index("val")
-    x = trained.x
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
             "track_records": track_cfg.model_dump(), "notes": notes,
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
-        meta["oov"] = common.oov
-        meta["inputs"] = trained.inputs
-    history: list = []
-    if trained.estimator is not None:
-        files = baseline_files(name, trained.estimator)
-    else:
-        fits = trained.fits
-        meta["epochs_run"] = [f.history[-1]["epoch"] if f.history else 0 for f in fits]
-        meta["best"] = [f.best for f in fits]
-        meta["head"] = fits[0].head.kind
-        history = fits[0].history
-        files = net_files(name, cfg.model_dump(), restricted.sizes(), fits[0].head,
-                          [f.model.state_dict() for f in fits], x[DENSE].shape[1] if DENSE in x else 0)
+    files, kind_meta, history = registry.kind_module(name, "saved").files(trained, cfg, restricted)
+    meta.update(kind_meta)
     (out / SKIPPED).unlink(missing_ok=True)
     saved_track = (track_records.payload(enc, train_rows, track_cfg, trend_scores(enc, train_rows, common))
                    if track_cfg.enabled else None)
     vocab = vocab_payload(enc, restricted, digest, dense, feature_set, saved_track)
-    vocab["trend"] = trained.trend.to_dict()  # models.trend: added back to every score of the saved model
+    vocab["trend"] = trained.trend.to_dict()  # models.training.trend: added back to every score of the saved model
     save_model(out, files, vocab, meta, history)
     conformal.save(out, held, enc.split, enc.douban_id, enc.rating)  # for intervals and the blend
     return meta

@@ -14,40 +14,44 @@ cannot run code when read (a model folder may come from anywhere):
   before it is read, so a damaged file is refused by name instead of reaching a reader (LightGBM aborts the
   process on some damaged texts; damaged weights score NaN). Every file name a folder gives is a plain name
   inside the folder.
+
+What is common to every model is here; a kind's own files are written and read by its module
+(`models.serving.saved_baseline`, `models.serving.saved_net`), which `load_model` imports by name through `pipeline.registry`:
+a baseline's stage never loads the nets' code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import itertools
 import json
 import pickle
 import re
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from models.data import Dense, baseline_input, tensors
-from models.heads import Head
-from models.nets import build, ensemble_scores
+from models.training.data import Dense, baseline_input
+from pipeline import registry
 from pipeline.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.errors import KadnError
 from pipeline.io import atomic_path
-from pipeline.params import NetConfig, TrackRecords
+from pipeline.params import TrackRecords
 
 FORMAT = 2  # model.json's "format"; folders without model.json were written by an older version (pickles)
-# Types a saved scikit-learn baseline may hold beyond those skops trusts by default; anything else is refused.
-TRUSTED = frozenset({"scipy.sparse._csr.csr_matrix"})
 VOCAB_KEYS = ("vocab_digest", "encode_params", "sizes", "groups", "feature_set", "dense", "track")
 META_KEYS = ("kind", "config", "cv")
 MANIFEST = "checksums.json"
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # no separator, no leading dot (so no "..")
+
+
+def encoded_digest(encoded_dir: Path) -> str:
+    return json.loads((Path(encoded_dir) / "meta.json").read_text(encoding="utf-8"))["vocab_digest"]
+
+
+SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its feature set has no data
 
 
 def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
@@ -58,87 +62,13 @@ def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dens
         groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
     return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
             "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None,
-            "track": track}  # models.track_records.payload: the training films that track records are rebuilt from
+            "track": track}  # models.training.track_records.payload: the training films that track records are rebuilt from
 
 
 def token_ids(vocab: dict, group: str, tokens: list[str]) -> list[int]:
     """A saved model's id of each token of `group`; OOV for a token it never trained on."""
     known = vocab["groups"][group]
     return [known.get(tok, OOV) for tok in tokens]
-
-
-def head_settings(head: Head) -> dict:
-    return {"kind": head.kind, "centre": float(head.centre), "low": head.low, "width": head.width,
-            "high": head.low + head.width * len(head.centres), "sigma": head.sigma, "loss": head.loss_name}
-
-
-def net_files(kind: str, cfg: dict, sizes: dict, head: Head, states: list[dict], n_dense: int = 0
-              ) -> dict[str, bytes]:
-    buf = io.BytesIO()
-    torch.save(states, buf)
-    spec = {"format": FORMAT, "kind": kind, "config": cfg, "sizes": sizes, "head": head_settings(head),
-            "n_dense": n_dense, "seeds": len(states)}
-    return {"model.json": _json_bytes(spec), "model.pt": buf.getvalue()}
-
-
-def baseline_files(kind: str, estimator) -> dict[str, bytes]:
-    if kind == "lightgbm":
-        name, payload = "model.txt", estimator.booster_.model_to_string().encode("utf-8")
-    elif kind == "catboost":
-        # CatBoost records when training ended and a random model id: dropped, so equal fits save equal bytes.
-        metadata = estimator.get_metadata()
-        for key in ("train_finish_time", "model_guid"):
-            if key in metadata:
-                del metadata[key]
-        with tempfile.TemporaryDirectory() as tmp:  # CatBoost writes its own binary format to a file only
-            estimator.save_model(f"{tmp}/model.cbm", format="cbm")
-            name, payload = "model.cbm", Path(f"{tmp}/model.cbm").read_bytes()
-    else:
-        import skops.io as sio  # here, not at the top: scoring a net never pays for skops (seconds of start-up)
-
-        name, payload = "model.skops", _canonical_skops(sio.dumps(estimator))
-    return {"model.json": _json_bytes({"format": FORMAT, "kind": kind, "file": name}), name: payload}
-
-
-def _canonical_skops(payload: bytes) -> bytes:
-    """skops' zip with its object ids (memory addresses, which name the arrays' files too) renumbered in order of
-    appearance, and fixed entry times: equal fits save equal bytes, in any process (model folders are DVC
-    outputs). Equal ids stay equal, so shared objects stay shared when read back; only plain JSON values (which
-    may or may not be one object, by the accidents of a process's history: a fit in a worker process comes back
-    unpickled) get an id each."""
-    src = zipfile.ZipFile(io.BytesIO(payload))
-    schema = json.loads(src.read("schema.json"))
-    members = set(src.namelist())
-    ids: dict[int, int] = {}
-    names: dict[str, str] = {}
-    fresh = itertools.count(1)
-
-    def renumber(node):
-        if isinstance(node, dict):
-            old = node.get("__id__")
-            if isinstance(old, int):
-                if node.get("is_json") is True:
-                    node["__id__"] = next(fresh)
-                else:
-                    if old not in ids:
-                        ids[old] = next(fresh)
-                    node["__id__"] = ids[old]
-            if isinstance(node.get("file"), str) and node["file"] in members:
-                node["file"] = names.setdefault(node["file"], f"{len(names) + 1}{Path(node['file']).suffix}")
-            for value in node.values():
-                renumber(value)
-        elif isinstance(node, list):
-            for value in node:
-                renumber(value)
-
-    renumber(schema)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
-        for info in src.infolist():
-            data = _json_bytes(schema) if info.filename == "schema.json" else src.read(info)
-            dst.writestr(zipfile.ZipInfo(names.get(info.filename, info.filename), date_time=(1980, 1, 1, 0, 0, 0)),
-                         data)
-    return out.getvalue()
 
 
 def _json_bytes(data) -> bytes:
@@ -172,8 +102,8 @@ class SavedModel:
     kind: str
     vocab: dict
     meta: dict
-    nets: list[torch.nn.Module] | None = None  # one per seed; predictions are averaged
-    head: Head | None = None
+    nets: list | None = None  # torch modules, one per seed; predictions are averaged
+    head: object | None = None  # models.nets.heads.Head
     estimator: object | None = None  # a scikit-learn estimator or a LightGBM Booster: both `predict(X)`
 
     def score(self, x: dict[str, np.ndarray], output: str = "out") -> np.ndarray:
@@ -182,9 +112,9 @@ class SavedModel:
             X = baseline_input(x, self.vocab["sizes"], oov=self.meta.get("oov", "count"),
                                inputs=self.meta.get("inputs", "multi_hot"))
             return np.asarray(self.estimator.predict(X), dtype=np.float64)
-        return ensemble_scores(self.members(output), self.head, tensors(x))[output].numpy()
+        return registry.kind_module(self.kind, "saved").score(self, x, output)
 
-    def members(self, output: str) -> list[torch.nn.Module]:
+    def members(self, output: str) -> list:
         """One net per seed, cut to what `output` needs: a teacher-student pair's branch runs only that net's
         MLP (the same arithmetic as the pair, half the work), so `kadn predict` pays what Table 2 times."""
         return [net.branch(output) if hasattr(net, "branch") else net for net in self.nets]
@@ -217,9 +147,8 @@ def load_model(root: Path, name: str) -> SavedModel:
         raise KadnError(f"{folder / 'vocab.json'}: unreadable track-record settings; {retrain}") from None
     try:
         model_file = _checked(folder, spec.get("file", "model.pt"), sums, retrain)
-        if "file" in spec:
-            return SavedModel(name, spec["kind"], vocab, meta, estimator=_load_baseline(model_file))
-        return _load_nets(model_file, name, spec, vocab, meta)
+        kind = registry.module("baseline" if "file" in spec else "net", "saved")
+        return kind.load(model_file, name, spec, vocab, meta)
     except KadnError:
         raise
     except FileNotFoundError as exc:
@@ -292,48 +221,3 @@ def _read_json(path: Path, retrain: str, kind: type):
     return data
 
 
-def _load_baseline(path: Path):
-    if path.name == "model.txt":
-        text = path.read_text(encoding="utf-8")
-        # LightGBM aborts the whole process on a damaged model text. The checksum has caught a damaged file; this
-        # checks that the text is whole (a folder whose checksums were made to match): it starts with "tree",
-        # its trees end with "end of trees" and the file with the pandas_categorical line.
-        last = text.rstrip().rsplit("\n", 1)[-1]
-        if not (text.startswith("tree\n") and "\nend of trees\n" in text and last.startswith("pandas_categorical:")):
-            raise KadnError(f"{path}: damaged model files (an incomplete LightGBM model); retrain with "
-                            f"`kadn train {path.parent.name}`")
-        # Booster.predict is what LGBMRegressor.predict calls: the same scores.
-        import lightgbm as lgb  # only a LightGBM folder needs it (start-up time)
-
-        return lgb.Booster(model_str=text)
-    if path.name == "model.cbm":
-        from catboost import CatBoostRegressor  # only a CatBoost folder needs it (start-up time)
-
-        return CatBoostRegressor().load_model(blob=path.read_bytes())
-    if path.name != "model.skops":
-        raise KadnError(f"{path}: not a model file this version writes")
-    payload = path.read_bytes()
-    import skops.io as sio  # only a scikit-learn folder needs it (start-up time)
-
-    untrusted = set(sio.get_untrusted_types(data=payload))
-    if untrusted - TRUSTED:
-        raise KadnError(f"{path}: holds types no baseline uses ({', '.join(sorted(untrusted - TRUSTED))[:200]}); "
-                        "refusing to load it")
-    return sio.loads(payload, trusted=sorted(untrusted))
-
-
-def _load_nets(path: Path, name: str, spec: dict, vocab: dict, meta: dict) -> SavedModel:
-    states = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(states, list) or len(states) != spec["seeds"]:
-        raise KadnError(f"{path}: does not match model.json; retrain with `kadn train {name}`")
-    h = spec["head"]
-    head = Head(h["kind"], h["centre"], low=h["low"], high=h["high"], width=h["width"], sigma=h["sigma"],
-                loss=h["loss"])
-    nets = []
-    cfg = NetConfig.model_validate(spec["config"])
-    for state in states:
-        net = build(spec["kind"], spec["sizes"], cfg, head.out_dim, spec["n_dense"])
-        net.load_state_dict(state)
-        net.eval()
-        nets.append(net)
-    return SavedModel(name, spec["kind"], vocab, meta, nets=nets, head=head)

@@ -3,7 +3,7 @@ matrix for the baselines. Both come from the same `Restricted` arrays, so every 
 
 Two feature sets: `pre_release` (the groups: crew, cast, attributes) and `with_popularity` (plus the dense
 popularity inputs of `Dense`: log rater, review and short-comment counts, post-release signals). With
-`train.common.track_records.enabled`, both sets also get the track-record columns of `models.track_records` as
+`train.common.track_records.enabled`, both sets also get the track-record columns of `models.training.track_records` as
 dense inputs.
 """
 
@@ -17,8 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from models import track_records
-from models.trend import Trend, release_time
+from models.training import track_records
+from models.training.trend import Trend, release_time
 from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY, Encoded, Restricted
 from pipeline.params import Common, TrackRecords
 
@@ -38,7 +38,7 @@ class FitData:
     train_rows: np.ndarray
     val_rows: np.ndarray
     in_range: np.ndarray | None = None  # per film, whether it may validate (films before the range only train)
-    time: np.ndarray | None = None  # per film, its release time (models.trend.release_time) for the target trend
+    time: np.ndarray | None = None  # per film, its release time (models.training.trend.release_time) for the target trend
 
     def rotated(self, seed: int) -> FitData:
         """The same rows split anew: a seeded validation share as large as `val_rows`, in-range rows only."""
@@ -55,12 +55,12 @@ class FitData:
 
 def restricted_for(enc: Encoded, train_rows: np.ndarray, common: Common) -> Restricted:
     """The vocabularies of a fit on `train_rows`: `min_count` applied, the year token dropped unless
-    `train.common.year_token` (the target trend carries the release time either way, models.trend)."""
+    `train.common.year_token` (the target trend carries the release time either way, models.training.trend)."""
     return enc.restrict(train_rows, common.min_count, () if common.year_token else ("year",))
 
 
 def trend_scores(enc: Encoded, fit_rows: np.ndarray, common: Common) -> np.ndarray:
-    """The ratings with the target trend a fit on `fit_rows` takes out (models.fit.detrended fits the same
+    """The ratings with the target trend a fit on `fit_rows` takes out (models.training.fit.detrended fits the same
     one): what its track records read, so a person's record is measured against each film's year level."""
     if common.trend_years is None or enc.release is None:
         return enc.rating

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.artifacts import SavedModel
-from models.data import DENSE, tensors
-from models.predict import Scored, film_dense
-from models.trend import saved_offset
+from models.serving.artifacts import SavedModel
+from models.serving.predict import Scored, film_dense
+from models.training.data import DENSE, tensors
+from models.training.trend import saved_offset
 from pipeline.encode import GROUPS, LISTS, OOV, PEOPLE, release_int
 from pipeline.store import person_key
 

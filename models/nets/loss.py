@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models.heads import Head
+from models.nets.heads import Head
 
 
 def joint_loss(outputs: dict[str, torch.Tensor], y: torch.Tensor, head: Head, hint_weight: float = 0.0,

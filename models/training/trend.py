@@ -2,7 +2,7 @@
 
 Douban's mean score falls from year to year, and a model that reads the release year as a categorical token
 cannot extrapolate it: every year to forecast is an unknown token. So each fit takes a per-year level out of
-its training scores (and out of the scores its track records read, models.data.trend_scores), fits its model
+its training scores (and out of the scores its track records read, models.training.data.trend_scores), fits its model
 on what is left, and adds the level back to its predictions. A year the
 fit trained on gets its own (shrunken) mean; a later year gets the straight line of score on release time
 (year + month fraction) fitted to the training films of the last `years` training years, so the decline

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models import track_records
-from models.artifacts import SavedModel, load_model, token_ids
-from models.config import REPORTED
-from models.data import DENSE, saved_dense
-from models.trend import saved_offset
+from models.serving.artifacts import SavedModel, load_model, token_ids
+from models.training import track_records
+from models.training.config import REPORTED
+from models.training.data import DENSE, saved_dense
+from models.training.trend import saved_offset
 from pipeline import importer
 from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
 from pipeline.errors import KadnError, RecordError

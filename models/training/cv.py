@@ -20,9 +20,9 @@ import numpy as np
 from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from tqdm import tqdm
 
-from models.conformal import known_share
-from models.data import cv_folds, features_from, fit_data, fold_split, restricted_for, trend_scores
-from models.fit import fit_model, set_determinism
+from models.training.conformal import known_share
+from models.training.data import cv_folds, features_from, fit_data, fold_split, restricted_for, trend_scores
+from models.training.fit import fit_model, set_determinism
 from pipeline.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
 
@@ -89,7 +89,7 @@ class _Later:
 def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, feature_set: str, k: int,
             train_rows: np.ndarray, held_rows: np.ndarray) -> tuple[dict[str, tuple[float, float]], dict | None, dict]:
     """Fold `k`: ({output: (MAE, RMSE) on the held-out rows}, the baseline's chosen setting or None, the
-    held-out rows with their scores and known shares: what intervals are calibrated on, models.conformal)."""
+    held-out rows with their scores and known shares: what intervals are calibrated on, models.training.conformal)."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
     fit_rows, val_rows = fold_split(train_rows, spec.val, spec.seed + k, enc.in_range)

@@ -1,6 +1,6 @@
 """The baselines a practitioner would try first, on the same multi-hot features as the nets: the training
 mean, ridge regression, an SVM (SVR, the paper's Table 1 column) and LightGBM; and CatBoost, which reads the
-films' ids as categorical columns instead (`models.data.baseline_input`).
+films' ids as categorical columns instead (`models.training.data.baseline_input`).
 
 Each baseline is tuned at every fit: `train.<baseline>.grid` (small, declared in params.yaml) is searched on
 inner folds (or one inner validation split) of the rows it is given to fit on (`train.common.tune`), then the
@@ -10,7 +10,6 @@ cross-validation never tunes on its held-out fold.
 
 from __future__ import annotations
 
-import itertools
 import sys
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVR
 from tqdm import tqdm
 
-from models.data import categorical_columns, inner_split, kfold
+from models.training.data import categorical_columns, inner_split, kfold
 from pipeline.errors import KadnError
 from pipeline.params import Baseline, Tune
 
@@ -59,9 +58,7 @@ def fit_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, seed: int, threads:
 
 def grid_settings(cfg: Baseline) -> list[dict]:
     """Every combination of the grid (in declaration order), or [{}] with no grid."""
-    grid = cfg.search_grid()
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return cfg.grid_settings()
 
 
 def validation_mae(kind: str, cfg: Baseline, X, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,

@@ -14,53 +14,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.optimize import linprog
-from sklearn.linear_model import LinearRegression
 
-from models import conformal
-from models.artifacts import load_model
-from models.config import REPORTED
-from models.cv import errors
-from models.data import cv_folds
-from models.evaluate import DECIMALS, cv_summary, model_view, rows_of
-from models.train import SKIPPED, encoded_digest
-from models.trend import saved_offset
+from models.serving.artifacts import SKIPPED, encoded_digest, load_model
+from models.serving.results import DECIMALS, cv_summary, model_view, rows_of
+from models.training import conformal
+from models.training.config import REPORTED
+from models.training.cv import errors
+from models.training.data import cv_folds
+from models.training.stacking import fit_weights
+from models.training.trend import saved_offset
 from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
 from pipeline.io import write_json
 from pipeline.params import Params, load
-
-
-class AbsoluteWeights:
-    """Non-negative weights and a free intercept minimising the sum of absolute errors: with w, b and each
-    film's residual split into its positive and negative parts u, v >= 0, minimise sum(u + v) subject to
-    preds @ w + b + v - u = y (the usual LP form of least absolute deviations)."""
-
-    def fit(self, preds: np.ndarray, y: np.ndarray) -> AbsoluteWeights:
-        n, m = preds.shape
-        eye = sp.eye(n, format="csr")
-        a_eq = sp.hstack([sp.csr_matrix(preds), sp.csr_matrix(np.ones((n, 1))), eye, -eye], format="csr")
-        cost = np.concatenate([np.zeros(m + 1), np.ones(2 * n)])
-        bounds = [(0, None)] * m + [(None, None)] + [(0, None)] * (2 * n)
-        res = linprog(cost, A_eq=a_eq, b_eq=y, bounds=bounds, method="highs")
-        if not res.success:
-            raise KadnError(f"blend: the absolute-error weights did not solve ({res.message[:80]})")
-        self.coef_, self.intercept_ = res.x[:m], float(res.x[m])
-        return self
-
-    def predict(self, preds: np.ndarray) -> np.ndarray:
-        return preds @ self.coef_ + self.intercept_
-
-
-def fit_weights(preds: np.ndarray, y: np.ndarray, loss: str = "squared") -> LinearRegression | AbsoluteWeights:
-    """Non-negative stacking weights of the columns of `preds` [films, models] (each a model's scores) and an
-    intercept, minimising the squared or the absolute error."""
-    if loss == "absolute":
-        return AbsoluteWeights().fit(preds, y)
-    if loss != "squared":
-        raise ValueError(f"blend loss must be squared or absolute, not {loss!r}")
-    return LinearRegression(positive=True).fit(preds, y)
 
 
 def stacked(oof: dict[str, np.ndarray], members: list[str]) -> np.ndarray:

@@ -1,0 +1,78 @@
+"""Fitting one model on some rows: `fit_model` for any of them. The fitting itself is its kind's module
+(`models.training.fit_baseline`: a baseline tuned on an inner split; `models.training.fit_net`: one net per seed), imported by
+name through `pipeline.registry`, so a stage loads only its own model's kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from models.training.data import FitData
+from models.training.trend import Trend
+from pipeline import registry
+from pipeline.params import Baseline, Common, NetConfig
+
+
+def set_determinism(threads: int) -> None:
+    # torch.use_deterministic_algorithms also imports and configures the inductor compiler, which nothing here
+    # uses: a second of start-up in every stage. The flag it sets for eager kernels is this one.
+    eager_only = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if eager_only is None:  # a torch without it: the public call
+        torch.use_deterministic_algorithms(True)
+    else:
+        eager_only(True, warn_only=False)
+    torch.set_num_threads(max(1, int(threads)))
+
+
+@dataclass
+class FittedModel:
+    """One model fitted on some rows: scores held-out rows per output; `fits` holds one net per seed."""
+
+    name: str
+    x: dict
+    sizes: dict
+    estimator: object | None = None
+    fits: list = field(default_factory=list)
+    train_s: float = 0.0
+    chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
+    oov: str = "count"  # how a baseline's OOV columns are encoded (train.common.oov)
+    inputs: str = "multi_hot"  # or a token table (models.training.data.baseline_input)
+    trend: Trend = Trend()  # the target trend it was fitted under (models.training.trend), added back to its scores
+    time: np.ndarray | None = None  # every film's release time, which the trend reads
+
+    def scores(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        raw = registry.kind_module(self.name, "fit").raw_scores(self, rows)
+        if self.time is None:
+            return raw
+        offset = self.trend.offset(self.time[rows])
+        return {k: np.asarray(v, np.float64) + offset for k, v in raw.items()}
+
+
+def detrended(data: FitData, common: Common) -> tuple[FitData, Trend]:
+    """`data` with the target trend (`train.common.trend_years`) fitted on its training rows and taken out of
+    every score, and that trend (flat when off or without release times)."""
+    if common.trend_years is None or data.time is None:
+        return data, Trend()
+    trend = Trend.fit(data.time, data.y, data.train_rows, common.trend_years)
+    y = (data.y - trend.offset(data.time)).astype(data.y.dtype)
+    return dataclasses.replace(data, y=y), trend
+
+
+def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
+              progress: bool = False, features=None) -> FittedModel:
+    """`features(source_rows)` (models.training.data.features_from), if given, rebuilds `data.x` from other source rows:
+    a baseline's inner tuning split then gets features read from its inner fit rows alone."""
+    sizes, x = data.sizes, data.x
+    inputs = getattr(cfg, "inputs", "multi_hot")
+    data, trend = detrended(data, common)
+    trained = FittedModel(name, x, sizes, oov=common.oov, inputs=inputs, trend=trend,
+                          time=data.time if common.trend_years is not None else None)
+    started = time.perf_counter()
+    registry.kind_module(name, "fit").fit(trained, name, cfg, common, data, seed, progress, features)
+    trained.train_s = time.perf_counter() - started
+    return trained
