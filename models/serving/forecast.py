@@ -35,7 +35,7 @@ from pipeline import rules, store
 from pipeline.encode import LISTS, PEOPLE
 from pipeline.errors import KadnError, RecordError
 from pipeline.params import Params, load
-from pipeline.records import date_sort_key, parse_date
+from pipeline.records import date_sort_key, parse_date, short
 
 FLAT = ("douban_id", "line", "title", "release_date", "predicted", "low", "high", "level", "known_share", "unknown",
         "unknown_text")
@@ -48,7 +48,7 @@ def parse_ids(text: str) -> list[int]:
         if not part:
             continue
         if not (part.isascii() and part.isdigit() and len(part) <= 18 and int(part) > 0):
-            raise KadnError(f"--ids: {part[:20]!r} is not a Douban subject id (digits, e.g. 35267208)")
+            raise KadnError(f"--ids: {short(part, 20)} is not a Douban subject id (digits, e.g. 35267208)")
         ids.append(int(part))
     if not ids:
         raise KadnError("--ids: no subject id given (e.g. --ids 35267208,1292052)")
@@ -104,7 +104,7 @@ def parse_swap(text: str) -> tuple[str, str, str, str | None]:
     old, _, new = rest.partition("=")
     name, _, pid = new.partition("#")
     if group not in PEOPLE + LISTS or not old.strip() or not name.strip() or (pid and not pid.isdigit()):
-        raise KadnError(f"--swap {text[:60]!r}: expected GROUP:OLD=NEW with GROUP one of {', '.join(PEOPLE + LISTS)}"
+        raise KadnError(f"--swap {short(text, 60)}: expected GROUP:OLD=NEW with GROUP one of {', '.join(PEOPLE + LISTS)}"
                         " (a person's Douban id may follow NEW: actors:白客=刘昊然#1274297)")
     return group, old.strip(), name.strip(), pid or None
 
