@@ -36,7 +36,7 @@ from models.training.config import BASELINES, MODELS, REPORTED, model_config  # 
 from models.training.cv import cross_validate  # noqa: E402
 from models.training.data import FEATURE_SETS, cv_folds, dense_columns  # noqa: E402
 from models.training.fit import set_determinism  # noqa: E402
-from pipeline.encode import SPLITS, Encoded, load_encoded  # noqa: E402
+from pipeline.features.encode import SPLITS, Encoded, load_encoded  # noqa: E402
 from pipeline.io import load_params  # noqa: E402
 from pipeline.params import parse  # noqa: E402
 

@@ -31,7 +31,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from crawler.mocksite.site import MockDouban  # noqa: E402
-from pipeline import store  # noqa: E402
+from pipeline.film import store  # noqa: E402
 from tests.services import POSTGRES_URL, REDIS_URL  # noqa: E402
 
 SCRAPY = str(Path(sys.executable).with_name("scrapy"))

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from crawler.mocksite.site import MockDouban, render_subject  # noqa: E402
 from crawler.parsing import parse_subject  # noqa: E402
-from pipeline import store  # noqa: E402
+from pipeline.film import store  # noqa: E402
 from tests.test_spider import parse_stats  # noqa: E402
 
 

@@ -31,7 +31,7 @@ from models.training.config import model_config  # noqa: E402
 from models.training.data import FitData  # noqa: E402
 from models.training.fit import set_determinism  # noqa: E402
 from models.training.fit_net import fit_net  # noqa: E402
-from pipeline.encode import load_encoded, run_encode  # noqa: E402
+from pipeline.features.encode import load_encoded, run_encode  # noqa: E402
 from pipeline.params import EvaluateConfig, load  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def table2(args) -> None:
 
 def throughput(args) -> None:
     from crawler.mocksite.catalogue import films_in_years, generate_catalogue
-    from pipeline.clean import apply_rules, to_frame
+    from pipeline.features.clean import apply_rules, to_frame
 
     params = load(ROOT / "params.yaml")
     started = time.perf_counter()

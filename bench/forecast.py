@@ -32,7 +32,7 @@ from models.serving.artifacts import load_model  # noqa: E402
 from models.serving.forecast import forecast, table, unscored  # noqa: E402
 from models.serving.predict import resolve, score_films  # noqa: E402
 from models.training import conformal  # noqa: E402
-from pipeline import store  # noqa: E402
+from pipeline.film import store  # noqa: E402
 from pipeline.params import load  # noqa: E402
 
 

@@ -16,7 +16,7 @@ unchanged and Redis is never imported. The add-on `RedisFrontier` then swaps in:
   not enough: a kill at that moment lost the requests still in the queue (a listing page was lost that way).
 
 Items must be durable before the lease goes, so in this mode the item pipeline writes every item at once
-(`DOUBAN_STORE_BATCH = 1`); PostgreSQL handles concurrent writers (pipeline.store's upserts are idempotent
+(`DOUBAN_STORE_BATCH = 1`); PostgreSQL handles concurrent writers (pipeline.film.store's upserts are idempotent
 and keep the newest fetch).
 """
 

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from crawler.discovery import mark_undiscovered
 from crawler.parsing import PageUnparsed
-from pipeline import store
 from pipeline.errors import KadnError
+from pipeline.film import store
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from pydantic import (
 
 from pipeline import registry
 from pipeline.errors import KadnError, RecordError
-from pipeline.records import parse_date
+from pipeline.film.records import parse_date
 
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]

@@ -12,8 +12,8 @@ import yaml
 
 from crawler.mocksite.catalogue import films_in_years, generate_catalogue
 from models.stages.train import run_train
-from pipeline.clean import apply_rules, to_frame
-from pipeline.encode import run_encode
+from pipeline.features.clean import apply_rules, to_frame
+from pipeline.features.encode import run_encode
 from pipeline.io import load_params
 from pipeline.params import Params, load, parse
 

@@ -25,8 +25,8 @@ from models.training.config import model_config
 from models.training.data import FitData, features_from
 from models.training.fit import fit_model, set_determinism
 from pipeline.cli import main
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, nan_weights, rehash
 
 MODELS = ("mean", "ridge", "svm", "lightgbm", "catboost", "fm", "kadn")

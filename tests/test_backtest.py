@@ -13,8 +13,8 @@ import models.stages.backtest as backtest
 from models.stages.backtest import plan_years, run_backtest, year_rows
 from models.training.data import fold_split
 from pipeline.cli import main
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded
 from pipeline.params import BacktestConfig
 from tests.model_support import ROOT, encoded_catalogue, fast, fast_params
 

@@ -11,8 +11,8 @@ from models.stages.blend import cross_fitted, fit_weights, load_oof, run_blend
 from models.stages.train import run_train
 from models.training import conformal
 from models.training.data import kfold
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.clean import to_frame
-from pipeline.encode import OOV, PAD, SPLITS, film_tokens, load_encoded, make_split, run_encode
 from pipeline.errors import KadnError
+from pipeline.features.clean import to_frame
+from pipeline.features.encode import OOV, PAD, SPLITS, film_tokens, load_encoded, make_split, run_encode
 from pipeline.params import Split, load
 
 PARAMS = load("params.yaml").encode

@@ -6,8 +6,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from crawler.mocksite.catalogue import films, generate_catalogue
-from pipeline.clean import to_frame
-from pipeline.encode import GROUPS, LIST_COLUMNS, encode_frame, film_tokens, group_tokens
+from pipeline.features.clean import to_frame
+from pipeline.features.encode import GROUPS, LIST_COLUMNS, encode_frame, film_tokens, group_tokens
 from pipeline.params import load
 
 PARAMS = load("params.yaml").encode.model_dump()

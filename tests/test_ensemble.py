@@ -16,7 +16,7 @@ from models.stages.evaluate import branch_figures, run_evaluate
 from models.stages.train import run_train
 from models.training.data import DENSE, tensors
 from models.training.trend import saved_offset
-from pipeline.encode import load_encoded, release_int
+from pipeline.features.encode import load_encoded, release_int
 from pipeline.params import EvaluateConfig
 from tests.model_support import encoded_catalogue, fast, fast_params
 

@@ -21,10 +21,10 @@ from models.serving.forecast import best_forward, forecast, select_films
 from models.serving.predict import encode_films
 from models.stages.evaluate import run_evaluate
 from models.training import conformal
-from pipeline import store
 from pipeline.cli import main
+from pipeline.film import store
+from pipeline.film.records import normalise_record
 from pipeline.params import ForecastConfig
-from pipeline.records import normalise_record
 from tests.model_support import fast, fast_params, nan_weights, train_models
 
 

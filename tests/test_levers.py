@@ -13,8 +13,8 @@ from models.stages.train import run_train
 from models.training.data import FitData, categorical_columns, drop_people, multi_hot, token_table
 from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
-from pipeline.encode import GROUPS, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import GROUPS, load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 
 

@@ -194,7 +194,7 @@ def test_default_settings_are_polite():
 
 
 def test_store_url_comes_from_the_environment_via_pipeline_store(monkeypatch):
-    from pipeline import store
+    from pipeline.film import store
 
     s = Settings()
     s.setmodule(crawler_settings)

@@ -15,8 +15,8 @@ from models.stages.train import run_train
 from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
 from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded
 from pipeline.params import MeanConfig, RidgeConfig, SvmConfig, TrackRecords
 from tests.model_support import encoded_catalogue, fast, fast_params
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from models.stages import backtest
 from pipeline.cli import main
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded
 from pipeline.io import load_params
 from pipeline.params import NetConfig, Params, RidgeConfig, Tune, load, parse, read_yaml
 from tests.model_support import ROOT, encoded_catalogue, fast_params

@@ -23,7 +23,7 @@ import pytest
 
 from crawler.mocksite.catalogue import films, films_in_years, generate_catalogue, store_catalogue
 from crawler.mocksite.site import MockDouban
-from pipeline import store
+from pipeline.film import store
 from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]

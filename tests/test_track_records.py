@@ -11,8 +11,8 @@ import pytest
 from models.stages.train import run_train
 from models.training import track_records as track
 from models.training.data import DENSE, with_dense
-from pipeline.encode import load_encoded, release_int
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded, release_int
 from pipeline.params import TrackRecords
 from tests.model_support import encoded_catalogue, fast, fast_params
 

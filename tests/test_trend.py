@@ -10,7 +10,7 @@ import pytest
 from models.stages.backtest import run_backtest
 from models.training.data import restricted_for
 from models.training.trend import HORIZON, Trend, release_time, saved_offset
-from pipeline.encode import OOV, PAD, load_encoded
+from pipeline.features.encode import OOV, PAD, load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 
 DROP = 0.2  # score lost per year in the synthetic catalogue

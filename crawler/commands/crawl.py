@@ -18,9 +18,9 @@ from scrapy.exceptions import UsageError
 from scrapy.settings import Settings
 
 from crawler import setting_rules
-from pipeline import store
 from pipeline.errors import KadnError
-from pipeline.records import cut, short
+from pipeline.film import store
+from pipeline.film.records import cut, short
 from pipeline.redact import mask_text
 
 FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})

@@ -1,7 +1,7 @@
 """Tiny composable layers (pytorch-fm style) that every neural model here is built from.
 
 Inputs are a dict group -> LongTensor [B, width] of model ids (0 = padding, 1 = out-of-vocabulary), the
-layout of `pipeline.encode.Restricted.x`. One embedding table holds every group (offset per group), so the
+layout of `pipeline.features.encode.Restricted.x`. One embedding table holds every group (offset per group), so the
 adaptive regulariser sees one frequency vector.
 """
 

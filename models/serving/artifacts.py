@@ -35,8 +35,8 @@ import numpy as np
 
 from models.training.data import Dense, baseline_input
 from pipeline import registry
-from pipeline.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.errors import KadnError
+from pipeline.features.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.io import atomic_path
 from pipeline.params import TrackRecords
 

@@ -19,8 +19,8 @@ from models.serving.artifacts import SavedModel
 from models.serving.predict import Scored, film_dense
 from models.training.data import DENSE, tensors
 from models.training.trend import saved_offset
-from pipeline.encode import GROUPS, LISTS, OOV, PEOPLE, release_int
-from pipeline.store import person_key
+from pipeline.features.encode import GROUPS, LISTS, OOV, PEOPLE, release_int
+from pipeline.film.store import person_key
 
 TOP = 3  # people shown per group
 # A name no training film holds (NUL cannot be stored): the person made unknown has no track record.

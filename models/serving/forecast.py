@@ -31,11 +31,12 @@ from models.serving.predict import read_films, resolve, score_films
 from models.serving.tables import check_target, write_table
 from models.training import conformal
 from models.training.config import REPORTED
-from pipeline import rules, store
-from pipeline.encode import LISTS, PEOPLE
 from pipeline.errors import KadnError, RecordError
+from pipeline.features import rules
+from pipeline.features.encode import LISTS, PEOPLE
+from pipeline.film import store
+from pipeline.film.records import date_sort_key, parse_date, short
 from pipeline.params import Params, load
-from pipeline.records import date_sort_key, parse_date, short
 
 FLAT = ("douban_id", "line", "title", "release_date", "predicted", "low", "high", "level", "known_share", "unknown",
         "unknown_text")

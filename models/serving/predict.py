@@ -23,10 +23,10 @@ from models.training import track_records
 from models.training.config import REPORTED
 from models.training.data import DENSE, saved_dense
 from models.training.trend import saved_offset
-from pipeline import importer
-from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
 from pipeline.errors import KadnError, RecordError
-from pipeline.records import normalise_record, short
+from pipeline.exchange import importer
+from pipeline.features.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
+from pipeline.film.records import normalise_record, short
 
 # Stands in for a missing Douban id while the importer's record check reads the row (put back to None after).
 _NO_ID = 1

@@ -8,7 +8,7 @@ import numpy as np
 
 from models.serving.artifacts import SavedModel, token_ids
 from models.training.data import DENSE, encoded_dense
-from pipeline.encode import GROUPS, OOV, PAD, Encoded
+from pipeline.features.encode import GROUPS, OOV, PAD, Encoded
 
 
 def rows_of(x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -31,8 +31,8 @@ from models.training.cv import closing_pool, make_pool, run_task
 from models.training.data import features_from, fit_data, fold_split, restricted_for, trend_scores
 from models.training.fit import fit_model, set_determinism
 from models.training.stacking import fit_weights
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import atomic_path, write_json
 from pipeline.params import BacktestConfig, Params, load
 

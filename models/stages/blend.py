@@ -23,8 +23,8 @@ from models.training.cv import errors
 from models.training.data import cv_folds
 from models.training.stacking import fit_weights
 from models.training.trend import saved_offset
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import write_json
 from pipeline.params import Params, load
 

@@ -32,8 +32,8 @@ from models.training.data import dense_columns, tensors
 from models.training.fit import set_determinism
 from models.training.fit_net import train_step
 from models.training.trend import saved_offset
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import atomic_path, write_json
 from pipeline.params import EvaluateConfig, ForecastConfig, Params, load
 

@@ -30,8 +30,8 @@ from models.training.data import (
 )
 from models.training.fit import fit_model, set_determinism
 from pipeline import registry
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import write_json
 from pipeline.params import Baseline, Common, Params, load
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.encode import OOV, PAD, PEOPLE, SPLITS
 from pipeline.errors import KadnError
+from pipeline.features.encode import OOV, PAD, PEOPLE, SPLITS
 from pipeline.io import atomic_path
 from pipeline.params import ForecastConfig
 

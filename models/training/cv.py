@@ -23,7 +23,7 @@ from tqdm import tqdm
 from models.training.conformal import known_share
 from models.training.data import cv_folds, features_from, fit_data, fold_split, restricted_for, trend_scores
 from models.training.fit import fit_model, set_determinism
-from pipeline.encode import Encoded
+from pipeline.features.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
 
 

@@ -19,7 +19,7 @@ import torch
 
 from models.training import track_records
 from models.training.trend import Trend, release_time
-from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY, Encoded, Restricted
+from pipeline.features.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY, Encoded, Restricted
 from pipeline.params import Common, TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")

@@ -2,7 +2,7 @@
 
 Movies are keyed by Douban subject id; people by Douban person id when known, else by name. Every write is
 an idempotent upsert: storing the same film twice updates it, never duplicates it. A film already stored is
-combined with the incoming record by pipeline.merge, so a partial export never erases what a crawl found.
+combined with the incoming record by pipeline.film.merge, so a partial export never erases what a crawl found.
 On SQLite every write transaction starts with BEGIN IMMEDIATE and waits generously for the lock, so
 concurrent writers (two imports, a crawl and an import) queue instead of failing.
 """
@@ -41,8 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.errors import KadnError, RecordError, SchemaError
-from pipeline.merge import SCALARS, merge_record
-from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
+from pipeline.film.merge import SCALARS, merge_record
+from pipeline.film.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
 from pipeline.redact import mask_url
 
 SCHEMA_VERSION = "2"
@@ -290,7 +290,7 @@ def person_key(name: str, pid: str | None) -> str:
 def upsert_records(
     engine: Engine, records: Iterable[dict], *, source: str, fetched_at: datetime | None = None, conn=None
 ) -> int:
-    """Store canonical records (see pipeline.records) in one transaction; returns how many were written."""
+    """Store canonical records (see pipeline.film.records) in one transaction; returns how many were written."""
     records = list(records)
     if not records:
         return 0

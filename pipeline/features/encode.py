@@ -26,10 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, input_file, write_json
-from pipeline.params import EncodeConfig, Split, load
-from pipeline.records import parse_date
-from pipeline.store import person_key
+from pipeline.film.records import parse_date
+from pipeline.film.store import person_key
+from pipeline.io import atomic_path, write_json
+from pipeline.params import EncodeConfig, Split
 
 PAD, OOV = 0, 1
 PEOPLE = ("directors", "writers", "actors")
@@ -391,26 +391,3 @@ def load_encoded(out_dir: str | Path) -> Encoded:
     return Encoded(x=x, rating=data["rating"], split=data["split"], douban_id=data["douban_id"],
                    popularity=data["popularity"], vocab=vocab["groups"], params=meta["params"],
                    release=data.get("release"))
-
-
-def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="build feature groups, vocabularies and splits from the cleaned table")
-    p.add_argument("--params", default="params.yaml", help="the parameters file (its encode section)")
-    p.add_argument("--table", default="data/clean/movies.parquet", help="the cleaned table to encode")
-    p.add_argument("--out", default="data/encoded", help="folder for the encoded arrays and vocabularies")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    cfg = load(args.params).encode
-    table = Path(args.table)
-    input_file(table, missing="missing; run `kadn clean` first")
-    try:
-        pq.read_metadata(table)
-    except (pa.ArrowException, OSError) as exc:  # pyarrow's "magic bytes not found" names no file
-        raise KadnError(f"{table}: not a Parquet table ({str(exc).splitlines()[0][:120]})") from None
-    meta = run_encode(table, cfg, Path(args.out))
-    groups = ", ".join(f"{g} {v['tokens']}" for g, v in meta["groups"].items())
-    history = f" (+ {meta['history']} before the range, training only)" if "history" in meta else ""
-    print(f"encode: {meta['films']} films{history}, split {meta['split']}; tokens {groups} -> {args.out}")
-    return 0

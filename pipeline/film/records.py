@@ -50,7 +50,7 @@ FIELDS = (
 # snapshot line carries them only when known (a store without them snapshots as before).
 INTEREST_FIELDS = ("wish_count", "watched_count")
 LIST_FIELDS = frozenset(ROLES + ATTRIBUTES + ("director_ids", "writer_ids", "actor_ids", "release_dates"))
-# Longest text the store keeps per kind of value (pipeline.store's column sizes come from here).
+# Longest text the store keeps per kind of value (pipeline.film.store's column sizes come from here).
 MAX_LEN = {"title": 512, "name": 256, "region": 128, "value": 128}
 ID_FIELD = {"directors": "director_ids", "writers": "writer_ids", "actors": "actor_ids"}
 
