@@ -332,6 +332,44 @@ def test_subject_gate():
             get("douban/subjects_requested")) == (1, 1, 1, 3)
 
 
+def refresh_spider(monkeypatch, middlewares: list):
+    """A `-a refresh=1` spider on a crawler whose spider middlewares are `middlewares` (found as Scrapy's
+    Crawler.get_spider_middleware finds them); returns it and the close reasons it asked for."""
+    import crawler.spiders.douban as douban
+
+    closed = []
+    monkeypatch.setattr(douban, "close_spider", lambda crawler, reason: closed.append(reason))  # no engine here
+    crawler = fake_crawler()
+    crawler.get_spider_middleware = lambda cls: next((mw for mw in middlewares if isinstance(mw, cls)), None)
+    spider = douban.DoubanSpider(refresh="1")
+    spider.crawler, spider.settings, spider.base, spider.obey = crawler, crawler.settings, "http://d.test", False
+    return spider, closed
+
+
+def test_refresh_takes_the_stale_films_from_the_gate_scrapy_finds(monkeypatch):
+    from crawler.spidermiddlewares import ParseRetry, SubjectGate
+
+    middlewares = []
+    spider, closed = refresh_spider(monkeypatch, middlewares)
+    spider.crawler.signals = SimpleNamespace(connect=lambda *a, **k: None)
+    gate = SubjectGate(spider.crawler)
+    gate.stale = [5, 7]  # as read from the store when the crawl started
+    middlewares += [ParseRetry(spider.crawler), gate]
+    # The old route is gone: a gate stuck onto the crawler is never looked for.
+    spider.crawler.douban_gate = SimpleNamespace(stale=[99])
+    requests = list(spider.plan_subjects(Response("http://d.test/robots.txt", status=404)))
+    assert [r.meta["douban_id"] for r in requests] == [5, 7] and closed == []
+    assert spider.crawler.stats.get_value("douban/discovery") == "refresh"
+
+
+def test_refresh_without_the_gate_stops_saying_why(monkeypatch, caplog):
+    spider, closed = refresh_spider(monkeypatch, [])  # SPIDER_MIDDLEWARES disables SubjectGate
+    assert list(spider.plan_subjects(Response("http://d.test/robots.txt", status=404))) == []
+    assert closed == ["discovery_blocked"] and spider.crawler.stats.get_value("douban/discovery") == "blocked"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "-a refresh=1 needs the spider middleware crawler.spidermiddlewares.SubjectGate" in line
+
+
 PAGE = '<html><head><meta charset="{meta}"><title>活着</title></head><body>剧情 / 中国大陆</body></html>'
 
 

@@ -203,6 +203,17 @@ def test_broken_pages_never_overwrite_and_refresh_updates_counts(mock, db_url):
     assert again["douban/subjects_requested"] == len(broken)
 
 
+def test_refresh_without_the_subject_gate_stops_saying_why(mock, db_url):
+    site = mock(30, seed=8)
+    store_catalogue(site.catalogue, db_url, fetched_at=datetime.datetime(2020, 1, 1))  # every film is due
+    result = run_crawl(site.base_url, db_url, "refresh=1",
+                       SPIDER_MIDDLEWARES='{"crawler.spidermiddlewares.SubjectGate": null}')
+    assert result.returncode == 1 and result["finish_reason"] == "discovery_blocked", result.log[-3000:]
+    assert "-a refresh=1 needs the spider middleware crawler.spidermiddlewares.SubjectGate" in result.log
+    assert "Traceback" not in result.log
+    assert not [path for path in site.hits if path.startswith("/subject/")]
+
+
 def test_discovery_skips_recently_fetched_films(mock, db_url):
     site = mock(150, seed=4)
     expected = site.expected_films()
