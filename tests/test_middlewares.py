@@ -10,10 +10,12 @@ from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.settings import Settings
+from scrapy.signalmanager import SignalManager
 from scrapy.statscollectors import MemoryStatsCollector
 
 from crawler import settings as crawler_settings
 from crawler.arguments import check_arguments, parse_ids, parse_limit, parse_years
+from crawler.distributed import lease_done
 from crawler.middlewares import (
     BanMiddleware,
     CookieMiddleware,
@@ -228,7 +230,12 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
         monkeypatch.setattr(module, "close_spider", lambda crawler, reason: None)  # no engine here
     crawler = fake_crawler(DOUBAN_BAN_PAUSE_AFTER=99, DOUBAN_BAN_RETRIES=1, DOUBAN_BAN_MAX_CONSECUTIVE=1)
     released = []
-    crawler.douban_scheduler = SimpleNamespace(release=released.append)
+
+    def on_done(token):  # what LeasedScheduler does on this signal
+        released.append(token)
+
+    crawler.signals = SignalManager()
+    crawler.signals.connect(on_done, signal=lease_done)
     spider = douban.DoubanSpider()
     spider.crawler, spider.mode, spider.listing_path, spider.obey = crawler, "auto", "/j/x", True
     mw = BanMiddleware(crawler)
@@ -250,7 +257,7 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
     failure = Failure(exc)
     failure.request = req
     list(getattr(spider, errback)(failure) or ())
-    assert released == [req]
+    assert released == ["token-1"]
 
 
 def settings_reads() -> list[tuple[str, str, bool]]:
