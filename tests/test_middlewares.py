@@ -377,6 +377,27 @@ def test_refresh_without_the_gate_stops_saying_why(monkeypatch, caplog):
     assert "-a refresh=1 needs the spider middleware crawler.spidermiddlewares.SubjectGate" in line
 
 
+def test_crawl_delay_raises_the_floor_of_the_autothrottle_scrapy_finds():
+    from scrapy.extensions.throttle import AutoThrottle
+
+    from crawler.extensions import CrawlDelay
+
+    crawler = fake_crawler()
+    crawler.signals = SimpleNamespace(connect=lambda *a, **k: None)
+    crawler.engine = SimpleNamespace(downloader=SimpleNamespace(slots={}, per_slot_settings={}))
+    throttle = AutoThrottle.__new__(AutoThrottle)  # as it stands once the spider opened: only its floor matters
+    throttle.mindelay = 1.0
+    extensions = [throttle]
+    crawler.get_extension = lambda cls: next((ext for ext in extensions if isinstance(ext, cls)), None)
+    delay = CrawlDelay(crawler)
+    delay.honour(4.0, "d.test")
+    assert throttle.mindelay == 4.0 and crawler.engine.downloader.per_slot_settings == {"d.test": {"delay": 4.0}}
+    extensions.clear()  # AUTOTHROTTLE_ENABLED off: no floor to raise, the slot's delay still is
+    delay.honour(6.0, "d.test")
+    assert throttle.mindelay == 4.0 and crawler.engine.downloader.per_slot_settings == {"d.test": {"delay": 6.0}}
+    assert crawler.stats.get_value("douban/crawl_delay") == 6.0
+
+
 PAGE = '<html><head><meta charset="{meta}"><title>活着</title></head><body>剧情 / 中国大陆</body></html>'
 
 
