@@ -10,11 +10,12 @@ import torch
 from models.nets.heads import HEADS
 from models.nets.layers import DenseBranch
 from models.nets.loss import joint_loss
-from models.nets.nets import build, count_params, predict_scores
+from models.nets.nets import FM, build, count_params, predict_scores
 from models.stages.train import run_train
 from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
 from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
+from pipeline import registry
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params, shipped_head
@@ -53,6 +54,21 @@ def test_every_model_scores_every_film_with_every_head(kind, head_kind):
         assert raw.shape == (6, head.out_dim)
     for scores in predict_scores(model, head, x).values():
         assert scores.shape == (6,) and torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
+def test_a_net_refuses_a_setting_it_does_not_take_and_has_no_defaults(kind):
+    # An unknown keyword reaching a net's constructor is an error naming it, never silently dropped.
+    common = {"dim": CFG.dim, "n_dense": 0, "dense_width": CFG.dense_width}
+    builder = registry.builder(kind)
+    assert builder(SIZES, CFG, 1, common).outputs
+    with pytest.raises(TypeError, match="bogus"):
+        builder(SIZES, CFG, 1, {**common, "bogus": 1})
+    # Nor does a constructor fill in a setting that was left out (its value lives in params.yaml alone).
+    with pytest.raises(TypeError, match="dense_width"):
+        builder(SIZES, CFG, 1, {k: v for k, v in common.items() if k != "dense_width"})
+    with pytest.raises(TypeError, match="dropout"):  # FM has no dropout to take
+        FM(SIZES, dim=4, n_dense=0, dense_width=8, dropout=0.1)
 
 
 def test_teacher_and_student_share_embedding_and_attention_but_not_mlps():
