@@ -15,7 +15,8 @@ from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
 from pipeline.errors import KadnError
 from pipeline.features.encode import GROUPS, load_encoded
-from tests.model_support import encoded_catalogue, fast, fast_params
+from tests.model_support import encoded_catalogue, fast, fast_params, shipped_head
+from tests.params_support import shipped_net
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_oov_columns_are_a_count_an_indicator_or_a_scaled_count():
     start = 4 * GROUPS.index("actors")
 
     def actors(oov):
-        return multi_hot(x, sizes, oov=oov).toarray()[:, start:start + 4].tolist()
+        return multi_hot(x, sizes, None, oov).toarray()[:, start:start + 4].tolist()
 
     assert actors("count") == [[0, 2, 1, 0], [0, 0, 0, 1]]
     assert actors("indicator") == [[0, 1, 1, 0], [0, 0, 0, 1]]
@@ -43,7 +44,7 @@ def test_oov_columns_are_a_count_an_indicator_or_a_scaled_count():
     # Known tokens stay 0/1 whatever the mode, and rows can be picked as before.
     assert multi_hot(x, sizes, np.array([1]), oov="indicator").toarray()[0, start + 3] == 1
     with pytest.raises(ValueError, match="oov must be one of"):
-        multi_hot(x, sizes, oov="clip")
+        multi_hot(x, sizes, None, "clip")
 
 
 def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, tmp_path):
@@ -51,7 +52,8 @@ def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, t
     params["train"]["common"]["oov"] = "bogus"
     with pytest.raises(KadnError, match="train.common.oov"):
         fast(params)
-    params["train"]["common"].update(oov="indicator", track_records={"enabled": False})
+    params["train"]["common"]["oov"] = "indicator"
+    params["train"]["common"]["track_records"]["enabled"] = False
     params["train"]["ridge"]["grid"] = {}
     meta = run_train("ridge", fast(params), catalogue, tmp_path / "ind")
     assert meta["oov"] == "indicator"
@@ -65,18 +67,25 @@ def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, t
     enc = load_encoded(catalogue)
     loaded = load_model(tmp_path / "ind", "ridge")
     x = model_view(enc, loaded)
-    expected = loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"], oov="indicator"))
+    expected = loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"], None, "indicator"))
     assert np.allclose(loaded.score(x), expected)
-    assert not np.allclose(loaded.score(x), loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"])))
+    assert not np.allclose(loaded.score(x), loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"], None, "count")))
     assert json.loads((tmp_path / "ind" / "ridge" / "meta.json").read_text())["oov"] == "indicator"
 
 
 def test_l1_loss_is_the_mean_absolute_error_of_the_scores():
-    head = Head("regression", centre=7.0, loss="l1")
+    head = shipped_head("regression", 7.0, regression_loss="l1")
     y = torch.tensor([7.0, 9.0, 6.0])
     assert head.loss(torch.zeros(3, 1), y).item() == pytest.approx(1.0)  # (0 + 2 + 1) / 3
     with pytest.raises(ValueError, match="regression loss must be one of"):
-        Head("regression", centre=7.0, loss="l2")
+        Head("regression", 7.0, **{**_head_settings(), "loss": "l2"})
+
+
+def _head_settings() -> dict:
+    """Head's settings as training passes them, from the shipped train.nets."""
+    cfg = shipped_net()
+    return {"low": cfg.bins.low, "high": cfg.bins.high, "width": cfg.bins.width, "sigma": cfg.soft_sigma,
+            "loss": cfg.regression_loss, "huber_delta": cfg.huber_delta}
 
 
 def test_huber_delta_reaches_the_head_from_the_params():

@@ -73,8 +73,8 @@ def test_forward_bias_is_near_zero_with_the_trend_and_positive_without(falling, 
         common = params["train"]["common"]
         common.update(workers=1, trend_years=trend_years, year_token=False)
         common["track_records"]["enabled"] = False
-        params["backtest"] = {"years": [2017, 2018, 2019], "models": list(models), "seeds": 1, "min_films": 10,
-                              "calibration_years": 1}
+        params["backtest"].update(years=[2017, 2018, 2019], models=list(models), seeds=1, min_films=10,
+                                  calibration_years=1)
         figures = run_backtest(fast(params), falling, tmp_path / f"bt{trend_years}.json")["backtest"]
         return figures[models[0]]["pooled"]["bias"]
 

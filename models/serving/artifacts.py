@@ -109,7 +109,7 @@ class SavedModel:
     def score(self, x: dict[str, np.ndarray], output: str = "out") -> np.ndarray:
         if self.estimator is not None:
             # A model saved before `train.common.oov` existed was fitted on raw counts.
-            X = baseline_input(x, self.vocab["sizes"], oov=self.meta.get("oov", "count"),
+            X = baseline_input(x, self.vocab["sizes"], None, oov=self.meta.get("oov", "count"),
                                inputs=self.meta.get("inputs", "multi_hot"))
             return np.asarray(self.estimator.predict(X), dtype=np.float64)
         return registry.kind_module(self.kind, "saved").score(self, x, output)

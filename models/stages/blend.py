@@ -35,7 +35,7 @@ def stacked(oof: dict[str, np.ndarray], members: list[str]) -> np.ndarray:
 
 
 def cross_fitted(oof: dict[str, np.ndarray], members: list[str], y: np.ndarray,
-                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int, loss: str = "squared"
+                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int, loss: str
                  ) -> dict[str, list[float]]:
     """{"mae": [per fold], "rmse": [per fold]} of the blend on `folds` (those the members were
     cross-validated on, `per_repeat` of them per repeat), each fold scored with weights fitted on the

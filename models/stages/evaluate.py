@@ -159,7 +159,7 @@ def _epoch_seconds(branch, head, xt, y, cfg) -> float:
     start = time.perf_counter()
     for b in range(0, n, batch):
         xb = {g: v[b : b + batch] for g, v in xt.items()}
-        train_step(net, opt, xb, y[b : b + batch], head)
+        train_step(net, opt, xb, y[b : b + batch], head, cfg["hint_weight"], cfg["block_gradient"])
     return time.perf_counter() - start
 
 

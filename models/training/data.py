@@ -221,14 +221,12 @@ def token_table(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> pd.
     return pd.DataFrame(columns)
 
 
-def baseline_input(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None,
-                   oov: str = "count", inputs: str = "multi_hot"):
+def baseline_input(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None, oov: str, inputs: str):
     """What a baseline is fitted on and scores: the multi-hot matrix, or the token table (`categorical`)."""
     return token_table(x, rows) if inputs == "categorical" else multi_hot(x, sizes, rows, oov)
 
 
-def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None,
-              oov: str = "count") -> sp.csr_matrix:
+def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None, oov: str) -> sp.csr_matrix:
     """One column per (group, model id) except padding. Every column is 0/1 but each group's OOV column,
     which holds a film's number of unknown tokens (`count`, up to the group's length), that number clipped
     to 0/1 (`indicator`), or divided by the group's length (`scaled`): a raw count of 8 unknown actors

@@ -43,8 +43,8 @@ class NetFit:
     train_s: float = 0.0
 
 
-def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: float = 0.0,
-               block_gradient: bool = True, penalty=None) -> torch.Tensor:
+def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: float, block_gradient: bool,
+               penalty=None) -> torch.Tensor:
     """One optimiser step on a batch: eq. 6 (plus `penalty(xb)`, if given), backward, update. The training
     loop and Table 2's training-time measurement both take their steps here."""
     loss, _ = joint_loss(model(xb), yb, head, hint_weight, block_gradient)
