@@ -23,7 +23,8 @@ from models.serving.saved_net import net_files
 from models.training import track_records
 from models.training.config import model_config
 from models.training.data import FitData, features_from
-from models.training.fit import fit_model, set_determinism
+from models.training.fit import fit_model
+from models.training.runtime import runtime
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
@@ -39,8 +40,6 @@ def saved(tmp_path_factory):
     enc = load_encoded(encoded_catalogue(folder))
     train = fast().train
     common = train.common
-    threads = torch.get_num_threads()
-    set_determinism(1)
     y = enc.rating.astype(np.float32)
     train_rows, val_rows = enc.index("train"), enc.index("val")
     restricted = enc.restrict(train_rows, common.min_count)
@@ -51,9 +50,10 @@ def saved(tmp_path_factory):
 
     def fit_and_files(name):
         """A fresh fit of `name` on the same rows with the same seed, and the files it is saved as."""
-        set_determinism(1)
         cfg = model_config(train, name)
-        trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), 0, features=build)
+        with runtime(seed=0, threads=1):
+            trained = fit_model(name, cfg, common, FitData(x, restricted.freq, y, train_rows, val_rows), 0,
+                                features=build)
         if trained.estimator is not None:
             return trained, baseline_files(name, trained.estimator)
         return trained, net_files(name, cfg.model_dump(), restricted.sizes(), trained.fits[0].head,
@@ -68,7 +68,6 @@ def saved(tmp_path_factory):
                 "inputs": trained.inputs}
         save_model(folder / "models" / name, files, vocab, meta, [])
         fitted[name] = trained
-    torch.set_num_threads(threads)
     return fitted, x, enc.index("test"), folder / "models", fit_and_files
 
 
@@ -254,9 +253,7 @@ def test_nan_weights_are_refused_naming_the_film_not_printed(saved, tmp_path):
 def test_equal_fits_save_equal_bytes(saved, tmp_path, name):
     """Model folders are DVC outputs: a second fit on the same rows with the same seed (another process's
     memory addresses, a later clock) gives the same files and the same checksums."""
-    threads = torch.get_num_threads()
     trained, files = saved[4](name)
-    torch.set_num_threads(threads)
     for name_, payload in files.items():
         assert payload == (saved[3] / name / name_).read_bytes(), name_
     if trained.estimator is not None:  # a fit made in a worker process comes back unpickled

@@ -13,8 +13,8 @@ from models.nets.loss import joint_loss
 from models.nets.nets import TeacherStudent, build, count_params, predict_scores
 from models.stages.train import run_train
 from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
-from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
+from models.training.runtime import runtime
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
 from pipeline.params import MeanConfig, RidgeConfig, SvmConfig, TrackRecords
@@ -34,11 +34,8 @@ def random_batch(n=6, seed=0):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+    with runtime(seed=0, threads=1):  # tiny nets: threads only add overhead
+        yield
 
 
 @pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
@@ -208,7 +205,6 @@ def catalogue(tmp_path_factory):
 
 
 def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue):
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -230,7 +226,6 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
 def test_eval_steps_validates_more_often_only_when_an_epoch_is_long(catalogue):
     """A long epoch (many batches) gets a validation at least every `eval_steps` steps; a short one keeps
     `evals_per_epoch`, so small sets train exactly as without the setting."""
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -315,7 +310,6 @@ def test_paper_preset_applies_the_papers_training_settings():
 
 
 def test_adaptive_regulariser_in_training_shrinks_the_embedding(catalogue):
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
