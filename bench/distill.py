@@ -83,8 +83,8 @@ def train_epochs(args, params, enc, prep: float) -> None:
         per_epoch = fitted.train_s / args.epochs
         print(f"K-ADN, batch {cfg.batch}, {args.threads} thread(s): {per_epoch:.1f}s per epoch "
               f"(validation included) = {len(train) / per_epoch:,.0f} films/s; "
-              f"val MAE student {fitted.history[-1]['val_mae_student']:.3f} "
-              f"teacher {fitted.history[-1]['val_mae_teacher']:.3f} after {args.epochs} epoch(s)", flush=True)
+              f"val MAE student {fitted.curve[-1]['val_mae_student']:.3f} "
+              f"teacher {fitted.curve[-1]['val_mae_teacher']:.3f} after {args.epochs} epoch(s)", flush=True)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.preprocessing import FunctionTransformer
 
-from models.serving.artifacts import _checked, load_model, save_model, vocab_payload
+from models.serving.artifacts import _checked, load_curve, load_model, save_model, vocab_payload
 from models.serving.predict import predict
 from models.serving.saved_baseline import baseline_files
 from models.serving.saved_net import net_files
@@ -208,6 +208,35 @@ def test_a_folder_without_checksums_is_from_an_older_version(saved, tmp_path):
                                "completely); retrain with `kadn train kadn`")
 
 
+def test_a_folder_of_the_previous_format_gets_one_line_to_retrain(saved, tmp_path, capsys):
+    """Format 2 kept the learning curve in history.json: its folders are refused by their format, by
+    load_model and by the commands reading them, in one line."""
+    folder = copy_of(saved, "kadn", tmp_path)
+    (folder / "learning_curve.json").rename(folder / "history.json")
+    spec = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    (folder / "model.json").write_text(json.dumps({**spec, "format": 2}), encoding="utf-8")
+    rehash(folder)
+    with pytest.raises(KadnError) as info:
+        load_model(tmp_path, "kadn")
+    assert str(info.value) == (f"{folder / 'model.json'}: model format '2', this version reads 3; "
+                               "retrain with `kadn train kadn`")
+    films = tmp_path / "films.json"
+    films.write_text(json.dumps({"title": "新片"}), encoding="utf-8")
+    assert main(["predict", str(films), "--model", "kadn", "--models", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model format '2'" in err and "retrain with `kadn train kadn`" in err
+
+
+def test_the_learning_curve_reads_back_checked(saved, tmp_path):
+    curve = [{"epoch": 0.5, "val_mae_student": 0.8}, {"epoch": 1.0, "val_mae_student": 0.7}]
+    save_model(tmp_path / "m", {"model.json": b"{}"}, {}, {}, curve)
+    assert load_curve(tmp_path, "m") == curve
+    (tmp_path / "m" / "learning_curve.json").unlink()
+    with pytest.raises(KadnError) as info:
+        load_curve(tmp_path, "m")
+    assert str(info.value) == f"{tmp_path / 'm'}: learning_curve.json missing; retrain with `kadn train m`"
+
+
 @pytest.mark.parametrize("file", ["../outside/model.skops", "/abs/model.skops", "sub/model.skops", "..", ".",
                                   "sub\\model.skops", ".hidden", "model.skops\x00", "", 7, None])
 def test_model_json_may_name_only_a_file_inside_its_folder(saved, tmp_path, file):
@@ -263,7 +292,7 @@ def test_equal_fits_save_equal_bytes(saved, tmp_path, name):
     assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == \
         {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
     sums = json.loads((tmp_path / "a" / "checksums.json").read_text(encoding="utf-8"))["sha256"]
-    assert list(sums) == sorted(files.keys() | {"vocab.json", "meta.json", "history.json"})
+    assert list(sums) == sorted(files.keys() | {"vocab.json", "meta.json", "learning_curve.json"})
 
 
 PARTS = st.sampled_from(["..", ".", "/", "\\", "model.skops", "outside", "sub", "~", "\x00", " ", "C:", "é"])

@@ -106,8 +106,8 @@ def test_cosine_schedule_changes_training_and_stays_deterministic(catalogue):
     data, base = _short_runs(catalogue)
     cosine = base.model_copy(update={"lr_schedule": "cosine"})
     a, b, c = fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, base, seed=3)
-    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
-    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+    assert [h["val_mae_student"] for h in a.curve] == [h["val_mae_student"] for h in b.curve]
+    assert [h["val_mae_student"] for h in a.curve] != [h["val_mae_student"] for h in c.curve]
 
 
 def test_a_rotated_split_keeps_the_rows_and_validates_on_as_many_in_range_films():
@@ -165,8 +165,8 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
     data, base = _short_runs(catalogue)
     dropped = base.model_copy(update={"token_dropout": 0.2})
     a, b, c = (fit_net("kadn", data, cfg, seed=3) for cfg in (dropped, dropped, base))
-    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
-    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+    assert [h["val_mae_student"] for h in a.curve] == [h["val_mae_student"] for h in b.curve]
+    assert [h["val_mae_student"] for h in a.curve] != [h["val_mae_student"] for h in c.curve]
     # Off, no batch is touched: the same run as a net that never draws a dropout mask.
     import models.training.fit_net as fit
 
@@ -176,7 +176,7 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
         d = fit_net("kadn", data, base, seed=3)
     finally:
         fit.drop_people = untouched
-    assert [h["val_mae_student"] for h in d.history] == [h["val_mae_student"] for h in c.history]
+    assert [h["val_mae_student"] for h in d.curve] == [h["val_mae_student"] for h in c.curve]
 
 
 def test_the_token_table_holds_each_group_s_first_ids_and_the_dense_inputs():

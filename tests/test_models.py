@@ -214,8 +214,8 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     b = fit_net("kadn", data, cfg, seed=3)
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
-    assert len(a.history) == 8 and [h["epoch"] for h in a.history][:2] == [0.5, 1.0]
-    best = min(h["val_mae_student"] for h in a.history)
+    assert len(a.curve) == 8 and [h["epoch"] for h in a.curve][:2] == [0.5, 1.0]
+    best = min(h["val_mae_student"] for h in a.curve)
     assert a.best["val_mae_student"] == best
     from models.training.fit_net import net_scores
 
@@ -236,10 +236,10 @@ def test_eval_steps_validates_more_often_only_when_an_epoch_is_long(catalogue):
     steps = max(1, batches // 4)
     often = fit_net("kadn", data, base.model_copy(update={"eval_steps": steps}), seed=1)
     roomy = fit_net("kadn", data, base.model_copy(update={"eval_steps": batches}), seed=1)
-    assert len(plain.history) == 2
-    assert len(often.history) == -(-batches // steps) > 2
-    assert [h["epoch"] for h in often.history][-1] == 1.0
-    assert [h["val_mae_student"] for h in roomy.history] == [h["val_mae_student"] for h in plain.history]
+    assert len(plain.curve) == 2
+    assert len(often.curve) == -(-batches // steps) > 2
+    assert [h["epoch"] for h in often.curve][-1] == 1.0
+    assert [h["val_mae_student"] for h in roomy.curve] == [h["val_mae_student"] for h in plain.curve]
 
 
 def test_make_head_keeps_fm_and_deepfm_scalar():

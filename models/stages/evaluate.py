@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.nets.layers import DenseBranch
 from models.nets.nets import count_params, ensemble_scores
 from models.serving import figures
-from models.serving.artifacts import SKIPPED, SavedModel, encoded_digest, load_model
+from models.serving.artifacts import SKIPPED, SavedModel, encoded_digest, load_curve, load_model
 from models.serving.results import DECIMALS, cv_summary, model_view, rows_of
 from models.training import conformal
 from models.training.config import REPORTED
@@ -281,12 +281,12 @@ def _evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path, pl
         write_csv(plots_dir / "predicted_vs_actual.csv", ["douban_id", "actual", "predicted"],
                   [[int(enc.douban_id[i]), round(float(y[i]), 2), round(float(p), 3)]
                    for i, p in zip(test, predictions["kadn"])])
-        history = _history(models_dir / "kadn")
+        curve = load_curve(models_dir, "kadn")
         write_csv(plots_dir / "learning_curves.csv", ["epoch", "train_loss", "val_loss", "val_mae_student",
                                                       "val_mae_teacher"],
                   [[r["epoch"], round(r["train_loss"], 5), round(r["val_loss"], 5), round(r["val_mae_student"], 5),
-                    round(r["val_mae_teacher"], 5)] for r in history])
-        figures.learning_curves(history, plots_dir / "learning_curves.png")
+                    round(r["val_mae_teacher"], 5)] for r in curve])
+        figures.learning_curves(curve, plots_dir / "learning_curves.png")
         figures.table2(fragment["distillation"], plots_dir / "table2.png")
         baselines = [m for m in params.models.baselines if m in models and m != figures.FLOOR]
         shown = {"K-ADN student": predictions["kadn"]}
@@ -312,10 +312,6 @@ def error_rows(sets: dict[str, dict]) -> list[list]:
         rows += [[f"{m}{suffix}", v["mae"], v["rmse"], v["cv_mae_mean"], v["cv_mae_std"], v["cv_rmse_mean"],
                   v["cv_rmse_std"]] for m, v in models.items() if isinstance(v, dict) and m != figures.FLOOR]
     return sorted(rows, key=lambda r: (r[3], r[0]))
-
-
-def _history(folder: Path) -> list[dict]:
-    return json.loads((folder / "history.json").read_text(encoding="utf-8"))
 
 
 def register(sub, name: str) -> None:

@@ -116,14 +116,14 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
-    files, kind_meta, history = registry.kind_module(name, "saved").files(trained, cfg, restricted)
+    files, kind_meta, curve = registry.kind_module(name, "saved").files(trained, cfg, restricted)
     meta.update(kind_meta)
     (out / SKIPPED).unlink(missing_ok=True)
     saved_track = (track_records.payload(enc, train_rows, track_cfg, trend_scores(enc, train_rows, common))
                    if track_cfg.enabled else None)
     vocab = vocab_payload(enc, restricted, digest, dense, feature_set, saved_track)
     vocab["trend"] = trained.trend.to_dict()  # models.training.trend: added back to every score of the saved model
-    save_model(out, files, vocab, meta, history)
+    save_model(out, files, vocab, meta, curve)
     conformal.save(out, held, enc.split, enc.douban_id, enc.rating)  # for intervals and the blend
     return meta
 
