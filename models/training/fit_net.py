@@ -66,6 +66,8 @@ def evals_per_epoch(n_batches: int, cfg: NetConfig) -> int:
 
 
 def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool = False, label: str = "") -> NetFit:
+    # Each net seeds torch's global generator (initial weights, dropout) itself, so no fit depends on the fits
+    # before it; the stage's runtime (models.training.runtime) restores the generator on leaving.
     torch.manual_seed(seed)
     x, y, train_rows, val_rows = data.x, data.y, data.train_rows, data.val_rows
     head = make_head(kind, cfg, float(y[train_rows].mean()))

@@ -11,9 +11,9 @@ cancelled when an error leaves early), so a test, a notebook or a second stage i
 the state it had. Every worker process starts with the same settings and seeds, and holds its own copy of
 `shared` (the encoded data: sent once when it starts, not with every task).
 
-Each fit still seeds its own generators from its own seed (`models.training.fit_net`, the baselines'
-`random_state`), so results depend on neither the order of the fits nor the number of workers; the seed
-here fixes whatever else draws from a global generator.
+Each fit still seeds from its own seed (a net seeds torch's generator as it starts, `models.training.fit_net`;
+a baseline takes `random_state`), so results depend on neither the order of the fits nor the number of
+workers; the seed here fixes whatever else draws from a global generator.
 """
 
 from __future__ import annotations
