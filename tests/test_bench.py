@@ -1,5 +1,5 @@
-"""The benchmarks stay runnable as docs/benchmarks.md says (`.venv/bin/python bench/NAME.py`): each one starts,
-from any working directory, and no product or benchmark module imports the tests or edits sys.path."""
+"""The benchmarks stay runnable as docs/benchmarks.md says (`.venv/bin/python bench/NAME.py`): each one
+starts, from any working directory, and no product or benchmark module imports the tests or edits sys.path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "bench").glob("*.py"))
-MODULES = [p for folder in ("pipeline", "models", "crawler", "bench") for p in sorted((ROOT / folder).rglob("*.py"))]
+MODULES = [p for folder in ("pipeline", "models", "crawler", "bench")
+           for p in sorted((ROOT / folder).rglob("*.py"))]
 
 
 def test_every_bench_script_starts(tmp_path):

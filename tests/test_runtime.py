@@ -38,7 +38,8 @@ def assert_same(a: dict, b: dict) -> None:
 
 @pytest.fixture
 def other_state():
-    """A process state unlike the stages': two threads, deterministic kernels off (warnings only), drawn RNGs."""
+    """A process state unlike the stages': two threads, deterministic kernels off (warnings only), generators
+    drawn from."""
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled())
     torch.set_num_threads(2)

@@ -6,7 +6,8 @@ rows, and a seeded slice of those rows is held back as the nets' validation set 
 best checkpoint); the baselines are fitted on exactly the nets' training rows.
 
 Every fold draws its randomness from its own seeds alone, so the folds can run in worker processes
-(`train.common.workers`, models.training.runtime) in any order and give the same figures as one after the other.
+(`train.common.workers`, models.training.runtime) in any order and give the same figures as one after the
+other.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ _WORKER: dict = {}
 
 
 @contextmanager
-def runtime(*, seed: int, threads: int, workers: int = 1, shared=None) -> Iterator[ProcessPoolExecutor | None]:
+def runtime(*, seed: int, threads: int, workers: int = 1,
+            shared=None) -> Iterator[ProcessPoolExecutor | None]:
     """Seeds, threads and deterministic kernels set (and restored on leaving); yields the worker pool of
     `workers` processes, or None for 1 (every task then runs in this process, `run_task`)."""
     threads = max(1, int(threads))
@@ -71,7 +72,8 @@ def _set_deterministic(on: bool, warn_only: bool) -> None:
 def _state() -> dict:
     return {"threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
             "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
-            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate()}
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate()}
 
 
 def _restore(saved: dict) -> None:
