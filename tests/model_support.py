@@ -7,7 +7,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 import yaml
 
 from crawler.mocksite.catalogue import films_in_years, generate_catalogue
@@ -60,13 +59,10 @@ def encoded_catalogue(folder: Path, n: int = 260, seed: int = 5) -> Path:
 
 
 def train_models(folder: Path, names: tuple[str, ...] = ("kadn", "ridge")) -> Path:
-    """`names` trained with fast params on the small catalogue into folder/models (torch's thread count,
-    which training sets, restored after)."""
+    """`names` trained with fast params on the small catalogue into folder/models."""
     enc = encoded_catalogue(folder)
-    threads = torch.get_num_threads()
     for name in names:
         run_train(name, fast(), enc, folder / "models")
-    torch.set_num_threads(threads)
     return folder / "models"
 
 

@@ -33,7 +33,6 @@ def trained(tmp_path_factory):
     """K-ADN trained and evaluated with one seed and with two (the first member of both is seed 0)."""
     folder = tmp_path_factory.mktemp("ensemble")
     enc = encoded_catalogue(folder)
-    threads = torch.get_num_threads()
     out = {"enc": enc}
     for seeds in (1, 2):
         models = folder / f"seeds{seeds}"
@@ -42,7 +41,6 @@ def trained(tmp_path_factory):
         frag = run_evaluate(fast(params_with(seeds)), enc, models, folder / f"e{seeds}.json", folder / f"plots{seeds}",
                             timings_out=timings)
         out[seeds] = (models, {**frag["distillation"], "timed": json.loads(timings.read_text())["distillation"]})
-    torch.set_num_threads(threads)
     return out
 
 

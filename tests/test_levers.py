@@ -11,8 +11,8 @@ import torch
 from models.nets.heads import Head
 from models.stages.train import run_train
 from models.training.data import FitData, categorical_columns, drop_people, multi_hot, token_table
-from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
+from models.training.runtime import runtime
 from pipeline.errors import KadnError
 from pipeline.features.encode import GROUPS, load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params, shipped_head
@@ -22,6 +22,12 @@ from tests.params_support import shipped_net
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
     return encoded_catalogue(tmp_path_factory.mktemp("levers"))
+
+
+@pytest.fixture(autouse=True)
+def _runtime():
+    with runtime(seed=0, threads=1):  # as the stages fit: deterministic kernels, one thread
+        yield
 
 
 def _actors_only(actors: np.ndarray) -> tuple[dict, dict]:
@@ -98,7 +104,6 @@ def test_huber_delta_reaches_the_head_from_the_params():
 
 def _short_runs(catalogue):
     """The catalogue's training data, and a two-epoch net config with no lever on."""
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -110,8 +115,8 @@ def test_cosine_schedule_changes_training_and_stays_deterministic(catalogue):
     data, base = _short_runs(catalogue)
     cosine = base.model_copy(update={"lr_schedule": "cosine"})
     a, b, c = fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, base, seed=3)
-    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
-    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+    assert [h["val_mae_student"] for h in a.curve] == [h["val_mae_student"] for h in b.curve]
+    assert [h["val_mae_student"] for h in a.curve] != [h["val_mae_student"] for h in c.curve]
 
 
 def test_a_rotated_split_keeps_the_rows_and_validates_on_as_many_in_range_films():
@@ -169,8 +174,8 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
     data, base = _short_runs(catalogue)
     dropped = base.model_copy(update={"token_dropout": 0.2})
     a, b, c = (fit_net("kadn", data, cfg, seed=3) for cfg in (dropped, dropped, base))
-    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
-    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+    assert [h["val_mae_student"] for h in a.curve] == [h["val_mae_student"] for h in b.curve]
+    assert [h["val_mae_student"] for h in a.curve] != [h["val_mae_student"] for h in c.curve]
     # Off, no batch is touched: the same run as a net that never draws a dropout mask.
     import models.training.fit_net as fit
 
@@ -180,14 +185,7 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
         d = fit_net("kadn", data, base, seed=3)
     finally:
         fit.drop_people = untouched
-    assert [h["val_mae_student"] for h in d.history] == [h["val_mae_student"] for h in c.history]
-
-
-def test_set_determinism_turns_on_deterministic_kernels_and_sets_the_threads():
-    torch.use_deterministic_algorithms(False)
-    set_determinism(1)
-    assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
-    assert not torch.is_deterministic_algorithms_warn_only_enabled()  # a nondeterministic kernel is an error
+    assert [h["val_mae_student"] for h in d.curve] == [h["val_mae_student"] for h in c.curve]
 
 
 def test_the_token_table_holds_each_group_s_first_ids_and_the_dense_inputs():

@@ -13,8 +13,8 @@ from models.nets.loss import joint_loss
 from models.nets.nets import FM, build, count_params, predict_scores
 from models.stages.train import run_train
 from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
-from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
+from models.training.runtime import runtime
 from pipeline import registry
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
@@ -35,11 +35,8 @@ def random_batch(n=6, seed=0):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+    with runtime(seed=0, threads=1):  # tiny nets: threads only add overhead
+        yield
 
 
 @pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
@@ -226,7 +223,6 @@ def catalogue(tmp_path_factory):
 
 
 def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue):
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -236,8 +232,8 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     b = fit_net("kadn", data, cfg, seed=3)
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
-    assert len(a.history) == 8 and [h["epoch"] for h in a.history][:2] == [0.5, 1.0]
-    best = min(h["val_mae_student"] for h in a.history)
+    assert len(a.curve) == 8 and [h["epoch"] for h in a.curve][:2] == [0.5, 1.0]
+    best = min(h["val_mae_student"] for h in a.curve)
     assert a.best["val_mae_student"] == best
     from models.training.fit_net import net_scores
 
@@ -248,7 +244,6 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
 def test_eval_steps_validates_more_often_only_when_an_epoch_is_long(catalogue):
     """A long epoch (many batches) gets a validation at least every `eval_steps` steps; a short one keeps
     `evals_per_epoch`, so small sets train exactly as without the setting."""
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -259,10 +254,10 @@ def test_eval_steps_validates_more_often_only_when_an_epoch_is_long(catalogue):
     steps = max(1, batches // 4)
     often = fit_net("kadn", data, base.model_copy(update={"eval_steps": steps}), seed=1)
     roomy = fit_net("kadn", data, base.model_copy(update={"eval_steps": batches}), seed=1)
-    assert len(plain.history) == 2
-    assert len(often.history) == -(-batches // steps) > 2
-    assert [h["epoch"] for h in often.history][-1] == 1.0
-    assert [h["val_mae_student"] for h in roomy.history] == [h["val_mae_student"] for h in plain.history]
+    assert len(plain.curve) == 2
+    assert len(often.curve) == -(-batches // steps) > 2
+    assert [h["epoch"] for h in often.curve][-1] == 1.0
+    assert [h["val_mae_student"] for h in roomy.curve] == [h["val_mae_student"] for h in plain.curve]
 
 
 def test_make_head_keeps_fm_and_deepfm_scalar():
@@ -333,7 +328,6 @@ def test_paper_preset_applies_the_papers_training_settings():
 
 
 def test_adaptive_regulariser_in_training_shrinks_the_embedding(catalogue):
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)

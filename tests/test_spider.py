@@ -7,7 +7,6 @@ shortened so the runs stay within seconds; loopback only, never the internet.
 
 from __future__ import annotations
 
-import ast
 import datetime
 import json
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from crawler.mocksite.catalogue import films, films_in_years, generate_catalogue, store_catalogue
+from crawler.mocksite.harness import parse_stats
 from crawler.mocksite.site import MockDouban
 from pipeline.film import store
 from tests.conftest import SHARED
@@ -43,15 +43,6 @@ class Crawl:
 
     def __getitem__(self, key):
         return self.stats.get(key, 0)
-
-
-def parse_stats(log: str) -> dict:
-    m = re.search(r"Dumping Scrapy stats:\n(\{.*?\})\n", log, re.DOTALL)
-    if not m:
-        return {}
-    # The dump is a dict repr with datetime values; keep only the literal-safe entries.
-    body = re.sub(r"datetime\.datetime\([^)]*\)", "None", m.group(1))
-    return ast.literal_eval(body)
 
 
 def crawl_cmd(base: str, *args: str, **settings: str) -> list[str]:

@@ -9,7 +9,8 @@ cannot run code when read (a model folder may come from anywhere):
 - `vocab.json`: per group, each known token -> the model's id (others fall back to OOV), the encode params
   that turn a record into tokens, the digest of the encoded vocabulary it was trained from, the dense
   inputs' statistics and (with track records) its training films' people, scores and dates
-- `meta.json`: training figures (time, best checkpoint, cross-validation), `history.json`: learning curves
+- `meta.json`: training figures (time, best checkpoint, cross-validation), `learning_curve.json`: a net's
+  validation records, epoch by epoch (empty for a baseline)
 - `checksums.json`, written last: the sha256 of each of the files above. Every file is checked against it
   before it is read, so a damaged file is refused by name instead of reaching a reader (LightGBM aborts the
   process on some damaged texts; damaged weights score NaN). Every file name a folder gives is a plain name
@@ -40,7 +41,10 @@ from pipeline.features.encode import GROUPS, OOV, Encoded, Restricted
 from pipeline.io import atomic_path
 from pipeline.params import TrackRecords
 
-FORMAT = 2  # model.json's "format"; folders without model.json were written by an older version (pickles)
+# model.json's "format": 3 names the learning curve learning_curve.json (2: history.json); folders without
+# model.json were written by an older version (pickles).
+FORMAT = 3
+CURVE = "learning_curve.json"
 VOCAB_KEYS = ("vocab_digest", "encode_params", "sizes", "groups", "feature_set", "dense", "track")
 META_KEYS = ("kind", "config", "cv")
 MANIFEST = "checksums.json"
@@ -75,7 +79,7 @@ def _json_bytes(data) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, history: list) -> None:
+def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, curve: list) -> None:
     """Write the folder's files, then their checksums: a save cut short leaves no checksums.json, so the
     folder is refused until it is saved again."""
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +87,7 @@ def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, hist
     for old in out.glob("model.*"):
         if old.name not in files:
             old.unlink()
-    files = {**files, "vocab.json": _json_bytes(vocab), "history.json": _json_bytes(history),
+    files = {**files, "vocab.json": _json_bytes(vocab), CURVE: _json_bytes(curve),
              "meta.json": _json_bytes(meta)}
     for name, payload in files.items():
         with atomic_path(out / name, Path(name).suffix) as tmp:
@@ -157,6 +161,14 @@ def load_model(root: Path, name: str) -> SavedModel:
             pickle.UnpicklingError, *_lightgbm_errors(), *_catboost_errors()) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise KadnError(f"{folder}: damaged model files ({reason}); {retrain}") from None
+
+
+def load_curve(root: Path, name: str) -> list[dict]:
+    """Model `name`'s learning curve (`learning_curve.json`), checked against the folder's checksums like
+    every file read; `load_model` first, so a folder of an older format is refused by its format."""
+    folder = Path(root) / name
+    retrain = f"retrain with `kadn train {name}`"
+    return _read_json(_checked(folder, CURVE, _checksums(folder, retrain), retrain), retrain, list)
 
 
 def _checksums(folder: Path, retrain: str) -> dict[str, str]:

@@ -23,14 +23,13 @@ import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from models.serving import explain
 from models.serving.artifacts import load_model
 from models.serving.predict import read_films, resolve, score_films
 from models.serving.tables import check_target, write_table
 from models.training import conformal
 from models.training.config import REPORTED
+from models.training.runtime import runtime
 from pipeline.errors import KadnError, RecordError
 from pipeline.features import rules
 from pipeline.features.encode import LISTS, PEOPLE
@@ -318,9 +317,14 @@ def _main(args) -> int:
     if sum(map(bool, (args.file, args.ids, args.since))) > 1:
         raise KadnError("give one of FILE, --ids or --since")
     params = load(args.params)
+    common = params.train.common
     # The configured thread count, as training and evaluation use: on a shared machine more threads than
     # cores made scoring 10,000 films ten times slower.
-    torch.set_num_threads(params.train.common.threads)
+    with runtime(seed=common.seed, threads=common.threads):
+        return _forecast(args, params)
+
+
+def _forecast(args, params: Params) -> int:
     ids = parse_ids(args.ids) if args.ids is not None else None
     since = parse_since(args.since) if args.since is not None else None
     out = Path(args.out) if args.out else None

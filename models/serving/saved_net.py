@@ -24,11 +24,11 @@ def files(trained, cfg, restricted) -> tuple[dict[str, bytes], dict, list]:
     """The model files of fitted nets (models.training.fit.FittedModel, one per seed), what meta.json adds and the
     first seed's learning curve."""
     fits, x = trained.fits, trained.x
-    meta = {"epochs_run": [f.history[-1]["epoch"] if f.history else 0 for f in fits],
+    meta = {"epochs_run": [f.curve[-1]["epoch"] if f.curve else 0 for f in fits],
             "best": [f.best for f in fits], "head": fits[0].head.kind}
     out = net_files(trained.name, cfg.model_dump(), restricted.sizes(), fits[0].head,
                     [f.model.state_dict() for f in fits], x[DENSE].shape[1] if DENSE in x else 0)
-    return out, meta, fits[0].history
+    return out, meta, fits[0].curve
 
 
 def score(saved: SavedModel, x: dict[str, np.ndarray], output: str) -> np.ndarray:

@@ -21,6 +21,7 @@ from models.training import conformal
 from models.training.config import REPORTED
 from models.training.cv import errors
 from models.training.data import cv_folds
+from models.training.runtime import runtime
 from models.training.stacking import fit_weights
 from models.training.trend import saved_offset
 from pipeline.errors import KadnError
@@ -104,11 +105,13 @@ def run_blend(params: Params, encoded_dir: Path, roots: dict[str, Path], out: Pa
     enc = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
     fragment: dict = {}
-    for feature_set, root in roots.items():
-        if any((root / REPORTED[m][0] / SKIPPED).exists() for m in params.blend.members):
-            continue  # the feature set was not trained (no popularity counts): evaluate reports why
-        key = "models" if feature_set == "pre_release" else f"models_{feature_set}"
-        fragment[key] = {"blend": blend_row(params, enc, root, digest)}
+    common = params.train.common
+    with runtime(seed=common.seed, threads=common.threads):  # the members' scores, as evaluate computes them
+        for feature_set, root in roots.items():
+            if any((root / REPORTED[m][0] / SKIPPED).exists() for m in params.blend.members):
+                continue  # the feature set was not trained (no popularity counts): evaluate reports why
+            key = "models" if feature_set == "pre_release" else f"models_{feature_set}"
+            fragment[key] = {"blend": blend_row(params, enc, root, digest)}
     write_json(out, fragment)
     return fragment
 

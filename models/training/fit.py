@@ -10,23 +10,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from models.training.data import FitData
 from models.training.trend import Trend
 from pipeline import registry
 from pipeline.params import Baseline, Common, NetConfig
-
-
-def set_determinism(threads: int) -> None:
-    # torch.use_deterministic_algorithms also imports and configures the inductor compiler, which nothing here
-    # uses: a second of start-up in every stage. The flag it sets for eager kernels is this one.
-    eager_only = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if eager_only is None:  # a torch without it: the public call
-        torch.use_deterministic_algorithms(True)
-    else:
-        eager_only(True, warn_only=False)
-    torch.set_num_threads(max(1, int(threads)))
 
 
 @dataclass
