@@ -14,8 +14,11 @@ from models.training.data import FitData, categorical_columns, drop_people, mult
 from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
 from pipeline.errors import KadnError
-from pipeline.features.encode import GROUPS, load_encoded
+from pipeline.features.encode import load_encoded
+from pipeline.groups import names
 from tests.model_support import encoded_catalogue, fast, fast_params
+
+GROUPS = names()
 
 
 @pytest.fixture(scope="module")

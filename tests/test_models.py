@@ -15,6 +15,7 @@ from models.stages.train import run_train
 from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
 from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
+from pipeline import groups
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
 from pipeline.params import MeanConfig, RidgeConfig, SvmConfig, TrackRecords
@@ -379,10 +380,8 @@ def test_dense_inputs_are_standardised_on_training_rows_only_with_missing_flags(
 
 
 def test_baselines_get_the_dense_columns_after_the_multi_hot_ones():
-    import models.training.data as data
-
-    sizes = dict.fromkeys(data.GROUPS, 3)
-    x = {g: np.array([[2], [0]], np.int32) for g in data.GROUPS}
+    sizes = dict.fromkeys(groups.names(), 3)
+    x = {g: np.array([[2], [0]], np.int32) for g in groups.names()}
     plain = multi_hot(x, sizes)
     x["dense"] = np.array([[0.5, 1.0], [-1.0, 0.0]], np.float32)
     both = multi_hot(x, sizes)
