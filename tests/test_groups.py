@@ -112,6 +112,9 @@ def test_a_group_added_to_the_list_alone_is_encoded_fed_to_catboost_scored_and_e
     reasons = explain.explain(scored, loaded, "out")
     assert all("editors" in r["effects"] and [p["name"] for p in r["people"]["editors"]] for r in reasons)
     assert any(r["effects"]["editors"] != 0 for r in reasons)
+    # Track records are kept for their own roles only: editors show none, directors do.
+    assert all("films" not in p for r in reasons for p in r["people"]["editors"])
+    assert all("films" in p for r in reasons for p in r["people"]["directors"])
     assert "1 of 1 editor unknown to the model: 新剪辑" in reasons[1]["unknown_text"]
 
 

@@ -143,7 +143,7 @@ def people_shown(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndarr
             person = {"name": names[j], "effect": effect["people"][g][j], "embedding": bool(x[g][i, j] != OOV)}
             if weights is not None:
                 person["weight"] = round(float(weights[g][i, j]), 4)
-            if track:
+            if g in track:  # a people group without track records (not a role of them) shows none
                 films = _record(track, g, tokens[g][j], film)
                 person["films"] = len(films)
                 person["mean_score"] = round(float(np.mean(films)), 2) if films else None
