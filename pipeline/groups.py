@@ -9,8 +9,8 @@ explanations name one of its values with. Everything that lists groups reads `SP
 - `models.training.conformal`: the known-people share intervals are calibrated on;
 - `models.serving`: a saved model's checks and scoring, `kadn forecast --swap`, the explanations.
 
-So a group added here alone is encoded, fed to every model, checked in a saved model and explained. The
-order is the arrays' and the models' column order: a new group goes last, or every model folder is refused.
+So a group added here alone is encoded, fed to every model, checked in a saved model and explained (model
+folders and encoded arrays made before it are refused, naming it). The order is the models' input order.
 
 Kinds (one tokeniser each, in `pipeline.features.encode`; a film's tokens, in billing order):
 - `people`: columns (names, person ids); the first `max_len` people, keyed `id:PID`, else `name:NAME`;
