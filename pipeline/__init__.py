@@ -2,7 +2,7 @@
 
 - `errors`, `io`, `redact`: one-line errors, checked file reading and atomic writing, URLs with secrets masked;
 - `film/`: the film record (fields, checks, the merge rule) and the store (SQLAlchemy);
-- `params`, `registry`: params.yaml as typed sections, and the models' registry;
+- `params`, `registry`, `groups`: params.yaml as typed sections, the models' registry, the feature groups' specs;
 - `exchange/`: films in and out of the store as files (import layouts, export formats, the snapshot);
 - `features/`: the cleaning rules, the cleaned table, the encoded feature groups;
 - `commands/`: the `kadn` commands of the data side, thin argument parsing around the library above;

@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline import registry
+from pipeline import groups, registry
 from pipeline.errors import KadnError, RecordError
 from pipeline.film.records import parse_date
 
@@ -92,13 +92,8 @@ class CleanConfig(Section):
 
 
 # --- encode ----------------------------------------------------------------------------------------------
-class MaxLen(Section):
-    directors: Positive
-    writers: Positive
-    actors: Positive
-    genres: Positive
-    countries: Positive
-    languages: Positive
+# Longest list kept per group: one key per people or list group of pipeline.groups, in its order.
+MaxLen = create_model("MaxLen", __base__=Section, **{k: (Positive, ...) for k in groups.max_len_keys()})
 
 
 class Split(Section):

@@ -155,7 +155,7 @@ def test_a_vocab_missing_keys_is_named(saved, tmp_path):
     vocab["encode_params"] = {}
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     rehash(folder)
-    with pytest.raises(KadnError, match="vocab.json: 'groups' lacks"):
+    with pytest.raises(KadnError, match="vocab.json: no feature group actors; retrain"):
         load_model(tmp_path, "ridge")
 
 

@@ -14,9 +14,12 @@ from models.training.data import FitData, categorical_columns, drop_people, mult
 from models.training.fit_net import fit_net, make_head
 from models.training.runtime import runtime
 from pipeline.errors import KadnError
-from pipeline.features.encode import GROUPS, load_encoded
+from pipeline.features.encode import load_encoded
+from pipeline.groups import names
 from tests.model_support import encoded_catalogue, fast, fast_params, shipped_head
 from tests.params_support import shipped_net
+
+GROUPS = names()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from models.stages.train import run_train
 from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
 from models.training.fit_net import fit_net, make_head
 from models.training.runtime import runtime
-from pipeline import registry
+from pipeline import groups, registry
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params, shipped_head
@@ -391,10 +391,8 @@ def test_dense_inputs_are_standardised_on_training_rows_only_with_missing_flags(
 
 
 def test_baselines_get_the_dense_columns_after_the_multi_hot_ones():
-    import models.training.data as data
-
-    sizes = dict.fromkeys(data.GROUPS, 3)
-    x = {g: np.array([[2], [0]], np.int32) for g in data.GROUPS}
+    sizes = dict.fromkeys(groups.names(), 3)
+    x = {g: np.array([[2], [0]], np.int32) for g in groups.names()}
     oov = shipped_params().train.common.oov
     plain = multi_hot(x, sizes, None, oov)
     x["dense"] = np.array([[0.5, 1.0], [-1.0, 0.0]], np.float32)

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from models.training.data import Dense, baseline_input
-from pipeline import registry
+from pipeline import groups, registry
 from pipeline.errors import KadnError
-from pipeline.features.encode import GROUPS, OOV, Encoded, Restricted
+from pipeline.features.encode import OOV, Encoded, Restricted
 from pipeline.io import atomic_path
 from pipeline.params import TrackRecords
 
@@ -60,11 +60,11 @@ SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its
 
 def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
                   feature_set: str = "pre_release", track: dict | None = None) -> dict:
-    groups = {}
-    for g in GROUPS:
+    known = {}
+    for g in groups.names():
         remap = restricted.remap[g]
-        groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
-    return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
+        known[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
+    return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": known,
             "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None,
             "track": track}  # models.training.track_records.payload: the training films that track records are rebuilt from
 
@@ -142,8 +142,9 @@ def load_model(root: Path, name: str) -> SavedModel:
         missing = [k for k in keys if k not in data]
         if missing:
             raise KadnError(f"{folder / file}: missing key(s) {', '.join(missing)}; {retrain}")
-    if not isinstance(vocab["groups"], dict) or any(g not in vocab["groups"] for g in GROUPS):
-        raise KadnError(f"{folder / 'vocab.json'}: 'groups' lacks some of {', '.join(GROUPS)}; {retrain}")
+    if not isinstance(vocab["groups"], dict):
+        raise KadnError(f"{folder / 'vocab.json'}: 'groups' is not an object; {retrain}")
+    groups.require(vocab["groups"], str(folder / "vocab.json"), retrain)
     try:
         if vocab["track"] is not None:
             TrackRecords.model_validate(vocab["track"]["settings"])

@@ -17,16 +17,16 @@ from pipeline.errors import KadnError
 from pipeline.exchange.snapshot import read_snapshot
 from pipeline.features import rules
 from pipeline.film import store
-from pipeline.film.records import gc_paused
+from pipeline.film.records import ATTRIBUTES, ID_FIELD, ROLES, gc_paused
 from pipeline.io import atomic_path, write_json
 from pipeline.params import CleanConfig
 from pipeline.redact import mask_url
 
 log = logging.getLogger(__name__)
-# The columns of the cleaned table; list columns hold names (and person ids, None where unknown).
+# The columns of the cleaned table: the scalars, then every people field of the record (names, then person
+# ids, None where unknown) and list attribute, so a field added to the record reaches the encoder unlisted.
 COLUMNS = ("douban_id", "title", "year", "release_date", "runtime_min", "rating", "votes", "review_count",
-           "comment_count", "directors", "director_ids", "writers", "writer_ids", "actors", "actor_ids",
-           "genres", "countries", "languages", "history")
+           "comment_count", *(c for role in ROLES for c in (role, ID_FIELD[role])), *ATTRIBUTES, "history")
 
 
 def apply_rules(records: list[dict], cfg: CleanConfig, info: dict | None = None

@@ -51,7 +51,7 @@ SCHEMA_VERSION = "2"
 UPGRADES = {"1": ("ALTER TABLE movies ADD COLUMN wish_count INTEGER",
                   "ALTER TABLE movies ADD COLUMN watched_count INTEGER")}
 DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
-ROLE_NAME = {"directors": "director", "writers": "writer", "actors": "actor"}
+ROLE_NAME = {role: role[:-1] for role in ROLES}  # a credit's stored role: directors -> director
 ATTR_NAME = {"genres": "genre", "countries": "country", "languages": "language"}
 _CHUNK = 500  # keeps IN (...) lists under SQLite's bound-parameter limit
 # How long a SQLite writer waits for another one's transaction: a large import holds the lock for a while.
