@@ -31,6 +31,8 @@ MEMBERS = ["ridge", "kadn"]
 
 def blend_params() -> dict:
     params = fast_params()
+    # A student good enough to earn a weight beside ridge, so each sum below has two terms.
+    params["train"]["nets"].update(epochs=8, dim=8, student=[16])
     params["blend"] = {"members": MEMBERS, "loss": "absolute"}
     return params
 
@@ -59,7 +61,7 @@ def test_the_saved_blend_holds_the_reported_weights_and_its_members_digests(trai
     folder = trained / "models" / NAME
     meta = json.loads((folder / "meta.json").read_text())
     assert [m["name"] for m in meta["members"]] == row["members"] == MEMBERS
-    assert [round(m["weight"], 3) for m in meta["members"]] == row["weights"]
+    assert [round(m["weight"], 3) for m in meta["members"]] == row["weights"] and min(row["weights"]) > 0
     assert round(meta["intercept"], 3) == row["intercept"]
     for m in meta["members"]:
         assert m["checksums_sha256"] == hashlib.sha256((trained / "models" / m["name"] / "checksums.json")
@@ -200,3 +202,18 @@ def test_auto_picks_the_blend_when_it_is_the_row_best_forward(trained, tmp_path,
     backtest.write_text(json.dumps({"backtest": figures}), encoding="utf-8")
     shutil.rmtree(models / NAME)
     assert best_forward(models)[0] == "kadn"
+
+
+def test_a_feature_set_not_trained_leaves_a_blend_folder_saying_so(trained, tmp_path):
+    models, popular = tmp_path / "models", tmp_path / "popular"
+    shutil.copytree(trained / "models", models)
+    for name in MEMBERS:
+        (popular / name).mkdir(parents=True)
+        (popular / name / "skipped.json").write_text('{"skipped": "no popularity counts in the data"}')
+    shutil.copytree(trained / "models" / NAME, popular / NAME)  # a blend of an earlier run, now out of date
+    fragment = run_blend(fast(blend_params()), trained / "enc", {"pre_release": models, "with_popularity": popular},
+                         tmp_path / "blend.json")
+    assert set(fragment) == {"models"} and (models / NAME / "model.json").exists()
+    assert [p.name for p in (popular / NAME).iterdir()] == ["skipped.json"]
+    with pytest.raises(KadnError, match=r"no blend \(its members were not trained on this feature set\)"):
+        forecast([film(1)], "blend", popular, fast())

@@ -178,5 +178,7 @@ def _main(args) -> int:
     fragment = run_blend(load(args.params), Path(args.encoded), roots, Path(args.out))
     summary = "; ".join(f"{k}: test MAE {v['blend']['mae']:.3f}, CV {v['blend']['cv_mae_mean']:.3f}"
                         for k, v in fragment.items())
-    print(f"blend: {summary or 'nothing to blend'} -> {args.out}", file=sys.stderr)
+    saved = ", ".join(str(root / NAME) for root in roots.values() if (root / NAME / "model.json").exists())
+    print(f"blend: {summary or 'nothing to blend'} -> {args.out}" + (f"; saved as {saved}" if saved else ""),
+          file=sys.stderr)
     return 0
