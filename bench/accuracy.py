@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from models.stages.blend import cross_fitted
+from models.training.config import BASELINES, MODELS, REPORTED, model_config
+from models.training.cv import cross_validate
+from models.training.data import FEATURE_SETS, cv_folds, dense_columns
+from models.training.runtime import runtime
+from pipeline.features.encode import SPLITS, Encoded, load_encoded
+from pipeline.io import load_params
+from pipeline.params import Params, parse
 
-from models.stages.blend import cross_fitted  # noqa: E402
-from models.training.config import BASELINES, MODELS, REPORTED, model_config  # noqa: E402
-from models.training.cv import cross_validate  # noqa: E402
-from models.training.data import FEATURE_SETS, cv_folds, dense_columns  # noqa: E402
-from models.training.fit import set_determinism  # noqa: E402
-from pipeline.encode import SPLITS, Encoded, load_encoded  # noqa: E402
-from pipeline.io import load_params  # noqa: E402
-from pipeline.params import parse  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -96,11 +94,15 @@ def main() -> None:
     if args.blend_loss:
         raw.setdefault("blend", {})["loss"] = args.blend_loss
     parsed = parse(raw, "params.yaml with the options given")
+    with runtime(seed=parsed.train.common.seed, threads=parsed.train.common.threads):
+        run(args, parsed)
+
+
+def run(args, parsed: Params) -> None:
     train, blend_loss = parsed.train, parsed.blend.loss
     common, track = train.common, train.common.track_records
     seed_counts = args.seeds or [train.nets.seeds]
     arms = {"off": [False], "on": [True], "both": [False, True]}.get(args.track_records, [track.enabled])
-    set_determinism(common.threads)
     enc = load_encoded(args.encoded)
     if args.rows == "trainval":
         enc = subset(enc, enc.split != SPLITS["test"])

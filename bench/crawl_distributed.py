@@ -23,16 +23,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from crawler.mocksite.harness import POSTGRES_URL, REDIS_URL
+from crawler.mocksite.site import MockDouban
+from pipeline.film import store
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import redis  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
-from crawler.mocksite.site import MockDouban  # noqa: E402
-from pipeline import store  # noqa: E402
-from tests.services import POSTGRES_URL, REDIS_URL  # noqa: E402
 
 SCRAPY = str(Path(sys.executable).with_name("scrapy"))
 

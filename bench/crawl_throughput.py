@@ -22,13 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from crawler.mocksite.harness import parse_stats
+from crawler.mocksite.site import MockDouban, render_subject
+from crawler.parsing import parse_subject
+from pipeline.film import store
 
-from crawler.mocksite.site import MockDouban, render_subject  # noqa: E402
-from crawler.parsing import parse_subject  # noqa: E402
-from pipeline import store  # noqa: E402
-from tests.test_spider import parse_stats  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_cost(html: str, url: str, repeat: int) -> float:

@@ -13,38 +13,34 @@ overridable). Not run by the test suite.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from models.serving.artifacts import load_model
+from models.serving.results import model_view
+from models.stages.evaluate import branch_figures
+from models.training.config import model_config
+from models.training.data import FitData
+from models.training.fit_net import fit_net
+from models.training.runtime import runtime
+from pipeline.features.encode import load_encoded, run_encode
+from pipeline.params import EvaluateConfig, load
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.serving.artifacts import load_model  # noqa: E402
-from models.serving.results import model_view  # noqa: E402
-from models.stages.evaluate import branch_figures  # noqa: E402
-from models.training.config import model_config  # noqa: E402
-from models.training.data import FitData  # noqa: E402
-from models.training.fit import set_determinism  # noqa: E402
-from models.training.fit_net import fit_net  # noqa: E402
-from pipeline.encode import load_encoded, run_encode  # noqa: E402
-from pipeline.params import EvaluateConfig, load  # noqa: E402
-
 
 def table2(args) -> None:
     """Table 2 exactly as `kadn evaluate` computes it (models.stages.evaluate.branch_figures), with more timing
     repeats and a chosen thread count."""
-    torch.set_num_threads(args.threads)
     enc = load_encoded(ROOT / "data" / "encoded")
     kadn = load_model(ROOT / "artifacts" / "models", "kadn")
     test = enc.index("test")
     cfg = EvaluateConfig(timing_repeats=5 * args.rounds, timing_films=args.films)
-    table, timed = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"),
-                                  enc.rating.astype(np.float32), cfg)
+    with runtime(seed=0, threads=args.threads):
+        table, timed = branch_figures(kadn, model_view(enc, kadn), test, enc.index("train"),
+                                      enc.rating.astype(np.float32), cfg)
     print(f"threads {args.threads}; {len(kadn.nets)} seed(s) per side; test set {len(test)} films; per-10k timing "
           f"on {args.films} films")
     print("| net | params | multiply-adds per film | test set (s) | per 10k films (s) |\n|---|---:|---:|---:|---:|")
@@ -59,7 +55,7 @@ def table2(args) -> None:
 
 def throughput(args) -> None:
     from crawler.mocksite.catalogue import films_in_years, generate_catalogue
-    from pipeline.clean import apply_rules, to_frame
+    from pipeline.features.clean import apply_rules, to_frame
 
     params = load(ROOT / "params.yaml")
     started = time.perf_counter()
@@ -70,7 +66,11 @@ def throughput(args) -> None:
         run_encode(table, params.encode, Path(tmp) / "enc")
         enc = load_encoded(Path(tmp) / "enc")
     prep = time.perf_counter() - started
-    set_determinism(args.threads)
+    with runtime(seed=params.train.common.seed, threads=args.threads):
+        train_epochs(args, params, enc, prep)
+
+
+def train_epochs(args, params, enc, prep: float) -> None:
     train, val = enc.index("train"), enc.index("val")
     r = enc.restrict(train, params.train.common.min_count)
     rows = sum(len(f) for f in r.freq.values())
@@ -83,8 +83,8 @@ def throughput(args) -> None:
         per_epoch = fitted.train_s / args.epochs
         print(f"K-ADN, batch {cfg.batch}, {args.threads} thread(s): {per_epoch:.1f}s per epoch "
               f"(validation included) = {len(train) / per_epoch:,.0f} films/s; "
-              f"val MAE student {fitted.history[-1]['val_mae_student']:.3f} "
-              f"teacher {fitted.history[-1]['val_mae_teacher']:.3f} after {args.epochs} epoch(s)", flush=True)
+              f"val MAE student {fitted.curve[-1]['val_mae_student']:.3f} "
+              f"teacher {fitted.curve[-1]['val_mae_teacher']:.3f} after {args.epochs} epoch(s)", flush=True)
 
 
 def main() -> None:

@@ -14,27 +14,23 @@ Target: under 10 s for 10,000 films on this machine (2 cores).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from crawler.mocksite.catalogue import films_in_years, generate_catalogue
+from models.serving import explain
+from models.serving.artifacts import load_model
+from models.serving.forecast import forecast, table, unscored
+from models.serving.predict import resolve, score_films
+from models.training import conformal
+from models.training.runtime import runtime
+from pipeline.film import store
+from pipeline.params import load
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from crawler.mocksite.catalogue import films_in_years, generate_catalogue  # noqa: E402
-from models.serving import explain  # noqa: E402
-from models.serving.artifacts import load_model  # noqa: E402
-from models.serving.forecast import forecast, table, unscored  # noqa: E402
-from models.serving.predict import resolve, score_films  # noqa: E402
-from models.training import conformal  # noqa: E402
-from pipeline import store  # noqa: E402
-from pipeline.params import load  # noqa: E402
-
 
 def unrated_store(url: str, n: int, seed: int, params) -> int:
     """Write `n` films that `kadn forecast` will score (no usable score) into `url`."""
@@ -59,8 +55,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
     params = load(args.params)
-    torch.set_num_threads(params.train.common.threads)  # as the command does
-    with tempfile.TemporaryDirectory() as tmp:
+    common = params.train.common
+    # The command's seeds and threads (models.training.runtime), for the steps timed in this process.
+    with runtime(seed=common.seed, threads=common.threads), tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'store.sqlite'}"
         start = time.perf_counter()
         n = unrated_store(url, args.films, args.seed, params)
@@ -73,8 +70,7 @@ def main() -> None:
             times = []
             for _ in range(args.runs):
                 start = time.perf_counter()
-                proc = subprocess.run(command + extra, cwd=ROOT, capture_output=True, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+                proc = subprocess.run(command + extra, cwd=ROOT, capture_output=True, text=True)
                 times.append(time.perf_counter() - start)
                 if proc.returncode != 0:
                     raise SystemExit(f"kadn forecast failed:\n{proc.stderr}")

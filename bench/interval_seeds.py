@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from models.stages.backtest import blended, fit_all, plan_years, year_rows
+from models.training.conformal import calibrate
+from pipeline.features.encode import load_encoded
+from pipeline.params import load
 
-from models.stages.backtest import blended, fit_all, plan_years, year_rows  # noqa: E402
-from models.training.conformal import calibrate  # noqa: E402
-from pipeline.encode import load_encoded  # noqa: E402
-from pipeline.params import load  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def per_year(data: dict, row: str) -> tuple[dict, dict]:

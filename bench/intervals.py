@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binom
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from models.training.conformal import calibrate, conformal_quantile
+from pipeline.params import load
 
-from models.training.conformal import calibrate, conformal_quantile  # noqa: E402
-from pipeline.params import load  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("shipped", "one bin", "last year", "recent x2")
 

@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from crawler.mocksite.catalogue import generate_catalogue, store_catalogue
 
-from crawler.mocksite.catalogue import generate_catalogue, store_catalogue  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_stage(args: list[str], env: dict) -> tuple[float, float, float]:

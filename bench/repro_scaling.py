@@ -27,10 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from crawler.mocksite.catalogue import generate_catalogue, store_catalogue
 
-from crawler.mocksite.catalogue import generate_catalogue, store_catalogue  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 STAGE = re.compile(r"Running stage '([^']+)'")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from pipeline.records import cut, short
+from pipeline.film.records import cut, short
 
 YEAR_ARG_RE = re.compile(r"^\s*(\d{4})\s*(?:-\s*(\d{4})\s*)?$")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from protego import Protego
 
 from crawler.setting_rules import RULES
-from pipeline.records import cut
+from pipeline.film.records import cut
 
 log = logging.getLogger(__name__)
 

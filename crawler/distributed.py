@@ -16,7 +16,7 @@ unchanged and Redis is never imported. The add-on `RedisFrontier` then swaps in:
   not enough: a kill at that moment lost the requests still in the queue (a listing page was lost that way).
 
 Items must be durable before the lease goes, so in this mode the item pipeline writes every item at once
-(`DOUBAN_STORE_BATCH = 1`); PostgreSQL handles concurrent writers (pipeline.store's upserts are idempotent
+(`DOUBAN_STORE_BATCH = 1`); PostgreSQL handles concurrent writers (pipeline.film.store's upserts are idempotent
 and keep the newest fetch).
 """
 
@@ -40,6 +40,9 @@ LEASE_TOKEN = "douban_lease"
 PARENT_LEASE = "douban_parent_lease"  # on a follow-up request: the lease of the page that produced it
 # Sent by the scheduler once a follow-up request is in Redis (or was found there already): token=parent lease.
 child_queued = object()
+# Sent by whatever is done with a leased page (the lease middlewares, the spider's errbacks): token=its lease.
+# The LeasedScheduler releases it; without the Redis frontier nothing listens, and nothing happens.
+lease_done = object()
 
 
 def redis_url(settings) -> str | None:
@@ -51,9 +54,9 @@ def release_lease(crawler, request) -> None:
 
     For pages given up outside the downloader's exception path (errbacks of banned or login-walled
     pages): without this their lease would run out and the page be fetched again for nothing."""
-    scheduler = getattr(crawler, "douban_scheduler", None)
-    if scheduler is not None:
-        scheduler.release(request)
+    token = request.meta.get(LEASE_TOKEN)
+    if token:
+        crawler.signals.send_catch_log(lease_done, token=token)
 
 
 def settle(crawler, request, follow_ups=()) -> None:
@@ -153,7 +156,7 @@ class LeasedScheduler(Scheduler):
         instance._pop = instance.server.register_script(_POP_AND_LEASE)
         instance._requeue = instance.server.register_script(_REQUEUE_IF_EXPIRED)
         instance._see_and_push = instance.server.register_script(_SEE_AND_PUSH)
-        crawler.douban_scheduler = instance  # how the release middlewares find it
+        crawler.signals.connect(instance.release_token, signal=lease_done)
         crawler.signals.connect(instance._on_idle, signal=signals.spider_idle)
         return instance
 
@@ -289,9 +292,8 @@ class LeaseReleaseMiddleware:
         return cls(crawler)
 
     def _release(self, token: str | None) -> None:
-        scheduler = getattr(self.crawler, "douban_scheduler", None)
-        if token and scheduler is not None:
-            scheduler.release_token(token)
+        if token:
+            self.crawler.signals.send_catch_log(lease_done, token=token)
 
     def _settle(self, token: str | None) -> None:
         if token in self.consumed and self.pending.get(token, 0) <= 0:

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from protego import Protego
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
+from scrapy.extensions.throttle import AutoThrottle
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ class CrawlDelay:
         per_slot["delay"] = max(per_slot.get("delay", 0.0), delay)
         if slot:
             slot.delay = max(slot.delay, delay)
-        for ext in getattr(self.crawler.extensions, "middlewares", ()):
-            if hasattr(ext, "mindelay"):  # AutoThrottle never goes below its mindelay
-                ext.mindelay = max(ext.mindelay, delay)
+        throttle = self.crawler.get_extension(AutoThrottle)  # None when AUTOTHROTTLE_ENABLED is off
+        if throttle is not None:  # it never goes below its mindelay
+            throttle.mindelay = max(throttle.mindelay, delay)
         self.crawler.stats.set_value("douban/crawl_delay", delay)
         log.info("robots.txt asks for Crawl-delay: %g s%s", delay,
                  "; honoured as the minimum delay between requests" if delay > current else " (already slower)")

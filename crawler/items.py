@@ -1,4 +1,4 @@
-"""The crawl's one item: a canonical movie record (pipeline.records) and when it was fetched."""
+"""The crawl's one item: a canonical movie record (pipeline.film.records) and when it was fetched."""
 
 from __future__ import annotations
 

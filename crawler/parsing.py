@@ -1,7 +1,7 @@
 """Douban subject pages -> canonical records: pure functions, no network, no Scrapy.
 
 `listing_page(text)` reads a page of the JSON listing, `coming_ids(html)` a coming-soon page. `parse_subject(html, url)` returns a `ParseResult` whose `kind` is "film" (with a record that went through
-`pipeline.records.normalise_record`), "tv" (a TV subject, to be counted and skipped) or "failed" (with a
+`pipeline.film.records.normalise_record`), "tv" (a TV subject, to be counted and skipped) or "failed" (with a
 reason naming what was wrong). The `#info` block is the first source; the page's JSON-LD Movie object fills
 the fields `#info` lacks. A page that is truncated, has no `#info` block (a login wall or a changed layout)
 or yields no title is "failed", never a half-empty record.
@@ -17,8 +17,8 @@ from html import unescape
 from parsel import Selector
 
 from pipeline.errors import RecordError
-from pipeline.merge import garbled
-from pipeline.records import ID_FIELD, cut, normalise_record, parse_date, parse_runtime
+from pipeline.film.merge import garbled
+from pipeline.film.records import ID_FIELD, cut, normalise_record, parse_date, parse_runtime
 
 SUBJECT_URL_RE = re.compile(r"/subject/(\d+)")
 _PERSON_ID_RE = re.compile(r"/(?:celebrity|personage)/(\d+)")

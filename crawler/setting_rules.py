@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from pipeline.records import cut
+from pipeline.film.records import cut
 from pipeline.redact import mask_url
 
 DAY = 86_400.0

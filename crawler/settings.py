@@ -18,7 +18,7 @@ COMMANDS_MODULE = "crawler.commands"  # `scrapy crawl` exits 1 when discovery is
 # -- where -------------------------------------------------------------------------------------------
 # Every URL the spider requests is built from this base, so a mirror on 127.0.0.1 can stand in.
 DOUBAN_BASE_URL = os.environ.get("DOUBAN_BASE_URL", "https://movie.douban.com")
-# The store. Unset (None): pipeline.store.database_url() picks $DATABASE_URL, which selects it for every `kadn`
+# The store. Unset (None): pipeline.film.store.database_url() picks $DATABASE_URL, which selects it for every `kadn`
 # command too, else its default SQLite snapshot. `-s DATABASE_URL=...` overrides both for one crawl.
 DATABASE_URL = None
 DOUBAN_STORE_BATCH = 50  # films per store transaction

@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from crawler.discovery import mark_undiscovered
 from crawler.parsing import PageUnparsed
-from pipeline import store
 from pipeline.errors import KadnError
+from pipeline.film import store
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ class SubjectGate:
         self.marker = Path(s.get("JOBDIR")) / "douban-crawl.json" if s.get("JOBDIR") else None
         self.skip: set[int] = set()
         self.seen: set[int] = set()
-        self.stale: list[int] = []  # stored films due for a refresh, oldest ids first
+        # Stored films due for a refresh, oldest ids first: what `-a refresh=1` fetches (the spider reads it).
+        self.stale: list[int] = []
         self.requested = 0
         crawler.signals.connect(self.closed, signal=signals.spider_closed)
-        crawler.douban_gate = self  # how the spider finds the films due for a refresh
 
     @classmethod
     def from_crawler(cls, crawler):

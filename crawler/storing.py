@@ -1,4 +1,4 @@
-"""Persistence: films go to the shared store through pipeline.store, in small batches.
+"""Persistence: films go to the shared store through pipeline.film.store, in small batches.
 
 Batches keep SQLite transactions short (a killed crawl loses at most one batch, which a resumed crawl
 re-fetches); the last partial batch is flushed when the spider closes.
@@ -13,8 +13,8 @@ from scrapy.exceptions import CloseSpider, DropItem
 from sqlalchemy.exc import SQLAlchemyError
 
 from crawler.middlewares import close_spider
-from pipeline import store
 from pipeline.errors import KadnError
+from pipeline.film import store
 from pipeline.redact import mask_text, mask_url
 
 log = logging.getLogger(__name__)

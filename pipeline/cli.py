@@ -23,12 +23,12 @@ from pipeline.errors import KadnError
 # commands from this table alone and `kadn COMMAND` imports only its own module, so listing the commands or
 # running `kadn export` never loads torch, pandas or scrapy.
 COMMANDS = {
-    "import": ("pipeline.commands", "upsert an existing export (ours, the CC0 CSV, moviedata-10m)"),
-    "export": ("pipeline.commands", "print one record per stored movie"),
-    "snapshot": ("pipeline.snapshot", "write the stored films as a canonical snapshot (the input of clean)"),
-    "clean": ("pipeline.clean", "apply the date range and the paper's four cleaning rules"),
-    "encode": ("pipeline.encode", "build feature groups, vocabularies and splits from the cleaned table"),
-    "metrics": ("pipeline.metrics", "gather data and model figures into metrics.json"),
+    "import": ("pipeline.commands.transfer", "upsert an existing export (ours, the CC0 CSV, moviedata-10m)"),
+    "export": ("pipeline.commands.transfer", "print one record per stored movie"),
+    "snapshot": ("pipeline.commands.snapshot", "write the stored films as a canonical snapshot (the input of clean)"),
+    "clean": ("pipeline.commands.clean", "apply the date range and the paper's four cleaning rules"),
+    "encode": ("pipeline.commands.encode", "build feature groups, vocabularies and splits from the cleaned table"),
+    "metrics": ("pipeline.commands.metrics", "gather data and model figures into metrics.json"),
     "train": ("models.stages.train", "train one model (and cross-validate it) on the encoded features"),
     "evaluate": ("models.stages.evaluate", "score every trained model on the test split; Table 2; figures"),
     "blend": ("models.stages.blend", "stack the student and the strongest baselines on their out-of-fold predictions"),

@@ -6,6 +6,11 @@ failing deep inside training. Types are strict: `min_votes: 2.5`, `min_votes: tr
 errors, not silently converted. Fields are declared in params.yaml's order, so a section written back (into
 encode's meta.json or a model's meta.json) reads as it did as a plain dict.
 
+No field has a default: params.yaml is the one place a value is written, so a key left out is an error naming
+it, never a second, silently different value (tests/test_params.py walks every section to hold this). The
+only optional values are the per-net and preset overrides (`NetOverrides`), whose unset keys mean "as in
+train.nets".
+
 The file is read by a stricter YAML reader than `yaml.safe_load`: a key given twice (which YAML would let
 the later one win silently) and anchors, aliases and merge keys (a 1 KB "billion laughs" file expands into
 gigabytes once validated) are refused in one line naming the file and line, before anything is expanded.
@@ -32,9 +37,9 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline import registry
+from pipeline import groups, registry
 from pipeline.errors import KadnError, RecordError
-from pipeline.records import parse_date
+from pipeline.film.records import parse_date
 
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
@@ -68,10 +73,10 @@ class CleanConfig(Section):
     required: list[Literal[REQUIRABLE]]
     min_votes: NonNegative
     # Films released before date_min kept as training context (never validated, tested or scored).
-    history: bool = False
+    history: bool
     # Re-releases by id: an in-range film whose Douban id is below the median id of the films first released
     # this many years before date_min is a re-release (its subject predates the range); null: off.
-    rerelease_id_years: Positive | None = None
+    rerelease_id_years: Positive | None
 
     @field_validator("date_min", "date_max", mode="before")
     @classmethod
@@ -87,13 +92,8 @@ class CleanConfig(Section):
 
 
 # --- encode ----------------------------------------------------------------------------------------------
-class MaxLen(Section):
-    directors: Positive
-    writers: Positive
-    actors: Positive
-    genres: Positive
-    countries: Positive
-    languages: Positive
+# Longest list kept per group: one key per people or list group of pipeline.groups, in its order.
+MaxLen = create_model("MaxLen", __base__=Section, **{k: (Positive, ...) for k in groups.max_len_keys()})
 
 
 class Split(Section):
@@ -131,36 +131,36 @@ class CV(Section):
 
 
 class Tune(Section):
-    val: Fraction = 0.2
-    seed: NonNegative = 0
+    val: Fraction
+    seed: NonNegative
     # Inner folds the grid is scored on (the mean of their validation MAEs); null: one inner split of `val`.
-    folds: Annotated[int, Field(ge=2)] | None = None
+    folds: Annotated[int, Field(ge=2)] | None
 
 
 class TrackRecords(Section):
-    enabled: bool = False
-    actors: Positive = 3
-    folds: Annotated[int, Field(ge=2)] = 5
-    seed: NonNegative = 13
-    counts: bool = False
+    enabled: bool
+    actors: Positive
+    folds: Annotated[int, Field(ge=2)]
+    seed: NonNegative
+    counts: bool
     # Every film's track record from the source films released strictly before it (as under
     # encode.split.method: time), in every fit; false: out-of-fold over the source rows.
-    earlier: bool = False
+    earlier: bool
 
 
 class Common(Section):
     seed: NonNegative
     threads: Positive
-    workers: Positive = 2  # processes for the fits of `kadn train` (the fixed split's and every CV fold's)
+    workers: Positive  # processes for the fits of `kadn train` (the fixed split's and every CV fold's)
     min_count: Positive
     cv: CV
-    tune: Tune = Tune()
-    track_records: TrackRecords = TrackRecords()
-    oov: Literal["count", "indicator", "scaled"] = "count"  # the baselines' OOV columns (models.data.multi_hot)
+    tune: Tune
+    track_records: TrackRecords
+    oov: Literal["count", "indicator", "scaled"]  # the baselines' OOV columns (models.data.multi_hot)
     # The target trend (models.trend): a line of score on release time over each fit's latest this many
     # training years, taken out of the target before fitting and added back to predictions; null: off.
-    trend_years: Positive | None = None
-    year_token: bool = True  # the release year as a categorical token (false: every year is the OOV id)
+    trend_years: Positive | None
+    year_token: bool  # the release year as a categorical token (false: every year is the OOV id)
 
     def check_folds(self, films: int, smallest_fit: int | None = None) -> None:
         """Fold counts against the data a stage is about to fit: a fold without films would fail deep inside
@@ -208,16 +208,16 @@ class MeanConfig(Baseline):
 
 class RidgeConfig(Baseline):
     alpha: Annotated[float, Field(gt=0)]
-    grid: Grid = {}
+    grid: Grid
 
 
 class SvmConfig(Baseline):
     kernel: Literal["linear", "poly", "rbf", "sigmoid"]
     C: Annotated[float, Field(gt=0)]
     epsilon: Annotated[float, Field(ge=0)]
-    gamma: Literal["scale", "auto"] | Annotated[float, Field(gt=0)] = "scale"
-    tune_rows: Positive | None = None  # the grid search fits on at most this many rows (an SVR fit costs n^2)
-    grid: Grid = {}
+    gamma: Literal["scale", "auto"] | Annotated[float, Field(gt=0)]
+    tune_rows: Positive | None  # the grid search fits on at most this many rows (an SVR fit costs n^2)
+    grid: Grid
 
 
 class LightgbmConfig(Baseline):
@@ -228,7 +228,7 @@ class LightgbmConfig(Baseline):
     reg_lambda: Annotated[float, Field(ge=0)]
     colsample_bytree: Annotated[float, Field(gt=0, le=1)]
     subsample: Annotated[float, Field(gt=0, le=1)]
-    grid: Grid = {}
+    grid: Grid
 
 
 class CatboostConfig(Baseline):
@@ -236,11 +236,11 @@ class CatboostConfig(Baseline):
     learning_rate: Annotated[float, Field(gt=0)]
     depth: Annotated[int, Field(ge=1, le=16)]
     l2_leaf_reg: Annotated[float, Field(ge=0)]
-    loss: Literal["RMSE", "MAE"] = "RMSE"
+    loss: Literal["RMSE", "MAE"]
     # multi_hot: the other baselines' 0/1 matrix; categorical: ids as categorical columns (models.data.token_table)
-    inputs: Literal["multi_hot", "categorical"] = "multi_hot"
-    max_ctr_complexity: Annotated[int, Field(ge=1)] | None = None  # null: CatBoost's default (combinations of 4)
-    grid: Grid = {}
+    inputs: Literal["multi_hot", "categorical"]
+    max_ctr_complexity: Annotated[int, Field(ge=1)] | None  # null: CatBoost's default (combinations of 4)
+    grid: Grid
 
 
 class Bins(Section):
@@ -256,35 +256,35 @@ class NetConfig(Section):
     bins: Bins
     soft_sigma: Annotated[float, Field(gt=0)]
     regression_loss: Literal["mse", "huber", "l1"]
-    huber_delta: Annotated[float, Field(gt=0)] = 1.0  # the squared zone's half-width under the huber loss
+    huber_delta: Annotated[float, Field(gt=0)]  # the squared zone's half-width under the huber loss
     dim: Positive
     attention_hidden: Positive
     teacher: list[Positive]
     student: list[Positive]
     deepfm_hidden: list[Positive]
-    dense_width: Positive = 8
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    dense_width: Positive
+    dropout: Annotated[float, Field(ge=0, lt=1)]
     # Share of a training batch's directors, writers and actors shown to the net as unknown (OOV): films to be
     # forecast often have people the model has not seen, and this trains the nets for them.
-    token_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    linear: bool = False
+    token_dropout: Annotated[float, Field(ge=0, lt=1)]
+    linear: bool
     hint_weight: Annotated[float, Field(ge=0)]
     block_gradient: bool
     adaptive_l2: Annotated[float, Field(ge=0)]
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)]
     lr: Annotated[float, Field(gt=0)]
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: lr -> 0 over `epochs`, per batch
+    lr_schedule: Literal["constant", "cosine"]  # cosine: lr -> 0 over `epochs`, per batch
     batch: Positive
     epochs: Positive
     evals_per_epoch: Positive
     # At most this many optimiser steps between validations (more per epoch on large sets); null: off.
-    eval_steps: Positive | None = None
-    patience: Positive | None = None  # validations without improvement before stopping; null: never stop
-    seeds: Positive = 1
+    eval_steps: Positive | None
+    patience: Positive | None  # validations without improvement before stopping; null: never stop
+    seeds: Positive
     # Each seed after the first validates on its own seeded share of the fit's rows (as many as the first's
     # validation rows) and trains on the rest, so a seed ensemble learns from every training row.
-    rotate_val: bool = False
-    preset: str = "tuned"  # last: a resolved configuration lists it after the settings it chose
+    rotate_val: bool
+    preset: str  # last: a resolved configuration lists it after the settings it chose
 
 
 def _overrides(model: type[BaseModel], name: str) -> type[BaseModel]:
@@ -339,16 +339,13 @@ class _Train(Section):
 
 def _model_field(name: str):
     cls = globals()[registry.MODELS[name].config]
-    if cls is NetConfig:
-        return (NetOverrides, NetOverrides())  # type: ignore[valid-type]
-    required = any(f.is_required() for f in cls.model_fields.values())
-    return (cls, ...) if required else (cls, cls())
+    return (NetOverrides if cls is NetConfig else cls, ...)  # type: ignore[valid-type]
 
 
 TrainConfig = create_model(
     "TrainConfig", __base__=_Train, common=(Common, ...),
     **{n: _model_field(n) for n in registry.BASELINES}, nets=(NetConfig, ...),
-    **{n: _model_field(n) for n in registry.NETS}, presets=(dict[str, NetOverrides], {}))  # type: ignore[valid-type]
+    **{n: _model_field(n) for n in registry.NETS}, presets=(dict[str, NetOverrides], ...))  # type: ignore[valid-type]
 
 
 # --- evaluate --------------------------------------------------------------------------------------------
@@ -362,23 +359,23 @@ class ForecastConfig(Section):
     """Prediction intervals (read by `kadn evaluate` and `kadn forecast`): split-conformal on out-of-fold
     residuals, one residual quantile per bin of the share of a film's people the model knows."""
 
-    level: Fraction = 0.8
-    known_edges: Annotated[list[Fraction], Increasing] = [0.25, 0.5, 0.75]  # inner edges of the known-share bins
-    min_bin: Positive = 30  # fewer calibration residuals in a bin: it merges with its neighbour
+    level: Fraction
+    known_edges: Annotated[list[Fraction], Increasing]  # inner edges of the known-share bins
+    min_bin: Positive  # fewer calibration residuals in a bin: it merges with its neighbour
 
 
 # --- backtest --------------------------------------------------------------------------------------------
 class BacktestConfig(Section):
     # auto: the last `last` years holding `min_films` films with `calibration_years` such years before them
     years: Annotated[list[Annotated[int, Field(ge=1888, le=2100)]], Field(min_length=1), Increasing] | Literal[
-        "auto"] = "auto"
-    last: Positive = 5
-    min_films: Positive = 30
+        "auto"]
+    last: Positive
+    min_films: Positive
     # Years before the first reported one, fitted and scored too: their forward residuals calibrate the
     # first reported year's intervals and fit its blend weights (later years add every earlier year's).
-    calibration_years: Positive = 2
-    models: Annotated[list[BaselineName | NetName], Field(min_length=1)] = list(BASELINES + NETS)
-    seeds: Positive = 1  # per net and year (train.nets.seeds is for the shipped models)
+    calibration_years: Positive
+    models: Annotated[list[BaselineName | NetName], Field(min_length=1)]
+    seeds: Positive  # per net and year (train.nets.seeds is for the shipped models)
 
 
 # --- blend -----------------------------------------------------------------------------------------------
@@ -386,8 +383,8 @@ ReportedName = Literal[tuple(registry.REPORTED)]
 
 
 class BlendConfig(Section):
-    members: Annotated[list[ReportedName], Field(min_length=2)] = ["svm", "lightgbm", "kadn"]
-    loss: Literal["squared", "absolute"] = "squared"  # what the stacking weights minimise
+    members: Annotated[list[ReportedName], Field(min_length=2)]
+    loss: Literal["squared", "absolute"]  # what the stacking weights minimise
 
 
 class Params(Section):
@@ -396,9 +393,9 @@ class Params(Section):
     models: ModelsConfig
     train: TrainConfig
     evaluate: EvaluateConfig
-    forecast: ForecastConfig = ForecastConfig()
-    backtest: BacktestConfig = BacktestConfig()
-    blend: BlendConfig = BlendConfig()
+    forecast: ForecastConfig
+    backtest: BacktestConfig
+    blend: BlendConfig
 
 
 def _hint(key: str, known) -> str:

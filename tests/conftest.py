@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import store
-from pipeline.records import normalise_record
+from pipeline.film import store
+from pipeline.film.records import normalise_record
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

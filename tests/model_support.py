@@ -7,15 +7,17 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
 import yaml
 
 from crawler.mocksite.catalogue import films_in_years, generate_catalogue
+from models.nets.heads import Head
 from models.stages.train import run_train
-from pipeline.clean import apply_rules, to_frame
-from pipeline.encode import run_encode
+from models.training.fit_net import make_head
+from pipeline.features.clean import apply_rules, to_frame
+from pipeline.features.encode import run_encode
 from pipeline.io import load_params
 from pipeline.params import Params, load, parse
+from tests.params_support import shipped_net
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,19 +26,26 @@ def fast_params() -> dict:
     """The repository's params.yaml with tiny nets, few epochs and 2-fold CV: seconds, not minutes."""
     params = copy.deepcopy(load_params(ROOT / "params.yaml"))
     train = params["train"]
-    train["common"]["cv"] = {"folds": 2, "repeats": 1, "seed": 3, "val": 0.2}
+    # Only keys changed here: every other value is params.yaml's (none is written twice).
+    train["common"]["cv"].update(folds=2, seed=3, val=0.2)
     train["nets"].update(dim=4, attention_hidden=4, teacher=[16, 8], student=[8], deepfm_hidden=[8],
                          epochs=3, patience=None, batch=32, dropout=0.0, lr=0.005, seeds=1)
     train["lightgbm"]["n_estimators"] = 20
     train["catboost"]["iterations"] = 20
-    params["evaluate"] = {"timing_repeats": 1, "timing_films": 200}
-    params["backtest"] = {"years": [2018, 2019], "models": ["ridge", "kadn"], "seeds": 1}
+    params["evaluate"].update(timing_repeats=1, timing_films=200)
+    params["backtest"].update(years=[2018, 2019], models=["ridge", "kadn"], seeds=1)
     return params
 
 
 def fast(params: dict | None = None) -> Params:
     """`fast_params()` (or `params`, a changed copy of it) as the typed configuration the stages take."""
     return parse(fast_params() if params is None else params)
+
+
+def shipped_head(kind: str, centre: float, **overrides) -> Head:
+    """A head of `kind` as training makes it from the shipped train.nets settings (bins, soft_sigma,
+    regression_loss, huber_delta), `overrides` being train.nets keys."""
+    return make_head("kadn", shipped_net(head=kind, **overrides), centre)
 
 
 def encoded_catalogue(folder: Path, n: int = 260, seed: int = 5) -> Path:
@@ -50,13 +59,10 @@ def encoded_catalogue(folder: Path, n: int = 260, seed: int = 5) -> Path:
 
 
 def train_models(folder: Path, names: tuple[str, ...] = ("kadn", "ridge")) -> Path:
-    """`names` trained with fast params on the small catalogue into folder/models (torch's thread count,
-    which training sets, restored after)."""
+    """`names` trained with fast params on the small catalogue into folder/models."""
     enc = encoded_catalogue(folder)
-    threads = torch.get_num_threads()
     for name in names:
         run_train(name, fast(), enc, folder / "models")
-    torch.set_num_threads(threads)
     return folder / "models"
 
 

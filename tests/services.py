@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 
 import pytest
 
-POSTGRES_URL = os.environ.get("KADN_TEST_POSTGRES_URL", "postgresql+psycopg://kadn:kadn@127.0.0.1:5432/kadn")
-REDIS_URL = os.environ.get("KADN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from crawler.mocksite.harness import POSTGRES_URL, REDIS_URL
 
 
 def _port_open(host: str, port: int) -> bool:

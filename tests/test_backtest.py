@@ -13,10 +13,10 @@ import models.stages.backtest as backtest
 from models.stages.backtest import plan_years, run_backtest, year_rows
 from models.training.data import fold_split
 from pipeline.cli import main
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
-from pipeline.params import BacktestConfig
+from pipeline.features.encode import load_encoded
 from tests.model_support import ROOT, encoded_catalogue, fast, fast_params
+from tests.params_support import shipped
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def _params(years, models=("mean", "ridge", "kadn"), workers=1, **backtest_keys)
     params = fast_params()
     params["train"]["common"]["track_records"]["enabled"] = False
     params["train"]["common"]["workers"] = workers  # 1: the fits run here, where a test can watch them
-    params["backtest"] = {"years": years if years == "auto" else list(years), "models": list(models), "seeds": 1,
-                          "min_films": 10, "calibration_years": 2, **backtest_keys}
+    params["backtest"].update(years=years if years == "auto" else list(years), models=list(models), seeds=1,
+                              min_films=10, calibration_years=2, **backtest_keys)
     return params
 
 
@@ -117,7 +117,7 @@ def test_the_blend_is_weighted_on_earlier_years_forward_predictions(catalogue, t
 
     monkeypatch.setattr(backtest, "fit_weights", spy)
     params = _params([2018, 2019], ("mean", "ridge"))
-    params["blend"] = {"members": ["mean", "ridge"], "loss": "absolute"}
+    params["blend"]["members"] = ["mean", "ridge"]
     params = fast(params)
     figures = run_backtest(params, catalogue, tmp_path / "bt.json")["backtest"]
     years = plan_years(enc, params.backtest).years
@@ -132,16 +132,16 @@ def test_the_blend_is_weighted_on_earlier_years_forward_predictions(catalogue, t
 def test_auto_years_are_the_last_full_years_after_the_calibration_years(catalogue):
     enc = load_encoded(catalogue)
     counts = {int(y): int(n) for y, n in zip(*np.unique(enc.release[enc.in_range] // 10000, return_counts=True))}
-    plan = plan_years(enc, BacktestConfig(years="auto", last=3, min_films=10, calibration_years=2))
+    plan = plan_years(enc, shipped("backtest", years="auto", last=3, min_films=10, calibration_years=2))
     full = [y for y, n in sorted(counts.items()) if n >= 10]
     assert plan.reported == full[-3:] and plan.calibration == full[-5:-3] and not plan.skipped
     # A threshold only the fullest years reach: thinner years are neither reported nor calibration years.
     cut = sorted(counts.values())[-4]
-    plan = plan_years(enc, BacktestConfig(years="auto", last=13, min_films=cut, calibration_years=1))
+    plan = plan_years(enc, shipped("backtest", years="auto", last=13, min_films=cut, calibration_years=1))
     full = [y for y, n in sorted(counts.items()) if n >= cut]
     assert plan.calibration == full[:1] and plan.reported == full[1:]
     with pytest.raises(KadnError, match="backtest.min_films"):
-        plan_years(enc, BacktestConfig(years="auto", min_films=10_000))
+        plan_years(enc, shipped("backtest", years="auto", min_films=10_000))
 
 
 def test_a_store_of_2007_2015_films_runs_the_shipped_backtest(tmp_path, capsys):

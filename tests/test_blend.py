@@ -11,8 +11,8 @@ from models.stages.blend import cross_fitted, fit_weights, load_oof, run_blend
 from models.stages.train import run_train
 from models.training import conformal
 from models.training.data import kfold
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 
 
@@ -20,7 +20,7 @@ def test_weights_are_non_negative_and_follow_the_better_model():
     rng = np.random.default_rng(0)
     y = rng.normal(7, 1, 400)
     good, anti = y + rng.normal(0, 0.2, 400), 14 - y  # `anti` is perfectly anti-correlated with the score
-    model = fit_weights(np.stack([good, anti], 1), y)
+    model = fit_weights(np.stack([good, anti], 1), y, "squared")
     assert model.coef_[1] == 0 and model.coef_[0] > 0.9
 
 
@@ -31,7 +31,7 @@ def test_absolute_loss_weights_minimise_the_mae_and_stay_non_negative():
     good, noisy, anti = y + rng.normal(0, 0.2, 300), y + rng.normal(0, 0.8, 300), 14 - y
     good[:30] += 3
     preds = np.stack([good, noisy, anti], 1)
-    absolute, squared = fit_weights(preds, y, "absolute"), fit_weights(preds, y)
+    absolute, squared = fit_weights(preds, y, "absolute"), fit_weights(preds, y, "squared")
     assert (absolute.coef_ >= 0).all() and absolute.coef_[2] == pytest.approx(0, abs=1e-9)
     mae = {k: np.abs(m.predict(preds) - y).mean() for k, m in (("absolute", absolute), ("squared", squared))}
     assert mae["absolute"] < mae["squared"] - 0.01  # least squares chases the outliers, LAD does not
@@ -53,12 +53,12 @@ def test_each_fold_is_scored_with_weights_fitted_on_the_other_folds(monkeypatch)
     fitted_on = []
     real = blend.fit_weights
 
-    def spy(preds, target, loss="squared"):
+    def spy(preds, target, loss):
         fitted_on.append(set(target.tolist()))
         return real(preds, target, loss)
 
     monkeypatch.setattr(blend, "fit_weights", spy)
-    cv = cross_fitted(oof, ["a", "b"], y, folds, 4)
+    cv = cross_fitted(oof, ["a", "b"], y, folds, 4, "squared")
     assert len(cv["mae"]) == 4
     for seen, (train, _) in zip(fitted_on, folds):
         assert seen == set(y[train].tolist())  # every other fold's film, none of the held-out ones
@@ -70,7 +70,7 @@ def trained(tmp_path_factory):
     enc_dir = encoded_catalogue(folder)
     params = fast_params()
     params["train"]["common"]["track_records"]["enabled"] = False
-    params["blend"] = {"members": ["ridge", "kadn"]}
+    params["blend"]["members"] = ["ridge", "kadn"]
     for name in ("ridge", "kadn"):
         run_train(name, fast(params), enc_dir, folder / "pre")
     return params, enc_dir, folder
@@ -127,15 +127,16 @@ def test_blend_fits_its_weights_with_the_configured_loss(trained, tmp_path, monk
     import models.stages.blend as blend
 
     params, enc_dir, folder = trained
-    params = {**params, "blend": {"members": ["ridge", "kadn"], "loss": "absolute"}}
+    # Not the shipped loss, so a loss fixed in code would show.
+    params = {**params, "blend": {**params["blend"], "loss": "squared"}}
     losses = []
     real = blend.fit_weights
 
-    def spy(preds, target, loss="squared"):
+    def spy(preds, target, loss):
         losses.append(loss)
         return real(preds, target, loss)
 
     monkeypatch.setattr(blend, "fit_weights", spy)
     row = run_blend(fast(params), enc_dir, {"pre_release": folder / "pre"}, tmp_path / "blend.json")["models"]["blend"]
-    assert losses == ["absolute"] * 3  # each of the 2 CV folds' weights and the shipped ones
+    assert losses == ["squared"] * 3  # each of the 2 CV folds' weights and the shipped ones
     assert min(row["weights"]) >= 0

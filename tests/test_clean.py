@@ -8,14 +8,14 @@ import pytest
 from sqlalchemy import text
 
 from crawler.mocksite.catalogue import films, generate_catalogue
-from pipeline import store
-from pipeline.clean import apply_rules, run_clean, to_frame, write_table
 from pipeline.cli import main
 from pipeline.errors import KadnError
+from pipeline.features.clean import apply_rules, run_clean, to_frame, write_table
+from pipeline.features.rules import normalise_title
+from pipeline.film import store
+from pipeline.film.records import ID_FIELD, ROLES
 from pipeline.io import load_params
 from pipeline.params import load, parse
-from pipeline.records import ID_FIELD, ROLES
-from pipeline.rules import normalise_title
 
 PARAMS = load("params.yaml").clean
 

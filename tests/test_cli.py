@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import store
 from pipeline.cli import COMMANDS, build_parser, main
+from pipeline.film import store
 from tests.conftest import film
 from tests.model_support import encoded_catalogue, fast_params
 

@@ -17,7 +17,7 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.errors import KadnError
-from pipeline.importer import read_export
+from pipeline.exchange.importer import read_export
 from pipeline.io import atomic_path
 from tests.conftest import FIXTURES, film, read_jsonl
 from tests.model_support import fast_params, train_models
@@ -217,7 +217,7 @@ def test_a_snapshot_title_holding_a_unicode_line_break_is_read(db_url, stored, t
     stored([film(1, title="上\u2028下\u0085末"), film(2)])
     snap = tmp_path / "films.jsonl"
     assert run(["snapshot", "--out", str(snap)])[0] == 0
-    from pipeline.snapshot import read_snapshot
+    from pipeline.exchange.snapshot import read_snapshot
     assert [r["title"] for r in read_snapshot(snap)] == ["上\u2028下\u0085末", "电影2"]
 
 
@@ -407,7 +407,7 @@ def test_a_file_argument_says_what_it_is_instead(db_url, tmp_path, make, message
 
 TERMINATE_MID_IMPORT = """
 import os, signal, sys
-from pipeline import store
+from pipeline.film import store
 from pipeline.cli import main
 upsert = store.upsert_records
 def upsert_then_terminated(*args, **kwargs):

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import store
+from pipeline.film import store
 
 ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"imported (\d+) records from (\S+) \(kadn format\): (\d+) new, (\d+) updated; (\d+) movies stored")

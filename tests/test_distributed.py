@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from pipeline import store
+from pipeline.film import store
 from tests.services import postgres_url, redis_url
 from tests.test_spider import ROOT, crawl_cmd, mock  # noqa: F401 (the mock fixture)
 

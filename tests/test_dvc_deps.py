@@ -18,7 +18,7 @@ def test_every_stage_lists_exactly_the_modules_its_command_imports():
     gaps = dvc_deps.stale()
     assert not gaps, f"dvc.yaml's code deps are stale; run `python scripts/dvc_deps.py`: {gaps}"
     want = dvc_deps.expected()
-    assert "pipeline/clean.py" in want["clean"] and not any(f.startswith("models/") for f in want["clean"])
+    assert "pipeline/features/clean.py" in want["clean"] and not any(f.startswith("models/") for f in want["clean"])
     assert "models/nets/nets.py" in want["train_net"]
 
 
@@ -42,7 +42,7 @@ def test_the_import_walk_sees_lazy_and_relative_imports(tmp_path):
     (pkg / "c.py").write_text("")
     (pkg / "unused.py").write_text("")
     assert dvc_deps.imported_modules(["models.a"], tmp_path) == {"models", "models.a", "models.b", "models.c"}
-    assert "pipeline.records" in dvc_deps.imported_modules(["pipeline.clean"])
+    assert "pipeline.film.records" in dvc_deps.imported_modules(["pipeline.features.clean"])
 
 
 def test_a_stale_list_is_found_and_rewritten(tmp_path):
@@ -56,13 +56,13 @@ def test_a_stale_list_is_found_and_rewritten(tmp_path):
     (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
     text = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
     # Drop one module from clean's deps and add one it does not import.
-    broken = text.replace("      - pipeline/clean.py\n", "      - pipeline/export.py\n", 1)
+    broken = text.replace("      - pipeline/features/clean.py\n", "      - pipeline/exchange/export.py\n", 1)
     assert broken != text
     (tmp_path / "dvc.yaml").write_text(broken, encoding="utf-8")
     gaps = dvc_deps.stale(tmp_path)
     assert set(gaps) == {"clean"}
     listed, wanted = gaps["clean"]
-    assert "pipeline/export.py" in listed and "pipeline/clean.py" in wanted
+    assert "pipeline/exchange/export.py" in listed and "pipeline/features/clean.py" in wanted
     assert dvc_deps.rewrite(tmp_path) == ["clean"]
     assert dvc_deps.stale(tmp_path) == {}
     assert (tmp_path / "dvc.yaml").read_text(encoding="utf-8") == text  # comments and layout kept

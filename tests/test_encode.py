@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.clean import to_frame
-from pipeline.encode import OOV, PAD, SPLITS, film_tokens, load_encoded, make_split, run_encode
 from pipeline.errors import KadnError
+from pipeline.features.clean import to_frame
+from pipeline.features.encode import OOV, PAD, SPLITS, load_encoded, make_split, record_tokens, run_encode
 from pipeline.params import Split, load
 
 PARAMS = load("params.yaml").encode
@@ -28,7 +28,7 @@ def encode(tmp_path, films, **override):
 def test_tokens_key_people_by_id_else_name(make_film):
     rec = make_film(1, directors=["甲", "乙"], director_ids=["77", None], runtime_min=95,
                     release_dates=[{"date": "2013-07-05", "region": None, "rerelease": False}])
-    toks = film_tokens(rec, PARAMS.model_dump())
+    (toks,) = record_tokens([rec], PARAMS.model_dump())
     assert toks["directors"] == ["id:77", "name:乙"]
     assert toks["runtime"] == ["90-100"] and toks["year"] == ["2013"] and toks["month"] == ["07"]
 
@@ -37,9 +37,20 @@ def test_first_k_actors_and_missing_values(make_film):
     cast = [f"演员{i}" for i in range(20)]
     rec = make_film(1, actors=cast, actor_ids=None, runtime_min=None,
                     release_dates=[{"date": "2013", "region": None, "rerelease": False}])
-    toks = film_tokens(rec, PARAMS.model_dump())
+    (toks,) = record_tokens([rec], PARAMS.model_dump())
     assert toks["actors"] == [f"name:演员{i}" for i in range(PARAMS.max_len.actors)]
     assert toks["runtime"] == ["unknown"] and toks["month"] == ["unknown"]
+
+
+def test_an_undated_film_gets_its_year_in_the_stage_as_when_forecast(tmp_path, make_film):
+    # The stage reads dates back from parquet as text, missing ones as NaN: not a date (once the token "nan").
+    films = [make_film(i, year=2016, **({"release_dates": []} if i % 2 else {})) for i in range(1, 31)]
+    assert all(f["release_date"] is None for f in films[::2]) and films[1]["release_date"] == "2012-05-01"
+    enc = encode(tmp_path, films)
+    undated = enc.douban_id % 2 == 1
+    for group, expected in (("year", "2016"), ("month", "unknown")):
+        tokens = {enc.vocab[group][j - 2] for j in enc.x[group][undated, 0]}
+        assert tokens == {expected} == {record_tokens([films[0]], PARAMS.model_dump())[0][group][0]}
 
 
 def test_arrays_match_vocabulary(tmp_path, make_film):

@@ -16,7 +16,7 @@ from models.stages.evaluate import branch_figures, run_evaluate
 from models.stages.train import run_train
 from models.training.data import DENSE, tensors
 from models.training.trend import saved_offset
-from pipeline.encode import load_encoded, release_int
+from pipeline.features.encode import load_encoded, release_int
 from pipeline.params import EvaluateConfig
 from tests.model_support import encoded_catalogue, fast, fast_params
 
@@ -33,7 +33,6 @@ def trained(tmp_path_factory):
     """K-ADN trained and evaluated with one seed and with two (the first member of both is seed 0)."""
     folder = tmp_path_factory.mktemp("ensemble")
     enc = encoded_catalogue(folder)
-    threads = torch.get_num_threads()
     out = {"enc": enc}
     for seeds in (1, 2):
         models = folder / f"seeds{seeds}"
@@ -42,7 +41,6 @@ def trained(tmp_path_factory):
         frag = run_evaluate(fast(params_with(seeds)), enc, models, folder / f"e{seeds}.json", folder / f"plots{seeds}",
                             timings_out=timings)
         out[seeds] = (models, {**frag["distillation"], "timed": json.loads(timings.read_text())["distillation"]})
-    torch.set_num_threads(threads)
     return out
 
 

@@ -67,9 +67,9 @@ def test_predicted_vs_actual_draws_y_equals_x_and_labels_axes(drawn, tmp_path):
 
 
 def test_learning_curves_show_validation_mae_with_labelled_axes(drawn, tmp_path):
-    history = [{"epoch": e / 2, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_mae_student": 0.7 + abs(e - 3) / 50,
-                "val_mae_teacher": 0.72} for e in range(1, 7)]
-    figures.learning_curves(history, tmp_path / "l.png")
+    curve = [{"epoch": e / 2, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_mae_student": 0.7 + abs(e - 3) / 50,
+              "val_mae_teacher": 0.72} for e in range(1, 7)]
+    figures.learning_curves(curve, tmp_path / "l.png")
     loss_ax, mae_ax = drawn["l.png"].axes
     assert loss_ax.get_xlabel() == mae_ax.get_xlabel() == "epoch"
     assert mae_ax.get_ylabel() == "validation MAE"

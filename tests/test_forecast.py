@@ -21,11 +21,11 @@ from models.serving.forecast import best_forward, forecast, select_films
 from models.serving.predict import encode_films
 from models.stages.evaluate import run_evaluate
 from models.training import conformal
-from pipeline import store
 from pipeline.cli import main
-from pipeline.params import ForecastConfig
-from pipeline.records import normalise_record
+from pipeline.film import store
+from pipeline.film.records import normalise_record
 from tests.model_support import fast, fast_params, nan_weights, train_models
+from tests.params_support import shipped
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_unknown_people_get_a_wider_interval(trained, tmp_path):
 
 def test_calibration_bins_merge_thin_ones_and_never_narrow_for_less_known_films():
     rng = np.random.default_rng(0)
-    cfg = ForecastConfig(level=0.8, known_edges=[0.25, 0.5, 0.75], min_bin=30)
+    cfg = shipped("forecast", level=0.8, known_edges=[0.25, 0.5, 0.75], min_bin=30)
     known = np.concatenate([np.zeros(200), np.full(200, 0.6), np.full(10, 0.9)])
     residuals = np.concatenate([rng.normal(0, 2.0, 200), rng.normal(0, 0.5, 200), rng.normal(0, 5.0, 10)])
     cal = conformal.calibrate(residuals, known, cfg)
@@ -138,7 +138,7 @@ def test_cross_conformal_coverage_never_calibrates_on_the_fold_it_scores():
     data = {"repeat": np.zeros(2 * n, np.int32), "fold": np.repeat([0, 1], n).astype(np.int32),
             "known": np.full(2 * n, 0.5), "y": np.zeros(2 * n), "split": np.zeros(2 * n, np.int8),
             "pred_out": np.concatenate([np.full(n, 3.0), np.full(n, 0.1)])}
-    cv = conformal.cross_conformal(data, "out", ForecastConfig(level=0.8))
+    cv = conformal.cross_conformal(data, "out", shipped("forecast", level=0.8))
     assert cv["cv_coverage"] == 0.5
     assert cv["cv_mean_width"] == pytest.approx((2 * 0.1 + 2 * 3.0) / 2)
 

@@ -20,9 +20,9 @@ from models.serving.saved_blend import NAME, load_blend
 from models.stages.blend import run_blend
 from models.stages.train import run_train
 from models.training import conformal
-from pipeline import store
 from pipeline.cli import main
 from pipeline.errors import KadnError
+from pipeline.film import store
 from tests.model_support import encoded_catalogue, fast, fast_params, rehash
 from tests.test_forecast import film, known_people, read_jsonl, strangers
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from pipeline import store
 from pipeline.cli import main
+from pipeline.film import store
 from tests.model_support import trained_folder
 from tests.test_spider import mock, run_crawl, stored  # noqa: F401 (mock is a fixture)
 

@@ -7,10 +7,10 @@ import pytest
 
 from models.training.cv import cross_validate
 from models.training.data import cv_folds, fold_split, kfold
-from pipeline.clean import apply_rules, to_frame
-from pipeline.encode import HISTORY, SPLITS, load_encoded, make_split, run_encode
+from pipeline.features.clean import apply_rules, to_frame
+from pipeline.features.encode import HISTORY, SPLITS, load_encoded, make_split, run_encode
+from pipeline.features.rules import old_id_threshold
 from pipeline.params import Split, load
-from pipeline.rules import old_id_threshold
 from tests.model_support import fast
 
 PARAMS = load("params.yaml")

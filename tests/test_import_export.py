@@ -4,8 +4,8 @@ import shutil
 import pytest
 from sqlalchemy import text
 
-from pipeline import store
 from pipeline.cli import main
+from pipeline.film import store
 from tests.conftest import FIXTURES, read_jsonl
 
 

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.records import FIELDS, ID_FIELD, LIST_FIELDS
+from pipeline.film.records import FIELDS, ID_FIELD, LIST_FIELDS
 from tests.conftest import FIXTURES
 
 # Characters that have broken readers and writers: separators of every layout, quotes, line breaks of

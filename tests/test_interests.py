@@ -9,10 +9,10 @@ from datetime import datetime
 
 import pytest
 
-from pipeline import store
 from pipeline.cli import main
-from pipeline.importer import read_export
-from pipeline.merge import merge_record
+from pipeline.exchange.importer import read_export
+from pipeline.film import store
+from pipeline.film.merge import merge_record
 from tests.conftest import film, read_jsonl
 
 COMING = film(36100001, rating=None, votes=None, wish_count=12345)

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from models.serving.predict import read_films
 from pipeline.cli import main
 from pipeline.errors import KadnError
-from pipeline.importer import read_export
+from pipeline.exchange.importer import read_export
+from pipeline.film.records import ID_FIELD, normalise_record
 from pipeline.io import jsonl_lines
-from pipeline.records import ID_FIELD, normalise_record
 from tests.conftest import film
 from tests.model_support import trained_folder
 

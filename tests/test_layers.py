@@ -32,7 +32,7 @@ def _seed():
 
 
 def test_sum_pooling_adds_each_groups_embeddings_and_ignores_padding():
-    emb = FeaturesEmbedding(SIZES, dim=4, pooling="sum")
+    emb = FeaturesEmbedding(SIZES, dim=4, pooling="sum", attention_hidden=None)
     pooled = emb(X)
     assert pooled.shape == (3, 3, 4)
     ids, mask, _ = emb.flat_ids(X)
@@ -47,7 +47,7 @@ def test_sum_pooling_adds_each_groups_embeddings_and_ignores_padding():
 
 
 def test_group_rows_do_not_collide():
-    emb = FeaturesEmbedding(SIZES, dim=2)
+    emb = FeaturesEmbedding(SIZES, dim=2, pooling="sum", attention_hidden=None)
     ids, mask, owner = emb.flat_ids(X)
     # The same id in two groups maps to two different rows; OOV (1) is a real row per group.
     assert ids[0, 0] != ids[0, 1]

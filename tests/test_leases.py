@@ -22,6 +22,8 @@ from crawler.distributed import (
     LeasedScheduler,
     LeaseReleaseMiddleware,
     child_queued,
+    lease_done,
+    release_lease,
     settle,
 )
 from crawler.items import MovieItem
@@ -40,8 +42,10 @@ class Released(list):
 
 
 def middleware():
-    crawler = SimpleNamespace(signals=SignalManager(), douban_scheduler=Released())
-    return LeaseReleaseMiddleware(crawler), crawler
+    """The middleware on a crawler whose stand-in scheduler listens for `lease_done`, as LeasedScheduler does."""
+    crawler, released = SimpleNamespace(signals=SignalManager()), Released()
+    crawler.signals.connect(released.release_token, signal=lease_done)
+    return LeaseReleaseMiddleware(crawler), crawler, released
 
 
 def page(token: str = "T") -> TextResponse:
@@ -76,66 +80,66 @@ def children(n: int) -> list[Request]:
 def test_lease_waits_until_every_follow_up_request_is_queued():
     # Scrapy reads a callback's output into an in-memory queue ahead of the workers that schedule it: the
     # output being read to the end does not mean its requests are in Redis.
-    mw, crawler = middleware()
+    mw, crawler, released = middleware()
     response = page()
     out = drain(mw, response, children(3))
     assert [r.meta[PARENT_LEASE] for r in out] == ["T"] * 3
-    assert crawler.douban_scheduler == []
+    assert released == []
     for request in out[:2]:
         crawler.signals.send_catch_log(child_queued, token=request.meta[PARENT_LEASE])
-    assert crawler.douban_scheduler == []
+    assert released == []
     crawler.signals.send_catch_log(child_queued, token="T")
-    assert crawler.douban_scheduler == ["T"]
+    assert released == ["T"]
 
 
 def test_lease_waits_for_items_and_requests_alike():
-    mw, crawler = middleware()
+    mw, crawler, released = middleware()
     response = page()
     item = MovieItem(record={"douban_id": 1}, fetched_at=None)
     drain(mw, response, [*children(1), item])
     crawler.signals.send_catch_log(child_queued, token="T")
-    assert crawler.douban_scheduler == []  # the film is not stored yet
+    assert released == []  # the film is not stored yet
     crawler.signals.send_catch_log(signals.item_scraped, item=item, response=response)
-    assert crawler.douban_scheduler == ["T"]
+    assert released == ["T"]
 
 
 def test_refused_item_keeps_the_lease():
-    mw, crawler = middleware()
+    mw, crawler, released = middleware()
     response = page()
     item = MovieItem(record={"douban_id": 1}, fetched_at=None)
     drain(mw, response, [item])
     crawler.signals.send_catch_log(signals.item_dropped, item=item, response=response, exception=Exception())
-    assert crawler.douban_scheduler == []  # it expires and the page is fetched again
+    assert released == []  # it expires and the page is fetched again
 
 
 def test_callback_failing_half_way_still_waits_for_what_it_yielded():
-    mw, crawler = middleware()
+    mw, crawler, released = middleware()
     response = page()
     out = drain(mw, response, children(2), fail=True)
-    assert len(out) == 2 and crawler.douban_scheduler == []
+    assert len(out) == 2 and released == []
     mw.process_spider_exception(response, ValueError("callback failed half-way"))
-    assert crawler.douban_scheduler == []
+    assert released == []
     for _ in out:
         crawler.signals.send_catch_log(child_queued, token="T")
-    assert crawler.douban_scheduler[-1] == "T"
+    assert released[-1] == "T"
 
 
 def test_page_without_output_releases_at_once():
-    mw, crawler = middleware()
+    mw, crawler, released = middleware()
     drain(mw, page(), [])
-    assert crawler.douban_scheduler == ["T"]
+    assert released == ["T"]
 
 
 def test_none_outputs_are_not_waited_for():
-    mw, crawler = middleware()
+    mw, crawler, released = middleware()
     drain(mw, page(), [None, *children(1)])
     crawler.signals.send_catch_log(child_queued, token="T")
-    assert crawler.douban_scheduler == ["T"]
+    assert released == ["T"]
 
 
 def test_output_abandoned_half_read_keeps_the_lease():
     # A forced shutdown closes the callback's output before it was all read: the rest was never queued.
-    mw, crawler = middleware()
+    mw, crawler, released = middleware()
 
     async def run():
         gen = mw.process_spider_output(page(), _aiter(children(3)))
@@ -143,18 +147,35 @@ def test_output_abandoned_half_read_keeps_the_lease():
         await gen.aclose()
 
     asyncio.run(run())
-    assert crawler.douban_scheduler == []
+    assert released == []
 
 
 def test_errback_follow_ups_are_queued_before_the_lease_goes():
     # What an errback yields skips the spider middlewares, so it is queued first, then the lease released.
     events = []
+
+    def on_done(token):
+        events.append(("released", token))
+
     crawler = SimpleNamespace(engine=SimpleNamespace(crawl=lambda r: events.append(("queued", r.url))),
-                              douban_scheduler=SimpleNamespace(release=lambda r: events.append(("released", r.url))))
-    failed = Request("http://127.0.0.1/j/listing?start=0")
+                              signals=SignalManager())
+    crawler.signals.connect(on_done, signal=lease_done)
+    failed = Request("http://127.0.0.1/j/listing?start=0", meta={LEASE_TOKEN: "T"})
     settle(crawler, failed, iter(children(2)))
     assert events == [("queued", "http://127.0.0.1/subject/0/"), ("queued", "http://127.0.0.1/subject/1/"),
-                      ("released", failed.url)]
+                      ("released", "T")]
+
+
+def test_leases_reach_the_scheduler_by_signal_not_by_a_crawler_attribute():
+    crawler = SimpleNamespace(signals=SignalManager())
+    leased = Request("http://127.0.0.1/subject/1/", meta={LEASE_TOKEN: "T"})
+    release_lease(crawler, leased)  # no Redis frontier: nothing listens, and that is no error
+    stuck, released = Released(), Released()
+    crawler.douban_scheduler = stuck  # the old route: a scheduler stuck onto the crawler is never looked for
+    crawler.signals.connect(released.release_token, signal=lease_done)
+    release_lease(crawler, leased)
+    release_lease(crawler, Request("http://127.0.0.1/subject/2/"))  # a page without a lease: nothing to release
+    assert released == ["T"] and stuck == []
 
 
 @pytest.fixture
@@ -173,6 +194,15 @@ def scheduler():
     client = redis.Redis.from_url(url)
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)
+
+
+def test_scheduler_releases_a_lease_when_told_by_signal(scheduler):
+    sched, crawler = scheduler
+    assert sched.enqueue_request(Request("http://127.0.0.1/subject/3/", dont_filter=True))
+    popped = sched.next_request()
+    assert sched.server.hlen(sched.lease_key) == 1
+    release_lease(crawler, popped)
+    assert sched.server.hlen(sched.lease_key) == 0 and sched.server.hlen(sched.lease_data_key) == 0
 
 
 def test_parent_is_told_only_once_the_child_is_in_redis(scheduler):

@@ -11,16 +11,26 @@ import torch
 from models.nets.heads import Head
 from models.stages.train import run_train
 from models.training.data import FitData, categorical_columns, drop_people, multi_hot, token_table
-from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
-from pipeline.encode import GROUPS, load_encoded
+from models.training.runtime import runtime
 from pipeline.errors import KadnError
-from tests.model_support import encoded_catalogue, fast, fast_params
+from pipeline.features.encode import load_encoded
+from pipeline.groups import names
+from tests.model_support import encoded_catalogue, fast, fast_params, shipped_head
+from tests.params_support import shipped_net
+
+GROUPS = names()
 
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
     return encoded_catalogue(tmp_path_factory.mktemp("levers"))
+
+
+@pytest.fixture(autouse=True)
+def _runtime():
+    with runtime(seed=0, threads=1):  # as the stages fit: deterministic kernels, one thread
+        yield
 
 
 def _actors_only(actors: np.ndarray) -> tuple[dict, dict]:
@@ -35,7 +45,7 @@ def test_oov_columns_are_a_count_an_indicator_or_a_scaled_count():
     start = 4 * GROUPS.index("actors")
 
     def actors(oov):
-        return multi_hot(x, sizes, oov=oov).toarray()[:, start:start + 4].tolist()
+        return multi_hot(x, sizes, None, oov).toarray()[:, start:start + 4].tolist()
 
     assert actors("count") == [[0, 2, 1, 0], [0, 0, 0, 1]]
     assert actors("indicator") == [[0, 1, 1, 0], [0, 0, 0, 1]]
@@ -43,7 +53,7 @@ def test_oov_columns_are_a_count_an_indicator_or_a_scaled_count():
     # Known tokens stay 0/1 whatever the mode, and rows can be picked as before.
     assert multi_hot(x, sizes, np.array([1]), oov="indicator").toarray()[0, start + 3] == 1
     with pytest.raises(ValueError, match="oov must be one of"):
-        multi_hot(x, sizes, oov="clip")
+        multi_hot(x, sizes, None, "clip")
 
 
 def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, tmp_path):
@@ -51,7 +61,8 @@ def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, t
     params["train"]["common"]["oov"] = "bogus"
     with pytest.raises(KadnError, match="train.common.oov"):
         fast(params)
-    params["train"]["common"].update(oov="indicator", track_records={"enabled": False})
+    params["train"]["common"]["oov"] = "indicator"
+    params["train"]["common"]["track_records"]["enabled"] = False
     params["train"]["ridge"]["grid"] = {}
     meta = run_train("ridge", fast(params), catalogue, tmp_path / "ind")
     assert meta["oov"] == "indicator"
@@ -65,18 +76,25 @@ def test_oov_mode_is_a_checked_param_and_reaches_the_saved_baseline(catalogue, t
     enc = load_encoded(catalogue)
     loaded = load_model(tmp_path / "ind", "ridge")
     x = model_view(enc, loaded)
-    expected = loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"], oov="indicator"))
+    expected = loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"], None, "indicator"))
     assert np.allclose(loaded.score(x), expected)
-    assert not np.allclose(loaded.score(x), loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"])))
+    assert not np.allclose(loaded.score(x), loaded.estimator.predict(multi_hot(x, loaded.vocab["sizes"], None, "count")))
     assert json.loads((tmp_path / "ind" / "ridge" / "meta.json").read_text())["oov"] == "indicator"
 
 
 def test_l1_loss_is_the_mean_absolute_error_of_the_scores():
-    head = Head("regression", centre=7.0, loss="l1")
+    head = shipped_head("regression", 7.0, regression_loss="l1")
     y = torch.tensor([7.0, 9.0, 6.0])
     assert head.loss(torch.zeros(3, 1), y).item() == pytest.approx(1.0)  # (0 + 2 + 1) / 3
     with pytest.raises(ValueError, match="regression loss must be one of"):
-        Head("regression", centre=7.0, loss="l2")
+        Head("regression", 7.0, **{**_head_settings(), "loss": "l2"})
+
+
+def _head_settings() -> dict:
+    """Head's settings as training passes them, from the shipped train.nets."""
+    cfg = shipped_net()
+    return {"low": cfg.bins.low, "high": cfg.bins.high, "width": cfg.bins.width, "sigma": cfg.soft_sigma,
+            "loss": cfg.regression_loss, "huber_delta": cfg.huber_delta}
 
 
 def test_huber_delta_reaches_the_head_from_the_params():
@@ -89,7 +107,6 @@ def test_huber_delta_reaches_the_head_from_the_params():
 
 def _short_runs(catalogue):
     """The catalogue's training data, and a two-epoch net config with no lever on."""
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -101,8 +118,8 @@ def test_cosine_schedule_changes_training_and_stays_deterministic(catalogue):
     data, base = _short_runs(catalogue)
     cosine = base.model_copy(update={"lr_schedule": "cosine"})
     a, b, c = fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, cosine, seed=3), fit_net("kadn", data, base, seed=3)
-    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
-    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+    assert [h["val_mae_student"] for h in a.curve] == [h["val_mae_student"] for h in b.curve]
+    assert [h["val_mae_student"] for h in a.curve] != [h["val_mae_student"] for h in c.curve]
 
 
 def test_a_rotated_split_keeps_the_rows_and_validates_on_as_many_in_range_films():
@@ -160,8 +177,8 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
     data, base = _short_runs(catalogue)
     dropped = base.model_copy(update={"token_dropout": 0.2})
     a, b, c = (fit_net("kadn", data, cfg, seed=3) for cfg in (dropped, dropped, base))
-    assert [h["val_mae_student"] for h in a.history] == [h["val_mae_student"] for h in b.history]
-    assert [h["val_mae_student"] for h in a.history] != [h["val_mae_student"] for h in c.history]
+    assert [h["val_mae_student"] for h in a.curve] == [h["val_mae_student"] for h in b.curve]
+    assert [h["val_mae_student"] for h in a.curve] != [h["val_mae_student"] for h in c.curve]
     # Off, no batch is touched: the same run as a net that never draws a dropout mask.
     import models.training.fit_net as fit
 
@@ -171,14 +188,7 @@ def test_token_dropout_changes_training_and_stays_deterministic(catalogue):
         d = fit_net("kadn", data, base, seed=3)
     finally:
         fit.drop_people = untouched
-    assert [h["val_mae_student"] for h in d.history] == [h["val_mae_student"] for h in c.history]
-
-
-def test_set_determinism_turns_on_deterministic_kernels_and_sets_the_threads():
-    torch.use_deterministic_algorithms(False)
-    set_determinism(1)
-    assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
-    assert not torch.is_deterministic_algorithms_warn_only_enabled()  # a nondeterministic kernel is an error
+    assert [h["val_mae_student"] for h in d.curve] == [h["val_mae_student"] for h in c.curve]
 
 
 def test_the_token_table_holds_each_group_s_first_ids_and_the_dense_inputs():

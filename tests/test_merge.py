@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import store
 from pipeline.cli import main
-from pipeline.merge import GROUPS, garbled, merge_people, merge_record, merge_release_dates
+from pipeline.film import store
+from pipeline.film.merge import GROUPS, garbled, merge_people, merge_record, merge_release_dates
 from tests.conftest import film, read_jsonl
 
 RICH = {"douban_id": 9000100, "title": "X", "directors": ["张艺谋"], "director_ids": ["1054398"],

@@ -41,23 +41,19 @@ def built(tmp_path_factory):
 
 def test_evaluate_and_metrics_give_the_same_bytes_with_one_or_two_threads(built, capsys):
     folder, enc, params = built
-    threads = torch.get_num_threads()
     written = {}
-    try:
-        for n in (1, 2):
-            params["train"]["common"]["threads"] = n
-            (folder / f"params{n}.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
-            out = folder / f"run{n}"
-            assert main(["evaluate", "--params", str(folder / f"params{n}.yaml"), "--encoded", str(enc),
-                         "--models", str(folder / "models"), "--models-popularity", "",
-                         "--out", str(out / "evaluate.json"), "--plots", str(out / "plots"),
-                         "--timings", str(out / "timings.json")]) == 0
-            assert main(["metrics", "--report", str(folder / "report.json"), "--encoded-meta",
-                         str(enc / "meta.json"), "--fragments", str(out / "evaluate.json"),
-                         "--out", str(out / "metrics.json")]) == 0
-            written[n] = out
-    finally:
-        torch.set_num_threads(threads)
+    for n in (1, 2):
+        params["train"]["common"]["threads"] = n
+        (folder / f"params{n}.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
+        out = folder / f"run{n}"
+        assert main(["evaluate", "--params", str(folder / f"params{n}.yaml"), "--encoded", str(enc),
+                     "--models", str(folder / "models"), "--models-popularity", "",
+                     "--out", str(out / "evaluate.json"), "--plots", str(out / "plots"),
+                     "--timings", str(out / "timings.json")]) == 0
+        assert main(["metrics", "--report", str(folder / "report.json"), "--encoded-meta",
+                     str(enc / "meta.json"), "--fragments", str(out / "evaluate.json"),
+                     "--out", str(out / "metrics.json")]) == 0
+        written[n] = out
     one, two = (written[n] / "metrics.json" for n in (1, 2))
     assert one.read_bytes() == two.read_bytes()
     # Every stage output, figures included, is bytes the inputs determine: no timing reaches them.

@@ -10,10 +10,12 @@ from scrapy import Request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Response, TextResponse
 from scrapy.settings import Settings
+from scrapy.signalmanager import SignalManager
 from scrapy.statscollectors import MemoryStatsCollector
 
 from crawler import settings as crawler_settings
 from crawler.arguments import check_arguments, parse_ids, parse_limit, parse_years
+from crawler.distributed import lease_done
 from crawler.middlewares import (
     BanMiddleware,
     CookieMiddleware,
@@ -194,7 +196,7 @@ def test_default_settings_are_polite():
 
 
 def test_store_url_comes_from_the_environment_via_pipeline_store(monkeypatch):
-    from pipeline import store
+    from pipeline.film import store
 
     s = Settings()
     s.setmodule(crawler_settings)
@@ -228,7 +230,12 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
         monkeypatch.setattr(module, "close_spider", lambda crawler, reason: None)  # no engine here
     crawler = fake_crawler(DOUBAN_BAN_PAUSE_AFTER=99, DOUBAN_BAN_RETRIES=1, DOUBAN_BAN_MAX_CONSECUTIVE=1)
     released = []
-    crawler.douban_scheduler = SimpleNamespace(release=released.append)
+
+    def on_done(token):  # what LeasedScheduler does on this signal
+        released.append(token)
+
+    crawler.signals = SignalManager()
+    crawler.signals.connect(on_done, signal=lease_done)
     spider = douban.DoubanSpider()
     spider.crawler, spider.mode, spider.listing_path, spider.obey = crawler, "auto", "/j/x", True
     mw = BanMiddleware(crawler)
@@ -250,7 +257,7 @@ def test_errbacks_release_the_lease_of_dropped_pages(monkeypatch, errback, url, 
     failure = Failure(exc)
     failure.request = req
     list(getattr(spider, errback)(failure) or ())
-    assert released == [req]
+    assert released == ["token-1"]
 
 
 def settings_reads() -> list[tuple[str, str, bool]]:
@@ -330,6 +337,65 @@ def test_subject_gate():
     get = crawler.stats.get_value
     assert (get("douban/fresh_skipped"), get("douban/duplicate_skipped"), get("douban/over_limit"),
             get("douban/subjects_requested")) == (1, 1, 1, 3)
+
+
+def refresh_spider(monkeypatch, middlewares: list):
+    """A `-a refresh=1` spider on a crawler whose spider middlewares are `middlewares` (found as Scrapy's
+    Crawler.get_spider_middleware finds them); returns it and the close reasons it asked for."""
+    import crawler.spiders.douban as douban
+
+    closed = []
+    monkeypatch.setattr(douban, "close_spider", lambda crawler, reason: closed.append(reason))  # no engine here
+    crawler = fake_crawler()
+    crawler.get_spider_middleware = lambda cls: next((mw for mw in middlewares if isinstance(mw, cls)), None)
+    spider = douban.DoubanSpider(refresh="1")
+    spider.crawler, spider.settings, spider.base, spider.obey = crawler, crawler.settings, "http://d.test", False
+    return spider, closed
+
+
+def test_refresh_takes_the_stale_films_from_the_gate_scrapy_finds(monkeypatch):
+    from crawler.spidermiddlewares import ParseRetry, SubjectGate
+
+    middlewares = []
+    spider, closed = refresh_spider(monkeypatch, middlewares)
+    spider.crawler.signals = SimpleNamespace(connect=lambda *a, **k: None)
+    gate = SubjectGate(spider.crawler)
+    gate.stale = [5, 7]  # as read from the store when the crawl started
+    middlewares += [ParseRetry(spider.crawler), gate]
+    # The old route is gone: a gate stuck onto the crawler is never looked for.
+    spider.crawler.douban_gate = SimpleNamespace(stale=[99])
+    requests = list(spider.plan_subjects(Response("http://d.test/robots.txt", status=404)))
+    assert [r.meta["douban_id"] for r in requests] == [5, 7] and closed == []
+    assert spider.crawler.stats.get_value("douban/discovery") == "refresh"
+
+
+def test_refresh_without_the_gate_stops_saying_why(monkeypatch, caplog):
+    spider, closed = refresh_spider(monkeypatch, [])  # SPIDER_MIDDLEWARES disables SubjectGate
+    assert list(spider.plan_subjects(Response("http://d.test/robots.txt", status=404))) == []
+    assert closed == ["discovery_blocked"] and spider.crawler.stats.get_value("douban/discovery") == "blocked"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "-a refresh=1 needs the spider middleware crawler.spidermiddlewares.SubjectGate" in line
+
+
+def test_crawl_delay_raises_the_floor_of_the_autothrottle_scrapy_finds():
+    from scrapy.extensions.throttle import AutoThrottle
+
+    from crawler.extensions import CrawlDelay
+
+    crawler = fake_crawler()
+    crawler.signals = SimpleNamespace(connect=lambda *a, **k: None)
+    crawler.engine = SimpleNamespace(downloader=SimpleNamespace(slots={}, per_slot_settings={}))
+    throttle = AutoThrottle.__new__(AutoThrottle)  # as it stands once the spider opened: only its floor matters
+    throttle.mindelay = 1.0
+    extensions = [throttle]
+    crawler.get_extension = lambda cls: next((ext for ext in extensions if isinstance(ext, cls)), None)
+    delay = CrawlDelay(crawler)
+    delay.honour(4.0, "d.test")
+    assert throttle.mindelay == 4.0 and crawler.engine.downloader.per_slot_settings == {"d.test": {"delay": 4.0}}
+    extensions.clear()  # AUTOTHROTTLE_ENABLED off: no floor to raise, the slot's delay still is
+    delay.honour(6.0, "d.test")
+    assert throttle.mindelay == 4.0 and crawler.engine.downloader.per_slot_settings == {"d.test": {"delay": 6.0}}
+    assert crawler.stats.get_value("douban/crawl_delay") == 6.0
 
 
 PAGE = '<html><head><meta charset="{meta}"><title>活着</title></head><body>剧情 / 中国大陆</body></html>'

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from crawler.mocksite.catalogue import films, films_in_years, generate_catalogue, store_catalogue
-from pipeline import store
-from pipeline.records import normalise_record
+from pipeline.film import store
+from pipeline.film.records import normalise_record
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from models.nets.heads import HEADS, Head
+from models.nets.heads import HEADS
 from models.nets.layers import DenseBranch
 from models.nets.loss import joint_loss
-from models.nets.nets import TeacherStudent, build, count_params, predict_scores
+from models.nets.nets import FM, build, count_params, predict_scores
 from models.stages.train import run_train
 from models.training.data import Dense, FitData, dense_columns, inner_split, kfold, multi_hot, with_dense
-from models.training.fit import set_determinism
 from models.training.fit_net import fit_net, make_head
-from pipeline.encode import load_encoded
+from models.training.runtime import runtime
+from pipeline import groups, registry
 from pipeline.errors import KadnError
-from pipeline.params import MeanConfig, RidgeConfig, SvmConfig, TrackRecords
-from tests.model_support import encoded_catalogue, fast, fast_params
+from pipeline.features.encode import load_encoded
+from tests.model_support import encoded_catalogue, fast, fast_params, shipped_head
+from tests.params_support import shipped, shipped_params
 
 SIZES = {"directors": 5, "actors": 8, "genres": 4}
 CFG = fast().train.nets.model_copy(update={"dim": 4, "attention_hidden": 6, "teacher": [32, 16], "student": [8],
@@ -34,17 +35,14 @@ def random_batch(n=6, seed=0):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add overhead
-    yield
-    torch.set_num_threads(threads)
+    with runtime(seed=0, threads=1):  # tiny nets: threads only add overhead
+        yield
 
 
 @pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
 @pytest.mark.parametrize("head_kind", HEADS)
 def test_every_model_scores_every_film_with_every_head(kind, head_kind):
-    head = Head("regression" if kind in ("fm", "deepfm") else head_kind, centre=7.0)
+    head = make_head(kind, CFG.model_copy(update={"head": head_kind}), 7.0)
     model = build(kind, SIZES, CFG, head.out_dim)
     x = random_batch()
     out = model(x)
@@ -55,8 +53,23 @@ def test_every_model_scores_every_film_with_every_head(kind, head_kind):
         assert scores.shape == (6,) and torch.isfinite(scores).all()
 
 
+@pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
+def test_a_net_refuses_a_setting_it_does_not_take_and_has_no_defaults(kind):
+    # An unknown keyword reaching a net's constructor is an error naming it, never silently dropped.
+    common = {"dim": CFG.dim, "n_dense": 0, "dense_width": CFG.dense_width}
+    builder = registry.builder(kind)
+    assert builder(SIZES, CFG, 1, common).outputs
+    with pytest.raises(TypeError, match="bogus"):
+        builder(SIZES, CFG, 1, {**common, "bogus": 1})
+    # Nor does a constructor fill in a setting that was left out (its value lives in params.yaml alone).
+    with pytest.raises(TypeError, match="dense_width"):
+        builder(SIZES, CFG, 1, {k: v for k, v in common.items() if k != "dense_width"})
+    with pytest.raises(TypeError, match="dropout"):  # FM has no dropout to take
+        FM(SIZES, dim=4, n_dense=0, dense_width=8, dropout=0.1)
+
+
 def test_teacher_and_student_share_embedding_and_attention_but_not_mlps():
-    model = TeacherStudent(SIZES, 4, [32, 16], [8], out_dim=1, pooling="attention", attention_hidden=6)
+    model = build("kadn", SIZES, CFG, 1)
     teacher, student = model.branch("teacher"), model.branch("student")
     shared = {id(p) for p in teacher.features.parameters()}
     assert shared == {id(p) for p in student.features.parameters()}
@@ -75,7 +88,7 @@ def test_kd_pools_by_sum_and_kadn_by_attention():
 
 
 def test_binned_heads_score_the_expectation_over_bin_centres():
-    head = Head("classification", centre=7.0, low=0, high=10, width=0.25)
+    head = shipped_head("classification", 7.0, bins={"low": 0.0, "high": 10.0, "width": 0.25})
     assert head.out_dim == 40
     logits = torch.full((1, 40), -1e4)
     logits[0, 28] = 0.0  # bin [7.0, 7.25)
@@ -85,14 +98,15 @@ def test_binned_heads_score_the_expectation_over_bin_centres():
     # Hard labels: the true score's bin; soft labels are lowest near the true score.
     y = torch.tensor([7.1])
     assert head.loss(logits, y).item() < head.loss(torch.zeros(1, 40), y).item()
-    soft = Head("soft", centre=7.0, sigma=0.3)
+    soft = shipped_head("soft", 7.0, bins={"low": 0.0, "high": 10.0, "width": 0.25}, soft_sigma=0.3)
     near, far = torch.zeros(1, 40), torch.zeros(1, 40)
     near[0, 28], far[0, 10] = 5.0, 5.0
     assert soft.loss(near, y) < soft.loss(far, y)
 
 
 def test_soft_labels_are_a_normalised_gaussian_around_the_score():
-    narrow, wide = Head("soft", centre=7.0, sigma=0.3), Head("soft", centre=7.0, sigma=0.8)
+    bins = {"low": 0.0, "high": 10.0, "width": 0.25}
+    narrow, wide = (shipped_head("soft", 7.0, bins=bins, soft_sigma=s) for s in (0.3, 0.8))
     y = torch.tensor([7.1, 3.4])
     labels = narrow.soft_labels(y)
     assert labels.shape == (2, 40) and labels.sum(-1).tolist() == pytest.approx([1.0, 1.0])
@@ -108,28 +122,28 @@ def test_soft_labels_are_a_normalised_gaussian_around_the_score():
 
 
 def test_regression_head_predicts_offsets_from_the_training_mean():
-    head = Head("regression", centre=7.2)
+    head = shipped_head("regression", 7.2, regression_loss="mse")
     assert head.score(torch.zeros(3, 1)).tolist() == pytest.approx([7.2] * 3)
     y = torch.tensor([7.2, 8.2])
     assert head.loss(torch.zeros(2, 1), y).item() == pytest.approx(0.5)
-    huber = Head("regression", centre=7.2, loss="huber", huber_delta=0.5)
+    huber = shipped_head("regression", 7.2, regression_loss="huber", huber_delta=0.5)
     assert huber.loss(torch.zeros(2, 1), y).item() < 0.5
 
 
 @pytest.mark.parametrize("head_kind", HEADS)
 def test_joint_loss_is_both_losses_plus_lambda_times_the_hint(head_kind):
-    head = Head(head_kind, centre=7.0)
+    head = shipped_head(head_kind, 7.0)
     z, s = torch.randn(5, head.out_dim), torch.randn(5, head.out_dim)
     y = torch.rand(5) * 4 + 5
-    total, parts = joint_loss({"teacher": z, "student": s}, y, head, hint_weight=0.3)
+    total, parts = joint_loss({"teacher": z, "student": s}, y, head, hint_weight=0.3, block_gradient=True)
     assert set(parts) == {"teacher", "student", "hint"}
     assert parts["teacher"].item() == pytest.approx(head.loss(z, y).item())
     assert parts["student"].item() == pytest.approx(head.loss(s, y).item())
     assert parts["hint"].item() == pytest.approx(0.3 * ((s - z) ** 2).sum(-1).mean().item(), rel=1e-5)
     assert total.item() == pytest.approx(sum(p.item() for p in parts.values()), rel=1e-5)
     # No hint without a weight, and none for a single net.
-    assert "hint" not in joint_loss({"teacher": z, "student": s}, y, head, 0.0)[1]
-    assert set(joint_loss({"out": z}, y, head, 0.3)[1]) == {"out"}
+    assert "hint" not in joint_loss({"teacher": z, "student": s}, y, head, 0.0, True)[1]
+    assert set(joint_loss({"out": z}, y, head, 0.3, True)[1]) == {"out"}
 
 
 def _grads(model, x, y, head, hint, block):
@@ -140,7 +154,7 @@ def _grads(model, x, y, head, hint, block):
 
 
 def test_gradient_block_keeps_the_hint_out_of_the_teacher():
-    head = Head("regression", centre=7.0)
+    head = shipped_head("regression", 7.0)
     model = build("kadn", SIZES, CFG, 1)
     x, y = random_batch(), torch.rand(6) * 4 + 5
     plain = _grads(model, x, y, head, 0.0, True)
@@ -169,13 +183,14 @@ def test_distillation_helps_a_student_with_few_noisy_labels_when_the_teacher_kno
         y = 7 + sum(effect[g][ids[g][:, 0]] for g in sizes) + rng.normal(0, noise, n)
         return {g: torch.from_numpy(v) for g, v in ids.items()}, torch.tensor(y, dtype=torch.float32)
 
-    head = Head("regression", centre=7.0)
-    model = TeacherStudent(sizes, 6, [32], [16], out_dim=1, pooling="sum")
+    head = shipped_head("regression", 7.0, regression_loss="mse")
+    model = build("kd", sizes, CFG.model_copy(update={"dim": 6, "teacher": [32], "student": [16], "dropout": 0.0,
+                                                      "linear": False}), 1)
     big_x, big_y = films(800, 0.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(150):
         opt.zero_grad()
-        joint_loss(model(big_x), big_y, head)[0].backward()
+        joint_loss(model(big_x), big_y, head, 0.0, True)[0].backward()
         opt.step()
     small_x, small_y = films(40, 1.5)
     test_x, test_y = films(500, 0.0)
@@ -208,7 +223,6 @@ def catalogue(tmp_path_factory):
 
 
 def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue):
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -218,8 +232,8 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
     b = fit_net("kadn", data, cfg, seed=3)
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
-    assert len(a.history) == 8 and [h["epoch"] for h in a.history][:2] == [0.5, 1.0]
-    best = min(h["val_mae_student"] for h in a.history)
+    assert len(a.curve) == 8 and [h["epoch"] for h in a.curve][:2] == [0.5, 1.0]
+    best = min(h["val_mae_student"] for h in a.curve)
     assert a.best["val_mae_student"] == best
     from models.training.fit_net import net_scores
 
@@ -230,7 +244,6 @@ def test_fit_is_deterministic_and_keeps_the_best_validation_checkpoint(catalogue
 def test_eval_steps_validates_more_often_only_when_an_epoch_is_long(catalogue):
     """A long epoch (many batches) gets a validation at least every `eval_steps` steps; a short one keeps
     `evals_per_epoch`, so small sets train exactly as without the setting."""
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -241,10 +254,10 @@ def test_eval_steps_validates_more_often_only_when_an_epoch_is_long(catalogue):
     steps = max(1, batches // 4)
     often = fit_net("kadn", data, base.model_copy(update={"eval_steps": steps}), seed=1)
     roomy = fit_net("kadn", data, base.model_copy(update={"eval_steps": batches}), seed=1)
-    assert len(plain.history) == 2
-    assert len(often.history) == -(-batches // steps) > 2
-    assert [h["epoch"] for h in often.history][-1] == 1.0
-    assert [h["val_mae_student"] for h in roomy.history] == [h["val_mae_student"] for h in plain.history]
+    assert len(plain.curve) == 2
+    assert len(often.curve) == -(-batches // steps) > 2
+    assert [h["epoch"] for h in often.curve][-1] == 1.0
+    assert [h["val_mae_student"] for h in roomy.curve] == [h["val_mae_student"] for h in plain.curve]
 
 
 def test_make_head_keeps_fm_and_deepfm_scalar():
@@ -269,7 +282,7 @@ def test_multi_hot_has_one_column_per_token_and_counts_oov():
                                                    "languages", "runtime", "year", "month")}
     x["actors"] = np.array([[2, 1, 1], [3, 0, 0]], np.int32)
     sizes = {g: 4 for g in x}
-    m = multi_hot(x, sizes).toarray()
+    m = multi_hot(x, sizes, None, "count").toarray()
     assert m.shape == (2, 36)
     actors = m[:, 8:12]
     assert actors[0].tolist() == [0, 2, 1, 0] and actors[1].tolist() == [0, 0, 0, 1]
@@ -315,7 +328,6 @@ def test_paper_preset_applies_the_papers_training_settings():
 
 
 def test_adaptive_regulariser_in_training_shrinks_the_embedding(catalogue):
-    set_determinism(1)
     enc = load_encoded(catalogue)
     tr, va = enc.index("train"), enc.index("val")
     r = enc.restrict(tr, 2)
@@ -341,7 +353,7 @@ def _with_popularity(enc_dir, popularity):
 
 @pytest.mark.parametrize("kind", ["fm", "deepfm", "at", "kd", "kadn"])
 def test_dense_branch_changes_every_nets_predictions(kind):
-    head = Head("regression", centre=7.0)
+    head = shipped_head("regression", 7.0)
     model = build(kind, SIZES, CFG, head.out_dim, n_dense=4)
     assert sum(isinstance(m, DenseBranch) for m in model.modules()) == 1  # the one shared layer
     x = random_batch()
@@ -379,13 +391,12 @@ def test_dense_inputs_are_standardised_on_training_rows_only_with_missing_flags(
 
 
 def test_baselines_get_the_dense_columns_after_the_multi_hot_ones():
-    import models.training.data as data
-
-    sizes = dict.fromkeys(data.GROUPS, 3)
-    x = {g: np.array([[2], [0]], np.int32) for g in data.GROUPS}
-    plain = multi_hot(x, sizes)
+    sizes = dict.fromkeys(groups.names(), 3)
+    x = {g: np.array([[2], [0]], np.int32) for g in groups.names()}
+    oov = shipped_params().train.common.oov
+    plain = multi_hot(x, sizes, None, oov)
     x["dense"] = np.array([[0.5, 1.0], [-1.0, 0.0]], np.float32)
-    both = multi_hot(x, sizes)
+    both = multi_hot(x, sizes, None, oov)
     assert both.shape[1] == plain.shape[1] + 2
     assert np.array_equal(both.toarray()[:, -2:], x["dense"])
 
@@ -432,7 +443,7 @@ def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue,
     from models.training.fit import fit_model
 
     common = fast().train.common
-    cfg = RidgeConfig(alpha=1.0, grid={"alpha": [0.01, 1.0, 100.0]})
+    cfg = shipped("train.ridge", alpha=1.0, grid={"alpha": [0.01, 1.0, 100.0]})
     enc = load_encoded(catalogue)
     y = enc.rating.astype(np.float32)
     rows = np.random.default_rng(1).permutation(len(y))
@@ -469,8 +480,8 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
     from models.training.fit import fit_model
 
     common = fast().train.common
-    track_cfg = TrackRecords(enabled=True, actors=3, folds=5, seed=1, counts=False)
-    cfg = RidgeConfig(alpha=1.0, grid={"alpha": [0.1, 10.0]})
+    track_cfg = shipped("train.common.track_records", enabled=True, folds=5, seed=1)
+    cfg = shipped("train.ridge", alpha=1.0, grid={"alpha": [0.1, 10.0]})
     enc = load_encoded(catalogue)
     train_rows = enc.index("train")
     restricted = enc.restrict(train_rows, common.min_count)
@@ -503,9 +514,9 @@ def test_every_baseline_is_tuned_per_fold_and_reports_its_choices(catalogue, tmp
     from models.training.baselines import grid_settings
 
     params = fast_params()
-    svm = SvmConfig(kernel="rbf", C=1.0, epsilon=0.1, grid={"C": [1, 2], "gamma": ["x", "y", "z"]})
+    svm = shipped("train.svm", grid={"C": [1, 2], "gamma": ["x", "y", "z"]})
     assert grid_settings(svm)[:2] == [{"C": 1, "gamma": "x"}, {"C": 1, "gamma": "y"}]
-    assert grid_settings(MeanConfig()) == [{}]
+    assert grid_settings(shipped("train.mean")) == [{}]
     for name in ("ridge", "svm", "lightgbm"):
         grid = params["train"][name]["grid"]
         assert grid and all(len(v) >= 2 for v in grid.values())  # params.yaml declares a real grid
@@ -526,8 +537,8 @@ def test_svr_tuning_on_shared_kernel_matrices_scores_every_setting_like_a_plain_
     X = multi_hot(restricted.x, restricted.sizes(), train_rows, "scaled")
     y = enc.rating[train_rows].astype(np.float64)
     fit, val = inner_split(np.arange(len(y)), 0.25, 3)
-    cfg = SvmConfig(kernel="rbf", C=1.0, epsilon=0.1,
-                    grid={"C": [0.5, 4.0], "gamma": ["scale", 0.05, "auto"], "epsilon": [0.05, 0.3]})
+    cfg = shipped("train.svm", kernel="rbf", C=1.0, epsilon=0.1,
+                  grid={"C": [0.5, 4.0], "gamma": ["scale", 0.05, "auto"], "epsilon": [0.05, 0.3]})
     settings = grid_settings(cfg)
     shared = [score for _, score in sorted(svr_validation_maes(cfg, settings, X[fit], y[fit], X[val], y[val]))]
     plain = [validation_mae("svm", cfg.with_setting(s), X, y, fit, val, 0, 1) for s in settings]
@@ -544,7 +555,7 @@ def test_svr_tune_rows_caps_the_grid_search_rows_not_the_final_fit(catalogue, mo
     restricted = enc.restrict(train_rows, 2)
     X = multi_hot(restricted.x, restricted.sizes(), train_rows, "scaled")
     y = enc.rating[train_rows].astype(np.float64)
-    tune = fast().train.common.tune
+    common = fast().train.common
     seen = []
     real = baselines.svr_validation_maes
 
@@ -554,9 +565,9 @@ def test_svr_tune_rows_caps_the_grid_search_rows_not_the_final_fit(catalogue, mo
 
     monkeypatch.setattr(baselines, "svr_validation_maes", spy)
     grid = {"C": [1.0, 3.0]}
-    full, _ = tune_baseline("svm", X, y, SvmConfig(kernel="rbf", C=1.0, epsilon=0.1, grid=grid), tune, 0)
-    capped, _ = tune_baseline("svm", X, y, SvmConfig(kernel="rbf", C=1.0, epsilon=0.1, grid=grid, tune_rows=20),
-                              tune, 0)
+    full, capped = (tune_baseline("svm", X, y, shipped("train.svm", kernel="rbf", C=1.0, epsilon=0.1, grid=grid,
+                                                      tune_rows=rows), common.tune, 0, common.threads)[0]
+                    for rows in (None, 20))
     assert seen[0] > 20 and seen[1] == 20
     assert capped.shape_fit_[0] == full.shape_fit_[0] == len(y)  # the chosen setting is refitted on every row
 
@@ -564,7 +575,6 @@ def test_svr_tune_rows_caps_the_grid_search_rows_not_the_final_fit(catalogue, mo
 def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_s_own_scores(monkeypatch):
     import models.training.baselines as baselines
     from models.training.baselines import tune_baseline
-    from pipeline.params import Tune
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 4))
@@ -583,17 +593,18 @@ def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_
         return X
 
     monkeypatch.setattr(baselines, "validation_mae", score)
-    cfg = RidgeConfig(alpha=1.0, grid={"alpha": [1.0, 10.0, 100.0]})
-    _, chosen = tune_baseline("ridge", X, y, cfg, Tune(val=0.2, seed=3, folds=3), 0, inner_X=inner_X)
+    cfg = shipped("train.ridge", alpha=1.0, grid={"alpha": [1.0, 10.0, 100.0]})
+    tune = shipped("train.common.tune", val=0.2, seed=3, folds=3)
+    _, chosen = tune_baseline("ridge", X, y, cfg, tune, 0, 1, inner_X=inner_X)
     assert chosen == {"alpha": 10.0}
     held = [v for a, v in calls if a == 1.0]
     assert sorted(r for v in held for r in v) == list(range(60))  # every row validates exactly once
     # The features of each inner fold are rebuilt from its own fit rows, which never hold its validation rows.
     assert [set(f).isdisjoint(v) for f, v in zip(built_from, held)] == [True] * 3
     calls.clear()
-    _, chosen = tune_baseline("ridge", X, y, cfg, Tune(val=0.2, seed=3), 0)
+    _, chosen = tune_baseline("ridge", X, y, cfg, shipped("train.common.tune", val=0.2, seed=3, folds=None), 0, 1)
     assert chosen == {"alpha": 1.0} and len(calls) == 3  # one split: one score per setting
     # ...the same split as ever, so the settings chosen without `folds` do not move.
     assert {v for _, v in calls} == {tuple(inner_split(np.arange(60), 0.2, 3)[1])}
     with pytest.raises(KadnError, match="tune.folds is 61, but this fit has only 60 films"):
-        tune_baseline("ridge", X, y, cfg, Tune(folds=61), 0)
+        tune_baseline("ridge", X, y, cfg, shipped("train.common.tune", folds=61), 0, 1)

@@ -16,7 +16,7 @@ from models.training.config import model_config
 from models.training.cv import cross_validate, cv_fold
 from models.training.data import kfold
 from pipeline.cli import main
-from pipeline.encode import load_encoded
+from pipeline.features.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 
 

@@ -10,13 +10,14 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
 from models.stages import backtest
 from pipeline.cli import main
-from pipeline.encode import load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import load_encoded
 from pipeline.io import load_params
-from pipeline.params import NetConfig, Params, RidgeConfig, Tune, load, parse, read_yaml
+from pipeline.params import NetConfig, NetOverrides, Params, RidgeConfig, load, parse, read_yaml
 from tests.model_support import ROOT, encoded_catalogue, fast_params
 
 # (path to a section, a misspelt key, the key it should have been)
@@ -108,6 +109,71 @@ def test_the_shipped_params_are_typed_and_resolve_each_net():
     # Written back, a section reads as the plain dict it came from (encode's and the models' meta.json).
     assert params.encode.model_dump() == raw["encode"]
     assert list(params.train.svm.model_dump()) == list(raw["train"]["svm"])
+
+
+MISSING = object()
+
+
+def config_fields(model: type[BaseModel], raw, path: str = ""):
+    """(dotted key, pydantic field, params.yaml's value or MISSING) of every field of `model` and of every
+    section nested in it. A net's own keys and the presets (NetOverrides) are overrides, unset meaning "as in
+    train.nets", so their insides are not settings of their own."""
+    for key, field in model.model_fields.items():
+        where = f"{path}.{key}" if path else key
+        value = raw.get(key, MISSING) if isinstance(raw, dict) else MISSING
+        yield where, field, value
+        inner = field.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and inner is not NetOverrides:
+            yield from config_fields(inner, value, where)
+
+
+def test_every_setting_has_one_value_written_in_params_yaml():
+    raw = load_params(ROOT / "params.yaml")
+    found = list(config_fields(Params, raw))
+    # The walk reaches the nested sections and every model's settings class.
+    keys = {where for where, _, _ in found}
+    assert {"clean.non_film.genre", "train.common.track_records.enabled", "train.common.tune.folds",
+            "train.svm.gamma", "train.catboost.inputs", "train.nets.bins.width", "train.nets.dense_width",
+            "train.kadn", "train.presets", "forecast.level", "backtest.models", "blend.loss"} <= keys
+    assert len(found) > 120
+    # A default the file also sets is a second value (wrong the day the file changes): none may exist.
+    shadowed = [f"{where}: {field.get_default(call_default_factory=True)!r} in the code, {value!r} in "
+                "params.yaml" for where, field, value in found if not field.is_required() and value is not MISSING]
+    assert shadowed == []
+    # And every key is written in the file, so a reader of params.yaml sees every value a run uses.
+    assert [where for where, field, value in found if value is MISSING] == []
+
+
+@pytest.mark.parametrize("where", ["clean", "train.common", "train.common.track_records", "train.svm",
+                                   "train.catboost", "train.nets", "backtest", "blend", "forecast"])
+def test_every_setting_is_required(where):
+    raw = load_params(ROOT / "params.yaml")
+    node = raw
+    for part in where.split("."):
+        node = node[part]
+    for key in list(node):
+        params = copy.deepcopy(raw)
+        section = params
+        for part in where.split("."):
+            section = section[part]
+        del section[key]
+        with pytest.raises(KadnError, match=re.escape(f"my-params.yaml: missing key {where}.{key}") + "$"):
+            parse(params, "my-params.yaml")
+
+
+@pytest.mark.parametrize("where", ["clean", "clean.non_film", "encode.split", "train.common", "train.common.cv",
+                                   "train.common.tune", "train.common.track_records", "train.mean", "train.ridge",
+                                   "train.svm", "train.lightgbm", "train.catboost", "train.nets", "evaluate",
+                                   "forecast", "backtest", "blend"])
+def test_a_settings_class_refuses_a_keyword_it_does_not_take(where):
+    # Built in code (as tests and notebooks do) as from the file: an unknown key is an error naming it.
+    node = load(ROOT / "params.yaml")
+    for part in where.split("."):
+        node = getattr(node, part)
+    with pytest.raises(ValidationError, match="bogus_key"):
+        type(node).model_validate({**node.model_dump(), "bogus_key": 1})
+    with pytest.raises(ValidationError, match="bogus_key"):
+        type(node)(**node.model_dump(), bogus_key=1)
 
 
 def test_a_models_own_keys_and_the_preset_override_the_nets_section():
@@ -240,22 +306,23 @@ def test_more_cv_folds_than_films_is_refused_before_any_fit(tmp_path, capsys, en
 
 def test_more_tuning_folds_than_a_fits_films_is_refused_before_any_fit(tmp_path, capsys, encoded):
     films = int(load_encoded(encoded).in_range.sum())
-    code, path = train_with(tmp_path, encoded, lambda common: common.update(tune={"folds": films}))
+    code, path = train_with(tmp_path, encoded, lambda common: common["tune"].update(folds=films))
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     named = re.search(rf"train.common.tune.folds is {films}, but the smallest fit has only (\d+) films", err)
     assert named and 0 < int(named.group(1)) < films
     assert not (tmp_path / "models").exists()
     # As many tuning folds as the smallest fit has films is accepted by the check.
-    load(path).train.common.model_copy(update={"tune": Tune(folds=int(named.group(1)))}).check_folds(
+    common = load(path).train.common
+    common.model_copy(update={"tune": common.tune.model_copy(update={"folds": int(named.group(1))})}).check_folds(
         films, int(named.group(1)))
 
 
 def test_backtest_with_more_tuning_folds_than_a_years_films_is_refused_before_any_fit(tmp_path, capsys, encoded,
                                                                                        monkeypatch):
     params = fast_params()
-    params["train"]["common"]["tune"] = {"folds": 100_000}
-    params["backtest"] = {"years": [2019], "models": ["ridge"], "seeds": 1}
+    params["train"]["common"]["tune"]["folds"] = 100_000
+    params["backtest"].update(years=[2019], models=["ridge"], seeds=1)
     path = write(tmp_path, yaml.safe_dump(params, allow_unicode=True))
     out = tmp_path / "backtest.json"
     fitted = []

@@ -13,8 +13,8 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from pipeline import store
 from pipeline.cli import main
+from pipeline.film import store
 from tests.conftest import film, read_jsonl
 from tests.services import postgres_url
 

@@ -2,7 +2,7 @@ import pytest
 
 from crawler.arguments import check_arguments
 from pipeline.errors import RecordError
-from pipeline.records import (
+from pipeline.film.records import (
     cut,
     first_release,
     normalise_record,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import store
 from pipeline.errors import KadnError
+from pipeline.film import store
 from pipeline.redact import MASK, mask_text, mask_url
 
 SECRET = "S3cr3t-pw"

@@ -1,4 +1,4 @@
-"""End to end: `dvc repro` in a copy of the repository, on a tiny database written with pipeline.store and
+"""End to end: `dvc repro` in a copy of the repository, on a tiny database written with pipeline.film.store and
 a fast params override; then a param change shows in `dvc metrics diff`, a rerun reproduces metrics, the films
 of any DATABASE_URL reach the pipeline exactly when they change, `dvc plots show` embeds the PNG figures, and
 `dvc exp run -S ...` runs a variant that `dvc exp show` and `dvc metrics diff` compare."""
@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from crawler.mocksite.catalogue import films, generate_catalogue
-from pipeline import store
+from pipeline.film import store
 from tests.model_support import ROOT, fast_params
 
 pytestmark = pytest.mark.slow

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from models.serving.forecast import unscored
-from pipeline import rules
-from pipeline.clean import apply_rules, run_clean
-from pipeline.metrics import gather
+from pipeline.commands.metrics import gather
+from pipeline.features import rules
+from pipeline.features.clean import apply_rules, run_clean
 from pipeline.params import CleanConfig, load
 
 PARAMS = load("params.yaml").clean

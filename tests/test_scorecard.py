@@ -16,9 +16,9 @@ import pytest
 from crawler.mocksite.catalogue import generate_catalogue, store_catalogue
 from models.serving.forecast import model_digest
 from models.serving.scorecard import scorecard
-from pipeline import store
 from pipeline.cli import main
-from pipeline.records import normalise_record
+from pipeline.film import store
+from pipeline.film.records import normalise_record
 from tests.model_support import rehash, trained_folder
 
 NEW = (9100001, 9100002, 9100003)  # films opening in 2026: no score yet

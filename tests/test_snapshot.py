@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import store
 from pipeline.cli import main
+from pipeline.film import store
 from tests.conftest import SHARED
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "douban.sqlite"

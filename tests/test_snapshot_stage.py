@@ -12,13 +12,13 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import store
-from pipeline.clean import run_clean
 from pipeline.cli import main
 from pipeline.errors import KadnError
+from pipeline.exchange.snapshot import read_snapshot, snapshot_line
+from pipeline.features.clean import run_clean
+from pipeline.film import store
+from pipeline.film.records import FIELDS, INTEREST_FIELDS
 from pipeline.params import load
-from pipeline.records import FIELDS, INTEREST_FIELDS
-from pipeline.snapshot import read_snapshot, snapshot_line
 from tests.conftest import film
 from tests.services import postgres_url
 

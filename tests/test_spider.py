@@ -7,7 +7,6 @@ shortened so the runs stay within seconds; loopback only, never the internet.
 
 from __future__ import annotations
 
-import ast
 import datetime
 import json
 import os
@@ -22,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from crawler.mocksite.catalogue import films, films_in_years, generate_catalogue, store_catalogue
+from crawler.mocksite.harness import parse_stats
 from crawler.mocksite.site import MockDouban
-from pipeline import store
+from pipeline.film import store
 from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,15 +43,6 @@ class Crawl:
 
     def __getitem__(self, key):
         return self.stats.get(key, 0)
-
-
-def parse_stats(log: str) -> dict:
-    m = re.search(r"Dumping Scrapy stats:\n(\{.*?\})\n", log, re.DOTALL)
-    if not m:
-        return {}
-    # The dump is a dict repr with datetime values; keep only the literal-safe entries.
-    body = re.sub(r"datetime\.datetime\([^)]*\)", "None", m.group(1))
-    return ast.literal_eval(body)
 
 
 def crawl_cmd(base: str, *args: str, **settings: str) -> list[str]:
@@ -201,6 +192,17 @@ def test_broken_pages_never_overwrite_and_refresh_updates_counts(mock, db_url):
     # Just refreshed: a second refresh with the same age finds nothing stale except the broken films.
     again = run_crawl(site.base_url, db_url, "refresh=1", DOUBAN_REFRESH_DAYS="30")
     assert again["douban/subjects_requested"] == len(broken)
+
+
+def test_refresh_without_the_subject_gate_stops_saying_why(mock, db_url):
+    site = mock(30, seed=8)
+    store_catalogue(site.catalogue, db_url, fetched_at=datetime.datetime(2020, 1, 1))  # every film is due
+    result = run_crawl(site.base_url, db_url, "refresh=1",
+                       SPIDER_MIDDLEWARES='{"crawler.spidermiddlewares.SubjectGate": null}')
+    assert result.returncode == 1 and result["finish_reason"] == "discovery_blocked", result.log[-3000:]
+    assert "-a refresh=1 needs the spider middleware crawler.spidermiddlewares.SubjectGate" in result.log
+    assert "Traceback" not in result.log
+    assert not [path for path in site.hits if path.startswith("/subject/")]
 
 
 def test_discovery_skips_recently_fetched_films(mock, db_url):
@@ -396,12 +398,15 @@ def test_listing_that_ignores_start_does_not_paginate_forever(mock, db_url):
 def test_bad_arguments_fail_clearly(db_url, arg, message):
     result = run_crawl("http://127.0.0.1:9", db_url, arg)
     assert result.returncode == 2  # a usage error, before anything is crawled
+    # One line: no usage block, no start-up log.
+    assert result.log.startswith("scrapy crawl: error: ") and result.log.count("\n") == 1, result.log[-3000:]
     assert message in result.log
-    assert "Traceback" not in result.log
 
 
 @pytest.mark.parametrize("setting, message", [
     ({"CONCURRENT_REQUESTS": "many"}, "-s CONCURRENT_REQUESTS=many: CONCURRENT_REQUESTS must be an integer"),
+    ({"DOUBAN_BAN_PAUSE": "-5"}, "-s DOUBAN_BAN_PAUSE=-5: DOUBAN_BAN_PAUSE must be at least 0"),
+    ({"DOUBAN_BASE_URL": "ftp://d.test"}, "-s DOUBAN_BASE_URL=ftp://d.test: DOUBAN_BASE_URL must be an absolute"),
     ({"DOUBAN_REFRESH_DAYS": "soon"}, "-s DOUBAN_REFRESH_DAYS=soon: DOUBAN_REFRESH_DAYS must be a number"),
     ({"ROBOTSTXT_OBEY": "yes"}, "-s ROBOTSTXT_OBEY=yes: ROBOTSTXT_OBEY must be true/false"),
     ({"DOWNLOAD_DELAY": "9" * 50_000 + "x"}, "-s DOWNLOAD_DELAY=" + "9" * 40 + "...: DOWNLOAD_DELAY must be"),
@@ -409,7 +414,9 @@ def test_bad_arguments_fail_clearly(db_url, arg, message):
 def test_bad_settings_fail_clearly(db_url, setting, message):
     result = run_crawl("http://127.0.0.1:9", db_url, **setting)
     assert result.returncode == 2 and message in result.log
-    assert "Traceback" not in result.log and len(result.log) < 5000  # a bad value is quoted cut short
+    # One line (a bad value quoted cut short): no usage block, no start-up log.
+    assert result.log.startswith("scrapy crawl: error: bad setting ") and result.log.count("\n") == 1, result.log
+    assert len(result.log) < 500
 
 
 def test_settings_check_accepts_what_scrapy_accepts():
@@ -449,7 +456,7 @@ def test_unknown_spider_fails_clearly(db_url):
     proc = subprocess.run([SCRAPY, "crawl", "nosuch"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "DATABASE_URL": db_url})
     assert proc.returncode == 2
-    assert "no spider named 'nosuch'; this project has: douban" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr == "scrapy crawl: error: no spider named 'nosuch'; this project has: douban\n"
 
 
 def test_spider_that_cannot_start_gives_one_traceback(db_url):

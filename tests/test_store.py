@@ -3,9 +3,9 @@ import sqlite3
 import pytest
 from sqlalchemy import func, select
 
-from pipeline import store
 from pipeline.errors import KadnError, RecordError, SchemaError
-from pipeline.records import FIELDS
+from pipeline.film import store
+from pipeline.film.records import FIELDS
 
 
 def test_upsert_is_idempotent(stored, make_film):

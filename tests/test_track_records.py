@@ -11,12 +11,12 @@ import pytest
 from models.stages.train import run_train
 from models.training import track_records as track
 from models.training.data import DENSE, with_dense
-from pipeline.encode import load_encoded, release_int
 from pipeline.errors import KadnError
-from pipeline.params import TrackRecords
+from pipeline.features.encode import load_encoded, release_int
 from tests.model_support import encoded_catalogue, fast, fast_params
+from tests.params_support import shipped
 
-CFG = TrackRecords(enabled=True, actors=2, folds=3)
+CFG = shipped("train.common.track_records", enabled=True, actors=2, folds=3)
 
 
 def toy(n=60, people=12, seed=0):
@@ -128,14 +128,20 @@ def test_missing_history_becomes_zero_plus_a_missing_flag():
 
 def test_settings_are_checked():
     params = fast_params()
-    del params["train"]["common"]["track_records"]
-    assert fast(params).train.common.track_records == TrackRecords() and not TrackRecords().enabled
+    shipped_keys = params["train"]["common"].pop("track_records")
+    # No default to fall back on: a params file without the section is refused, naming it.
+    with pytest.raises(KadnError, match=re.escape("missing key train.common.track_records") + "$"):
+        fast(params)
+    for key in shipped_keys:
+        params["train"]["common"]["track_records"] = {k: v for k, v in shipped_keys.items() if k != key}
+        with pytest.raises(KadnError, match=re.escape(f"missing key train.common.track_records.{key}")):
+            fast(params)
     for bad, message in (({"enable": True}, "unknown key train.common.track_records.enable; did you mean 'enabled'"),
                          ({"folds": 1}, "track_records.folds: Input should be greater than or equal to 2"),
                          ({"enabled": "yes"}, "track_records.enabled: Input should be a valid boolean"),
                          ({"actors": 2.5}, "track_records.actors: Input should be a valid integer"),
                          ({"counts": None}, "track_records.counts: Input should be a valid boolean")):
-        params["train"]["common"]["track_records"] = bad
+        params["train"]["common"]["track_records"] = {**shipped_keys, **bad}
         with pytest.raises(KadnError, match=re.escape(message)):
             fast(params)
 
@@ -178,7 +184,7 @@ def test_train_evaluate_and_predict_with_track_records(catalogue, tmp_path):
 
     params = fast_params()
     params["models"] = {"baselines": ["svm"], "nets": ["kadn"]}
-    params["train"]["common"]["track_records"] = {"enabled": True, "actors": 3, "folds": 3, "seed": 1}
+    params["train"]["common"]["track_records"].update(enabled=True, actors=3, folds=3, seed=1)
     for name in ("svm", "kadn"):
         for feature_set, root in (("pre_release", "pre"), ("with_popularity", "pop")):
             meta = run_train(name, fast(params), catalogue, tmp_path / root, feature_set=feature_set)
@@ -212,7 +218,7 @@ def test_predict_knows_a_training_film_whatever_the_type_of_its_id(catalogue, tm
     from models.serving.predict import film_dense
 
     params = fast_params()
-    params["train"]["common"]["track_records"] = {"enabled": True, "actors": 3, "folds": 3, "seed": 1}
+    params["train"]["common"]["track_records"].update(enabled=True, actors=3, folds=3, seed=1)
     run_train("ridge", fast(params), catalogue, tmp_path)
     vocab = json.loads((tmp_path / "ridge" / "vocab.json").read_text())
     frame = pd.read_parquet(catalogue.parent / "movies.parquet").set_index("douban_id", drop=False)

@@ -10,7 +10,7 @@ import pytest
 from models.stages.backtest import run_backtest
 from models.training.data import restricted_for
 from models.training.trend import HORIZON, Trend, release_time, saved_offset
-from pipeline.encode import OOV, PAD, load_encoded
+from pipeline.features.encode import OOV, PAD, load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
 
 DROP = 0.2  # score lost per year in the synthetic catalogue
@@ -73,8 +73,8 @@ def test_forward_bias_is_near_zero_with_the_trend_and_positive_without(falling, 
         common = params["train"]["common"]
         common.update(workers=1, trend_years=trend_years, year_token=False)
         common["track_records"]["enabled"] = False
-        params["backtest"] = {"years": [2017, 2018, 2019], "models": list(models), "seeds": 1, "min_films": 10,
-                              "calibration_years": 1}
+        params["backtest"].update(years=[2017, 2018, 2019], models=list(models), seeds=1, min_films=10,
+                                  calibration_years=1)
         figures = run_backtest(fast(params), falling, tmp_path / f"bt{trend_years}.json")["backtest"]
         return figures[models[0]]["pooled"]["bias"]
 

@@ -1,7 +1,7 @@
 """`scrapy crawl`, exiting 1 when the crawl stopped for a reason a script must notice, a part of discovery
 was given up, or its store cannot be opened or refused films; and 2 on bad or unknown `-a` arguments, a
 setting that is not of its default's type or outside its range (crawler.setting_rules), or an unknown
-spider (one line naming it, no traceback).
+spider (one line naming it, no traceback, nor Scrapy's usage block or start-up log above it).
 
 Scrapy exits 0 whatever the finish reason; a cron job refreshing the store should learn that discovery was
 blocked, the site banned the crawler, or the database refused writes. A graceful stop (`shutdown`) stays 0:
@@ -16,11 +16,12 @@ import sys
 from scrapy.commands.crawl import Command as ScrapyCrawl
 from scrapy.exceptions import UsageError
 from scrapy.settings import Settings
+from scrapy.utils.misc import load_object
 
 from crawler import setting_rules
-from pipeline import store
 from pipeline.errors import KadnError
-from pipeline.records import cut, short
+from pipeline.film import store
+from pipeline.film.records import cut, short
 from pipeline.redact import mask_text
 
 FAILED = frozenset({"discovery_blocked", "banned", "store_failed"})
@@ -31,14 +32,20 @@ class Command(ScrapyCrawl):
         self._crawler = super()._create_crawler(spidercls)
         return self._crawler
 
-    def run(self, args, opts):
-        check_settings(opts.set)
+    def process_options(self, args, opts):
+        # Checked here, before Scrapy starts its crawler process (which logs), and printed here rather than
+        # raised: Scrapy prints a UsageError's message under the usage block. A refusal is one line, exit 2.
         try:
+            super().process_options(args, opts)  # a -s or -a without "=" is refused there
+            check_settings(opts.set)
             setting_rules.check(self.settings, frozenset(p.partition("=")[0] for p in opts.set or ()), os.environ)
-        except ValueError as exc:
-            raise UsageError(str(exc), print_help=False) from None
-        if len(args) == 1:
-            self._check_arguments(args[0], opts.spargs)
+            if len(args) == 1:
+                self._check_arguments(args[0], opts.spargs)
+        except (UsageError, ValueError) as exc:  # ValueError: setting_rules' refusal
+            print(f"scrapy crawl: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def run(self, args, opts):
         problem = store_problem(self.settings)
         if problem:
             # Before the crawl starts: Scrapy would report a pipeline that cannot open with two tracebacks.
@@ -63,7 +70,8 @@ class Command(ScrapyCrawl):
 
     def _check_arguments(self, spname: str, spargs: dict) -> None:
         """Bad `-a NAME=VALUE` arguments: a usage error naming the argument (exit 2), not a traceback."""
-        loader = self.crawler_process.spider_loader
+        # The crawler process (and its spider loader) does not exist yet: the loader it would make.
+        loader = load_object(self.settings["SPIDER_LOADER_CLASS"]).from_settings(self.settings.frozencopy())
         try:
             spidercls = loader.load(spname)
         except KeyError:

@@ -2,7 +2,7 @@
 re-releases, concerts and casts follow figures measured on real Douban data).
 
 `generate_catalogue(n_movies, seed)` returns truth entries: canonical records (exactly what
-`pipeline.records.normalise_record` produces) plus two markers, `kind` ("film" or "tv") and `traits`
+`pipeline.film.records.normalise_record` produces) plus two markers, `kind` ("film" or "tv") and `traits`
 (a tuple naming what is special about the entry: "no_score", "rerelease", "concert", "no_actors",
 "year_only", "no_date", "out_of_range", "duplicate", "name_only_person"; "coming" for `coming_films`, the
 films about to open). TV subjects carry `episodes` and `episode_min` as well. The mock site serves this catalogue; the clean/encode and model benchmarks
@@ -18,8 +18,8 @@ from datetime import datetime
 
 import numpy as np
 
-from pipeline import store
-from pipeline.records import FIELDS, first_release, normalise_record
+from pipeline.film import store
+from pipeline.film.records import FIELDS, first_release, normalise_record
 
 TOP_GENRES = ("剧情", "喜剧", "惊悚", "爱情", "动作", "悬疑", "犯罪", "恐怖", "科幻", "冒险",
               "动画", "奇幻", "家庭", "纪录片", "传记", "战争", "历史", "音乐", "运动", "西部")

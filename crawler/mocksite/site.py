@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from crawler.mocksite.catalogue import YEAR_RANGE, coming_films, films, films_in_years, generate_catalogue
 from pipeline.errors import KadnError
-from pipeline.records import ID_FIELD
+from pipeline.film.records import ID_FIELD
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from crawler.extensions import robots_agent
 from crawler.items import MovieItem
 from crawler.middlewares import DuplicateRequest, close_spider
 from crawler.parsing import SUBJECT_URL_RE, PageUnparsed, coming_ids, listing_page, parse_subject
-from crawler.spidermiddlewares import utcnow
+from crawler.spidermiddlewares import SubjectGate, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,22 @@ class DoubanSpider(SitemapSpider):
             self.blocked(f"discovery blocked: {response.url} disallows the subject pages (/subject/...) for user "
                          f"agent {agent!r}; nothing was crawled.")
             return
+        ids = self.ids or self.due_for_refresh()
+        if ids is None:
+            return
         self.crawler.stats.set_value("douban/discovery", "ids" if self.ids else "refresh")
-        ids = self.ids or self.crawler.douban_gate.stale
         log.info("discovery: none, %d subject(s) %s", len(ids), "given" if self.ids else "due for a refresh")
         yield from self.subjects(ids)
+
+    def due_for_refresh(self) -> list[int] | None:
+        """The stored films due for a refresh, as SubjectGate read them from the store when the crawl started;
+        None (the crawl stopped, exit 1) when SPIDER_MIDDLEWARES disables the gate: nothing else knows them."""
+        gate = self.crawler.get_spider_middleware(SubjectGate)
+        if gate is None:
+            self.blocked("-a refresh=1 needs the spider middleware crawler.spidermiddlewares.SubjectGate, which "
+                         "SPIDER_MIDDLEWARES disables: it reads the films due for a refresh; nothing was crawled")
+            return None
+        return gate.stale
 
     def plan_coming(self, response, robots_txt: str | None = None):
         """The coming-soon lists robots.txt allows, checked before any is requested (as plan does for the

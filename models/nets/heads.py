@@ -18,8 +18,8 @@ REGRESSION_LOSSES = ("mse", "huber", "l1")
 
 
 class Head(nn.Module):
-    def __init__(self, kind: str, centre: float, low: float = 0.0, high: float = 10.0, width: float = 0.25,
-                 sigma: float = 0.3, loss: str = "mse", huber_delta: float = 1.0):
+    def __init__(self, kind: str, centre: float, *, low: float, high: float, width: float, sigma: float, loss: str,
+                 huber_delta: float):
         super().__init__()
         if kind not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, not {kind!r}")

@@ -1,7 +1,7 @@
 """Tiny composable layers (pytorch-fm style) that every neural model here is built from.
 
 Inputs are a dict group -> LongTensor [B, width] of model ids (0 = padding, 1 = out-of-vocabulary), the
-layout of `pipeline.encode.Restricted.x`. One embedding table holds every group (offset per group), so the
+layout of `pipeline.features.encode.Restricted.x`. One embedding table holds every group (offset per group), so the
 adaptive regulariser sees one frequency vector.
 """
 
@@ -19,10 +19,12 @@ class FeaturesEmbedding(nn.Module):
     lives at row 1 + offset[g] + i - 1, so OOV (id 1) rows are real, trainable rows.
     """
 
-    def __init__(self, sizes: dict[str, int], dim: int, pooling: str = "sum", attention_hidden: int = 36):
+    def __init__(self, sizes: dict[str, int], dim: int, pooling: str, attention_hidden: int | None):
         super().__init__()
         if pooling not in ("sum", "attention"):
             raise ValueError(f"pooling must be 'sum' or 'attention', not {pooling!r}")
+        if pooling == "attention" and attention_hidden is None:
+            raise ValueError("attention pooling needs attention_hidden (train.nets.attention_hidden)")
         self.groups = list(sizes)
         self.sizes = dict(sizes)
         self.dim = dim
@@ -80,7 +82,7 @@ class ActivationUnit(nn.Module):
     the same function as `reference` with a narrower product.
     """
 
-    def __init__(self, dim: int, hidden: int = 36):
+    def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.dim = dim
         self.net = nn.Sequential(nn.Linear(4 * dim, hidden), nn.PReLU(hidden), nn.Linear(hidden, 1))
@@ -124,7 +126,7 @@ class FMInteraction(nn.Module):
 class MLP(nn.Module):
     """Linear -> PReLU (paper eq. 2) -> dropout per hidden layer, then a linear output layer."""
 
-    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, dropout: float = 0.0):
+    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, dropout: float):
         super().__init__()
         layers: list[nn.Module] = []
         for h in hidden:

@@ -7,8 +7,8 @@ import torch
 from models.nets.heads import Head
 
 
-def joint_loss(outputs: dict[str, torch.Tensor], y: torch.Tensor, head: Head, hint_weight: float = 0.0,
-               block_gradient: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def joint_loss(outputs: dict[str, torch.Tensor], y: torch.Tensor, head: Head, hint_weight: float,
+               block_gradient: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Sum of every output's loss against y, plus `hint_weight * ||l - z||^2` for a teacher-student pair.
 
     With `block_gradient` the hint pulls only the student towards the teacher (Rocket Launching's gradient

@@ -20,9 +20,9 @@ class FM(nn.Module):
 
     outputs = ("out",)
 
-    def __init__(self, sizes: dict[str, int], dim: int, n_dense: int = 0, dense_width: int = 8, **_):
+    def __init__(self, sizes: dict[str, int], *, dim: int, n_dense: int, dense_width: int):
         super().__init__()
-        self.features = FeaturesEmbedding(sizes, dim, "sum")
+        self.features = FeaturesEmbedding(sizes, dim, "sum", attention_hidden=None)
         self.linear = FeaturesLinear(self.features.embedding.num_embeddings)
         self.fm = FMInteraction()
         # Dense inputs enter FM as real-valued features of the first-order term (through the dense branch).
@@ -41,9 +41,10 @@ class FM(nn.Module):
 class DeepFM(FM):
     """FM plus an MLP over the sum-pooled group embeddings, sharing one embedding table (Guo et al.)."""
 
-    def __init__(self, sizes: dict[str, int], dim: int, hidden: list[int], dropout: float = 0.0, n_dense: int = 0,
-                 dense_width: int = 8, **_):
-        super().__init__(sizes, dim)
+    def __init__(self, sizes: dict[str, int], *, dim: int, hidden: list[int], dropout: float, n_dense: int,
+                 dense_width: int):
+        # The dense inputs join the MLP here, not FM's first-order term (which gets none).
+        super().__init__(sizes, dim=dim, n_dense=0, dense_width=dense_width)
         self.dense = DenseBranch.make(n_dense, dense_width)
         self.dense_out = None
         self.mlp = MLP(len(sizes) * dim + DenseBranch.out(self.dense), hidden, 1, dropout)
@@ -60,8 +61,7 @@ class AttentionNet(nn.Module):
 
     outputs = ("out",)
 
-    def __init__(self, sizes, dim, hidden, out_dim, dropout=0.0, attention_hidden=36, linear=False, n_dense=0,
-                 dense_width=8, **_):
+    def __init__(self, sizes, *, dim, hidden, out_dim, dropout, attention_hidden, linear, n_dense, dense_width):
         super().__init__()
         self.features = FeaturesEmbedding(sizes, dim, "attention", attention_hidden)
         self.dense = DenseBranch.make(n_dense, dense_width)
@@ -82,8 +82,8 @@ class TeacherStudent(nn.Module):
 
     outputs = ("teacher", "student")
 
-    def __init__(self, sizes, dim, teacher, student, out_dim, pooling="attention", dropout=0.0,
-                 attention_hidden=36, linear=False, n_dense=0, dense_width=8, **_):
+    def __init__(self, sizes, *, dim, teacher, student, out_dim, pooling, dropout, attention_hidden, linear,
+                 n_dense, dense_width):
         super().__init__()
         self.features = FeaturesEmbedding(sizes, dim, pooling, attention_hidden)
         # The dense branch (popularity feature set) is shared like the embedding.
@@ -123,33 +123,36 @@ def _wide(linear: FeaturesLinear | None, features: FeaturesEmbedding, x) -> torc
     return linear(features.flat_ids(x)[0]).unsqueeze(-1)
 
 
+# Each builder passes its net exactly the settings that net takes (the constructors take no others and have
+# no defaults): `common` holds what every net takes, the rest comes from cfg by name.
 def build_fm(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
     return FM(sizes, **common)
 
 
 def build_deepfm(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
-    return DeepFM(sizes, hidden=cfg.deepfm_hidden, **common)
+    return DeepFM(sizes, hidden=cfg.deepfm_hidden, dropout=cfg.dropout, **common)
 
 
 def build_at(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
-    return AttentionNet(sizes, hidden=cfg.teacher, out_dim=out_dim, **common)
+    return AttentionNet(sizes, hidden=cfg.teacher, out_dim=out_dim, dropout=cfg.dropout,
+                        attention_hidden=cfg.attention_hidden, linear=cfg.linear, **common)
 
 
 def build_kd(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
-    return TeacherStudent(sizes, teacher=cfg.teacher, student=cfg.student, out_dim=out_dim, pooling="sum", **common)
+    return TeacherStudent(sizes, teacher=cfg.teacher, student=cfg.student, out_dim=out_dim, pooling="sum",
+                          dropout=cfg.dropout, attention_hidden=cfg.attention_hidden, linear=cfg.linear, **common)
 
 
 def build_kadn(sizes, cfg: NetConfig, out_dim: int, common: dict) -> nn.Module:
     return TeacherStudent(sizes, teacher=cfg.teacher, student=cfg.student, out_dim=out_dim, pooling="attention",
-                          **common)
+                          dropout=cfg.dropout, attention_hidden=cfg.attention_hidden, linear=cfg.linear, **common)
 
 
 def build(kind: str, sizes: dict[str, int], cfg: NetConfig, out_dim: int, n_dense: int = 0) -> nn.Module:
     """The net `kind` names in `pipeline.registry` (its `build_*` function here); n_dense dense inputs, if any."""
     if kind not in registry.NETS:
         raise ValueError(f"unknown neural model {kind!r}")
-    common = {"dim": cfg.dim, "dropout": cfg.dropout, "attention_hidden": cfg.attention_hidden,
-              "linear": cfg.linear, "n_dense": n_dense, "dense_width": cfg.dense_width}
+    common = {"dim": cfg.dim, "n_dense": n_dense, "dense_width": cfg.dense_width}
     return registry.builder(kind)(sizes, cfg, out_dim, common)
 
 

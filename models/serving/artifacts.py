@@ -9,7 +9,8 @@ cannot run code when read (a model folder may come from anywhere):
 - `vocab.json`: per group, each known token -> the model's id (others fall back to OOV), the encode params
   that turn a record into tokens, the digest of the encoded vocabulary it was trained from, the dense
   inputs' statistics and (with track records) its training films' people, scores and dates
-- `meta.json`: training figures (time, best checkpoint, cross-validation), `history.json`: learning curves
+- `meta.json`: training figures (time, best checkpoint, cross-validation), `learning_curve.json`: a net's
+  validation records, epoch by epoch (empty for a baseline)
 - `checksums.json`, written last: the sha256 of each of the files above. Every file is checked against it
   before it is read, so a damaged file is refused by name instead of reaching a reader (LightGBM aborts the
   process on some damaged texts; damaged weights score NaN). Every file name a folder gives is a plain name
@@ -34,13 +35,16 @@ from pathlib import Path
 import numpy as np
 
 from models.training.data import Dense, baseline_input
-from pipeline import registry
-from pipeline.encode import GROUPS, OOV, Encoded, Restricted
+from pipeline import groups, registry
 from pipeline.errors import KadnError
+from pipeline.features.encode import OOV, Encoded, Restricted
 from pipeline.io import atomic_path
 from pipeline.params import TrackRecords
 
-FORMAT = 2  # model.json's "format"; folders without model.json were written by an older version (pickles)
+# model.json's "format": 3 names the learning curve learning_curve.json (2: history.json); folders without
+# model.json were written by an older version (pickles).
+FORMAT = 3
+CURVE = "learning_curve.json"
 VOCAB_KEYS = ("vocab_digest", "encode_params", "sizes", "groups", "feature_set", "dense", "track")
 META_KEYS = ("kind", "config", "cv")
 MANIFEST = "checksums.json"
@@ -56,11 +60,11 @@ SKIPPED = "skipped.json"  # left in a model's folder instead of a model when its
 
 def vocab_payload(enc: Encoded, restricted: Restricted, digest: str, dense: Dense | None = None,
                   feature_set: str = "pre_release", track: dict | None = None) -> dict:
-    groups = {}
-    for g in GROUPS:
+    known = {}
+    for g in groups.names():
         remap = restricted.remap[g]
-        groups[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
-    return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": groups,
+        known[g] = {tok: int(remap[i + 2]) for i, tok in enumerate(enc.vocab[g]) if remap[i + 2] > OOV}
+    return {"vocab_digest": digest, "encode_params": enc.params, "sizes": restricted.sizes(), "groups": known,
             "feature_set": feature_set, "dense": dense.to_dict() if dense is not None else None,
             "track": track}  # models.training.track_records.payload: the training films that track records are rebuilt from
 
@@ -75,7 +79,7 @@ def _json_bytes(data) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, history: list) -> None:
+def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, curve: list) -> None:
     """Write the folder's files, then their checksums: a save cut short leaves no checksums.json, so the
     folder is refused until it is saved again."""
     out.mkdir(parents=True, exist_ok=True)
@@ -83,7 +87,7 @@ def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, hist
     for old in out.glob("model.*"):
         if old.name not in files:
             old.unlink()
-    files = {**files, "vocab.json": _json_bytes(vocab), "history.json": _json_bytes(history),
+    files = {**files, "vocab.json": _json_bytes(vocab), CURVE: _json_bytes(curve),
              "meta.json": _json_bytes(meta)}
     for name, payload in files.items():
         with atomic_path(out / name, Path(name).suffix) as tmp:
@@ -109,7 +113,7 @@ class SavedModel:
     def score(self, x: dict[str, np.ndarray], output: str = "out") -> np.ndarray:
         if self.estimator is not None:
             # A model saved before `train.common.oov` existed was fitted on raw counts.
-            X = baseline_input(x, self.vocab["sizes"], oov=self.meta.get("oov", "count"),
+            X = baseline_input(x, self.vocab["sizes"], None, oov=self.meta.get("oov", "count"),
                                inputs=self.meta.get("inputs", "multi_hot"))
             return np.asarray(self.estimator.predict(X), dtype=np.float64)
         return registry.kind_module(self.kind, "saved").score(self, x, output)
@@ -138,8 +142,9 @@ def load_model(root: Path, name: str) -> SavedModel:
         missing = [k for k in keys if k not in data]
         if missing:
             raise KadnError(f"{folder / file}: missing key(s) {', '.join(missing)}; {retrain}")
-    if not isinstance(vocab["groups"], dict) or any(g not in vocab["groups"] for g in GROUPS):
-        raise KadnError(f"{folder / 'vocab.json'}: 'groups' lacks some of {', '.join(GROUPS)}; {retrain}")
+    if not isinstance(vocab["groups"], dict):
+        raise KadnError(f"{folder / 'vocab.json'}: 'groups' is not an object; {retrain}")
+    groups.require(vocab["groups"], str(folder / "vocab.json"), retrain)
     try:
         if vocab["track"] is not None:
             TrackRecords.model_validate(vocab["track"]["settings"])
@@ -157,6 +162,14 @@ def load_model(root: Path, name: str) -> SavedModel:
             pickle.UnpicklingError, *_lightgbm_errors(), *_catboost_errors()) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise KadnError(f"{folder}: damaged model files ({reason}); {retrain}") from None
+
+
+def load_curve(root: Path, name: str) -> list[dict]:
+    """Model `name`'s learning curve (`learning_curve.json`), checked against the folder's checksums like
+    every file read; `load_model` first, so a folder of an older format is refused by its format."""
+    folder = Path(root) / name
+    retrain = f"retrain with `kadn train {name}`"
+    return _read_json(_checked(folder, CURVE, _checksums(folder, retrain), retrain), retrain, list)
 
 
 def _checksums(folder: Path, retrain: str) -> dict[str, str]:

@@ -19,15 +19,13 @@ from models.serving.artifacts import SavedModel
 from models.serving.predict import Scored, film_dense
 from models.training.data import DENSE, tensors
 from models.training.trend import saved_offset
-from pipeline.encode import GROUPS, LISTS, OOV, PEOPLE, release_int
-from pipeline.store import person_key
+from pipeline import groups
+from pipeline.features.encode import OOV, release_int
+from pipeline.film.store import person_key
 
 TOP = 3  # people shown per group
 # A name no training film holds (NUL cannot be stored): the person made unknown has no track record.
 STRANGER = "\x00unknown"
-WORDS = {"directors": ("director", "directors"), "writers": ("writer", "writers"), "actors": ("actor", "actors"),
-         "genres": ("genre", "genres"), "countries": ("country", "countries"),
-         "languages": ("language", "languages")}
 
 
 @torch.inference_mode()
@@ -37,7 +35,7 @@ def attention_weights(net: torch.nn.Module, x: dict[str, np.ndarray]) -> dict[st
     features = getattr(net, "features", None)
     if features is None or getattr(features, "attention", None) is None:
         return None
-    xt = {g: v for g, v in tensors(x).items() if g in GROUPS}
+    xt = {g: v for g, v in tensors(x).items() if g in groups.names()}
     captured: list[torch.Tensor] = []
     hook = features.attention.register_forward_hook(lambda _m, _i, out: captured.append(out))
     try:
@@ -73,10 +71,11 @@ def track_index(vocab: dict) -> dict[str, dict[str, list[tuple[int, float]]]]:
     if not saved:
         return {}
     index: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for role in PEOPLE:
+    # The roles track records are kept for (models.training.track_records.ROLES), not every people group.
+    for role, cast in saved["people"].items():
         by_person: dict[str, list[tuple[int, float]]] = {}
         # The films' own ratings (`score` may hold them less the target trend, as the features read them).
-        for did, score, people in zip(saved["douban_id"], saved.get("rating", saved["score"]), saved["people"][role]):
+        for did, score, people in zip(saved["douban_id"], saved.get("rating", saved["score"]), cast):
             for tok in people:
                 by_person.setdefault(tok, []).append((int(did), float(score)))
         index[role] = by_person
@@ -84,7 +83,8 @@ def track_index(vocab: dict) -> dict[str, dict[str, list[tuple[int, float]]]]:
 
 
 def _names(film: dict, group: str, limit: int) -> list[str]:
-    return list(film.get(group) or [])[:limit]
+    """The first `limit` values of a people or list group as the film lists them (people by name)."""
+    return list(film.get(groups.spec(group).columns[0]) or [])[:limit]
 
 
 def _record(track: dict, group: str, token: str, film: dict) -> list[float]:
@@ -101,13 +101,14 @@ def effects(scored: Scored, loaded: SavedModel, output: str, digits: int | None 
     Each variant is the film's model input with the group's (or one person's) ids set to OOV and, for a model
     fed track records, those people's tokens replaced by a stranger's (so their record goes too): the same
     input as scoring the film with those values replaced, without encoding every variant again."""
-    keys = [(i, g, j) for i, tokens in enumerate(scored.tokens) for g in PEOPLE + LISTS if tokens[g]
-            for j in [None, *(range(len(tokens[g])) if g in PEOPLE else ())]]
-    out = [{"groups": {}, "people": {g: [0.0] * len(t[g]) for g in PEOPLE}} for t in scored.tokens]
+    people = groups.names("people")
+    keys = [(i, g, j) for i, tokens in enumerate(scored.tokens) for g in groups.names("people", "list") if tokens[g]
+            for j in [None, *(range(len(tokens[g])) if g in people else ())]]
+    out = [{"groups": {}, "people": {g: [0.0] * len(t[g]) for g in people}} for t in scored.tokens]
     if not keys:
         return out
     rows = np.array([i for i, _, _ in keys])
-    x = {g: scored.x[g][rows] for g in GROUPS}  # fancy indexing: copies
+    x = {g: scored.x[g][rows] for g in groups.names()}  # fancy indexing: copies
     tokens = []
     for n, (i, g, j) in enumerate(keys):
         positions = range(len(scored.tokens[i][g])) if j is None else [j]
@@ -136,7 +137,7 @@ def people_shown(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndarr
     `embedding` (an id of their own), their record in the training films where track records are fed, and
     the attention's weight for the attention models."""
     out = {}
-    for g in PEOPLE:
+    for g in groups.names("people"):
         names = _names(film, g, len(tokens[g]))
         order = sorted(range(len(names)), key=lambda j: (-abs(effect["people"][g][j]), j))[:top]
         people = []
@@ -144,7 +145,7 @@ def people_shown(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndarr
             person = {"name": names[j], "effect": effect["people"][g][j], "embedding": bool(x[g][i, j] != OOV)}
             if weights is not None:
                 person["weight"] = round(float(weights[g][i, j]), 4)
-            if track:
+            if g in track:  # a people group without track records (not a role of them) shows none
                 films = _record(track, g, tokens[g][j], film)
                 person["films"] = len(films)
                 person["mean_score"] = round(float(np.mean(films)), 2) if films else None
@@ -159,14 +160,20 @@ def unknown_words(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndar
                   track: dict | None = None) -> str:
     """What the model did not know, in words: "2 of 8 actors unknown to the model: A, B; runtime missing"."""
     parts = []
-    for g in PEOPLE + LISTS:
-        listed = tokens[g]
-        one, many = WORDS[g]
+    for spec in groups.SPECS:
+        g, listed = spec.name, tokens[spec.name]
+        if spec.kind == "scalar":
+            if listed[0] == groups.UNKNOWN:
+                parts.append(f"{spec.word} missing")
+            elif x[g][i, 0] == OOV:
+                parts.append(f"{spec.word} {listed[0]} unknown to the model")
+            continue
+        one, many = spec.word, g
         if not listed:
             parts.append(f"no {many} listed")
             continue
         ids = x[g][i, : len(listed)]
-        shown = _names(film, g, len(listed)) if g in PEOPLE else listed
+        shown = _names(film, g, len(listed)) if spec.kind == "people" else listed
         films = {j: len(_record(track or {}, g, listed[j], film)) for j in range(len(listed)) if ids[j] == OOV}
         unseen = [shown[j] for j, n in films.items() if not n]
         sparse = {j: n for j, n in films.items() if n}
@@ -177,12 +184,6 @@ def unknown_words(film: dict, tokens: dict[str, list[str]], x: dict[str, np.ndar
             who = ", ".join(f"{shown[j]} ({n} film{'s' if n > 1 else ''})" for j, n in sparse.items())
             parts.append(f"{len(sparse)} of {len(listed)} {noun} in too few training films for an embedding "
                          f"of their own (only their track record counts): {who}")
-    for g, label in (("runtime", "runtime"), ("year", "release year"), ("month", "release month")):
-        tok = tokens[g][0]
-        if tok == "unknown":
-            parts.append(f"{label} missing")
-        elif x[g][i, 0] == OOV:
-            parts.append(f"{label} {tok} unknown to the model")
     return "; ".join(parts) or "nothing unknown"
 
 

@@ -91,16 +91,16 @@ def predicted_vs_actual(actual: np.ndarray, predicted: dict[str, np.ndarray], pa
     _save(fig, path)
 
 
-def learning_curves(history: list[dict], path: Path) -> None:
+def learning_curves(curve: list[dict], path: Path) -> None:
     """Training and validation loss, and the validation MAE of student and teacher, per evaluation."""
-    epoch = [r["epoch"] for r in history]
+    epoch = [r["epoch"] for r in curve]
     fig, (loss_ax, mae_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(epoch, [r["train_loss"] for r in history], label="training loss", marker=".")
-    loss_ax.plot(epoch, [r["val_loss"] for r in history], label="validation loss", marker=".")
+    loss_ax.plot(epoch, [r["train_loss"] for r in curve], label="training loss", marker=".")
+    loss_ax.plot(epoch, [r["val_loss"] for r in curve], label="validation loss", marker=".")
     loss_ax.set_ylabel("joint loss")
-    mae_ax.plot(epoch, [r["val_mae_student"] for r in history], label="student (K-ADN)", marker=".")
-    mae_ax.plot(epoch, [r["val_mae_teacher"] for r in history], label="teacher", marker=".")
-    best = int(np.argmin([r["val_mae_student"] for r in history])) if history else None
+    mae_ax.plot(epoch, [r["val_mae_student"] for r in curve], label="student (K-ADN)", marker=".")
+    mae_ax.plot(epoch, [r["val_mae_teacher"] for r in curve], label="teacher", marker=".")
+    best = int(np.argmin([r["val_mae_student"] for r in curve])) if curve else None
     if best is not None:
         mae_ax.axvline(epoch[best], color="#999999", linestyle=":", linewidth=1, label="best checkpoint")
     mae_ax.set_ylabel("validation MAE")

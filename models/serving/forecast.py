@@ -25,8 +25,6 @@ import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from models.serving import explain
 from models.serving.artifacts import load_model
 from models.serving.predict import read_films, score_films
@@ -36,11 +34,13 @@ from models.serving.saved_blend import load_blend
 from models.serving.tables import check_target, write_table
 from models.training import conformal
 from models.training.config import REPORTED
-from pipeline import rules, store
-from pipeline.encode import LISTS, PEOPLE
+from models.training.runtime import runtime
+from pipeline import groups
 from pipeline.errors import KadnError, RecordError
+from pipeline.features import rules
+from pipeline.film import store
+from pipeline.film.records import date_sort_key, parse_date, short
 from pipeline.params import Params, load
-from pipeline.records import date_sort_key, parse_date, short
 
 FLAT = ("douban_id", "line", "title", "release_date", "predicted", "low", "high", "level", "known_share", "unknown",
         "unknown_text")
@@ -108,8 +108,9 @@ def parse_swap(text: str) -> tuple[str, str, str, str | None]:
     group, _, rest = text.partition(":")
     old, _, new = rest.partition("=")
     name, _, pid = new.partition("#")
-    if group not in PEOPLE + LISTS or not old.strip() or not name.strip() or (pid and not pid.isdigit()):
-        raise KadnError(f"--swap {short(text, 60)}: expected GROUP:OLD=NEW with GROUP one of {', '.join(PEOPLE + LISTS)}"
+    swappable = groups.names("people", "list")
+    if group not in swappable or not old.strip() or not name.strip() or (pid and not pid.isdigit()):
+        raise KadnError(f"--swap {short(text, 60)}: expected GROUP:OLD=NEW with GROUP one of {', '.join(swappable)}"
                         " (a person's Douban id may follow NEW: actors:白客=刘昊然#1274297)")
     return group, old.strip(), name.strip(), pid or None
 
@@ -118,17 +119,19 @@ def swapped(film: dict, swaps: list[tuple[str, str, str, str | None]]) -> dict:
     """The film with each OLD value of its group replaced by NEW; a film lacking an OLD value: one line."""
     changed = dict(film)
     for group, old, new, pid in swaps:
-        values = list(changed.get(group) or [])
+        spec = groups.spec(group)
+        column = spec.columns[0]
+        values = list(changed.get(column) or [])
         if old not in values:
             raise KadnError(f"--swap {group}:{old}: film {label(film)} ({film.get('title')}) lists no such "
-                            f"{group[:-1] if group in PEOPLE else group} (it lists {', '.join(values) or 'none'})")
+                            f"{spec.word} (it lists {', '.join(values) or 'none'})")
         j = values.index(old)
         values[j] = new
-        changed[group] = values
-        if group in PEOPLE:
-            ids = list(changed.get(group[:-1] + "_ids") or [None] * len(values))
+        changed[column] = values
+        if spec.kind == "people":
+            ids = list(changed.get(spec.columns[1]) or [None] * len(values))
             ids[j] = pid
-            changed[group[:-1] + "_ids"] = ids
+            changed[spec.columns[1]] = ids
     return changed
 
 
@@ -368,9 +371,14 @@ def _main(args) -> int:
     if sum(map(bool, (args.file, args.ids, args.since))) > 1:
         raise KadnError("give one of FILE, --ids or --since")
     params = load(args.params)
+    common = params.train.common
     # The configured thread count, as training and evaluation use: on a shared machine more threads than
     # cores made scoring 10,000 films ten times slower.
-    torch.set_num_threads(params.train.common.threads)
+    with runtime(seed=common.seed, threads=common.threads):
+        return _forecast(args, params)
+
+
+def _forecast(args, params: Params) -> int:
     ids = parse_ids(args.ids) if args.ids is not None else None
     since = parse_since(args.since) if args.since is not None else None
     out = Path(args.out) if args.out else None

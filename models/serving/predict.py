@@ -23,10 +23,11 @@ from models.training import track_records
 from models.training.config import REPORTED
 from models.training.data import DENSE, saved_dense
 from models.training.trend import saved_offset
-from pipeline import importer
-from pipeline.encode import GROUPS, OOV, POPULARITY, film_tokens, release_int
+from pipeline import groups
 from pipeline.errors import KadnError, RecordError
-from pipeline.records import normalise_record, short
+from pipeline.exchange import importer
+from pipeline.features.encode import OOV, POPULARITY, record_tokens, release_int
+from pipeline.film.records import normalise_record, short
 
 # Stands in for a missing Douban id while the importer's record check reads the row (put back to None after).
 _NO_ID = 1
@@ -60,17 +61,16 @@ def read_films(path: str | Path, ignore_unknown: bool = False) -> list[dict]:
 def encode_films(films: list[dict], vocab: dict, tokens: list[dict] | None = None
                  ) -> tuple[dict[str, np.ndarray], list[dict[str, int]]]:
     """Model-id arrays per group, and per film the count of unknown values per group (`tokens`: the films'
-    `film_tokens`, when already made)."""
-    params = vocab["encode_params"]
-    tokens = tokens if tokens is not None else [film_tokens(f, params) for f in films]
+    `record_tokens`, when already made)."""
+    tokens = tokens if tokens is not None else record_tokens(films, vocab["encode_params"])
     x, unknown = {}, [dict() for _ in films]
-    for g in GROUPS:
+    for g in groups.names():
         width = max(1, max(len(t[g]) for t in tokens))
         arr = np.zeros((len(films), width), dtype=np.int32)
         for i, t in enumerate(tokens):
             ids = token_ids(vocab, g, t[g])
             arr[i, : len(ids)] = ids
-            misses = sum(1 for tok, j in zip(t[g], ids) if j == OOV or tok == "unknown")
+            misses = sum(1 for tok, j in zip(t[g], ids) if j == OOV or tok == groups.UNKNOWN)
             if misses:
                 unknown[i][g] = misses
         x[g] = arr
@@ -84,7 +84,7 @@ def film_dense(films: list[dict], vocab: dict, tokens: list[dict] | None = None)
     track = None
     if vocab.get("track"):
         if tokens is None:
-            tokens = [film_tokens(f, vocab["encode_params"]) for f in films]
+            tokens = record_tokens(films, vocab["encode_params"])
         # As in encode: the date, else the year alone; a film with neither counts as later than every training film.
         release = np.array([release_int(f["release_date"], f.get("year")) or track_records.AFTER_ALL for f in films])
         track = track_records.from_payload(vocab["track"], {r: [t[r] for t in tokens] for r in track_records.ROLES},
@@ -114,7 +114,7 @@ class Scored:
 
 def score_films(films: list[dict], loaded: SavedModel, output: str) -> Scored:
     """The one scorer of `kadn forecast` (and `kadn predict`): checked records -> the model's inputs -> scores."""
-    tokens = [film_tokens(f, loaded.vocab["encode_params"]) for f in films]
+    tokens = record_tokens(films, loaded.vocab["encode_params"])
     x, unknown = encode_films(films, loaded.vocab, tokens)
     if loaded.vocab.get("dense"):
         x[DENSE] = film_dense(films, loaded.vocab, tokens)

@@ -8,7 +8,8 @@ import numpy as np
 
 from models.serving.artifacts import SavedModel, token_ids
 from models.training.data import DENSE, encoded_dense
-from pipeline.encode import GROUPS, OOV, PAD, Encoded
+from pipeline import groups
+from pipeline.features.encode import OOV, PAD, Encoded
 
 
 def rows_of(x: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -21,7 +22,7 @@ def model_view(enc: Encoded, loaded: SavedModel) -> dict[str, np.ndarray]:
     """The encoded arrays in the model's own ids (tokens it never trained on -> OOV), plus its dense inputs
     (standardised with its own training statistics) when it was trained on some."""
     x = {}
-    for g in GROUPS:
+    for g in groups.names():
         remap = np.array([PAD, OOV] + token_ids(loaded.vocab, g, enc.vocab[g]), dtype=np.int32)
         x[g] = remap[enc.x[g]]
     if loaded.vocab.get("dense"):

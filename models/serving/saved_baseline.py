@@ -19,7 +19,8 @@ TRUSTED = frozenset({"scipy.sparse._csr.csr_matrix"})
 
 
 def files(trained, cfg, restricted) -> tuple[dict[str, bytes], dict, list]:
-    """The model files of a fitted baseline (models.training.fit.FittedModel), what meta.json adds and the history."""
+    """The model files of a fitted baseline (models.training.fit.FittedModel), what meta.json adds and its
+    learning curve (none)."""
     meta = {"oov": trained.oov, "inputs": trained.inputs}
     return baseline_files(trained.name, trained.estimator), meta, []
 

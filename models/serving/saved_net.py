@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from models.nets.heads import Head
 from models.nets.nets import build, ensemble_scores
@@ -23,11 +24,11 @@ def files(trained, cfg, restricted) -> tuple[dict[str, bytes], dict, list]:
     """The model files of fitted nets (models.training.fit.FittedModel, one per seed), what meta.json adds and the
     first seed's learning curve."""
     fits, x = trained.fits, trained.x
-    meta = {"epochs_run": [f.history[-1]["epoch"] if f.history else 0 for f in fits],
+    meta = {"epochs_run": [f.curve[-1]["epoch"] if f.curve else 0 for f in fits],
             "best": [f.best for f in fits], "head": fits[0].head.kind}
     out = net_files(trained.name, cfg.model_dump(), restricted.sizes(), fits[0].head,
                     [f.model.state_dict() for f in fits], x[DENSE].shape[1] if DENSE in x else 0)
-    return out, meta, fits[0].history
+    return out, meta, fits[0].curve
 
 
 def score(saved: SavedModel, x: dict[str, np.ndarray], output: str) -> np.ndarray:
@@ -53,10 +54,17 @@ def load(path: Path, name: str, spec: dict, vocab: dict, meta: dict) -> SavedMod
     if not isinstance(states, list) or len(states) != spec["seeds"]:
         raise KadnError(f"{path}: does not match model.json; retrain with `kadn train {name}`")
     h = spec["head"]
+    try:
+        cfg = NetConfig.model_validate(spec["config"])
+    except ValidationError as exc:
+        # Every setting is saved and none has a default: a folder from a version with other keys is refused.
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise KadnError(f"{path.parent / 'model.json'}: config.{where}: {err['msg'].lower()} (saved by another "
+                        f"version of kadn); retrain with `kadn train {name}`") from None
     head = Head(h["kind"], h["centre"], low=h["low"], high=h["high"], width=h["width"], sigma=h["sigma"],
-                loss=h["loss"])
+                loss=h["loss"], huber_delta=cfg.huber_delta)
     nets = []
-    cfg = NetConfig.model_validate(spec["config"])
     for state in states:
         net = build(spec["kind"], spec["sizes"], cfg, head.out_dim, spec["n_dense"])
         net.load_state_dict(state)

@@ -1,6 +1,6 @@
 """`kadn scorecard`: how the recorded forecasts did, once the films' scores appeared.
 
-`kadn forecast` records each forecast it prints for a stored film in the store's ledger (pipeline.store's
+`kadn forecast` records each forecast it prints for a stored film in the store's ledger (pipeline.film.store's
 `forecasts` table). A later crawl (`-a refresh=1`) or import brings the films' scores; this command joins the
 two and reports, per model and per month the forecasts were made: films scored since, films still awaiting a
 score, MAE, bias (forecast minus actual: above zero, the model was too kind) and coverage (the share of scores
@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
 import numpy as np  # noqa: E402
 
 from models.serving.tables import check_target, write_table  # noqa: E402
-from pipeline import store  # noqa: E402
 from pipeline.errors import KadnError  # noqa: E402
+from pipeline.film import store  # noqa: E402
 from pipeline.io import atomic_path  # noqa: E402
 
 COLUMNS = ("model", "month", "films", "awaiting", "mae", "bias", "coverage", "level")

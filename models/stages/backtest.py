@@ -27,12 +27,12 @@ import numpy as np
 
 from models.training.config import BASELINES, REPORTED, model_config
 from models.training.conformal import calibrate, known_share
-from models.training.cv import closing_pool, make_pool, run_task
 from models.training.data import features_from, fit_data, fold_split, restricted_for, trend_scores
-from models.training.fit import fit_model, set_determinism
+from models.training.fit import fit_model
+from models.training.runtime import run_task, runtime
 from models.training.stacking import fit_weights
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import atomic_path, write_json
 from pipeline.params import BacktestConfig, Params, load
 
@@ -181,32 +181,31 @@ def save_forward(path: Path, enc: Encoded, forward: dict, known: dict) -> None:
         np.savez(fh, **arrays)
 
 
-def fit_all(enc: Encoded, params: Params, years: list[int], progress: bool) -> tuple[dict, dict]:
-    """({row: {year: forward predictions}}, {row: {year: known shares}}) of every (year, model) fit."""
-    cfg, common = params.backtest, params.train.common
+def fit_all(enc: Encoded, params: Params, years: list[int], progress: bool, pool=None) -> tuple[dict, dict]:
+    """({row: {year: forward predictions}}, {row: {year: known shares}}) of every (year, model) fit, in the
+    worker processes of `pool` (models.training.runtime) if given."""
+    cfg = params.backtest
     # Every (year, model) fit is its own seeded task, so the worker processes give the bytes of one process;
     # the latest years (the most rows) go first, so no long fit starts last.
     order = sorted(((year, name) for year in years for name in cfg.models), key=lambda t: -t[0])
     forward: dict[str, dict] = {}
     known: dict[str, dict] = {}
-    with closing_pool(make_pool(common.workers, common.threads, enc)) as pool:
-        tasks = {key: run_task(pool, enc, fit_year, params, *key) for key in order}
-        for year in years:
-            for name in cfg.models:
-                result = tasks[(year, name)].result()
-                share = result.pop("known")
-                for row, pred in result.items():
-                    forward.setdefault(row, {})[year] = pred
-                    known.setdefault(row, {})[year] = share
-                if progress:
-                    print(f"backtest {year} {name}: trained on the films before {year}, scored "
-                          f"{len(share)}", file=sys.stderr)
+    tasks = {key: run_task(pool, enc, fit_year, params, *key) for key in order}
+    for year in years:
+        for name in cfg.models:
+            result = tasks[(year, name)].result()
+            share = result.pop("known")
+            for row, pred in result.items():
+                forward.setdefault(row, {})[year] = pred
+                known.setdefault(row, {})[year] = share
+            if progress:
+                print(f"backtest {year} {name}: trained on the films before {year}, scored "
+                      f"{len(share)}", file=sys.stderr)
     return forward, known
 
 
 def run_backtest(params: Params, encoded_dir: Path, out: Path, progress: bool = False,
                  forward_out: Path | None = None) -> dict:
-    set_determinism(params.train.common.threads)
     enc = load_encoded(encoded_dir)
     plan = plan_years(enc, params.backtest, str(encoded_dir))  # every year checked before any training
     common = params.train.common
@@ -215,12 +214,13 @@ def run_backtest(params: Params, encoded_dir: Path, out: Path, progress: bool = 
     common.check_folds(int(enc.in_range.sum()), smallest)
     if plan.skipped:
         print(f"backtest: skipped {', '.join(plan.skipped)}", file=sys.stderr)
-    forward, known = fit_all(enc, params, plan.years, progress)
-    y = {year: enc.rating[year_rows(enc, year)[1]].astype(np.float64) for year in plan.years}
-    members = params.blend.members
-    if len(plan.years) > 1 and all(m in forward for m in members):
-        forward["blend"], known["blend"] = blended(forward, known, y, members, params.blend.loss)
-    figures = {row: row_figures(pred, known[row], y, plan.reported, params) for row, pred in forward.items()}
+    with runtime(seed=common.seed, threads=common.threads, workers=common.workers, shared=enc) as pool:
+        forward, known = fit_all(enc, params, plan.years, progress, pool)
+        y = {year: enc.rating[year_rows(enc, year)[1]].astype(np.float64) for year in plan.years}
+        members = params.blend.members
+        if len(plan.years) > 1 and all(m in forward for m in members):
+            forward["blend"], known["blend"] = blended(forward, known, y, members, params.blend.loss)
+        figures = {row: row_figures(pred, known[row], y, plan.reported, params) for row, pred in forward.items()}
     fragment = {"backtest": figures}
     if forward_out is not None:
         save_forward(forward_out, enc, forward, known)

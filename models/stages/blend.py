@@ -26,10 +26,11 @@ from models.training import conformal
 from models.training.config import REPORTED
 from models.training.cv import errors
 from models.training.data import cv_folds
+from models.training.runtime import runtime
 from models.training.stacking import fit_weights
 from models.training.trend import saved_offset
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import write_json
 from pipeline.params import Params, load
 
@@ -40,7 +41,7 @@ def stacked(oof: dict[str, np.ndarray], members: list[str]) -> np.ndarray:
 
 
 def cross_fitted(oof: dict[str, np.ndarray], members: list[str], y: np.ndarray,
-                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int, loss: str = "squared",
+                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int, loss: str,
                  into: np.ndarray | None = None) -> dict[str, list[float]]:
     """{"mae": [per fold], "rmse": [per fold]} of the blend on `folds` (those the members were
     cross-validated on, `per_repeat` of them per repeat), each fold scored with weights fitted on the
@@ -134,13 +135,15 @@ def run_blend(params: Params, encoded_dir: Path, roots: dict[str, Path], out: Pa
     digest = encoded_digest(encoded_dir)
     fragment: dict = {}
     saved: dict[Path, tuple[dict, dict] | None] = {}
-    for feature_set, root in roots.items():
-        if any((root / REPORTED[m][0] / SKIPPED).exists() for m in params.blend.members):
-            saved[root] = None  # the feature set was not trained (no popularity counts): evaluate reports why
-            continue
-        key = "models" if feature_set == "pre_release" else f"models_{feature_set}"
-        row, meta, arrays = blend_row(params, enc, root, digest)
-        fragment[key], saved[root] = {"blend": row}, (meta, arrays)
+    common = params.train.common
+    with runtime(seed=common.seed, threads=common.threads):  # the members' scores, as evaluate computes them
+        for feature_set, root in roots.items():
+            if any((root / REPORTED[m][0] / SKIPPED).exists() for m in params.blend.members):
+                saved[root] = None  # the feature set was not trained (no popularity counts): evaluate reports why
+                continue
+            key = "models" if feature_set == "pre_release" else f"models_{feature_set}"
+            row, meta, arrays = blend_row(params, enc, root, digest)
+            fragment[key], saved[root] = {"blend": row}, (meta, arrays)
     # Written once every feature set is fitted: a refused one leaves no blend of the other half-made.
     for root, fitted in saved.items():
         if fitted is None:

@@ -23,17 +23,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.nets.layers import DenseBranch
 from models.nets.nets import count_params, ensemble_scores
 from models.serving import figures
-from models.serving.artifacts import SKIPPED, SavedModel, encoded_digest, load_model
+from models.serving.artifacts import SKIPPED, SavedModel, encoded_digest, load_curve, load_model
 from models.serving.results import DECIMALS, cv_summary, model_view, rows_of
 from models.training import conformal
 from models.training.config import REPORTED
 from models.training.cv import errors
 from models.training.data import dense_columns, tensors
-from models.training.fit import set_determinism
 from models.training.fit_net import train_step
+from models.training.runtime import runtime
 from models.training.trend import saved_offset
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import atomic_path, write_json
 from pipeline.params import EvaluateConfig, ForecastConfig, Params, load
 
@@ -159,7 +159,7 @@ def _epoch_seconds(branch, head, xt, y, cfg) -> float:
     start = time.perf_counter()
     for b in range(0, n, batch):
         xb = {g: v[b : b + batch] for g, v in xt.items()}
-        train_step(net, opt, xb, y[b : b + batch], head)
+        train_step(net, opt, xb, y[b : b + batch], head, cfg["hint_weight"], cfg["block_gradient"])
     return time.perf_counter() - start
 
 
@@ -235,8 +235,14 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
                  popularity_dir: Path | None = None, timings_out: Path | None = None) -> dict:
     """Write the metrics fragment (only what data, params and code determine: the same bytes on any machine
     and thread count), the plot data and, if `timings_out` is given, the wall-clock timings apart."""
+    common = params.train.common
+    with runtime(seed=common.seed, threads=common.threads):  # timings too: Table 2 is timed on these threads
+        return _evaluate(params, encoded_dir, models_dir, out, plots_dir, popularity_dir, timings_out)
+
+
+def _evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path, plots_dir: Path,
+              popularity_dir: Path | None, timings_out: Path | None) -> dict:
     cfg = params.evaluate
-    set_determinism(params.train.common.threads)
     enc = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
     names = params.models.baselines + params.models.nets
@@ -275,12 +281,12 @@ def run_evaluate(params: Params, encoded_dir: Path, models_dir: Path, out: Path,
         write_csv(plots_dir / "predicted_vs_actual.csv", ["douban_id", "actual", "predicted"],
                   [[int(enc.douban_id[i]), round(float(y[i]), 2), round(float(p), 3)]
                    for i, p in zip(test, predictions["kadn"])])
-        history = _history(models_dir / "kadn")
+        curve = load_curve(models_dir, "kadn")
         write_csv(plots_dir / "learning_curves.csv", ["epoch", "train_loss", "val_loss", "val_mae_student",
                                                       "val_mae_teacher"],
                   [[r["epoch"], round(r["train_loss"], 5), round(r["val_loss"], 5), round(r["val_mae_student"], 5),
-                    round(r["val_mae_teacher"], 5)] for r in history])
-        figures.learning_curves(history, plots_dir / "learning_curves.png")
+                    round(r["val_mae_teacher"], 5)] for r in curve])
+        figures.learning_curves(curve, plots_dir / "learning_curves.png")
         figures.table2(fragment["distillation"], plots_dir / "table2.png")
         baselines = [m for m in params.models.baselines if m in models and m != figures.FLOOR]
         shown = {"K-ADN student": predictions["kadn"]}
@@ -306,10 +312,6 @@ def error_rows(sets: dict[str, dict]) -> list[list]:
         rows += [[f"{m}{suffix}", v["mae"], v["rmse"], v["cv_mae_mean"], v["cv_mae_std"], v["cv_rmse_mean"],
                   v["cv_rmse_std"]] for m, v in models.items() if isinstance(v, dict) and m != figures.FLOOR]
     return sorted(rows, key=lambda r: (r[3], r[0]))
-
-
-def _history(folder: Path) -> list[dict]:
-    return json.loads((folder / "history.json").read_text(encoding="utf-8"))
 
 
 def register(sub, name: str) -> None:

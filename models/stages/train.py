@@ -17,7 +17,7 @@ import numpy as np
 from models.serving.artifacts import SKIPPED, encoded_digest, save_model, vocab_payload
 from models.training import conformal, track_records
 from models.training.config import MODELS, model_config
-from models.training.cv import closing_pool, gather_folds, make_pool, run_task, submit_folds
+from models.training.cv import gather_folds, submit_folds
 from models.training.data import (
     FEATURE_SETS,
     cv_folds,
@@ -28,10 +28,11 @@ from models.training.data import (
     restricted_for,
     trend_scores,
 )
-from models.training.fit import fit_model, set_determinism
+from models.training.fit import fit_model
+from models.training.runtime import run_task, runtime
 from pipeline import registry
-from pipeline.encode import Encoded, load_encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import write_json
 from pipeline.params import Baseline, Common, Params, load
 
@@ -40,19 +41,21 @@ def run_train(name: str, params: Params, encoded_dir: Path, out_root: Path, prog
               feature_set: str = "pre_release", pool=None) -> dict:
     """Train, save and cross-validate `name` on `feature_set`. With `with_popularity` and no popularity
     count anywhere in the data, nothing is trained: the folder holds skipped.json with the reason. With
-    `pool` (`models.training.cv.make_pool`), the fits run in its worker processes."""
-    return start_train(name, params, encoded_dir, out_root, progress, feature_set, pool)()
+    `pool` (models.training.runtime), the fits run in its worker processes."""
+    common = params.train.common
+    with runtime(seed=common.seed, threads=common.threads):  # the pool, if any, is the caller's
+        return start_train(name, params, encoded_dir, out_root, progress, feature_set, pool)()
 
 
 def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, progress: bool = False,
                 feature_set: str = "pre_release", pool=None, enc: Encoded | None = None):
     """Submit `run_train`'s fits (to `pool` if any) and return the function that waits for them, saves the
-    model and returns its meta: several feature sets can share the workers."""
+    model and returns its meta: several feature sets can share the workers. Run under
+    `models.training.runtime.runtime`, which sets the seeds and threads."""
     if feature_set not in FEATURE_SETS:
         raise KadnError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
 
     common = params.train.common
-    set_determinism(common.threads)
     cfg = model_config(params.train, name)
     enc = load_encoded(encoded_dir) if enc is None else enc
     tuned = isinstance(cfg, Baseline) and len(cfg.grid_settings()) > 1
@@ -113,14 +116,14 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
-    files, kind_meta, history = registry.kind_module(name, "saved").files(trained, cfg, restricted)
+    files, kind_meta, curve = registry.kind_module(name, "saved").files(trained, cfg, restricted)
     meta.update(kind_meta)
     (out / SKIPPED).unlink(missing_ok=True)
     saved_track = (track_records.payload(enc, train_rows, track_cfg, trend_scores(enc, train_rows, common))
                    if track_cfg.enabled else None)
     vocab = vocab_payload(enc, restricted, digest, dense, feature_set, saved_track)
     vocab["trend"] = trained.trend.to_dict()  # models.training.trend: added back to every score of the saved model
-    save_model(out, files, vocab, meta, history)
+    save_model(out, files, vocab, meta, curve)
     conformal.save(out, held, enc.split, enc.douban_id, enc.rating)  # for intervals and the blend
     return meta
 
@@ -158,7 +161,7 @@ def _main(args) -> int:
     enc = load_encoded(Path(args.encoded))
     started = time.perf_counter()  # printed, never saved: a model folder holds no wall-clock figure
     # Every feature set's fits are queued at once, so the workers stay busy until the last one.
-    with closing_pool(make_pool(common.workers, common.threads, enc)) as pool:
+    with runtime(seed=common.seed, threads=common.threads, workers=common.workers, shared=enc) as pool:
         pending = [(fs, start_train(args.model, params, Path(args.encoded), roots[fs], not args.quiet, fs, pool,
                                     enc)) for fs in args.feature_sets]
         metas = [(fs, finish()) for fs, finish in pending]

@@ -28,7 +28,7 @@ from pipeline.errors import KadnError
 from pipeline.params import Baseline, Tune
 
 
-def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int = 1):
+def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int):
     if kind == "mean":
         return DummyRegressor(strategy="mean")  # the training mean for every film: the floor to beat
     if kind == "ridge":
@@ -52,7 +52,7 @@ def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int = 1):
     raise ValueError(f"unknown baseline {kind!r}")
 
 
-def fit_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, seed: int, threads: int = 1):
+def fit_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, seed: int, threads: int):
     return make_baseline(kind, cfg, seed, threads).fit(X, y)
 
 
@@ -117,8 +117,8 @@ def _split_scores(kind: str, cfg: Baseline, settings: list[dict], X, y: np.ndarr
             for i, s in enumerate(settings))
 
 
-def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int = 1,
-                  inner_X=None, progress: bool = False):
+def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int, inner_X=None,
+                  progress: bool = False):
     """(fitted model, chosen setting): grid search on inner validation, then a refit on all the rows.
 
     Each setting is scored by its mean validation MAE over `tune.folds` inner folds of the rows of X/y (or on

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.encode import OOV, PAD, PEOPLE, SPLITS
+from pipeline import groups
 from pipeline.errors import KadnError
+from pipeline.features.encode import OOV, PAD, SPLITS
 from pipeline.io import atomic_path
 from pipeline.params import ForecastConfig
 
@@ -24,9 +25,10 @@ FILE = "oof.npz"
 
 
 def known_share(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> np.ndarray:
-    """Per film, the share of its listed directors, writers and actors that have a model id (0 with none)."""
+    """Per film, the share of its listed people (directors, writers, actors: every people group) that have a
+    model id (0 with none)."""
     listed = known = 0
-    for g in PEOPLE:
+    for g in groups.names("people"):
         arr = x[g] if rows is None else x[g][rows]
         listed = listed + (arr != PAD).sum(1)
         known = known + (arr > OOV).sum(1)

@@ -6,15 +6,13 @@ rows, and a seeded slice of those rows is held back as the nets' validation set 
 best checkpoint); the baselines are fitted on exactly the nets' training rows.
 
 Every fold draws its randomness from its own seeds alone, so the folds can run in worker processes
-(`train.common.workers`) in any order and give the same figures as one after the other.
+(`train.common.workers`, models.training.runtime) in any order and give the same figures as one after the
+other.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 from sklearn.metrics import mean_absolute_error, root_mean_squared_error
@@ -22,8 +20,9 @@ from tqdm import tqdm
 
 from models.training.conformal import known_share
 from models.training.data import cv_folds, features_from, fit_data, fold_split, restricted_for, trend_scores
-from models.training.fit import fit_model, set_determinism
-from pipeline.encode import Encoded
+from models.training.fit import fit_model
+from models.training.runtime import run_task
+from pipeline.features.encode import Encoded
 from pipeline.params import Baseline, Common, NetConfig
 
 
@@ -31,59 +30,6 @@ def errors(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(MAE, RMSE) of `pred` against `y`, in float64."""
     pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
     return float(mean_absolute_error(y, pred)), float(root_mean_squared_error(y, pred))
-
-
-# The encoded data of a worker process, sent once when the worker starts rather than with every task.
-_WORKER: dict = {}
-
-
-def _start_worker(threads: int, enc: Encoded) -> None:
-    set_determinism(threads)
-    _WORKER["enc"] = enc
-
-
-def make_pool(workers: int, threads: int, enc: Encoded) -> ProcessPoolExecutor | None:
-    """Worker processes for folds and fits, or None for `workers` 1 (everything in this process). Forked, so
-    a worker starts with the modules and `enc` already loaded (spawning re-imports torch in each, seconds of
-    CPU per stage); safe because torch runs one thread here (set_determinism), so no thread pool is copied
-    half-way through its work."""
-    if workers <= 1:
-        return None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_start_worker, initargs=(threads, enc))
-
-
-@contextmanager
-def closing_pool(pool: ProcessPoolExecutor | None):
-    """`pool`, shut down on leaving (its pending tasks cancelled if an error leaves early)."""
-    try:
-        yield pool
-    except BaseException:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    if pool is not None:
-        pool.shutdown()
-
-
-def run_task(pool: ProcessPoolExecutor | None, enc: Encoded, fn, *args):
-    """A future-like handle on `fn(enc, *args)`: run in a worker of `pool` (which holds its own copy of
-    `enc`), or here when its result is asked for if there is no pool."""
-    if pool is None:
-        return _Later(fn, enc, *args)
-    return pool.submit(_in_worker, fn, *args)
-
-
-def _in_worker(fn, *args):
-    return fn(_WORKER["enc"], *args)
-
-
-class _Later:
-    def __init__(self, fn, *args):
-        self.fn, self.args = fn, args
-
-    def result(self):
-        return self.fn(*self.args)
 
 
 def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, feature_set: str, k: int,
@@ -152,7 +98,7 @@ def cross_validate(name: str, enc: Encoded, cfg: Baseline | NetConfig, common: C
                    held: list | None = None, oof: dict | None = None) -> dict:
     """{output: {"mae": [per fold], "rmse": [per fold]}} for `name`'s outputs; a baseline's setting chosen
     in each fold (on that fold's training rows) is appended to `chosen`, each fold's held-out scores to
-    `held`. With `pool` (`make_pool`), the folds run in its worker processes."""
+    `held`. With `pool` (models.training.runtime), the folds run in its worker processes."""
     held = [] if held is None and oof is not None else held
     result = gather_folds(submit_folds(pool, enc, name, cfg, common, feature_set), name, feature_set, progress,
                           chosen, held)

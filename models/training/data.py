@@ -19,7 +19,8 @@ import torch
 
 from models.training import track_records
 from models.training.trend import Trend, release_time
-from pipeline.encode import GROUPS, OOV, PAD, PEOPLE, POPULARITY, Encoded, Restricted
+from pipeline import groups
+from pipeline.features.encode import OOV, PAD, POPULARITY, Encoded, Restricted
 from pipeline.params import Common, TrackRecords
 
 FEATURE_SETS = ("pre_release", "with_popularity")
@@ -77,7 +78,7 @@ def fit_data(enc: Encoded, x: dict[str, np.ndarray], restricted: Restricted, fit
 
 def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     out = {g: torch.from_numpy(np.ascontiguousarray(x[g] if rows is None else x[g][rows]).astype(np.int64))
-           for g in GROUPS}
+           for g in groups.names()}
     if DENSE in x:
         out[DENSE] = torch.from_numpy(np.ascontiguousarray(x[DENSE] if rows is None else x[DENSE][rows],
                                                            dtype=np.float32))
@@ -85,9 +86,10 @@ def tensors(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[st
 
 
 def drop_people(xb: dict[str, torch.Tensor], share: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """A batch with each known director, writer and actor replaced by OOV with probability `share`."""
+    """A batch with each known person (director, writer, actor: every people group) replaced by OOV with
+    probability `share`."""
     out = dict(xb)
-    for g in PEOPLE:
+    for g in groups.names("people"):
         ids = xb[g]
         hit = (torch.rand(ids.shape, generator=gen) < share) & (ids > OOV)
         out[g] = torch.where(hit, torch.full_like(ids, OOV), ids)
@@ -197,23 +199,22 @@ def encoded_dense(enc, vocab: dict) -> np.ndarray:
 
 
 OOV_MODES = ("count", "indicator", "scaled")
-# `inputs: categorical` (CatBoost): a film's first ids of each group, one categorical column per slot, read by
-# CatBoost's ordered target statistics instead of one 0/1 column per id.
-CATEGORICAL_SLOTS = {"directors": 2, "writers": 2, "actors": 5, "genres": 3, "countries": 2, "languages": 1,
-                     "runtime": 1, "year": 1, "month": 1}
 
 
+# `inputs: categorical` (CatBoost): a film's first ids of each group (its spec's `slots`), one categorical column
+# per slot, read by CatBoost's ordered target statistics instead of one 0/1 column per id.
 def categorical_columns() -> list[str]:
-    return [f"{g}{k}" for g, n in CATEGORICAL_SLOTS.items() for k in range(n)]
+    return [f"{s.name}{k}" for s in groups.SPECS for k in range(s.slots)]
 
 
 def token_table(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> pd.DataFrame:
     """Per film, its k-th id of each group (PAD where it has fewer) as the integer columns of
     `categorical_columns()`, then the dense inputs (track records, popularity) as float columns."""
     columns = {}
-    for g, n in CATEGORICAL_SLOTS.items():
+    for s in groups.SPECS:
+        g = s.name
         arr = x[g] if rows is None else x[g][rows]
-        for k in range(n):
+        for k in range(s.slots):
             columns[f"{g}{k}"] = arr[:, k].astype(np.int64) if k < arr.shape[1] else np.full(len(arr), PAD, np.int64)
     if DENSE in x:
         dense = x[DENSE] if rows is None else x[DENSE][rows]
@@ -221,14 +222,12 @@ def token_table(x: dict[str, np.ndarray], rows: np.ndarray | None = None) -> pd.
     return pd.DataFrame(columns)
 
 
-def baseline_input(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None,
-                   oov: str = "count", inputs: str = "multi_hot"):
+def baseline_input(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None, oov: str, inputs: str):
     """What a baseline is fitted on and scores: the multi-hot matrix, or the token table (`categorical`)."""
     return token_table(x, rows) if inputs == "categorical" else multi_hot(x, sizes, rows, oov)
 
 
-def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None = None,
-              oov: str = "count") -> sp.csr_matrix:
+def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray | None, oov: str) -> sp.csr_matrix:
     """One column per (group, model id) except padding. Every column is 0/1 but each group's OOV column,
     which holds a film's number of unknown tokens (`count`, up to the group's length), that number clipped
     to 0/1 (`indicator`), or divided by the group's length (`scaled`): a raw count of 8 unknown actors
@@ -236,7 +235,7 @@ def multi_hot(x: dict[str, np.ndarray], sizes: dict[str, int], rows: np.ndarray 
     if oov not in OOV_MODES:
         raise ValueError(f"oov must be one of {', '.join(OOV_MODES)}, not {oov!r}")
     blocks = []
-    for g in GROUPS:
+    for g in groups.names():
         arr = x[g] if rows is None else x[g][rows]
         r, c = np.nonzero(arr != PAD)
         block = sp.csr_matrix((np.ones(len(r), np.float32), (r, arr[r, c])), shape=(len(arr), sizes[g]))

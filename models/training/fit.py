@@ -10,23 +10,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from models.training.data import FitData
 from models.training.trend import Trend
 from pipeline import registry
 from pipeline.params import Baseline, Common, NetConfig
-
-
-def set_determinism(threads: int) -> None:
-    # torch.use_deterministic_algorithms also imports and configures the inductor compiler, which nothing here
-    # uses: a second of start-up in every stage. The flag it sets for eager kernels is this one.
-    eager_only = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if eager_only is None:  # a torch without it: the public call
-        torch.use_deterministic_algorithms(True)
-    else:
-        eager_only(True, warn_only=False)
-    torch.set_num_threads(max(1, int(threads)))
 
 
 @dataclass
@@ -36,12 +24,12 @@ class FittedModel:
     name: str
     x: dict
     sizes: dict
+    oov: str  # how a baseline's OOV columns are encoded (train.common.oov)
+    inputs: str  # multi_hot or a token table (models.training.data.baseline_input)
     estimator: object | None = None
     fits: list = field(default_factory=list)
     train_s: float = 0.0
     chosen: dict = field(default_factory=dict)  # a baseline's hyper-parameters picked on inner validation
-    oov: str = "count"  # how a baseline's OOV columns are encoded (train.common.oov)
-    inputs: str = "multi_hot"  # or a token table (models.training.data.baseline_input)
     trend: Trend = Trend()  # the target trend it was fitted under (models.training.trend), added back to its scores
     time: np.ndarray | None = None  # every film's release time, which the trend reads
 
@@ -68,7 +56,7 @@ def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitDat
     """`features(source_rows)` (models.training.data.features_from), if given, rebuilds `data.x` from other source rows:
     a baseline's inner tuning split then gets features read from its inner fit rows alone."""
     sizes, x = data.sizes, data.x
-    inputs = getattr(cfg, "inputs", "multi_hot")
+    inputs = getattr(cfg, "inputs", "multi_hot")  # only CatBoost has a choice; the other baselines read multi-hot
     data, trend = detrended(data, common)
     trained = FittedModel(name, x, sizes, oov=common.oov, inputs=inputs, trend=trend,
                           time=data.time if common.trend_years is not None else None)

@@ -38,13 +38,13 @@ class NetFit:
     model: torch.nn.Module
     head: Head
     primary: str  # the output the checkpoint is chosen by (the student for a pair)
-    history: list[dict] = field(default_factory=list)
+    curve: list[dict] = field(default_factory=list)  # one record per validation: the learning curve
     best: dict = field(default_factory=dict)
     train_s: float = 0.0
 
 
-def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: float = 0.0,
-               block_gradient: bool = True, penalty=None) -> torch.Tensor:
+def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: float, block_gradient: bool,
+               penalty=None) -> torch.Tensor:
     """One optimiser step on a batch: eq. 6 (plus `penalty(xb)`, if given), backward, update. The training
     loop and Table 2's training-time measurement both take their steps here."""
     loss, _ = joint_loss(model(xb), yb, head, hint_weight, block_gradient)
@@ -66,6 +66,8 @@ def evals_per_epoch(n_batches: int, cfg: NetConfig) -> int:
 
 
 def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool = False, label: str = "") -> NetFit:
+    # Each net seeds torch's global generator (initial weights, dropout) itself, so no fit depends on the fits
+    # before it; the stage's runtime (models.training.runtime) restores the generator on leaving.
     torch.manual_seed(seed)
     x, y, train_rows, val_rows = data.x, data.y, data.train_rows, data.val_rows
     head = make_head(kind, cfg, float(y[train_rows].mean()))
@@ -116,7 +118,7 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
                 record.update(epoch=round(epoch + (sorted(eval_at).index(b) + 1) / evals, 4),
                               train_loss=running / max(seen, 1))
                 running, seen = 0.0, 0
-                fitted.history.append(record)
+                fitted.curve.append(record)
                 mae = record[f"val_mae_{primary}"]
                 bar.set_postfix(val_mae=f"{mae:.4f}")
                 if mae < best_mae - 1e-6:
@@ -127,8 +129,8 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
                     stale += 1
                     stop = patience is not None and stale >= patience
         bar.close()
-        if progress and fitted.history:
-            print(f"{label or kind} epoch {epoch + 1}: val MAE {fitted.history[-1][f'val_mae_{primary}']:.4f} "
+        if progress and fitted.curve:
+            print(f"{label or kind} epoch {epoch + 1}: val MAE {fitted.curve[-1][f'val_mae_{primary}']:.4f} "
                   f"(best {best_mae:.4f})", file=sys.stderr)
         if stop:
             break

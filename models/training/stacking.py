@@ -33,7 +33,7 @@ class AbsoluteWeights:
         return preds @ self.coef_ + self.intercept_
 
 
-def fit_weights(preds: np.ndarray, y: np.ndarray, loss: str = "squared") -> LinearRegression | AbsoluteWeights:
+def fit_weights(preds: np.ndarray, y: np.ndarray, loss: str) -> LinearRegression | AbsoluteWeights:
     """Non-negative stacking weights of the columns of `preds` [films, models] (each a model's scores) and an
     intercept, minimising the squared or the absolute error."""
     if loss == "absolute":

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from pipeline.encode import OOV, Encoded
 from pipeline.errors import KadnError
+from pipeline.features.encode import OOV, Encoded
 from pipeline.params import TrackRecords
 
 ROLES = ("directors", "writers", "actors")

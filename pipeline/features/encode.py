@@ -1,8 +1,10 @@
 """`kadn encode`: the cleaned table -> feature groups as padded index arrays, vocabularies and splits.
 
-Feature groups (paper §1.1): directors, writers, actors (first K billed), genres, countries,
-languages, runtime bucket, release year, release month. People are keyed by Douban person id when known,
-else by name. Index 0 pads a group's row; index 1 is the group's out-of-vocabulary id.
+Feature groups (paper §1.1, one list: `pipeline.groups.SPECS`): directors, writers, actors (first K billed),
+genres, countries, languages, runtime bucket, release year, release month. Each kind of group has one
+tokeniser (`TOKENISERS`), run over whole columns; a film scored by `kadn forecast` is a one-row table through
+the same code (`record_tokens`). People are keyed by Douban person id when known, else by name. Index 0 pads
+a group's row; index 1 is the group's out-of-vocabulary id.
 
 Release dates are kept as YYYYMMDD integers (track records need the order of releases).
 
@@ -25,54 +27,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline import groups
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, input_file, write_json
-from pipeline.params import EncodeConfig, Split, load
-from pipeline.records import parse_date
-from pipeline.store import person_key
+from pipeline.film.records import parse_date
+from pipeline.film.store import person_key
+from pipeline.io import atomic_path, write_json
+from pipeline.params import EncodeConfig, Split
 
 PAD, OOV = 0, 1
-PEOPLE = ("directors", "writers", "actors")
-LISTS = ("genres", "countries", "languages")
-SCALAR_GROUPS = ("runtime", "year", "month")
-GROUPS = PEOPLE + LISTS + SCALAR_GROUPS
 SPLITS = {"train": 0, "val": 1, "test": 2}
 HISTORY = 3  # the split code of a film released before the range (clean.history): a training row only
 POPULARITY = ("votes", "review_count", "comment_count")
-LIST_COLUMNS = tuple(c for g in PEOPLE for c in (g, g[:-1] + "_ids")) + LISTS
-
-
-def runtime_bucket(minutes, edges: list[int]) -> str:
-    if minutes is None or pd.isna(minutes):
-        return "unknown"
-    for lo, hi in zip(edges, edges[1:]):
-        if lo <= minutes < hi:
-            return f"{lo}-{hi}"
-    return f">={edges[-1]}" if minutes >= edges[-1] else f"<{edges[0]}"
 
 
 def _as_list(value) -> list:
     """Parquet hands list cells back as numpy arrays; JSON as lists; missing as None."""
     return [] if value is None else list(value)
-
-
-def film_tokens(row: dict, params: dict) -> dict[str, list[str]]:
-    """One film's tokens per group (row: a cleaned-table row or a record in the export's field names)."""
-    tokens: dict[str, list[str]] = {}
-    limits = params["max_len"]
-    for group in PEOPLE:
-        names = _as_list(row.get(group))
-        ids = _as_list(row.get(group[:-1] + "_ids")) or [None] * len(names)
-        tokens[group] = [person_key(n, p) for n, p in zip(names, ids)][: limits[group]]
-    for group in LISTS:
-        tokens[group] = _as_list(row.get(group))[: limits[group]]
-    date = row.get("release_date")
-    year = row.get("year")
-    tokens["runtime"] = [runtime_bucket(row.get("runtime_min"), params["runtime_edges"])]
-    tokens["year"] = [str(date)[:4] if date else (str(int(year)) if year is not None and not pd.isna(year)
-                                                  else "unknown")]
-    tokens["month"] = [str(date)[5:7] if date and len(str(date)) >= 7 else "unknown"]
-    return tokens
 
 
 def history_mask(frame: pd.DataFrame) -> np.ndarray:
@@ -112,23 +82,6 @@ def _per_value(values: list, fn) -> list:
     return [cache[v] if v in cache else cache.setdefault(v, fn(v)) for v in values]
 
 
-def _scalar_tokens(frame: pd.DataFrame, params: dict) -> dict[str, list[str]]:
-    """Each film's one token of the runtime, year and month groups."""
-    n = len(frame)
-    dates = frame["release_date"].tolist() if "release_date" in frame else [None] * n
-    years = frame["year"].tolist() if "year" in frame else [None] * n
-    runtimes = frame["runtime_min"].tolist() if "runtime_min" in frame else [None] * n
-    edges = params["runtime_edges"]
-
-    def year(pair):
-        d, y = pair
-        return str(d)[:4] if d else (str(int(y)) if y is not None and not pd.isna(y) else "unknown")
-
-    return {"runtime": _per_value(runtimes, lambda m: runtime_bucket(m, edges)),
-            "year": _per_value(list(zip(dates, years)), year),
-            "month": _per_value(dates, lambda d: str(d)[5:7] if d and len(str(d)) >= 7 else "unknown")}
-
-
 def _list_array(source: pd.DataFrame | pa.Table, name: str) -> pa.ListArray | None:
     """A list column as one Arrow list of strings; None when absent or not a list of text."""
     if isinstance(source, pa.Table):
@@ -165,57 +118,105 @@ def _flattened(lists: list[list[str]]) -> tuple[list[str], np.ndarray]:
     return list(chain.from_iterable(lists)), np.fromiter(map(len, lists), np.int64, len(lists))
 
 
-def _flat_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = None
-                 ) -> dict[str, tuple[list[str] | pa.Array, np.ndarray]]:
-    """Every film's tokens per group as (all tokens in film order, each film's count): what `group_tokens`
-    gives, computed with Arrow over whole columns. `table`, if given, holds the list columns (as read from
-    parquet); else they are read from `frame`. A column Arrow cannot take as text lists (names missing,
-    ids not as long as names...) goes the row-by-row way, whose result is the reference."""
-    limits = params["max_len"]
-    source = table if table is not None else frame
-    out: dict[str, tuple] = {}
+Flat = tuple[list[str] | pa.Array, np.ndarray]  # (all tokens in film order, each film's count)
 
-    def by_row(name: str) -> list:
-        if table is None:
-            return _column(frame, name)
-        return _column(table.select([name]).to_pandas(), name) if name in table.column_names else _column(frame, name)
 
-    for group in PEOPLE:
-        names, ids = _list_array(source, group), _list_array(source, group[:-1] + "_ids")
-        fast = names is not None and ids is not None and names.null_count == 0 and pc.list_flatten(names).null_count == 0
-        if fast:
-            flat_names, lengths, full = _truncated(names, limits[group])
-            flat_ids, _, id_full = _truncated(ids, limits[group])
-            fast = np.array_equal(full, id_full)
-        if fast:
-            known = pc.fill_null(pc.greater(pc.utf8_length(flat_ids), 0), False)
-            keys = pc.if_else(known, pc.binary_join_element_wise("id:", flat_ids, ""),
-                              pc.binary_join_element_wise("name:", flat_names, ""))
-            out[group] = (keys, lengths)
-        else:
-            out[group] = _flattened([[person_key(n, p) for n, p in zip(ns, ps or [None] * len(ns))][: limits[group]]
-                                     for ns, ps in zip(by_row(group), by_row(group[:-1] + "_ids"))])
-    for group in LISTS:
-        values = _list_array(source, group)
-        if values is not None and pc.list_flatten(values).null_count == 0:
-            flat, lengths, _ = _truncated(values, limits[group])
-            out[group] = (flat, lengths)
-        else:
-            out[group] = _flattened([v[: limits[group]] for v in by_row(group)])
-    for group, tokens in _scalar_tokens(frame, params).items():
-        out[group] = (tokens, np.ones(len(tokens), np.int64))
-    return out
+@dataclass
+class _Source:
+    """The films' columns: scalar ones from `frame`, list ones from `table` when given (as read from parquet),
+    else from `frame`."""
+
+    frame: pd.DataFrame
+    table: pa.Table | None = None
+
+    def arrow(self, name: str) -> pa.ListArray | None:
+        return _list_array(self.table if self.table is not None else self.frame, name)
+
+    def cells(self, name: str) -> list[list]:
+        """A list column row by row (the reference for what Arrow cannot take)."""
+        if self.table is not None and name in self.table.column_names:
+            return _column(self.table.select([name]).to_pandas(), name)
+        return _column(self.frame, name)
+
+    def values(self, name: str) -> list:
+        return self.frame[name].tolist() if name in self.frame else [None] * len(self.frame)
+
+
+def _limit(spec: groups.GroupSpec, params: dict) -> int:
+    try:
+        return params["max_len"][spec.max_len]
+    except KeyError:
+        raise KadnError(f"encode params: max_len has no key {spec.max_len!r} for feature group {spec.name}; "
+                        "add it to params.yaml encode.max_len") from None
+
+
+def _people_tokens(spec: groups.GroupSpec, source: _Source, params: dict) -> Flat:
+    """Each film's first max_len people, keyed by person id when known, else by name."""
+    limit = _limit(spec, params)
+    names_column, ids_column = spec.columns
+    names, ids = source.arrow(names_column), source.arrow(ids_column)
+    fast = names is not None and ids is not None and names.null_count == 0 and pc.list_flatten(names).null_count == 0
+    if fast:
+        flat_names, lengths, full = _truncated(names, limit)
+        flat_ids, _, id_full = _truncated(ids, limit)
+        fast = np.array_equal(full, id_full)
+    if fast:
+        known = pc.fill_null(pc.greater(pc.utf8_length(flat_ids), 0), False)
+        keys = pc.if_else(known, pc.binary_join_element_wise("id:", flat_ids, ""),
+                          pc.binary_join_element_wise("name:", flat_names, ""))
+        return keys, lengths
+    # Names missing, ids not as long as names...: row by row, whose result is the reference.
+    return _flattened([[person_key(n, p) for n, p in zip(ns, ps or [None] * len(ns))][:limit]
+                       for ns, ps in zip(source.cells(names_column), source.cells(ids_column))])
+
+
+def _list_tokens(spec: groups.GroupSpec, source: _Source, params: dict) -> Flat:
+    """Each film's first max_len values as they are."""
+    limit = _limit(spec, params)
+    (column,) = spec.columns
+    values = source.arrow(column)
+    if values is not None and pc.list_flatten(values).null_count == 0:
+        flat, lengths, _ = _truncated(values, limit)
+        return flat, lengths
+    return _flattened([v[:limit] for v in source.cells(column)])
+
+
+def _scalar_tokens(spec: groups.GroupSpec, source: _Source, params: dict) -> Flat:
+    """Each film's one token: the spec's token function of the film's values of its columns."""
+    values = list(zip(*(source.values(c) for c in spec.columns)))
+    tokens = _per_value(values, lambda v: spec.token(params, *v))
+    return tokens, np.ones(len(tokens), np.int64)
+
+
+# One tokeniser per kind of group (pipeline.groups): (spec, the films' columns, encode params) -> Flat.
+TOKENISERS = {"people": _people_tokens, "list": _list_tokens, "scalar": _scalar_tokens}
+
+
+def _flat_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = None) -> dict[str, Flat]:
+    """Every film's tokens per group of pipeline.groups, whole columns at a time (Arrow where it can).
+    `table`, if given, holds the list columns (as read from parquet); else they are read from `frame`."""
+    source = _Source(frame, table)
+    return {spec.name: TOKENISERS[spec.kind](spec, source, params) for spec in groups.SPECS}
 
 
 def group_tokens(frame: pd.DataFrame, params: dict, table: pa.Table | None = None) -> dict[str, list[list[str]]]:
-    """Every film's tokens per group, column by column: what `film_tokens` gives row by row (a test holds
-    them equal), without building a dict per film."""
+    """Every film's tokens per group, as one list per film (`encode_frame` numbers the same tokens)."""
     tokens = {}
     for group, (flat, lengths) in _flat_tokens(frame, params, table).items():
         flat = flat.to_pylist() if isinstance(flat, pa.Array) else flat
         ends = np.cumsum(lengths).tolist()
         tokens[group] = [flat[a:b] for a, b in zip([0, *ends], ends)]
     return tokens
+
+
+def record_tokens(records: list[dict], params: dict) -> list[dict[str, list[str]]]:
+    """Each film's tokens per group, for films given as records (`kadn forecast`): the records are made a table
+    and go through the tokenisers the encode stage runs, so a film scored gets the tokens it would get
+    encoded (a field a record lacks is unknown)."""
+    columns = dict.fromkeys(c for s in groups.SPECS for c in s.columns)
+    frame = pd.DataFrame({c: [r.get(c) for r in records] for c in columns}, index=range(len(records)))
+    tokens = group_tokens(frame, params)
+    return [{g: t[i] for g, t in tokens.items()} for i in range(len(records))]
 
 
 def encode_frame(frame: pd.DataFrame, params: dict, table: pa.Table | None = None
@@ -264,12 +265,12 @@ def popularity_matrix(frame: pd.DataFrame) -> np.ndarray:
 
 
 def run_encode(table: Path, cfg: EncodeConfig, out_dir: Path) -> dict:
-    # The plain form is what film_tokens reads, here and from a saved model's vocab.json at prediction.
+    # The plain form is what the tokenisers read, here and from a saved model's vocab.json at prediction.
     params = cfg.model_dump()
     # The list columns go to Arrow as they are; only the scalar ones become a pandas frame (a list cell in
     # pandas is one numpy array per film).
     names = pq.read_schema(table).names
-    lists = [c for c in LIST_COLUMNS if c in names]
+    lists = [c for c in groups.list_columns() if c in names]
     frame = pd.read_parquet(table, columns=[c for c in names if c not in lists])
     list_table = pq.read_table(table, columns=lists)
     if pq.read_metadata(table).num_rows == 0 or not names:
@@ -281,7 +282,7 @@ def run_encode(table: Path, cfg: EncodeConfig, out_dir: Path) -> dict:
         if n == 0:
             raise KadnError(f"{table}: {len(frame)} films leave the {name} split empty; store more films or "
                             "change the fractions in params.yaml encode.split")
-    payload = {f"x_{g}": arrays[g] for g in GROUPS}
+    payload = {f"x_{g}": arrays[g] for g in groups.names()}
     years = frame["year"] if "year" in frame else [None] * len(frame)
     payload.update(
         douban_id=frame["douban_id"].to_numpy(np.int64),
@@ -300,7 +301,7 @@ def run_encode(table: Path, cfg: EncodeConfig, out_dir: Path) -> dict:
         "films": len(frame) - n_history,
         "split": counts,
         "vocab_digest": digest,
-        "groups": {g: {"tokens": len(vocab[g]), "width": int(arrays[g].shape[1])} for g in GROUPS},
+        "groups": {g: {"tokens": len(vocab[g]), "width": int(arrays[g].shape[1])} for g in groups.names()},
         "popularity_known": {c: int(np.isfinite(payload["popularity"][:, i]).sum()) for i, c in enumerate(POPULARITY)},
         "params": params,
     }
@@ -384,33 +385,13 @@ def load_encoded(out_dir: str | Path) -> Encoded:
     if vocab["digest"] != meta["vocab_digest"]:
         raise KadnError(f"{out_dir}: vocab.json does not belong to these arrays (digest "
                         f"{vocab['digest']} != {meta['vocab_digest']}); re-run `kadn encode`")
-    x = {g: data[f"x_{g}"] for g in GROUPS}
-    for g in GROUPS:
+    groups.require([name[2:] for name in data if name.startswith("x_")], str(out_dir / "arrays.npz"),
+                   "re-run `kadn encode`")
+    groups.require(vocab["groups"], str(out_dir / "vocab.json"), "re-run `kadn encode`")
+    x = {g: data[f"x_{g}"] for g in groups.names()}
+    for g in x:
         if x[g].size and int(x[g].max()) >= len(vocab["groups"][g]) + 2:
             raise KadnError(f"{out_dir}: group {g} holds ids beyond its vocabulary; re-run `kadn encode`")
     return Encoded(x=x, rating=data["rating"], split=data["split"], douban_id=data["douban_id"],
                    popularity=data["popularity"], vocab=vocab["groups"], params=meta["params"],
                    release=data.get("release"))
-
-
-def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="build feature groups, vocabularies and splits from the cleaned table")
-    p.add_argument("--params", default="params.yaml", help="the parameters file (its encode section)")
-    p.add_argument("--table", default="data/clean/movies.parquet", help="the cleaned table to encode")
-    p.add_argument("--out", default="data/encoded", help="folder for the encoded arrays and vocabularies")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    cfg = load(args.params).encode
-    table = Path(args.table)
-    input_file(table, missing="missing; run `kadn clean` first")
-    try:
-        pq.read_metadata(table)
-    except (pa.ArrowException, OSError) as exc:  # pyarrow's "magic bytes not found" names no file
-        raise KadnError(f"{table}: not a Parquet table ({str(exc).splitlines()[0][:120]})") from None
-    meta = run_encode(table, cfg, Path(args.out))
-    groups = ", ".join(f"{g} {v['tokens']}" for g, v in meta["groups"].items())
-    history = f" (+ {meta['history']} before the range, training only)" if "history" in meta else ""
-    print(f"encode: {meta['films']} films{history}, split {meta['split']}; tokens {groups} -> {args.out}")
-    return 0

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from pipeline import store
 from pipeline.errors import RecordError
+from pipeline.film import store
+from pipeline.film.records import date_sort_key, first_release, parse_date, parse_runtime
 from pipeline.params import CleanConfig
-from pipeline.records import date_sort_key, first_release, parse_date, parse_runtime
 
 
 class Context:

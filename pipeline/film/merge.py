@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
+from pipeline.film.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
 
 SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id",
            "wish_count", "watched_count")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline import store
 from pipeline.errors import KadnError
-from pipeline.export import WRITERS, export
-from pipeline.importer import FORMATS, read_export
+from pipeline.exchange.export import WRITERS, export
+from pipeline.exchange.importer import FORMATS, read_export
+from pipeline.film import store
 from pipeline.io import atomic_path, output_target
 from pipeline.redact import mask_url
 

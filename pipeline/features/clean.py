@@ -1,5 +1,5 @@
 """`kadn clean`: the 2007-2019 range and the paper's four cleaning rules (§2.1), applied in the order of
-`pipeline.rules.RULES` (the rules and what each does are there).
+`pipeline.features.rules.RULES` (the rules and what each does are there).
 
 Writes the cleaned table (parquet) and a report of what each rule removed, both atomically.
 """
@@ -13,24 +13,25 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import rules, store
 from pipeline.errors import KadnError
-from pipeline.io import atomic_path, output_target, write_json
-from pipeline.params import CleanConfig, load
-from pipeline.records import gc_paused
+from pipeline.exchange.snapshot import read_snapshot
+from pipeline.features import rules
+from pipeline.film import store
+from pipeline.film.records import ATTRIBUTES, ID_FIELD, ROLES, gc_paused
+from pipeline.io import atomic_path, write_json
+from pipeline.params import CleanConfig
 from pipeline.redact import mask_url
-from pipeline.snapshot import read_snapshot
 
 log = logging.getLogger(__name__)
-# The columns of the cleaned table; list columns hold names (and person ids, None where unknown).
+# The columns of the cleaned table: the scalars, then every people field of the record (names, then person
+# ids, None where unknown) and list attribute, so a field added to the record reaches the encoder unlisted.
 COLUMNS = ("douban_id", "title", "year", "release_date", "runtime_min", "rating", "votes", "review_count",
-           "comment_count", "directors", "director_ids", "writers", "writer_ids", "actors", "actor_ids",
-           "genres", "countries", "languages", "history")
+           "comment_count", *(c for role in ROLES for c in (role, ID_FIELD[role])), *ATTRIBUTES, "history")
 
 
 def apply_rules(records: list[dict], cfg: CleanConfig, info: dict | None = None
                 ) -> tuple[list[dict], dict[str, list[dict]]]:
-    """Apply the rules of `pipeline.rules.RULES` in order; returns (kept, removed records per rule, in that
+    """Apply the rules of `pipeline.features.rules.RULES` in order; returns (kept, removed records per rule, in that
     order). `info`, if given, gets what the rules report beside their counts (the id threshold of
     re-releases by id, `rerelease_id_threshold`, None if it cannot be set)."""
     ctx = rules.Context(cfg)
@@ -94,26 +95,3 @@ def run_clean(database_url: str | None, cfg: CleanConfig, out_table: Path, out_r
         write_table(to_frame(kept), tmp)
     write_json(out_report, report)
     return report
-
-
-def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="apply the date range and the paper's four cleaning rules")
-    p.add_argument("--snapshot", help="read the films from this `kadn snapshot` file instead of the store "
-                   "(the DVC stage does)")
-    p.add_argument("--database-url", help="SQLAlchemy URL of the store read without --snapshot "
-                   "(default: $DATABASE_URL, else the shipped SQLite file)")
-    p.add_argument("--params", default="params.yaml", help="the parameters file (its clean section)")
-    p.add_argument("--out", default="data/clean/movies.parquet", help="the cleaned table (parquet)")
-    p.add_argument("--report", default="data/clean/report.json", help="what each rule removed (JSON)")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    for out in (args.out, args.report):  # a directory or a device is refused before anything is read
-        output_target(out)
-    report = run_clean(args.database_url, load(args.params).clean, Path(args.out), Path(args.report),
-                       Path(args.snapshot) if args.snapshot else None)
-    removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items())
-    history = f" (+ {report['history']} before the range, as training context)" if "history" in report else ""
-    print(f"clean: {report['stored']} stored, removed {removed}; {report['kept']} kept{history} -> {args.out}")
-    return 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import rules
 from pipeline.errors import KadnError
+from pipeline.features import rules
 from pipeline.io import output_target, read_json_object, write_json
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import jsonl_lines, loads, read_text
-from pipeline.merge import merge_record
-from pipeline.records import (
+from pipeline.film.merge import merge_record
+from pipeline.film.records import (
     FIELDS,
     LIST_FIELDS,
     cut,
@@ -30,6 +29,7 @@ from pipeline.records import (
     split_list,
     unknown_name_message,
 )
+from pipeline.io import jsonl_lines, loads, read_text
 
 FORMATS = ("kadn", "cc0", "moviedata")
 

@@ -1,4 +1,4 @@
-"""`kadn export`: one record per stored movie, in the canonical field order (pipeline.records.FIELDS)."""
+"""`kadn export`: one record per stored movie, in the canonical field order (pipeline.film.records.FIELDS)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable
 from typing import IO
 
-from pipeline.records import FIELDS
+from pipeline.film.records import FIELDS
 
 # Line breaks to Unicode but not to JSON: escaped, so a reader that splits lines on them still reads
 # one record per line (inside JSON they can only occur in strings, where the escape means the same).

@@ -49,10 +49,10 @@ FIELDS = (
 # The subject page's 想看 / 看过 counts: popularity before and after release. Newer than the other fields, so a
 # snapshot line carries them only when known (a store without them snapshots as before).
 INTEREST_FIELDS = ("wish_count", "watched_count")
-LIST_FIELDS = frozenset(ROLES + ATTRIBUTES + ("director_ids", "writer_ids", "actor_ids", "release_dates"))
-# Longest text the store keeps per kind of value (pipeline.store's column sizes come from here).
+ID_FIELD = {role: role[:-1] + "_ids" for role in ROLES}  # each role's person ids: directors -> director_ids
+LIST_FIELDS = frozenset(ROLES + ATTRIBUTES + tuple(ID_FIELD.values()) + ("release_dates",))
+# Longest text the store keeps per kind of value (pipeline.film.store's column sizes come from here).
 MAX_LEN = {"title": 512, "name": 256, "region": 128, "value": 128}
-ID_FIELD = {"directors": "director_ids", "writers": "writer_ids", "actors": "actor_ids"}
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 _IMDB_RE = re.compile(r"^tt\d+$")

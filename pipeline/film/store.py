@@ -2,7 +2,7 @@
 
 Movies are keyed by Douban subject id; people by Douban person id when known, else by name. Every write is
 an idempotent upsert: storing the same film twice updates it, never duplicates it. A film already stored is
-combined with the incoming record by pipeline.merge, so a partial export never erases what a crawl found.
+combined with the incoming record by pipeline.film.merge, so a partial export never erases what a crawl found.
 On SQLite every write transaction starts with BEGIN IMMEDIATE and waits generously for the lock, so
 concurrent writers (two imports, a crawl and an import) queue instead of failing.
 """
@@ -41,8 +41,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipeline.errors import KadnError, RecordError, SchemaError
-from pipeline.merge import SCALARS, merge_record
-from pipeline.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
+from pipeline.film.merge import SCALARS, merge_record
+from pipeline.film.records import ATTRIBUTES, FIELDS, ID_FIELD, MAX_LEN, ROLES, first_release, gc_paused
 from pipeline.redact import mask_url
 
 SCHEMA_VERSION = "2"
@@ -51,7 +51,7 @@ SCHEMA_VERSION = "2"
 UPGRADES = {"1": ("ALTER TABLE movies ADD COLUMN wish_count INTEGER",
                   "ALTER TABLE movies ADD COLUMN watched_count INTEGER")}
 DEFAULT_DATABASE_URL = "sqlite:///data/douban.sqlite"
-ROLE_NAME = {"directors": "director", "writers": "writer", "actors": "actor"}
+ROLE_NAME = {role: role[:-1] for role in ROLES}  # a credit's stored role: directors -> director
 ATTR_NAME = {"genres": "genre", "countries": "country", "languages": "language"}
 _CHUNK = 500  # keeps IN (...) lists under SQLite's bound-parameter limit
 # How long a SQLite writer waits for another one's transaction: a large import holds the lock for a while.
@@ -290,7 +290,7 @@ def person_key(name: str, pid: str | None) -> str:
 def upsert_records(
     engine: Engine, records: Iterable[dict], *, source: str, fetched_at: datetime | None = None, conn=None
 ) -> int:
-    """Store canonical records (see pipeline.records) in one transaction; returns how many were written."""
+    """Store canonical records (see pipeline.film.records) in one transaction; returns how many were written."""
     records = list(records)
     if not records:
         return 0

@@ -9,15 +9,14 @@ runs this stage every time (`always_changed`) and the stages after it only when 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import orjson
 
-from pipeline import store
 from pipeline.errors import KadnError, RecordError
-from pipeline.io import atomic_path, jsonl_lines, output_target, read_text
-from pipeline.records import FIELDS, INTEREST_FIELDS, check_stored, cut, gc_paused, short
+from pipeline.film import store
+from pipeline.film.records import FIELDS, INTEREST_FIELDS, check_stored, cut, gc_paused, short
+from pipeline.io import atomic_path, jsonl_lines, read_text
 from pipeline.redact import mask_url
 
 DEFAULT_OUT = "data/snapshot/films.jsonl"
@@ -92,18 +91,3 @@ def read_snapshot(path: Path, checked: bool = False) -> list[dict]:
                 rec.setdefault(f, None)
             records.append(rec)
     return records
-
-
-def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="write the stored films as a canonical snapshot (the input of clean)")
-    p.add_argument("--database-url", help="SQLAlchemy URL of the store to read (default: $DATABASE_URL, "
-                   f"else {store.DEFAULT_DATABASE_URL})")
-    p.add_argument("--out", default=DEFAULT_OUT, help="the snapshot file (JSON Lines) to write")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    output_target(args.out)  # refused before the store is read
-    n = write_snapshot(args.database_url, Path(args.out))
-    print(f"snapshot: {n} films -> {args.out}", file=sys.stderr)
-    return 0
