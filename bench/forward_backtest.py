@@ -5,6 +5,10 @@ mean MAE over the years, bias and interval coverage. Nothing is written into the
 
     .venv/bin/python bench/forward_backtest.py                       # ../shared/data/openkg_douban.jsonl
     .venv/bin/python bench/forward_backtest.py FILE --variants shipped no_trend
+    .venv/bin/python bench/forward_backtest.py --variants shipped --keep /tmp/openkg   # then bench/intervals.py
+
+`--keep DIR` (outside the repository: the files are derived from FILE) keeps each variant's backtest.json and
+forward.npz in DIR/VARIANT/, which `bench/intervals.py --forward ... --backtest ...` reads.
 
 Skips (exit 0) when the file is absent.
 """
@@ -15,6 +19,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +76,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("file", nargs="?", default=str(DEFAULT), help="films in a layout `kadn import` reads")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--keep", help="a folder outside the repository to keep each variant's backtest.json and "
+                    "forward.npz in")
     args = ap.parse_args()
     file = Path(args.file)
     if not file.exists():
@@ -82,6 +89,11 @@ def main() -> int:
         subprocess.run([str(KADN), "import", str(file)], env=env, check=True, stdout=subprocess.DEVNULL)
         for name in args.variants:
             result = run(file, name, VARIANTS[name], scratch, env)
+            if args.keep:
+                kept = Path(args.keep) / name
+                kept.mkdir(parents=True, exist_ok=True)
+                for part in ("artifacts/metrics/backtest.json", "artifacts/backtest/forward.npz"):
+                    shutil.copyfile(scratch / name / part, kept / Path(part).name)
             years = sorted(k for k in next(iter(result["figures"].values())) if k.isdigit())
             print(f"{name} (years {', '.join(years)}; backtest {result['seconds']} s)")
             for row, fig in result["figures"].items():

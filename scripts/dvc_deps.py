@@ -6,6 +6,9 @@ loads by name: those the model registry names (a `train` stage's own model's kin
 edit to a net re-runs no baseline's stage), and any listed in `STAGE_MODULES`. Listing them file by file, rather than
 whole package folders, means an edit re-runs only the stages that import what changed.
 
+The stacked blend's stage reads its members' folders alone (`MODEL_DEPS`), listed from params.yaml: it writes
+its own folder beside theirs, so it cannot depend on the whole models directory.
+
     python scripts/dvc_deps.py           # rewrite the code deps in dvc.yaml (comments and data deps kept)
     python scripts/dvc_deps.py --check   # exit 1, naming the stages, if dvc.yaml is out of date
 
@@ -29,6 +32,10 @@ PACKAGES = ("pipeline", "models", "crawler")
 # Modules a stage's command imports by name (importlib), which the import walk cannot see, beyond those the
 # model registry names (`registry_modules`): none today.
 STAGE_MODULES: dict[str, list[str]] = {}
+# Stages whose deps are the saved folders of the models a params.yaml list names (under each root), not the
+# whole directory, which holds the stage's own output.
+MODEL_DEPS: dict[str, str] = {"blend": "blend.members"}
+MODEL_ROOTS = ("artifacts/models", "artifacts/models_with_popularity")
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
@@ -68,6 +75,23 @@ def imported_modules(start: list[str], root: Path = ROOT) -> set[str]:
 
 def is_code(dep: str) -> bool:
     return dep.endswith(".py") or dep.rstrip("/") in PACKAGES
+
+
+def is_generated(dep: str) -> bool:
+    """A dep this script writes: a module file, or a model folder of `MODEL_DEPS`."""
+    return is_code(dep) or dep.startswith(tuple(f"{r}/" for r in MODEL_ROOTS))
+
+
+def model_deps(stage_name: str, params: dict, root: Path = ROOT) -> list[str]:
+    """The model folders the stage reads (`MODEL_DEPS`): each listed model's folder under every root."""
+    if stage_name not in MODEL_DEPS:
+        return []
+    names = params
+    for key in MODEL_DEPS[stage_name].split("."):
+        names = names[key]
+    reported = _registry(root).REPORTED
+    folders = list(dict.fromkeys(reported[name][0] for name in names))  # kadn and kadn_teacher share one
+    return [f"{r}/{folder}" for r in MODEL_ROOTS for folder in folders]
 
 
 def stage_items(stage: dict, params: dict) -> list[str | None]:
@@ -120,7 +144,8 @@ def expected(root: Path = ROOT) -> dict[str, list[str]]:
 
     spec = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-    return {name: code_deps(name, stage, params, COMMANDS, root) for name, stage in spec["stages"].items()}
+    return {name: model_deps(name, params, root) + code_deps(name, stage, params, COMMANDS, root)
+            for name, stage in spec["stages"].items()}
 
 
 def current(root: Path = ROOT) -> dict[str, list[str]]:
@@ -128,18 +153,20 @@ def current(root: Path = ROOT) -> dict[str, list[str]]:
     out = {}
     for name, stage in spec["stages"].items():
         deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("do", stage).get("deps", [])]
-        out[name] = [d for d in deps if is_code(d)]
+        out[name] = [d for d in deps if is_generated(d)]
     return out
 
 
 def stale(root: Path = ROOT) -> dict[str, tuple[list[str], list[str]]]:
-    """{stage: (listed, wanted)} for every stage whose code deps differ from what its command imports."""
+    """{stage: (listed, wanted)} for every stage whose code deps differ from what its command imports (or
+    whose model folders from the params it reads)."""
     want, have = expected(root), current(root)
     return {name: (have[name], want[name]) for name in want if have[name] != want[name]}
 
 
 def rewrite(root: Path = ROOT) -> list[str]:
-    """Rewrite the code deps of dvc.yaml in place (data deps first, as written; then the modules)."""
+    """Rewrite the code deps of dvc.yaml in place (data deps first, as written; then the model folders and
+    the modules)."""
     want = expected(root)
     rt = YAML()
     rt.preserve_quotes = True
@@ -151,7 +178,7 @@ def rewrite(root: Path = ROOT) -> list[str]:
     for name, stage in doc["stages"].items():
         body = stage.get("do", stage)
         deps = body["deps"]
-        data = [d for d in deps if not is_code(d if isinstance(d, str) else next(iter(d)))]
+        data = [d for d in deps if not is_generated(d if isinstance(d, str) else next(iter(d)))]
         if [d for d in deps if d not in data] != want[name]:
             changed.append(name)
         deps.clear()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("dvc_deps", ROOT / "scripts" / "dvc_deps.py")
 dvc_deps = importlib.util.module_from_spec(_spec)
@@ -18,6 +20,17 @@ def test_every_stage_lists_exactly_the_modules_its_command_imports():
     want = dvc_deps.expected()
     assert "pipeline/features/clean.py" in want["clean"] and not any(f.startswith("models/") for f in want["clean"])
     assert "models/nets/nets.py" in want["train_net"]
+
+
+def test_the_blend_depends_on_its_members_folders_not_on_the_folder_it_writes_into():
+    params = {"blend": {"members": ["svm", "kadn_teacher", "kadn"]}}
+    assert dvc_deps.model_deps("blend", params) == [
+        "artifacts/models/svm", "artifacts/models/kadn",  # the teacher is saved in the student's folder
+        "artifacts/models_with_popularity/svm", "artifacts/models_with_popularity/kadn"]
+    assert dvc_deps.model_deps("evaluate", params) == []
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["blend"]
+    assert {"artifacts/models/blend", "artifacts/models_with_popularity/blend"} <= set(stage["outs"])
+    assert not {"artifacts/models", "artifacts/models_with_popularity"} & set(stage["deps"])
 
 
 def test_the_import_walk_sees_lazy_and_relative_imports(tmp_path):

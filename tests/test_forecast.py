@@ -449,7 +449,7 @@ def test_the_default_model_is_the_best_single_model_forward(trained, tmp_path, c
                "svm_untrained": {"mean": {"mae": 0.1}}}
     backtest.write_text(json.dumps({"backtest": figures}), encoding="utf-8")
     name, why = best_forward(models, backtest)
-    assert name == best and "0.700" in why  # the blend and unknown or untrained rows are never the default
+    assert name == best and "0.700" in why  # rows saved nowhere here (no blend, unknown, untrained) never are
     figures[worst]["mean"]["mae"] = 0.6
     backtest.write_text(json.dumps({"backtest": figures}), encoding="utf-8")
     assert best_forward(models, backtest)[0] == worst

@@ -94,8 +94,9 @@ def _record(track: dict, group: str, token: str, film: dict) -> list[float]:
     return [s for d, s in track.get(group, {}).get(token, []) if str(d) != own]
 
 
-def effects(scored: Scored, loaded: SavedModel, output: str) -> list[dict]:
-    """Per film: {"groups": {group: effect}, "people": {group: [effect per listed person]}} in score units.
+def effects(scored: Scored, loaded: SavedModel, output: str, digits: int | None = 3) -> list[dict]:
+    """Per film: {"groups": {group: effect}, "people": {group: [effect per listed person]}} in score units
+    (rounded to `digits`; None: as computed).
 
     Each variant is the film's model input with the group's (or one person's) ids set to OOV and, for a model
     fed track records, those people's tokens replaced by a stranger's (so their record goes too): the same
@@ -121,7 +122,8 @@ def effects(scored: Scored, loaded: SavedModel, output: str) -> list[dict]:
                        np.int64)
     without = np.asarray(loaded.score(x, output), np.float64) + saved_offset(loaded.vocab, release)
     for (i, g, j), score in zip(keys, without):
-        effect = round(float(scored.scores[i] - score), 3)
+        effect = float(scored.scores[i] - score)
+        effect = effect if digits is None else round(effect, digits)
         if j is None:
             out[i]["groups"][g] = effect
         else:
@@ -197,4 +199,29 @@ def explain(scored: Scored, loaded: SavedModel, output: str, with_effects: bool 
     for i, (film, tokens, effect) in enumerate(zip(scored.films, scored.tokens, effects(scored, loaded, output))):
         out.append({"unknown_text": unknown_words(film, tokens, scored.x, i, track), "effects": effect["groups"],
                     "people": people_shown(film, tokens, scored.x, i, effect, weights, track)})
+    return out
+
+
+def explain_blend(scored: list[Scored], loaded: list[SavedModel], outputs: list[str], weights: list[float],
+                  with_effects: bool = True) -> list[dict]:
+    """`explain` for the stacked blend (intercept + sum of weight * member score): what was unknown, as its
+    first member saw it (members share the training films, so the same people are known to each), and the
+    effects of the blend's own score. Making a group or person unknown moves every member's score, and the
+    blend's by the weighted sum of those moves (the intercept cancels): exactly the blend's forecast minus
+    its forecast with that value unknown. No attention weights: they are one member's, not the blend's."""
+    first = scored[0]
+    track = track_index(loaded[0].vocab)
+    words = [unknown_words(f, t, first.x, i, track) for i, (f, t) in enumerate(zip(first.films, first.tokens))]
+    if not with_effects:
+        return [{"unknown_text": w} for w in words]
+    per_member = [effects(s, m, o, digits=None) for s, m, o in zip(scored, loaded, outputs)]
+    out = []
+    for i, (film, tokens) in enumerate(zip(first.films, first.tokens)):
+        mine = [e[i] for e in per_member]
+        combined = {"groups": {g: round(sum(w * e["groups"][g] for w, e in zip(weights, mine)), 3)
+                               for g in mine[0]["groups"]},
+                    "people": {g: [round(sum(w * e["people"][g][j] for w, e in zip(weights, mine)), 3)
+                                   for j in range(len(people))] for g, people in mine[0]["people"].items()}}
+        out.append({"unknown_text": words[i], "effects": combined["groups"],
+                    "people": people_shown(film, tokens, first.x, i, combined, None, track)})
     return out

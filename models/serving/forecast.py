@@ -10,8 +10,10 @@ Which films:
 
 Every path turns records into scores through `models.serving.predict.score_films`. Each score comes with an interval
 at `forecast.level` (models.training.conformal) and, in words, what the model did not know; the attention models also
-name the people the score leaned on (models.serving.explain). Output: a table on the terminal, or
-`-o out.csv|.jsonl|.parquet` (written atomically, chosen by extension).
+name the people the score leaned on (models.serving.explain). The stacked blend (`--model blend`,
+models.serving.saved_blend) scores with each of its members and sums them with its weights; each row then names
+the members' scores. Output: a table on the terminal, or `-o out.csv|.jsonl|.parquet` (written atomically, chosen
+by extension).
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from pathlib import Path
 
 from models.serving import explain
 from models.serving.artifacts import load_model
-from models.serving.predict import read_films, resolve, score_films
+from models.serving.predict import read_films, score_films
+from models.serving.saved_blend import NAME as BLEND
+from models.serving.saved_blend import OUTPUT as BLEND_OUTPUT
+from models.serving.saved_blend import load_blend
 from models.serving.tables import check_target, write_table
 from models.training import conformal
 from models.training.config import REPORTED
@@ -148,26 +153,54 @@ def forecast(films: list[dict], model: str, models_dir: Path, params: Params, wi
     """One row per film: score, interval, known share, unknown values (and what was unknown, with
     `with_reasons`; the effects in score points too, with `with_effects`, by default as `with_reasons`). The
     intervals are calibrated on the backtest's forward residuals of the model (`forward`, when it holds them:
-    a forecast is a forward prediction), else on its out-of-fold residuals."""
-    artifact, output = resolve(model)
-    loaded = load_model(models_dir, artifact)
+    a forecast is a forward prediction), else on its out-of-fold residuals. The blend's rows also carry
+    `members`: each member's weight and score."""
+    artifact, output = model_folder(model)
+    if model == BLEND:
+        blend = load_blend(models_dir)  # refuses a blend whose members changed since it was fitted
+    else:
+        loaded = load_model(models_dir, artifact)
     calibration = conformal.forward(forward, model, params.forecast) if forward is not None else None
     if calibration is None:
         calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
     if not films:
         return []
-    scored = score_films(films, loaded, output)
+    effects = with_reasons if with_effects is None else with_effects
+    if model == BLEND:
+        # Each member scores as it does alone (its own trend offset included).
+        each = [score_films(films, m.model, m.output) for m in blend.members]
+        scores = blend.intercept + sum(m.weight * s.scores for m, s in zip(blend.members, each))
+        scored = each[0]  # the blend's known share is its first member's, as in the backtest
+        reasons = (explain.explain_blend(each, [m.model for m in blend.members], [m.output for m in blend.members],
+                                         [m.weight for m in blend.members], effects)
+                   if with_reasons else [{} for _ in films])
+        extra = [{"members": {m.name: {"weight": round(m.weight, 3), "score": round(float(s.scores[i]), 3)}
+                              for m, s in zip(blend.members, each)}, "intercept": round(blend.intercept, 3)}
+                 for i in range(len(films))]
+    else:
+        scored = score_films(films, loaded, output)
+        scores = scored.scores
+        reasons = explain.explain(scored, loaded, output, effects) if with_reasons else [{} for _ in films]
+        extra = [{} for _ in films]
     known = conformal.known_share(scored.x)
     half = calibration.half_width(known)
-    effects = with_reasons if with_effects is None else with_effects
-    reasons = explain.explain(scored, loaded, output, effects) if with_reasons else [{} for _ in films]
     rows = []
-    for f, s, h, k, u, why in zip(films, scored.scores, half, known, scored.unknown, reasons):
+    for f, s, h, k, u, why, more in zip(films, scores, half, known, scored.unknown, reasons, extra):
         rows.append({"douban_id": f.get("douban_id"), "line": f.get("line"), "title": f.get("title"),
                      "release_date": f.get("release_date"), "predicted": round(float(s), 3), "low": round(max(0.0, float(s - h)), 3),
                      "high": round(min(10.0, float(s + h)), 3), "level": calibration.level,
-                     "known_share": round(float(k), 3), "unknown": sum(u.values()), "unknown_fields": u, **why})
+                     "known_share": round(float(k), 3), "unknown": sum(u.values()), "unknown_fields": u, **why,
+                     **more})
     return rows
+
+
+def model_folder(model: str) -> tuple[str, str]:
+    """A model name of `--model` -> (its folder under --models, its output): a reported row, or the blend."""
+    if model == BLEND:
+        return BLEND, BLEND_OUTPUT
+    if model not in REPORTED:
+        raise KadnError(f"unknown model {model!r}; choose one of {', '.join([*REPORTED, BLEND])}")
+    return REPORTED[model]
 
 
 def model_digest(folder: Path) -> str:
@@ -182,7 +215,7 @@ def model_digest(folder: Path) -> str:
 
 def record(rows: list[dict], model: str, models_dir: Path, database_url: str | None) -> int:
     """Write the forecasts of stored films to the store's ledger, dated today (UTC)."""
-    digest = model_digest(Path(models_dir) / resolve(model)[0])
+    digest = model_digest(Path(models_dir) / model_folder(model)[0])
     today = datetime.now(timezone.utc).date()
     entries = [{"douban_id": r["douban_id"], "made_on": today, "model": model, "digest": digest,
                 "score": r["predicted"], "low": r["low"], "high": r["high"], "level": r["level"],
@@ -192,6 +225,8 @@ def record(rows: list[dict], model: str, models_dir: Path, database_url: str | N
 
 def _flat(row: dict) -> dict:
     flat = {k: row.get(k) for k in FLAT}
+    if "members" in row:
+        flat["members"] = members_text(row["members"])
     if "what_if" in row:
         flat.update(what_if=row["what_if"], change=row["change"])
     if "effects" in row:
@@ -202,7 +237,8 @@ def _flat(row: dict) -> dict:
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
-    columns = list(FLAT) + (["effects", "people"] if any("effects" in r for r in rows) else []) + (
+    columns = list(FLAT) + (["members"] if any("members" in r for r in rows) else []) + (
+        ["effects", "people"] if any("effects" in r for r in rows) else []) + (
         ["what_if", "change"] if any("what_if" in r for r in rows) else [])
     write_table(rows, out, columns, _flat)
 
@@ -239,6 +275,8 @@ def table(rows: list[dict], explained: bool) -> str:
             lines.append(f"    what if {r['what_if']}: {r['predicted'] - r['change']:.2f} -> {r['predicted']:.2f} "
                          f"({r['change']:+.2f})")
         if explained:
+            if "members" in r:
+                lines.append(f"    members: {members_text(r['members'])}, intercept {r['intercept']:+.2f}")
             lines.append(f"    unknown: {r.get('unknown_text', '')}")
             if "effects" in r:
                 lines.append(f"    effect of knowing: {effects_text(r['effects'])}")
@@ -257,6 +295,11 @@ def effects_text(effects: dict[str, float]) -> str:
     return ", ".join(f"{g} {e:+.2f}" for g, e in effects.items())
 
 
+def members_text(members: dict[str, dict]) -> str:
+    """"svm 7.12 x 0.40, kadn 6.98 x 0.26": each blend member's score and weight."""
+    return ", ".join(f"{name} {m['score']:.2f} x {m['weight']:.2f}" for name, m in members.items())
+
+
 def _person(p: dict) -> str:
     """"饺子 +0.42 (1 film, mean 8.4; too few for an embedding)": the effect, then the model's view of them."""
     notes = []
@@ -270,9 +313,9 @@ def _person(p: dict) -> str:
 
 
 def best_forward(models_dir: Path, backtest: Path | None = None) -> tuple[str, str]:
-    """(model, why): the single model with the lowest forward-backtest MAE (the mean over the backtest years,
-    from the backtest stage's fragment beside `models_dir`) among those trained under `models_dir`; the K-ADN
-    student when there is no backtest to go by. The blend is no saved model, so it is never the default."""
+    """(model, why): the row with the lowest forward-backtest MAE (the mean over the backtest years, from the
+    backtest stage's fragment beside `models_dir`) among those saved under `models_dir`, the stacked blend
+    included; the K-ADN student when there is no backtest to go by."""
     path = backtest or Path(models_dir).parent / "metrics" / "backtest.json"
     try:
         rows = json.loads(path.read_text(encoding="utf-8")).get("backtest", {})
@@ -281,12 +324,20 @@ def best_forward(models_dir: Path, backtest: Path | None = None) -> tuple[str, s
     maes = {}
     for name, figures in rows.items():
         mae = figures.get("mean", {}).get("mae") if isinstance(figures, dict) else None
-        if name in REPORTED and isinstance(mae, int | float) and (Path(models_dir) / REPORTED[name][0]).is_dir():
+        if isinstance(mae, int | float) and saved(Path(models_dir), name):
             maes[name] = mae
     if not maes:
         return "kadn", f"no trained model in {path}: the K-ADN student"
     best = min(maes, key=lambda m: (maes[m], m))
-    return best, f"best forward-backtest MAE of the single models ({maes[best]:.3f}, {path})"
+    return best, f"best forward-backtest MAE of the saved models ({maes[best]:.3f}, {path})"
+
+
+def saved(models_dir: Path, name: str) -> bool:
+    """Whether row `name` of the backtest is a model saved under `models_dir` (a folder with model.json: not
+    one whose feature set was skipped)."""
+    if name != BLEND and name not in REPORTED:
+        return False
+    return (models_dir / model_folder(name)[0] / "model.json").is_file()
 
 
 def register(sub, name: str) -> None:
@@ -298,9 +349,9 @@ def register(sub, name: str) -> None:
     p.add_argument("--since", help="only the stored films released on or after this date (YYYY[-MM[-DD]])")
     p.add_argument("--database-url", help="SQLAlchemy URL of the store (default: $DATABASE_URL, else the shipped "
                    "SQLite file)")
-    p.add_argument("--model", default="auto", help="auto: the single model best in the forward backtest (backtest.json "
-                   "beside --models; the K-ADN student without one); or kadn (the student), kadn_teacher, or any "
-                   "trained model")
+    p.add_argument("--model", default="auto", help="auto: the saved model best in the forward backtest (backtest.json "
+                   "beside --models; the K-ADN student without one); or kadn (the student), kadn_teacher, blend (the "
+                   "stacked blend of `kadn blend`), or any trained model")
     p.add_argument("--models", default="artifacts/models", help="where `kadn train` saved the models")
     p.add_argument("--params", default="params.yaml", help="the parameters file (rule 4's raters, forecast level)")
     p.add_argument("--forward", help="the backtest's forward predictions (default: backtest/forward.npz beside the "

@@ -6,6 +6,10 @@ by, the absolute error (`absolute`: least absolute deviations, a linear programm
 
 Its cross-validated error is cross-fitted on the same folds as the models': the weights scoring fold k
 are fitted on the other folds' held-out predictions of the same repeat, never on fold k's scores.
+
+The shipped weights are saved as a model (`artifacts/models/blend/`, models.serving.saved_blend) that names its
+members' folders and their checksums, so `kadn forecast --model blend` sums the members' forecasts; its
+`oof.npz` holds the cross-fitted predictions, on which its intervals fall back like any model's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 
 from models.serving.artifacts import SKIPPED, encoded_digest, load_model
 from models.serving.results import DECIMALS, cv_summary, model_view, rows_of
+from models.serving.saved_blend import NAME, OUTPUT, member_digest, save_blend
 from models.training import conformal
 from models.training.config import REPORTED
 from models.training.cv import errors
@@ -36,18 +41,21 @@ def stacked(oof: dict[str, np.ndarray], members: list[str]) -> np.ndarray:
 
 
 def cross_fitted(oof: dict[str, np.ndarray], members: list[str], y: np.ndarray,
-                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int, loss: str
-                 ) -> dict[str, list[float]]:
+                 folds: list[tuple[np.ndarray, np.ndarray]], per_repeat: int, loss: str,
+                 into: np.ndarray | None = None) -> dict[str, list[float]]:
     """{"mae": [per fold], "rmse": [per fold]} of the blend on `folds` (those the members were
     cross-validated on, `per_repeat` of them per repeat), each fold scored with weights fitted on the
-    other folds' held-out predictions of its repeat."""
+    other folds' held-out predictions of its repeat. `into` ([repeats, films]) receives those predictions."""
     preds = stacked(oof, members)
     out: dict[str, list[float]] = {"mae": [], "rmse": []}
     for k, (_, held) in enumerate(folds):
         p = preds[k // per_repeat]
         others = np.setdiff1d(np.flatnonzero(np.isfinite(p).all(1)), held)
         model = fit_weights(p[others], y[others], loss)
-        mae, rmse = errors(model.predict(p[held]), y[held])
+        pred = model.predict(p[held])
+        if into is not None:
+            into[k // per_repeat, held] = pred
+        mae, rmse = errors(pred, y[held])
         out["mae"].append(round(mae, 6))
         out["rmse"].append(round(rmse, 6))
     return out
@@ -73,14 +81,16 @@ def load_oof(folder: Path, output: str, enc: Encoded, repeats: int) -> np.ndarra
     return oof
 
 
-def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
+def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """The blend's row of one feature set: test-split error with weights fitted on the out-of-fold
-    predictions of every film outside the test split, and the cross-fitted CV error on the models' folds."""
+    predictions of every film outside the test split, and the cross-fitted CV error on the models' folds;
+    with the saved blend's meta.json and oof.npz (models.serving.saved_blend)."""
     members, spec = params.blend.members, params.train.common.cv
     y = enc.rating.astype(np.float64)
     oof = {m: load_oof(root / REPORTED[m][0], REPORTED[m][1], enc, spec.repeats) for m in members}
     folds = cv_folds(len(y), spec.folds, spec.repeats, spec.seed, enc.in_range)
-    cv = cross_fitted(oof, members, y, folds, spec.folds, params.blend.loss)
+    held_out = np.full((spec.repeats, len(y)), np.nan)
+    cv = cross_fitted(oof, members, y, folds, spec.folds, params.blend.loss, into=held_out)
     test = enc.index("test")
     preds = stacked(oof, members)
     fit_rows = np.setdiff1d(np.flatnonzero(enc.in_range), test)  # the test films never set a weight
@@ -95,32 +105,71 @@ def blend_row(params: Params, enc: Encoded, root: Path, digest: str) -> dict:
         scores.append(loaded.score(rows_of(model_view(enc, loaded), test), output)
                       + saved_offset(loaded.vocab, None if enc.release is None else enc.release[test]))
     mae, rmse = errors(shipped.predict(np.stack(scores, -1)), y[test])
-    return {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(cv), "members": list(members),
-            "weights": [round(float(w), DECIMALS) for w in shipped.coef_],
-            "intercept": round(float(shipped.intercept_), DECIMALS)}
+    row = {"mae": round(mae, DECIMALS), "rmse": round(rmse, DECIMALS), **cv_summary(cv), "members": list(members),
+           "weights": [round(float(w), DECIMALS) for w in shipped.coef_],
+           "intercept": round(float(shipped.intercept_), DECIMALS)}
+    meta = {"kind": NAME, "feature_set": loaded.vocab["feature_set"], "vocab_digest": digest,
+            "members": [{"name": m, "weight": float(w), "checksums_sha256": member_digest(root, m)}
+                        for m, w in zip(members, shipped.coef_)],
+            "intercept": float(shipped.intercept_), "loss": params.blend.loss,
+            "fitted_on": f"out-of-fold predictions of the {len(fit_rows)} in-range films outside the test split, "
+                         f"{spec.repeats} CV repeat(s)",
+            "test": {"mae": row["mae"], "rmse": row["rmse"]}, "cv": {OUTPUT: cv}}
+    return row, meta, held_out_arrays(root / REPORTED[members[0]][0], enc, held_out)
+
+
+def held_out_arrays(first: Path, enc: Encoded, held_out: np.ndarray) -> dict[str, np.ndarray]:
+    """The blend's oof.npz: the rows of its first member's (repeat, fold, film, known share), with the
+    blend's cross-fitted prediction of each."""
+    data = conformal.load(first)
+    order = np.argsort(enc.douban_id)
+    at = order[np.searchsorted(enc.douban_id, data["douban_id"], sorter=order)]  # load_oof checked every id
+    keep = ("repeat", "fold", "douban_id", "split", "known", "y")
+    return {**{k: data[k] for k in keep}, f"pred_{OUTPUT}": held_out[data["repeat"], at]}
 
 
 def run_blend(params: Params, encoded_dir: Path, roots: dict[str, Path], out: Path) -> dict:
-    """The metrics fragment `models.blend` (and `models_with_popularity.blend` when that set was trained)."""
+    """The metrics fragment `models.blend` (and `models_with_popularity.blend` when that set was trained);
+    the saved blend in each root (`skipped.json` there when the feature set was not trained)."""
     enc = load_encoded(encoded_dir)
     digest = encoded_digest(encoded_dir)
     fragment: dict = {}
+    saved: dict[Path, tuple[dict, dict] | None] = {}
     common = params.train.common
     with runtime(seed=common.seed, threads=common.threads):  # the members' scores, as evaluate computes them
         for feature_set, root in roots.items():
             if any((root / REPORTED[m][0] / SKIPPED).exists() for m in params.blend.members):
-                continue  # the feature set was not trained (no popularity counts): evaluate reports why
+                saved[root] = None  # the feature set was not trained (no popularity counts): evaluate reports why
+                continue
             key = "models" if feature_set == "pre_release" else f"models_{feature_set}"
-            fragment[key] = {"blend": blend_row(params, enc, root, digest)}
+            row, meta, arrays = blend_row(params, enc, root, digest)
+            fragment[key], saved[root] = {"blend": row}, (meta, arrays)
+    # Written once every feature set is fitted: a refused one leaves no blend of the other half-made.
+    for root, fitted in saved.items():
+        if fitted is None:
+            _skip(root / NAME, "its members were not trained on this feature set")
+        else:
+            save_blend(root / NAME, *fitted)
     write_json(out, fragment)
     return fragment
 
 
+def _skip(folder: Path, reason: str) -> None:
+    """The folder holds skipped.json alone (it is a DVC output either way)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if old.is_file():
+            old.unlink()
+    write_json(folder / SKIPPED, {"name": NAME, "skipped": reason})
+
+
 def register(sub, name: str) -> None:
-    p = sub.add_parser(name, help="stack the student and the strongest baselines on their out-of-fold predictions")
+    p = sub.add_parser(name, help="stack the student and the strongest baselines on their out-of-fold predictions; "
+                       "saved as the model blend beside them")
     p.add_argument("--params", default="params.yaml", help="the parameters file (blend, train.common)")
     p.add_argument("--encoded", default="data/encoded", help="the encode stage's folder")
-    p.add_argument("--models", default="artifacts/models", help="the pre_release models")
+    p.add_argument("--models", default="artifacts/models", help="the pre_release models (the blend is saved "
+                   "among them, as blend/)")
     p.add_argument("--models-popularity", default="artifacts/models_with_popularity",
                    help="the with_popularity models")
     p.add_argument("--out", default="artifacts/metrics/blend.json", help="the metrics fragment to write")
@@ -132,5 +181,7 @@ def _main(args) -> int:
     fragment = run_blend(load(args.params), Path(args.encoded), roots, Path(args.out))
     summary = "; ".join(f"{k}: test MAE {v['blend']['mae']:.3f}, CV {v['blend']['cv_mae_mean']:.3f}"
                         for k, v in fragment.items())
-    print(f"blend: {summary or 'nothing to blend'} -> {args.out}", file=sys.stderr)
+    saved = ", ".join(str(root / NAME) for root in roots.values() if (root / NAME / "model.json").exists())
+    print(f"blend: {summary or 'nothing to blend'} -> {args.out}" + (f"; saved as {saved}" if saved else ""),
+          file=sys.stderr)
     return 0
