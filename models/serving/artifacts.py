@@ -87,8 +87,12 @@ def save_model(out: Path, files: dict[str, bytes], vocab: dict, meta: dict, curv
     for old in out.glob("model.*"):
         if old.name not in files:
             old.unlink()
-    files = {**files, "vocab.json": _json_bytes(vocab), CURVE: _json_bytes(curve),
-             "meta.json": _json_bytes(meta)}
+    write_checksummed(out, {**files, "vocab.json": _json_bytes(vocab), CURVE: _json_bytes(curve),
+                            "meta.json": _json_bytes(meta)})
+
+
+def write_checksummed(out: Path, files: dict[str, bytes]) -> None:
+    """Each file atomically, then checksums.json of them all (the caller removed the old one first)."""
     for name, payload in files.items():
         with atomic_path(out / name, Path(name).suffix) as tmp:
             tmp.write_bytes(payload)

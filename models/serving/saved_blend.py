@@ -35,11 +35,11 @@ from models.serving.artifacts import (
     _json_bytes,
     _read_json,
     load_model,
+    write_checksummed,
 )
 from models.training.config import REPORTED
 from models.training.conformal import FILE as OOF_FILE
 from pipeline.errors import KadnError
-from pipeline.io import atomic_path
 
 NAME = "blend"  # its folder under --models and its name in `kadn forecast --model` and the backtest
 OUTPUT = "out"  # its one output, as oof.npz's `pred_out`
@@ -71,14 +71,8 @@ def save_blend(out: Path, meta: dict, oof: dict[str, np.ndarray]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     (out / SKIPPED).unlink(missing_ok=True)
-    files = {"model.json": _json_bytes({"format": FORMAT, "kind": NAME}), "meta.json": _json_bytes(meta),
-             OOF_FILE: npz_bytes(oof)}
-    for name, payload in files.items():
-        with atomic_path(out / name, Path(name).suffix) as tmp:
-            tmp.write_bytes(payload)
-    sums = {name: hashlib.sha256(files[name]).hexdigest() for name in sorted(files)}
-    with atomic_path(out / MANIFEST, ".json") as tmp:
-        tmp.write_bytes(_json_bytes({"sha256": sums}))
+    write_checksummed(out, {"model.json": _json_bytes({"format": FORMAT, "kind": NAME}),
+                            "meta.json": _json_bytes(meta), OOF_FILE: npz_bytes(oof)})
 
 
 @dataclass
