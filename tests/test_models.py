@@ -441,9 +441,9 @@ def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue,
     seen = []
     real = baselines.validation_mae
 
-    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads):
+    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight=None):
         seen.append((X.shape[0], np.asarray(y_fit).copy(), fit_rows, val_rows))
-        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads)
+        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight)
 
     monkeypatch.setattr(baselines, "validation_mae", spy)
     first = fit_model("ridge", cfg, common, FitData(restricted.x, restricted.freq, y, train_rows, held[:5]), 0)
@@ -477,9 +477,9 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
     seen = []
     real = baselines.validation_mae
 
-    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads):
+    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight=None):
         seen.append((X.toarray(), val_rows))
-        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads)
+        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight)
 
     monkeypatch.setattr(baselines, "validation_mae", spy)
 
