@@ -199,9 +199,11 @@ def run_set(label: str, encoded: Path, base: dict, levers: list[str], count: int
             known = {row: rows["known"] for row in rows}
             rows["blend"] = blended(rows, known, y, list(p.blend.members), p.blend.loss)[0]
             per_rep.append({row: figures(rows[row], y, years_out) for row in rows_wanted})
-        mean = {row: {"origins": {k: round(float(np.mean([f[row]["origins"][k] for f in per_rep])), 4)
-                                  for k in per_rep[0][row]["origins"]},
-                      "mean": round(float(np.mean([f[row]["mean"] for f in per_rep])), 4)} for row in rows_wanted}
+        mean = {row: {part: {k: round(float(np.mean([f[row][part][k] for f in per_rep])), 4)
+                             for k in per_rep[0][row][part]} for part in ("origins", "bias")}
+                for row in rows_wanted}
+        for row in rows_wanted:
+            mean[row]["mean"] = round(float(np.mean([f[row]["mean"] for f in per_rep])), 4)
         return mean, per_rep
 
     all_rows = sorted({row for g in GROUPS.values() for row in g["rows"]})
@@ -215,8 +217,11 @@ def run_set(label: str, encoded: Path, base: dict, levers: list[str], count: int
 
 
 def figures(pred: dict, y: dict, years: list[int]) -> dict:
+    """MAE per origin, their mean, and the mean bias (predicted minus actual) per origin."""
     per = {year: float(np.abs(pred[year] - y[year]).mean()) for year in years if year in pred}
-    return {"origins": {str(k): round(v, 4) for k, v in per.items()}, "mean": round(float(np.mean(list(per.values()))), 4)}
+    bias = {str(year): round(float(np.mean(pred[year] - y[year])), 4) for year in per}
+    return {"origins": {str(k): round(v, 4) for k, v in per.items()}, "mean": round(float(np.mean(list(per.values()))), 4),
+            "bias": bias}
 
 
 def score(per_value: dict, value: str, group: str) -> float:

@@ -574,7 +574,7 @@ def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_
     made_up = {1.0: [0.1, 0.9, 0.9], 10.0: [0.2, 0.3, 0.3], 100.0: [0.5, 0.5, 0.5]}
     calls, built_from = [], []
 
-    def score(kind, cfg, X_tune, y_, fit_rows, val_rows, seed, threads):
+    def score(kind, cfg, X_tune, y_, fit_rows, val_rows, seed, threads, weight=None):
         calls.append((cfg.alpha, tuple(val_rows)))
         return made_up[cfg.alpha][sum(1 for a, _ in calls if a == cfg.alpha) - 1]
 

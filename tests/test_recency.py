@@ -46,8 +46,7 @@ def _data(n=40, seed=0) -> FitData:
 
 def test_recency_off_leaves_the_fit_data_as_it_was_and_on_weighs_every_training_row():
     data = _data()
-    off = fast().train.common
-    assert off.recency_half_life is None
+    off = fast().train.common.model_copy(update={"recency_half_life": None})
     assert recency_weighted(data, off) is data and data.train_weights() is None
     on = recency_weighted(data, off.model_copy(update={"recency_half_life": 2.0}))
     w = on.weight
@@ -149,13 +148,16 @@ def test_saved_models_rebuild_decayed_track_records_exactly(catalogue):
 
 
 @pytest.mark.parametrize("name", ["ridge", "lightgbm", "kadn"])
-def test_recency_weighting_reaches_baselines_and_nets_and_off_is_the_default(catalogue, name):
+def test_recency_weighting_reaches_baselines_and_nets(catalogue, name):
     enc = load_encoded(catalogue)
     year = int(np.max(enc.release // 10000))
     params = fast()
-    common = params.train.common
-    weighted = params.model_copy(update={"train": params.train.model_copy(update={
-        "common": common.model_copy(update={"recency_half_life": 1.0})})})
-    off, again, on = (fit_year(enc, p, year, name)[name] for p in (params, params, weighted))
+
+    def half_life(value):
+        common = params.train.common.model_copy(update={"recency_half_life": value})
+        return params.model_copy(update={"train": params.train.model_copy(update={"common": common})})
+
+    off, on = half_life(None), half_life(1.0)
+    off, again, on = (fit_year(enc, p, year, name)[name] for p in (off, off, on))
     assert np.array_equal(off, again)  # seeded: a difference below is the weights'
     assert not np.allclose(off, on)
