@@ -61,6 +61,7 @@ from models.training.config import NETS, REPORTED  # noqa: E402
 from models.training.cv import closing_pool, make_pool, run_task  # noqa: E402
 from models.training.fit import set_determinism  # noqa: E402
 from pipeline.encode import Encoded, load_encoded  # noqa: E402
+from pipeline.errors import KadnError  # noqa: E402
 from pipeline.params import Params, parse  # noqa: E402
 
 GROUPS = {
@@ -309,7 +310,14 @@ def main() -> int:
     base = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     for change in args.base:
         key, _, value = change.partition("=")
-        base = changed(base, key, yaml.safe_load(value))
+        try:
+            base = changed(base, key, yaml.safe_load(value))
+        except (KeyError, TypeError, yaml.YAMLError):
+            ap.error(f"--base {change}: expected KEY=VALUE with KEY a params.yaml key, e.g. train.nets.dim=32")
+    try:
+        parse(base)
+    except KadnError as exc:
+        ap.error(f"--base: {exc}")
     results = {}
     with tempfile.TemporaryDirectory(prefix="kadn-levers-") as tmp:
         scratch = Path(tmp)
