@@ -59,13 +59,20 @@ def kadn(*args: str, cwd: Path, env: dict) -> None:
     subprocess.run([str(KADN), *args], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def run(file: Path, name: str, changes: dict, scratch: Path, env: dict) -> dict:
-    folder = scratch / name
+def encode_store(folder: Path, params: dict, env: dict) -> Path:
+    """The store at env's DATABASE_URL through snapshot -> clean -> encode in `folder` under `params`: the
+    encoded folder (bench/levers_forward.py reads it too)."""
     folder.mkdir()
-    (folder / "params.yaml").write_text(yaml.safe_dump(variant_params(changes), allow_unicode=True), encoding="utf-8")
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True), encoding="utf-8")
     kadn("snapshot", cwd=folder, env=env)
     kadn("clean", "--snapshot", "data/snapshot/films.jsonl", cwd=folder, env=env)
     kadn("encode", cwd=folder, env=env)
+    return folder / "data" / "encoded"
+
+
+def run(file: Path, name: str, changes: dict, scratch: Path, env: dict) -> dict:
+    folder = scratch / name
+    encode_store(folder, variant_params(changes), env)
     started = time.perf_counter()
     kadn("backtest", "--quiet", cwd=folder, env=env)
     figures = json.loads((folder / "artifacts/metrics/backtest.json").read_text(encoding="utf-8"))["backtest"]

@@ -146,6 +146,9 @@ class TrackRecords(Section):
     # Every film's track record from the source films released strictly before it (as under
     # encode.split.method: time), in every fit; false: out-of-fold over the source rows.
     earlier: bool
+    # Each source film's weight in a person's mean score halves every this many years of its age
+    # (models.training.recency); null: every film weighs alike.
+    half_life: Annotated[float, Field(gt=0)] | None
 
 
 class Common(Section):
@@ -161,6 +164,9 @@ class Common(Section):
     # training years, taken out of the target before fitting and added back to predictions; null: off.
     trend_years: Positive | None
     year_token: bool  # the release year as a categorical token (false: every year is the OOV id)
+    # Each training film's sample weight halves every this many years of its age (models.training.recency),
+    # in every model that takes sample weights; null: every film weighs alike.
+    recency_half_life: Annotated[float, Field(gt=0)] | None
 
     def check_folds(self, films: int, smallest_fit: int | None = None) -> None:
         """Fold counts against the data a stage is about to fit: a fold without films would fail deep inside

@@ -50,7 +50,8 @@ def test_each_year_trains_on_earlier_films_and_scores_its_own(catalogue, tmp_pat
 
     monkeypatch.setattr(backtest, "fit_model", spy)
     raw = _params([2016, 2018])
-    raw["train"]["common"]["trend_years"] = None  # the mean model then predicts its fit rows' mean
+    # The mean model then predicts its fit rows' plain mean.
+    raw["train"]["common"].update(trend_years=None, recency_half_life=None)
     params = fast(raw)
     plan = plan_years(enc, params.backtest)
     assert plan.reported == [2016, 2018] and len(plan.calibration) == 2 and max(plan.calibration) < 2016

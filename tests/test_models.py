@@ -452,9 +452,9 @@ def test_baseline_grid_is_searched_on_the_fits_own_training_rows_only(catalogue,
     seen = []
     real = baselines.validation_mae
 
-    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads):
+    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight=None):
         seen.append((X.shape[0], np.asarray(y_fit).copy(), fit_rows, val_rows))
-        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads)
+        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight)
 
     monkeypatch.setattr(baselines, "validation_mae", spy)
     first = fit_model("ridge", cfg, common, FitData(restricted.x, restricted.freq, y, train_rows, held[:5]), 0)
@@ -488,9 +488,9 @@ def test_baseline_tuning_features_never_read_its_validation_scores(catalogue, mo
     seen = []
     real = baselines.validation_mae
 
-    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads):
+    def spy(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight=None):
         seen.append((X.toarray(), val_rows))
-        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads)
+        return real(kind, cfg, X, y_fit, fit_rows, val_rows, seed, threads, weight)
 
     monkeypatch.setattr(baselines, "validation_mae", spy)
 
@@ -584,7 +584,7 @@ def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_
     made_up = {1.0: [0.1, 0.9, 0.9], 10.0: [0.2, 0.3, 0.3], 100.0: [0.5, 0.5, 0.5]}
     calls, built_from = [], []
 
-    def score(kind, cfg, X_tune, y_, fit_rows, val_rows, seed, threads):
+    def score(kind, cfg, X_tune, y_, fit_rows, val_rows, seed, threads, weight=None):
         calls.append((cfg.alpha, tuple(val_rows)))
         return made_up[cfg.alpha][sum(1 for a, _ in calls if a == cfg.alpha) - 1]
 

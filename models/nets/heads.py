@@ -41,7 +41,10 @@ class Head(nn.Module):
             return out.squeeze(-1) + self.centre
         return torch.softmax(out, -1) @ self.centres
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's mean loss; with `weight` (one per film), the mean of each film's loss times its weight."""
+        if weight is not None:
+            return (self.film_loss(out, y) * weight).mean()
         if self.kind == "regression":
             pred = out.squeeze(-1) + self.centre
             if self.loss_name == "huber":
@@ -54,12 +57,27 @@ class Head(nn.Module):
             return nn.functional.cross_entropy(out, target)
         return -(self.soft_labels(y) * torch.log_softmax(out, -1)).sum(-1).mean()
 
+    def film_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """[B] each film's loss: what `loss` averages."""
+        if self.kind == "regression":
+            pred = out.squeeze(-1) + self.centre
+            if self.loss_name == "huber":
+                return nn.functional.huber_loss(pred, y, delta=self.huber_delta, reduction="none")
+            if self.loss_name == "l1":
+                return nn.functional.l1_loss(pred, y, reduction="none")
+            return nn.functional.mse_loss(pred, y, reduction="none")
+        if self.kind == "classification":
+            target = ((y - self.low) / self.width).long().clamp(0, len(self.centres) - 1)
+            return nn.functional.cross_entropy(out, target, reduction="none")
+        return -(self.soft_labels(y) * torch.log_softmax(out, -1)).sum(-1)
+
     def soft_labels(self, y: torch.Tensor) -> torch.Tensor:
         """[B] scores -> [B, bins]: a Gaussian of width sigma centred on each score, over the bin centres,
         normalised to sum to 1 (near 0 or 10 the cut-off tail's mass goes to the bins that remain)."""
         return torch.softmax(-0.5 * ((y.unsqueeze(-1) - self.centres) / self.sigma) ** 2, -1)
 
     @staticmethod
-    def hint(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        """||l(x) - z(x)||^2, averaged over the batch."""
-        return (student - teacher).pow(2).sum(-1).mean()
+    def hint(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """||l(x) - z(x)||^2, averaged over the batch (each film's times its `weight`, if given)."""
+        per_film = (student - teacher).pow(2).sum(-1)
+        return per_film.mean() if weight is None else (per_film * weight).mean()

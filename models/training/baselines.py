@@ -52,8 +52,11 @@ def make_baseline(kind: str, cfg: Baseline, seed: int, threads: int):
     raise ValueError(f"unknown baseline {kind!r}")
 
 
-def fit_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, seed: int, threads: int):
-    return make_baseline(kind, cfg, seed, threads).fit(X, y)
+def fit_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, seed: int, threads: int,
+                 weight: np.ndarray | None = None):
+    """The baseline fitted on X, y; with `weight`, each row's sample weight (train.common.recency_half_life)."""
+    model = make_baseline(kind, cfg, seed, threads)
+    return model.fit(X, y) if weight is None else model.fit(X, y, sample_weight=weight)
 
 
 def grid_settings(cfg: Baseline) -> list[dict]:
@@ -62,9 +65,11 @@ def grid_settings(cfg: Baseline) -> list[dict]:
 
 
 def validation_mae(kind: str, cfg: Baseline, X, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
-                   seed: int, threads: int) -> float:
-    """The tuning score: MAE on `val_rows` of a fit on `fit_rows` (both inside the rows being fitted)."""
-    model = fit_baseline(kind, _rows(X, fit_rows), y[fit_rows], cfg, seed, threads)
+                   seed: int, threads: int, weight: np.ndarray | None = None) -> float:
+    """The tuning score: MAE on `val_rows` of a fit on `fit_rows` (both inside the rows being fitted), the fit
+    weighted by `weight` if given; the score is a plain MAE, as every reported figure is."""
+    model = fit_baseline(kind, _rows(X, fit_rows), y[fit_rows], cfg, seed, threads,
+                         None if weight is None else weight[fit_rows])
     return float(np.abs(model.predict(_rows(X, val_rows)) - y[val_rows]).mean())
 
 
@@ -84,7 +89,7 @@ def rbf_gamma(gamma, X) -> float:
 
 
 def svr_validation_maes(cfg: Baseline, settings: list[dict], X_fit, y_fit: np.ndarray, X_val,
-                        y_val: np.ndarray) -> Iterator[tuple[int, float]]:
+                        y_val: np.ndarray, w_fit: np.ndarray | None = None) -> Iterator[tuple[int, float]]:
     """(index, `validation_mae`) of every RBF SVR setting, as each is scored, grouped by gamma: each kernel
     matrix is computed once and shared by that gamma's C and epsilon values. libsvm evaluates a sparse RBF
     kernel entry by entry, which is most of a fit's time at thousands of films; a precomputed matrix (one
@@ -96,7 +101,8 @@ def svr_validation_maes(cfg: Baseline, settings: list[dict], X_fit, y_fit: np.nd
         K, K_val = rbf_kernel(X_fit, gamma=gamma), rbf_kernel(X_val, X_fit, gamma=gamma)
         for i in members:
             c = cfg.with_setting(settings[i])
-            model = SVR(kernel="precomputed", C=c.C, epsilon=c.epsilon).fit(K, y_fit)
+            model = SVR(kernel="precomputed", C=c.C, epsilon=c.epsilon)
+            model = model.fit(K, y_fit) if w_fit is None else model.fit(K, y_fit, sample_weight=w_fit)
             yield i, float(np.abs(model.predict(K_val) - y_val).mean())
 
 
@@ -109,23 +115,26 @@ def _capped(fit_rows: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
 
 
 def _split_scores(kind: str, cfg: Baseline, settings: list[dict], X, y: np.ndarray, fit_rows: np.ndarray,
-                  val_rows: np.ndarray, seed: int, threads: int) -> Iterator[tuple[int, float]]:
+                  val_rows: np.ndarray, seed: int, threads: int, weight: np.ndarray | None = None
+                  ) -> Iterator[tuple[int, float]]:
     """(index, validation MAE) of every grid setting on one inner split."""
     if kind == "svm" and cfg.kernel == "rbf":
-        return svr_validation_maes(cfg, settings, X[fit_rows], y[fit_rows], X[val_rows], y[val_rows])
-    return ((i, validation_mae(kind, cfg.with_setting(s), X, y, fit_rows, val_rows, seed, threads))
+        return svr_validation_maes(cfg, settings, X[fit_rows], y[fit_rows], X[val_rows], y[val_rows],
+                                   None if weight is None else weight[fit_rows])
+    return ((i, validation_mae(kind, cfg.with_setting(s), X, y, fit_rows, val_rows, seed, threads, weight))
             for i, s in enumerate(settings))
 
 
-def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int, inner_X=None,
-                  progress: bool = False):
+def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int,
+                  inner_X=None, progress: bool = False, weight: np.ndarray | None = None):
     """(fitted model, chosen setting): grid search on inner validation, then a refit on all the rows.
 
     Each setting is scored by its mean validation MAE over `tune.folds` inner folds of the rows of X/y (or on
     one inner split holding back `tune.val` of them, with `folds` null). X and y hold the fit's training rows
     only; the held-out rows of a fold never reach this function. `inner_X(fit_positions)`, if given, rebuilds
     the same rows' matrix from the inner fit rows alone: track records read scores, and the inner validation
-    rows' scores must not reach the features either.
+    rows' scores must not reach the features either. `weight` (one per row of y, or None): every fit's
+    sample weights; the settings are still judged by plain validation MAE.
     """
     settings = grid_settings(cfg)
     chosen: dict = {}
@@ -143,7 +152,8 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
             for done, (fit_rows, val_rows) in enumerate(splits, 1):
                 fit_rows = _capped(fit_rows, getattr(cfg, "tune_rows", None), tune.seed)
                 X_tune = X if inner_X is None else inner_X(fit_rows)
-                for i, score in _split_scores(kind, cfg, settings, X_tune, y, fit_rows, val_rows, seed, threads):
+                for i, score in _split_scores(kind, cfg, settings, X_tune, y, fit_rows, val_rows, seed, threads,
+                                              weight):
                     totals[i] += score
                     bar.update()
                     if done == len(splits):  # on the last split each setting's mean is final once scored
@@ -152,4 +162,4 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
         chosen = settings[int(np.argmin(totals))]
     elif settings:
         chosen = settings[0]
-    return fit_baseline(kind, X, y, cfg.with_setting(chosen), seed, threads), chosen
+    return fit_baseline(kind, X, y, cfg.with_setting(chosen), seed, threads, weight), chosen

@@ -40,6 +40,7 @@ class FitData:
     val_rows: np.ndarray
     in_range: np.ndarray | None = None  # per film, whether it may validate (films before the range only train)
     time: np.ndarray | None = None  # per film, its release time (models.training.trend.release_time) for the target trend
+    weight: np.ndarray | None = None  # per film, its sample weight (train.common.recency_half_life); None: alike
 
     def rotated(self, seed: int) -> FitData:
         """The same rows split anew: a seeded validation share as large as `val_rows`, in-range rows only."""
@@ -48,6 +49,14 @@ class FitData:
         order = np.random.default_rng(seed).permutation(pool)
         val = np.sort(order[: len(self.val_rows)])
         return dataclasses.replace(self, train_rows=np.setdiff1d(rows, val), val_rows=val)
+
+    def train_weights(self) -> np.ndarray | None:
+        """The training rows' sample weights scaled to mean 1 (so the models' regularisation and learning
+        rate keep their meaning), or None when every film weighs alike."""
+        if self.weight is None:
+            return None
+        w = np.asarray(self.weight, np.float64)[self.train_rows]
+        return w / w.mean()
 
     @property
     def sizes(self) -> dict[str, int]:

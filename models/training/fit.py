@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.training.data import FitData
+from models.training.recency import age_weights
 from models.training.trend import Trend
 from pipeline import registry
 from pipeline.params import Baseline, Common, NetConfig
@@ -51,6 +52,16 @@ def detrended(data: FitData, common: Common) -> tuple[FitData, Trend]:
     return dataclasses.replace(data, y=y), trend
 
 
+def recency_weighted(data: FitData, common: Common) -> FitData:
+    """`data` with each film's sample weight (`train.common.recency_half_life`; models.training.recency),
+    its age counted from the latest year among the fit's training and validation rows, so every seed of a
+    rotated ensemble weighs a film alike; unchanged when off or without release times."""
+    if common.recency_half_life is None or data.time is None:
+        return data
+    rows = np.union1d(data.train_rows, data.val_rows)
+    return dataclasses.replace(data, weight=age_weights(np.floor(data.time), rows, common.recency_half_life))
+
+
 def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitData, seed: int,
               progress: bool = False, features=None) -> FittedModel:
     """`features(source_rows)` (models.training.data.features_from), if given, rebuilds `data.x` from other source rows:
@@ -58,6 +69,7 @@ def fit_model(name: str, cfg: Baseline | NetConfig, common: Common, data: FitDat
     sizes, x = data.sizes, data.x
     inputs = getattr(cfg, "inputs", "multi_hot")  # only CatBoost has a choice; the other baselines read multi-hot
     data, trend = detrended(data, common)
+    data = recency_weighted(data, common)
     trained = FittedModel(name, x, sizes, oov=common.oov, inputs=inputs, trend=trend,
                           time=data.time if common.trend_years is not None else None)
     started = time.perf_counter()

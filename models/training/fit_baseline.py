@@ -24,7 +24,8 @@ def fit(trained, name: str, cfg: Baseline, common: Common, data: FitData, seed: 
             return baseline_input(features(train_rows[fit_positions])[0], sizes, train_rows, common.oov, inputs)
     trained.estimator, trained.chosen = tune_baseline(name, baseline_input(x, sizes, train_rows, common.oov, inputs),
                                                       data.y[train_rows],
-                                                      cfg, common.tune, seed, common.threads, inner, progress=progress)
+                                                      cfg, common.tune, seed, common.threads, inner, progress=progress,
+                                                      weight=data.train_weights())
 
 
 def raw_scores(trained, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -43,11 +43,12 @@ class NetFit:
     train_s: float = 0.0
 
 
-def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: float, block_gradient: bool,
-               penalty=None) -> torch.Tensor:
-    """One optimiser step on a batch: eq. 6 (plus `penalty(xb)`, if given), backward, update. The training
-    loop and Table 2's training-time measurement both take their steps here."""
-    loss, _ = joint_loss(model(xb), yb, head, hint_weight, block_gradient)
+def train_step(model, opt, xb: dict, yb: torch.Tensor, head: Head, hint_weight: float,
+               block_gradient: bool, penalty=None, wb: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimiser step on a batch: eq. 6 (each film's terms times its weight in `wb`, if given; plus
+    `penalty(xb)`, if given), backward, update. The training loop and Table 2's training-time measurement
+    both take their steps here."""
+    loss, _ = joint_loss(model(xb), yb, head, hint_weight, block_gradient, wb)
     if penalty is not None:
         loss = loss + penalty(xb)
     opt.zero_grad(set_to_none=True)
@@ -76,6 +77,8 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
     freq_t = model.features.row_frequencies(data.freq)
     xt, yt = tensors(x, train_rows), torch.from_numpy(y[train_rows])
     xv, yv = tensors(x, val_rows), torch.from_numpy(y[val_rows])
+    weights = data.train_weights()  # recency weights of the training rows (validation stays a plain MAE)
+    wt = None if weights is None else torch.from_numpy(weights.astype(np.float32))
     # fused: one kernel for the whole update; the for-loop version costs as much as the 1024-wide layer.
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     gen = torch.Generator().manual_seed(seed)
@@ -108,7 +111,8 @@ def fit_net(kind: str, data: FitData, cfg: NetConfig, seed: int, progress: bool 
             xb = {g: v[idx] for g, v in xt.items()}
             if drop_gen is not None:  # (eq. 3's penalty then weighs the rows the batch really used)
                 xb = drop_people(xb, cfg.token_dropout, drop_gen)
-            loss = train_step(model, opt, xb, yt[idx], head, cfg.hint_weight, cfg.block_gradient, penalty)
+            loss = train_step(model, opt, xb, yt[idx], head, cfg.hint_weight, cfg.block_gradient, penalty,
+                              None if wt is None else wt[idx])
             if schedule is not None:
                 schedule.step()
             running += loss.item() * len(idx)

@@ -12,9 +12,10 @@ Leakage rules (each has a test in tests/test_track_records.py):
   whole month or year), so no film sees itself or anything later; no OOF needed.
 
 Per role: the pooled mean score over every (person, other film) pair of the film's people (prolific people
-weigh more, which steadies the mean), and log1p of the pair count, given to the models only with
-`counts: true` (on the snapshot's CV the counts made both SVR and K-ADN worse). The mean is NaN without any
-pair; the dense inputs then give 0 plus a missing flag. A person's films are those where
+weigh more, which steadies the mean; with `half_life`, each pair weighs as its film's age says,
+models.training.recency, counted from the latest source film), and log1p of the pair count, given to the
+models only with `counts: true` (on the snapshot's CV the counts made both SVR and K-ADN worse). The mean
+is NaN without any pair; the dense inputs then give 0 plus a missing flag. A person's films are those where
 they hold the same role anywhere in the encoded list; a film's people are all its directors and writers and
 its first `actors` billed actors.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from models.training.recency import age_weights, release_year
 from pipeline.errors import KadnError
 from pipeline.features.encode import OOV, Encoded
 from pipeline.params import TrackRecords
@@ -66,13 +68,15 @@ def _incidence(ids: np.ndarray, size: int) -> sp.csr_matrix:
     return m
 
 
-def _sums(src_m, tgt_m, y, source, targets, bounds=None) -> tuple[np.ndarray, np.ndarray]:
+def _sums(src_m, tgt_m, y, source, targets, bounds=None, w=None) -> tuple[np.ndarray, np.ndarray]:
     """Score sum and count over the (person, source film) pairs of each target's people; with `bounds`, only
-    source films surely released before the target. Callers keep a target out of its own sources."""
+    source films surely released before the target; with `w` (per film), the count is the sum of the pairs'
+    weights (y then holds weighted scores). Callers keep a target out of its own sources."""
     if bounds is None:
         assert not np.isin(targets, source).any()
         s = tgt_m[targets] @ (src_m[source].T @ y[source])
-        return s, tgt_m[targets] @ np.asarray(src_m[source].sum(0)).ravel()
+        per = np.asarray(src_m[source].sum(0)).ravel() if w is None else src_m[source].T @ w[source]
+        return s, tgt_m[targets] @ per
     lo, hi = bounds
     s, c = np.zeros(len(targets)), np.zeros(len(targets))
     order = np.argsort(lo[targets], kind="stable")
@@ -86,7 +90,7 @@ def _sums(src_m, tgt_m, y, source, targets, bounds=None) -> tuple[np.ndarray, np
         if k > used:
             batch = src[used:k]
             per_sum += src_m[batch].T @ y[batch]
-            per_cnt += np.asarray(src_m[batch].sum(0)).ravel()
+            per_cnt += np.asarray(src_m[batch].sum(0)).ravel() if w is None else src_m[batch].T @ w[batch]
             used = k
         idx = order[a:b]
         s[idx], c[idx] = tgt_m[targets[idx]] @ per_sum, tgt_m[targets[idx]] @ per_cnt
@@ -94,10 +98,11 @@ def _sums(src_m, tgt_m, y, source, targets, bounds=None) -> tuple[np.ndarray, np
 
 
 def track_features(people: dict[str, np.ndarray], y: np.ndarray, source: np.ndarray, cfg: TrackRecords,
-                   release: np.ndarray | None = None) -> np.ndarray:
+                   release: np.ndarray | None = None, weight: np.ndarray | None = None) -> np.ndarray:
     """[N, len(COLUMNS)] for every row. people: per role, person ids (> OOV) per film in billing order;
     only y[source] is read. release (YYYYMMDD) given: time mode (strictly earlier source films only);
-    else out-of-fold for the source rows and all source rows for the others."""
+    else out-of-fold for the source rows and all source rows for the others. weight (per film, > 0): the
+    means are weighted by it (the counts stay counts of pairs)."""
     n = len(y)
     y = np.asarray(y, np.float64)
     source = np.unique(np.asarray(source, np.int64))
@@ -112,18 +117,27 @@ def track_features(people: dict[str, np.ndarray], y: np.ndarray, source: np.ndar
         size = int(ids.max(initial=OOV)) + 1
         src_m = _incidence(ids, size)
         tgt_m = _incidence(ids[:, : cfg.actors] if role == "actors" else ids, size)
-        if release is not None:
-            s, c = _sums(src_m, tgt_m, y, source, rows, date_bounds(release))
-        else:
-            s, c = np.zeros(n), np.zeros(n)
-            others = np.setdiff1d(rows, source)
-            s[others], c[others] = _sums(src_m, tgt_m, y, source, others)
-            for fold in oof_folds(source, folds, cfg.seed):
-                s[fold], c[fold] = _sums(src_m, tgt_m, y, np.setdiff1d(source, fold), fold)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, 2 * r] = np.where(c > 0, s / c, np.nan)
+        s, c = _role_sums(src_m, tgt_m, y, source, rows, release, folds, cfg.seed)
+        mean = s / np.where(c > 0, c, 1.0)
+        if weight is not None:  # the weighted mean; c stays the pair count (which means are missing, counts)
+            w = np.asarray(weight, np.float64)
+            ws, wc = _role_sums(src_m, tgt_m, y * w, source, rows, release, folds, cfg.seed, w)
+            mean = ws / np.where(wc > 0, wc, 1.0)
+        out[:, 2 * r] = np.where(c > 0, mean, np.nan)
         out[:, 2 * r + 1] = np.log1p(c * scale)
     return out.astype(np.float32)
+
+
+def _role_sums(src_m, tgt_m, y, source, rows, release, folds, seed, w=None) -> tuple[np.ndarray, np.ndarray]:
+    """`_sums` for every row: strictly earlier sources with `release`, else out-of-fold for the sources."""
+    if release is not None:
+        return _sums(src_m, tgt_m, y, source, rows, date_bounds(release), w)
+    s, c = np.zeros(len(rows)), np.zeros(len(rows))
+    others = np.setdiff1d(rows, source)
+    s[others], c[others] = _sums(src_m, tgt_m, y, source, others, None, w)
+    for fold in oof_folds(source, folds, seed):
+        s[fold], c[fold] = _sums(src_m, tgt_m, y, np.setdiff1d(source, fold), fold, None, w)
+    return s, c
 
 
 def _release(enc: Encoded) -> np.ndarray:
@@ -143,7 +157,16 @@ def for_rows(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: n
     """Track features of every encoded film from the scores (default: enc.rating; a fit gives them with its
     target trend taken out, models.training.trend) of `source_rows` (a model's training rows)."""
     return track_features({role: enc.x[role] for role in ROLES}, enc.rating if scores is None else scores,
-                          source_rows, cfg, _release(enc) if ordered(enc, cfg) else None)
+                          source_rows, cfg, _release(enc) if ordered(enc, cfg) else None,
+                          decay(enc, source_rows, cfg))
+
+
+def decay(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords) -> np.ndarray | None:
+    """Every film's weight in a person's mean under `half_life` (its age before the latest source film's
+    year, models.training.recency); None when off."""
+    if cfg.half_life is None:
+        return None
+    return age_weights(release_year(_release(enc)), source_rows, cfg.half_life)
 
 
 def payload(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: np.ndarray | None = None) -> dict:
@@ -152,10 +175,14 @@ def payload(enc: Encoded, source_rows: np.ndarray, cfg: TrackRecords, scores: np
     src = np.unique(source_rows)
     time = ordered(enc, cfg)
     scores = enc.rating if scores is None else scores
-    return {"settings": cfg.model_dump(), "time": time, "douban_id": [int(v) for v in enc.douban_id[src]],
-            "score": [float(v) for v in scores[src]], "rating": [float(v) for v in enc.rating[src]],
-            "release": [int(v) for v in _release(enc)[src]] if time else None,
-            "people": {role: tokens_of(enc, role, src) for role in ROLES}}
+    out = {"settings": cfg.model_dump(), "time": time, "douban_id": [int(v) for v in enc.douban_id[src]],
+           "score": [float(v) for v in scores[src]], "rating": [float(v) for v in enc.rating[src]],
+           "release": [int(v) for v in _release(enc)[src]] if time else None,
+           "people": {role: tokens_of(enc, role, src) for role in ROLES}}
+    weight = decay(enc, src, cfg)
+    if weight is not None:  # a film's weight is fixed by the training films alone, so it is kept as trained
+        out["weight"] = [float(v) for v in weight[src]]
+    return out
 
 
 def tokens_of(enc: Encoded, role: str, rows: np.ndarray | None = None) -> list[list[str]]:
@@ -183,7 +210,11 @@ def from_payload(saved: dict, tokens: dict[str, list[list[str]]], release: np.nd
     dates = None
     if saved["time"]:
         dates = np.concatenate([np.asarray(saved["release"], np.int64), np.asarray(release, np.int64)])
-    feats = track_features(people, y, np.arange(n_src), TrackRecords.model_validate(saved["settings"]), dates)
+    weight = None
+    if saved.get("weight") is not None:  # targets are never sources: their weights are never read
+        weight = np.concatenate([np.asarray(saved["weight"], np.float64), np.ones(n_tgt)])
+    feats = track_features(people, y, np.arange(n_src), TrackRecords.model_validate(saved["settings"]), dates,
+                           weight)
     out = feats[n_src:]
     if douban_ids is not None:
         position = {d: i for i, d in enumerate(saved["douban_id"])}
