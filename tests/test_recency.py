@@ -10,7 +10,6 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from models.nets.heads import Head
 from models.nets.loss import joint_loss
 from models.stages.backtest import fit_year
 from models.training import track_records as track
@@ -18,11 +17,12 @@ from models.training.baselines import tune_baseline
 from models.training.data import FitData
 from models.training.fit import recency_weighted
 from models.training.recency import age_weights, release_year
-from pipeline.encode import load_encoded
-from pipeline.params import RidgeConfig, SvmConfig, TrackRecords, Tune
-from tests.model_support import encoded_catalogue, fast
+from pipeline.features.encode import load_encoded
+from pipeline.params import RidgeConfig
+from tests.model_support import encoded_catalogue, fast, shipped_head
+from tests.params_support import shipped
 
-CFG = TrackRecords(enabled=True, actors=2, folds=3)
+CFG = shipped("train.common.track_records", enabled=True, actors=2, folds=3)
 
 
 def test_a_films_weight_halves_at_each_half_life_counted_from_the_latest_training_year():
@@ -59,7 +59,7 @@ def test_recency_off_leaves_the_fit_data_as_it_was_and_on_weighs_every_training_
 
 @pytest.mark.parametrize("kind", ["regression", "classification", "soft"])
 def test_weighted_net_loss_is_each_films_loss_times_its_weight(kind):
-    head = Head(kind, centre=7.0, loss="huber" if kind == "regression" else "mse")
+    head = shipped_head(kind, 7.0, regression_loss="huber")
     out = torch.randn(4, head.out_dim, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([6.0, 8.5, 7.25, 3.0])
     # Unit weights: the unweighted loss (what every fit computes with the lever off).
@@ -69,7 +69,7 @@ def test_weighted_net_loss_is_each_films_loss_times_its_weight(kind):
     each = torch.stack([head.loss(out[i:i + 1], y[i:i + 1]) for i in range(4)])
     assert head.loss(out, y, w).item() == pytest.approx(float((each * w).mean()), rel=1e-5)
     pair = {"teacher": out, "student": out + 0.5}
-    total, parts = joint_loss(pair, y, head, hint_weight=0.3, weight=w)
+    total, parts = joint_loss(pair, y, head, hint_weight=0.3, block_gradient=True, weight=w)
     assert parts["hint"].item() == pytest.approx(0.3 * float(((0.5 ** 2) * out.shape[1] * w).mean()), rel=1e-5)
     assert total.item() == pytest.approx(sum(p.item() for p in parts.values()), rel=1e-6)
 
@@ -78,17 +78,19 @@ def test_weighted_baselines_follow_the_weights_and_unit_weights_change_nothing()
     rng = np.random.default_rng(1)
     X = sp.csr_matrix(rng.integers(0, 2, (80, 12)).astype(np.float64))
     y = X @ rng.normal(0, 1, 12) + rng.normal(0, 0.3, 80) + 6.0
-    for cfg in (RidgeConfig(alpha=1.0, grid={"alpha": [0.3, 3.0]}), SvmConfig(kernel="rbf", C=3.0, epsilon=0.1,
-                                                                             grid={"C": [1.0, 10.0]})):
+    for cfg in (shipped("train.ridge", alpha=1.0, grid={"alpha": [0.3, 3.0]}),
+                shipped("train.svm", kernel="rbf", C=3.0, epsilon=0.1, grid={"C": [1.0, 10.0]})):
         kind = "ridge" if isinstance(cfg, RidgeConfig) else "svm"
-        plain, chosen = tune_baseline(kind, X, y, cfg, Tune(val=0.25, seed=2), 0)
-        ones, chosen_ones = tune_baseline(kind, X, y, cfg, Tune(val=0.25, seed=2), 0, weight=np.ones(80))
+        plain, chosen = tune_baseline(kind, X, y, cfg, shipped("train.common.tune", val=0.25, seed=2), 0, 1)
+        ones, chosen_ones = tune_baseline(kind, X, y, cfg, shipped("train.common.tune", val=0.25, seed=2), 0, 1,
+                                           weight=np.ones(80))
         assert chosen == chosen_ones
         assert np.allclose(plain.predict(X), ones.predict(X), atol=1e-6)
     # The mean baseline with weights: the weighted mean, so recent films pull it their way.
     w = age_weights(np.repeat([2010.0, 2014.0], 40), np.arange(80), 1.0)
     old_new = np.r_[np.full(40, 5.0), np.full(40, 8.0)]
-    mean, _ = tune_baseline("mean", X, old_new, fast().train.baseline("mean"), Tune(), 0, weight=w)
+    mean, _ = tune_baseline("mean", X, old_new, fast().train.baseline("mean"), shipped("train.common.tune"), 0, 1,
+                            weight=w)
     assert mean.predict(X[:1])[0] == pytest.approx((40 * 5.0 / 16 + 40 * 8.0) / (40 / 16 + 40))
 
 
