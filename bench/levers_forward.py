@@ -47,9 +47,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from forward_backtest import (
-    DEFAULT as SECOND,  # bench/ beside this script: run as `python bench/levers_forward.py`
-)
+
+# forward_backtest sits beside this script (run as `python bench/levers_forward.py`).
+from forward_backtest import DEFAULT as SECOND
 from forward_backtest import KADN, encode_store
 
 from models.stages.backtest import MIN_TRAIN, blended, plan_years, year_rows
