@@ -22,15 +22,16 @@ import hashlib
 import json
 import sys
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from models.serving import explain
-from models.serving.artifacts import load_model
+from models.serving.artifacts import SavedModel, load_model
 from models.serving.predict import read_films, score_films
 from models.serving.saved_blend import NAME as BLEND
 from models.serving.saved_blend import OUTPUT as BLEND_OUTPUT
-from models.serving.saved_blend import load_blend
+from models.serving.saved_blend import SavedBlend, load_blend
 from models.serving.tables import check_target, write_table
 from models.training import conformal
 from models.training.config import REPORTED
@@ -135,38 +136,57 @@ def swapped(film: dict, swaps: list[tuple[str, str, str, str | None]]) -> dict:
     return changed
 
 
-def what_if(films: list[dict], swaps: list[str], model: str, models_dir: Path, params: Params,
+def what_if(films: list[dict], swaps: list[str], model: str | Forecaster, models_dir: Path, params: Params,
             with_reasons: bool, with_effects: bool, forward: Path | None = None) -> list[dict]:
     """Each film's forecast followed by its forecast with the swaps made (`what_if`, `change`: the difference)."""
     parsed = [parse_swap(s) for s in swaps]
     changed = [swapped(f, parsed) for f in films]
     spec = ", ".join(swaps)
+    ready = model if isinstance(model, Forecaster) else prepare(model, models_dir, params, forward)
     rows = []
-    for before, after in zip(forecast(films, model, models_dir, params, with_reasons, with_effects, forward),
-                             forecast(changed, model, models_dir, params, with_reasons, with_effects, forward)):
+    for before, after in zip(forecast(films, ready, models_dir, params, with_reasons, with_effects),
+                             forecast(changed, ready, models_dir, params, with_reasons, with_effects)):
         rows += [before, {**after, "what_if": spec, "change": round(after["predicted"] - before["predicted"], 3)}]
     return rows
 
 
-def forecast(films: list[dict], model: str, models_dir: Path, params: Params, with_reasons: bool = True,
+@dataclass
+class Forecaster:
+    """A model loaded with its interval calibration: what scoring films needs, read once per command."""
+
+    name: str
+    output: str
+    model: SavedModel | SavedBlend
+    calibration: conformal.Calibration
+    calibrated: str  # "forward" (the backtest's residuals) or "out of fold"
+
+
+def prepare(model: str, models_dir: Path, params: Params, forward: Path | None = None) -> Forecaster:
+    """Load `model` and its calibration: on the backtest's forward residuals of the model (`forward`, when it
+    holds them: a forecast is a forward prediction), else on its out-of-fold residuals."""
+    artifact, output = model_folder(model)
+    # The blend refuses itself when a member changed since it was fitted.
+    loaded = load_blend(models_dir) if model == BLEND else load_model(models_dir, artifact)
+    calibration = conformal.forward(forward, model, params.forecast) if forward is not None else None
+    if calibration is not None:
+        return Forecaster(model, output, loaded, calibration, "forward")
+    oof = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
+    return Forecaster(model, output, loaded, oof, "out of fold")
+
+
+def forecast(films: list[dict], model: str | Forecaster, models_dir: Path, params: Params, with_reasons: bool = True,
              with_effects: bool | None = None, forward: Path | None = None) -> list[dict]:
     """One row per film: score, interval, known share, unknown values (and what was unknown, with
     `with_reasons`; the effects in score points too, with `with_effects`, by default as `with_reasons`). The
-    intervals are calibrated on the backtest's forward residuals of the model (`forward`, when it holds them:
-    a forecast is a forward prediction), else on its out-of-fold residuals. The blend's rows also carry
-    `members`: each member's weight and score."""
-    artifact, output = model_folder(model)
-    if model == BLEND:
-        blend = load_blend(models_dir)  # refuses a blend whose members changed since it was fitted
-    else:
-        loaded = load_model(models_dir, artifact)
-    calibration = conformal.forward(forward, model, params.forecast) if forward is not None else None
-    if calibration is None:
-        calibration = conformal.for_model(conformal.load(Path(models_dir) / artifact), output, params.forecast)
+    intervals as `prepare` calibrates them (`model` may be its result, loaded once for several calls). The
+    blend's rows also carry `members`: each member's weight and score."""
+    ready = model if isinstance(model, Forecaster) else prepare(model, models_dir, params, forward)
+    output, calibration = ready.output, ready.calibration
     if not films:
         return []
     effects = with_reasons if with_effects is None else with_effects
-    if model == BLEND:
+    if ready.name == BLEND:
+        blend = ready.model
         # Each member scores as it does alone (its own trend offset included).
         each = [score_films(films, m.model, m.output) for m in blend.members]
         scores = blend.intercept + sum(m.weight * s.scores for m, s in zip(blend.members, each))
@@ -178,6 +198,7 @@ def forecast(films: list[dict], model: str, models_dir: Path, params: Params, wi
                               for m, s in zip(blend.members, each)}, "intercept": round(blend.intercept, 3)}
                  for i in range(len(films))]
     else:
+        loaded = ready.model
         scored = score_films(films, loaded, output)
         scores = scored.scores
         reasons = explain.explain(scored, loaded, output, effects) if with_reasons else [{} for _ in films]
@@ -396,9 +417,10 @@ def _forecast(args, params: Params) -> int:
     # scorings per film, only on --explain, as the terminal.
     reasons = args.explain or out is not None
     forward = Path(args.forward) if args.forward else Path(args.models).parent / "backtest" / "forward.npz"
-    rows = (what_if(films, args.swap, args.model, Path(args.models), params, reasons, args.explain, forward)
-            if args.swap else forecast(films, args.model, Path(args.models), params, reasons, args.explain, forward))
-    calibrated = "forward" if conformal.forward(forward, args.model, params.forecast) else "out of fold"
+    ready = prepare(args.model, Path(args.models), params, forward)
+    rows = (what_if(films, args.swap, ready, Path(args.models), params, reasons, args.explain)
+            if args.swap else forecast(films, ready, Path(args.models), params, reasons, args.explain))
+    calibrated = ready.calibrated
     # Stored films only: a file's row is the user's version of a film (or no film of Douban's yet), and a
     # what-if is no forecast of the film.
     real = [r for r in rows if "what_if" not in r]
