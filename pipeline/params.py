@@ -391,6 +391,9 @@ ReportedName = Literal[tuple(registry.REPORTED)]
 class BlendConfig(Section):
     members: Annotated[list[ReportedName], Field(min_length=2)]
     loss: Literal["squared", "absolute"]  # what the stacking weights minimise
+    # What the saved weights are fitted on: the members' forward predictions in the backtest's forward.npz (every
+    # member must then be in backtest.models; `kadn blend` says so), or their random-CV out-of-fold ones.
+    weights: Literal["forward", "out_of_fold"]
 
 
 class Params(Section):

@@ -34,6 +34,7 @@ def fast_params() -> dict:
     train["catboost"]["iterations"] = 20
     params["evaluate"].update(timing_repeats=1, timing_films=200)
     params["backtest"].update(years=[2018, 2019], models=["ridge", "kadn"], seeds=1)
+    params["blend"]["members"] = ["ridge", "kadn"]  # rows the backtest above fits (blend.weights: forward)
     return params
 
 

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import models.stages.backtest as backtest
+import models.training.stacking as stacking
 from models.stages.backtest import plan_years, run_backtest, year_rows
 from models.training.data import fold_split
 from pipeline.cli import main
@@ -52,6 +53,7 @@ def test_each_year_trains_on_earlier_films_and_scores_its_own(catalogue, tmp_pat
     raw = _params([2016, 2018])
     # The mean model then predicts its fit rows' plain mean.
     raw["train"]["common"].update(trend_years=None, recency_half_life=None)
+    raw["blend"]["members"] = ["svm", "kadn"]  # svm is not fitted here, so no blend row
     params = fast(raw)
     plan = plan_years(enc, params.backtest)
     assert plan.reported == [2016, 2018] and len(plan.calibration) == 2 and max(plan.calibration) < 2016
@@ -110,13 +112,13 @@ def test_intervals_are_calibrated_on_earlier_forward_years_only(catalogue, tmp_p
 def test_the_blend_is_weighted_on_earlier_years_forward_predictions(catalogue, tmp_path, monkeypatch):
     enc = load_encoded(catalogue)
     fitted = []
-    real = backtest.fit_weights
+    real = stacking.fit_weights
 
     def spy(preds, y, loss):
         fitted.append(len(y))
         return real(preds, y, loss)
 
-    monkeypatch.setattr(backtest, "fit_weights", spy)
+    monkeypatch.setattr(stacking, "fit_weights", spy)
     params = _params([2018, 2019], ("mean", "ridge"))
     params["blend"]["members"] = ["mean", "ridge"]
     params = fast(params)

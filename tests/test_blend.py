@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from models.stages.backtest import run_backtest
 from models.stages.blend import cross_fitted, fit_weights, load_oof, run_blend
 from models.stages.train import run_train
 from models.training import conformal
@@ -71,9 +72,18 @@ def trained(tmp_path_factory):
     params = fast_params()
     params["train"]["common"]["track_records"]["enabled"] = False
     params["blend"]["members"] = ["ridge", "kadn"]
+    params["blend"]["weights"] = "out_of_fold"  # the tests of the forward weights below switch it
     for name in ("ridge", "kadn"):
         run_train(name, fast(params), enc_dir, folder / "pre")
     return params, enc_dir, folder
+
+
+@pytest.fixture(scope="module")
+def forward_file(trained):
+    """The backtest's forward predictions of the blend's members on the same catalogue."""
+    params, enc_dir, folder = trained
+    run_backtest(fast(params), enc_dir, folder / "backtest.json", forward_out=folder / "forward.npz")
+    return folder / "forward.npz"
 
 
 def test_blend_row_reports_test_and_cross_fitted_cv_errors(trained, tmp_path):
@@ -140,3 +150,67 @@ def test_blend_fits_its_weights_with_the_configured_loss(trained, tmp_path, monk
     row = run_blend(fast(params), enc_dir, {"pre_release": folder / "pre"}, tmp_path / "blend.json")["models"]["blend"]
     assert losses == ["squared"] * 3  # each of the 2 CV folds' weights and the shipped ones
     assert min(row["weights"]) >= 0
+
+
+def test_saved_weights_are_fitted_on_the_forward_predictions_of_films_outside_the_test_split(
+        trained, forward_file, tmp_path):
+    import shutil
+
+    params, enc_dir, folder = trained
+    by_source = {}
+    for weights in ("out_of_fold", "forward"):
+        out = tmp_path / weights
+        shutil.copytree(folder / "pre", out)
+        changed = {**params, "blend": {**params["blend"], "weights": weights}}
+        row = run_blend(fast(changed), enc_dir, {"pre_release": out}, tmp_path / f"{weights}.json",
+                        forward_file)["models"]["blend"]
+        by_source[weights] = row, json.loads((out / "blend" / "meta.json").read_text())
+    # The same weights fitted here straight from the file: each member's forward rows, test films left out.
+    enc = load_encoded(enc_dir)
+    with np.load(forward_file) as npz:
+        data = {k: npz[k] for k in npz.files}
+    kept = ~np.isin(data["douban_id"], enc.douban_id[enc.index("test")])
+    assert kept[data["model"] == "ridge"].sum() < (data["model"] == "ridge").sum()  # the test split reaches them
+    preds = np.stack([data["pred"][(data["model"] == m) & kept] for m in ("ridge", "kadn")], -1)
+    target = data["y"][(data["model"] == "ridge") & kept]
+    expected = fit_weights(preds, target, params["blend"]["loss"])
+    row, meta = by_source["forward"]
+    assert [m["weight"] for m in meta["members"]] == pytest.approx(expected.coef_.tolist(), abs=1e-9)
+    assert meta["intercept"] == pytest.approx(expected.intercept_, abs=1e-9)
+    assert meta["fitted_on"].startswith(f"forward predictions of the {len(target)} films of backtest years")
+    # The metrics row keeps the random-split protocol either way: only the saved weights follow blend.weights.
+    oof_row, oof_meta = by_source["out_of_fold"]
+    assert row == oof_row
+    assert [m["weight"] for m in oof_meta["members"]] == pytest.approx(row["weights"], abs=5e-4)
+    assert [m["weight"] for m in meta["members"]] != [m["weight"] for m in oof_meta["members"]]
+
+
+def _forward_without_kadn(path, data):
+    keep = data["model"] != "kadn"
+    np.savez(path, **{k: v[keep] for k, v in data.items()})
+
+
+def _forward_of_other_scores(path, data):
+    np.savez(path, **{**data, "y": data["y"] + 0.5})  # as if the films were re-scored since the backtest
+
+
+@pytest.mark.parametrize(("damage", "says"), [
+    (None, r"forward.npz: missing .*`kadn backtest`.*blend.weights: out_of_fold"),
+    (_forward_without_kadn, r"forward.npz: no forward predictions of kadn .*kadn in backtest.models"),
+    (_forward_of_other_scores, r"forward.npz: from another encoding .*re-run `kadn backtest`"),
+])
+def test_blend_refuses_forward_predictions_it_cannot_use(trained, forward_file, tmp_path, damage, says):
+    import shutil
+
+    params, enc_dir, folder = trained
+    params = {**params, "blend": {**params["blend"], "weights": "forward"}}
+    shutil.copytree(folder / "pre", tmp_path / "pre")
+    path = tmp_path / "forward.npz"
+    if damage is not None:
+        with np.load(forward_file) as npz:
+            damage(path, {k: npz[k] for k in npz.files})
+    before = sorted(p.name for p in (tmp_path / "pre").iterdir())
+    with pytest.raises(KadnError, match=says):
+        run_blend(fast(params), enc_dir, {"pre_release": tmp_path / "pre"}, tmp_path / "blend.json", path)
+    assert not (tmp_path / "blend.json").exists()
+    assert sorted(p.name for p in (tmp_path / "pre").iterdir()) == before  # no blend folder half-written

@@ -33,7 +33,9 @@ def blend_params() -> dict:
     params = fast_params()
     # A student good enough to earn a weight beside ridge, so each sum below has two terms.
     params["train"]["nets"].update(epochs=8, dim=8, student=[16])
-    params["blend"] = {"members": MEMBERS, "loss": "absolute"}
+    # Weights on the out-of-fold predictions: these tests need no backtest (tests/test_blend.py fits the
+    # forward ones).
+    params["blend"] = {"members": MEMBERS, "loss": "absolute", "weights": "out_of_fold"}
     return params
 
 

@@ -30,7 +30,7 @@ from models.training.conformal import calibrate, known_share
 from models.training.data import features_from, fit_data, fold_split, restricted_for, trend_scores
 from models.training.fit import fit_model
 from models.training.runtime import run_task, runtime
-from models.training.stacking import fit_weights
+from models.training.stacking import fit_forward
 from pipeline.errors import KadnError
 from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import atomic_path, write_json
@@ -118,9 +118,7 @@ def blended(forward: dict, known: dict, y: dict, members: list[str], loss: str) 
     preds, shares = {}, {}
     years = sorted(y)
     for i, year in enumerate(years[1:], 1):
-        past = years[:i]
-        stack = np.concatenate([np.stack([forward[m][p] for m in members], -1) for p in past])
-        weights = fit_weights(stack, np.concatenate([y[p] for p in past]), loss)
+        weights = fit_forward(forward, y, members, years[:i], loss)
         preds[year] = weights.predict(np.stack([forward[m][year] for m in members], -1))
         shares[year] = known[members[0]][year]
     return preds, shares

@@ -33,6 +33,14 @@ class AbsoluteWeights:
         return preds @ self.coef_ + self.intercept_
 
 
+def fit_forward(forward: dict[str, dict[int, np.ndarray]], y: dict[int, np.ndarray], members: list[str],
+                years: list[int], loss: str) -> LinearRegression | AbsoluteWeights:
+    """Stacking weights fitted on the members' forward predictions (`forward[member][year]`, each year's films
+    scored by a model trained on earlier films only) of `years`, against their scores `y[year]`."""
+    stack = np.concatenate([np.stack([forward[m][year] for m in members], -1) for year in years])
+    return fit_weights(stack, np.concatenate([y[year] for year in years]), loss)
+
+
 def fit_weights(preds: np.ndarray, y: np.ndarray, loss: str) -> LinearRegression | AbsoluteWeights:
     """Non-negative stacking weights of the columns of `preds` [films, models] (each a model's scores) and an
     intercept, minimising the squared or the absolute error."""
