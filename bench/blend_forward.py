@@ -1,9 +1,11 @@
 """The saved blend's weights on the forward backtest. The backtest's `blend` row refits its weights each year on
 the earlier years' forward predictions; the saved blend (`artifacts/models/blend`, what `kadn forecast --model
-blend` sums) has one set, fitted on the members' random-CV out-of-fold predictions. This applies that set to
-the members' forward predictions of every reported year, beside the backtest's blend and each member: how far
-the blend `--model auto` picks is from the row it was picked on. Reads `artifacts/backtest/forward.npz`,
-`artifacts/metrics/backtest.json` and the saved blend (`make repro` first); fits and writes nothing.
+blend` sums) has one set. This applies that set to the members' forward predictions of every reported year,
+beside the backtest's blend and each member: how far the blend `--model auto` picks is from the row it was
+picked on. With `blend.weights: out_of_fold` the set was fitted on random-CV out-of-fold predictions, and the
+comparison is fair; with `forward` (the default) it was fitted on these very years, so its column is
+in-sample, and the script says so. Reads `artifacts/backtest/forward.npz`, `artifacts/metrics/backtest.json`
+and the saved blend (`make repro` first); fits and writes nothing.
 
     .venv/bin/python bench/blend_forward.py
 """
@@ -51,6 +53,8 @@ def main() -> int:
     print("| mean | | " + " | ".join(f"{v:.3f}" for v in np.mean(table, 0)) + " |")
     print(f"\nsaved weights: {', '.join(f'{n} {w:.3f}' for n, w in zip(names, weights))}; "
           f"intercept {meta['intercept']:+.3f} ({meta['fitted_on']})")
+    if meta["fitted_on"].startswith("forward"):
+        print("those weights were fitted on these years' forward predictions: their column is in-sample")
     return 0
 
 
