@@ -30,6 +30,8 @@ def fast_params() -> dict:
     train["common"]["cv"].update(folds=2, seed=3, val=0.2)
     train["nets"].update(dim=4, attention_hidden=4, teacher=[16, 8], student=[8], deepfm_hidden=[8],
                          epochs=3, patience=None, batch=32, dropout=0.0, lr=0.005, seeds=1)
+    for net in params["models"]["nets"]:
+        (train[net] or {}).pop("dim", None)  # a net's own width (the K-ADN pair's) would override the tiny one
     train["lightgbm"]["n_estimators"] = 20
     train["catboost"]["iterations"] = 20
     params["evaluate"].update(timing_repeats=1, timing_films=200)
