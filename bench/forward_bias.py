@@ -11,7 +11,8 @@ and LightGBM:
    records from strictly earlier films, the year token off, and (`people`) a person unknown to a training film
    unless a strictly earlier training film has them, as a forecast film's are (with `min_count: 1`, so a
    forecast knows everyone seen once), and (`line`) every training year's level read off the trend's line, as
-   the plain script detrends, instead of the year's own mean;
+   the plain script detrends, instead of the year's own mean; and people read through their records alone,
+   as the plain script reads them (`train.common.people_tokens: false`);
 3. the bias per share of the film's people the model knows;
 4. the forecasts moved by the mean of the earlier years' forward residuals (overall and per known-share bin),
    a correction learned forward.
@@ -54,6 +55,7 @@ VARIANTS = {
     "no year token": {"train.common.year_token": False},
     "people known from earlier films": {"train.common.min_count": 1, "people": True},
     "the trend one line for every year": {"line": True},
+    "people as records alone, no tokens": {"train.common.people_tokens": False},
 }
 FLAGS = ("people", "line")  # variants that change code, not params.yaml
 EDGES = [0.001, 0.25, 0.5, 0.75]  # known-share bins: none known, then the forecast's own bins

@@ -80,10 +80,11 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "track_actors": ("common", "train.common.track_records.actors", [2, 3, 5]),
     "track_counts": ("common", "train.common.track_records.counts", [False, True]),
     "track_earlier": ("common", "train.common.track_records.earlier", [False, True]),
+    "people_tokens": ("common", "train.common.people_tokens", [True, False]),
     "token_dropout": ("nets", "train.nets.token_dropout", [0.0, 0.25, 0.5, 0.75]),
     "epochs": ("nets", "train.nets.epochs", [15, 30, 60]),
     "patience": ("nets", "train.nets.patience", [3, 6, 12]),
-    "dim": ("nets", "train.nets.dim", [8, 16, 32]),
+    "dim": ("nets", "train.kadn.dim", [8, 16, 32]),  # the K-ADN pair's own (params.yaml train.kadn)
     "student": ("nets", "train.nets.student", [[128, 32], [256, 64], [512, 128]]),
     "teacher": ("nets", "train.nets.teacher", [[512, 256, 128], [1024, 512, 256], [2048, 1024, 512]]),
     "blend_loss": ("blend", "blend.loss", ["squared", "absolute"]),

@@ -164,6 +164,9 @@ class Common(Section):
     # training years, taken out of the target before fitting and added back to predictions; null: off.
     trend_years: Positive | None
     year_token: bool  # the release year as a categorical token (false: every year is the OOV id)
+    # Directors, writers and actors as tokens (ids with their own embeddings or columns) beside their track
+    # records; false: every person is the OOV id, so a model reads people through their records alone.
+    people_tokens: bool
     # Each training film's sample weight halves every this many years of its age (models.training.recency),
     # in every model that takes sample weights; null: every film weighs alike.
     recency_half_life: Annotated[float, Field(gt=0)] | None

@@ -66,7 +66,8 @@ class FitData:
 def restricted_for(enc: Encoded, train_rows: np.ndarray, common: Common) -> Restricted:
     """The vocabularies of a fit on `train_rows`: `min_count` applied, the year token dropped unless
     `train.common.year_token` (the target trend carries the release time either way, models.training.trend)."""
-    return enc.restrict(train_rows, common.min_count, () if common.year_token else ("year",))
+    dropped = (() if common.year_token else ("year",)) + (() if common.people_tokens else groups.names("people"))
+    return enc.restrict(train_rows, common.min_count, dropped)
 
 
 def trend_scores(enc: Encoded, fit_rows: np.ndarray, common: Common) -> np.ndarray:
