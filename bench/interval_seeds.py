@@ -1,13 +1,14 @@
-"""Are the shipped nets' intervals right? `kadn forecast` calibrates on the forward residuals of the backtest's
-nets, which have `backtest.seeds` (1) seed each, while the saved nets average `train.nets.seeds` (3). This
-backtests the nets again with that many seeds (same years, same fits otherwise) and reports, per reported year,
-the coverage of the ensemble's forward scores under the interval calibrated on the 1-seed residuals of earlier
-years (what a forecast of a 3-seed model gets), against the 1-seed scores' own coverage and the ensemble
-calibrated on its own residuals; and the blend with its student averaged likewise. Reads
-`artifacts/backtest/forward.npz` (`make repro` first); writes nothing.
+"""Do intervals calibrated on nets of one seed count hold for nets of another? `kadn forecast` calibrates on the
+forward residuals of the backtest's nets (`artifacts/backtest/forward.npz`), which have `backtest.seeds` seeds
+each (null, the default: their shipped `train.nets.seeds`, so a forecast is calibrated on its own kind of
+model). This backtests the nets again with `--seeds` seeds (same years, same fits otherwise) and reports, per
+reported year, the coverage of those scores under the interval calibrated on the backtest's residuals of
+earlier years, against the backtest's own coverage and the `--seeds` scores calibrated on their own
+residuals; and the blend with its student so refitted. Reads `artifacts/backtest/forward.npz` (`make repro`
+first); writes nothing.
 
-    nice .venv/bin/python bench/interval_seeds.py                 # the student (and its teacher), 3 seeds
-    nice .venv/bin/python bench/interval_seeds.py --models kadn kd --seeds 3
+    nice .venv/bin/python bench/interval_seeds.py --seeds 1      # the student (and its teacher), one seed each
+    nice .venv/bin/python bench/interval_seeds.py --models kadn kd --seeds 5
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ def interval(pred: dict, known: dict, y: dict, year: int, cfg) -> np.ndarray:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["kadn"], help="nets of backtest.models to fit again")
-    parser.add_argument("--seeds", type=int, help="seeds per net (default: train.nets.seeds)")
+    parser.add_argument("--seeds", type=int, help="seeds per net fitted again (default: train.nets.seeds)")
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--encoded", default=str(ROOT / "data" / "encoded"))
     parser.add_argument("--forward", default=str(ROOT / "artifacts" / "backtest" / "forward.npz"))
     args = parser.parse_args()
     params = load(args.params)
+    shipped = params.backtest.seeds or params.train.nets.seeds  # the seeds behind forward.npz's nets
     seeds = args.seeds or params.train.nets.seeds
     params = params.model_copy(update={"backtest": params.backtest.model_copy(
         update={"seeds": seeds, "models": args.models})})
@@ -71,8 +73,8 @@ def main() -> int:
         known = {m: many_known[m] if m in many else per_year(data, m)[1] for m in members}
         many["blend"], many_known["blend"] = blended(forward, known, y, members, params.blend.loss)
         rows.append("blend")
-    print(f"| row | year | MAE, 1 seed | MAE, {seeds} seeds | coverage: 1 seed (shipped figure) | {seeds} seeds, "
-          f"calibrated on 1 seed (a forecast's) | {seeds} seeds, on {seeds} | width on 1 seed | on {seeds} |")
+    print(f"| row | year | MAE, {shipped} seed(s) | MAE, {seeds} seed(s) | coverage: {shipped} (the backtest's) | "
+          f"{seeds}, calibrated on {shipped} | {seeds}, on {seeds} | width on {shipped} | on {seeds} |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         one, one_known = per_year(data, row)

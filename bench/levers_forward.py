@@ -8,7 +8,7 @@ before it, score its films), on the shipped snapshot, then the same choice check
 Each set is encoded with params.yaml in a scratch folder (the second set imported into a scratch store
 first, as bench/forward_backtest.py does), and every fit is the backtest's own
 (models.stages.backtest.fit_year: pre-release features, baselines tuned on their own training rows, nets
-with `backtest.seeds` seeds, seeded per year). Origins: the last `--origins` years before the first
+with one seed each, seeded per year). Origins: the last `--origins` years before the first
 reported one that hold `backtest.min_films` films and earlier films to train on (the snapshot: 2011-2014,
 reported 2015-2019; the second set: 2008-2010, reported 2011-2015); the `calibration_years` years before the
 first origin are fitted too, as in the backtest, so the blend's weights of an origin come from earlier
@@ -306,6 +306,8 @@ def main() -> int:
     args = ap.parse_args()
     log = Log(args.log)
     base = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    # One seed per net fit (the shipped backtest fits each net's seeds); --replicates averages over seeds.
+    base = changed(base, "backtest.seeds", 1)
     for change in args.base:
         key, _, value = change.partition("=")
         try:

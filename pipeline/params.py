@@ -384,7 +384,7 @@ class BacktestConfig(Section):
     # first reported year's intervals and fit its blend weights (later years add every earlier year's).
     calibration_years: Positive
     models: Annotated[list[BaselineName | NetName], Field(min_length=1)]
-    seeds: Positive  # per net and year (train.nets.seeds is for the shipped models)
+    seeds: Positive | None  # per net and year; null: each net's own seeds (train.nets.seeds), as shipped
 
 
 # --- blend -----------------------------------------------------------------------------------------------

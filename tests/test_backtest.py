@@ -213,3 +213,23 @@ def test_dvc_runs_the_backtest_and_merges_its_figures():
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
     assert spec["stages"]["backtest"]["outs"] == ["artifacts/metrics/backtest.json", "artifacts/backtest/forward.npz"]
     assert "artifacts/metrics/backtest.json" in spec["stages"]["metrics"]["cmd"]
+
+
+@pytest.mark.parametrize(("backtest_seeds", "fitted"), [(None, 2), (1, 1)])
+def test_nets_are_backtested_with_their_shipped_seeds_unless_backtest_seeds_says(catalogue, backtest_seeds,
+                                                                                 fitted, monkeypatch):
+    seen = []
+    real = backtest.fit_model
+
+    def spy(name, cfg, common, data, seed, progress=False, features=None):
+        seen.append((name, getattr(cfg, "seeds", None)))
+        return real(name, cfg, common, data, seed, progress, features)
+
+    monkeypatch.setattr(backtest, "fit_model", spy)
+    raw = _params([2019], ("ridge", "kadn"))
+    raw["train"]["nets"]["seeds"] = 2  # the shipped nets' count, which the backtest takes by default
+    raw["backtest"]["seeds"] = backtest_seeds
+    enc = load_encoded(catalogue)
+    backtest.fit_year(enc, fast(raw), 2019, "kadn")
+    backtest.fit_year(enc, fast(raw), 2019, "ridge")
+    assert seen == [("kadn", fitted), ("ridge", None)]

@@ -1,7 +1,7 @@
 """`kadn backtest`: the forward backtest, the project's yardstick. For each year, every model of
 `backtest.models` is trained (pre_release features, baselines tuned on their own training rows, nets with
-`backtest.seeds` seeds) on the films released before that year, and scores that year's films; the random
-split and its CV stay the paper's protocol.
+their shipped seeds unless `backtest.seeds` says otherwise) on the films released before that year, and
+scores that year's films; the random split and its CV stay the paper's protocol.
 
 Years: `backtest.years: auto` reports the last `last` calendar years that hold `min_films` in-range films and
 follow `calibration_years` such years; an explicit list is taken as given, a year without films (or without
@@ -102,7 +102,7 @@ def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, np
                           trend_scores(enc, fit_rows, common))
     x, _ = build(fit_rows)
     model_cfg = model_config(params.train, name)
-    if name not in BASELINES:
+    if name not in BASELINES and params.backtest.seeds is not None:
         model_cfg = model_cfg.model_copy(update={"seeds": params.backtest.seeds})
     trained = fit_model(name, model_cfg, common, fit_data(enc, x, restricted, fit_rows, val_rows),
                         common.seed + year, features=build)
