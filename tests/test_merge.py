@@ -105,6 +105,26 @@ def test_merge_people_fills_ids_only_when_the_name_is_unambiguous():
     assert merge_people(stored, [("独一", None)]) == stored  # knows less: the stored list stays
 
 
+def test_a_person_is_credited_once_whatever_spellings_the_lists_give_their_id():
+    # The id the stored list knows for 乙 is already in the incoming list under another spelling.
+    assert merge_people([("甲", None), ("乙", "7")], [("甲", None), ("乙", None), ("甲", "7")]) == [
+        ("甲", None), ("乙", "7")]
+
+
+def test_two_rows_of_one_film_spelling_an_id_two_ways_round_trip(db_url, tmp_path, capsys):
+    rows = [{"douban_id": 9000200, "title": "Y", "actors": ["甲", "甲", "乙"], "actor_ids": [None, None, "7"]},
+            {"douban_id": 9000200, "title": "Y", "actors": ["甲", "乙", "甲"], "actor_ids": [None, None, "7"]}]
+    path = tmp_path / "twice.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 0
+    first = exported(capsys)[9000200]
+    assert (first["actors"], first["actor_ids"]) == (["甲", "乙"], [None, "7"])  # one credit for person 7
+    again = tmp_path / "again.jsonl"
+    again.write_text(json.dumps(first, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert main(["import", str(again)]) == 0
+    assert exported(capsys)[9000200] == first
+
+
 @pytest.mark.parametrize("stored, incoming, merged", [
     # same (date, region): one entry, the incoming flag; a new region is added after the incoming ones
     ([("2010-05-01", "中国大陆", False)], [("2010-05-01", "中国大陆", True), ("2010-06", "美国", False)],

@@ -75,6 +75,12 @@ def test_normalise_fills_year_and_nulls_unknowns():
     assert rec["genres"] == [] and rec["runtime_min"] is None
 
 
+def test_normalise_credits_a_person_id_once_under_its_first_spelling():
+    rec = normalise_record({"douban_id": 42, "title": "片", "actors": ["甲", "乙", "甲", "丙"],
+                            "actor_ids": ["7", "7", None, "8"]})
+    assert (rec["actors"], rec["actor_ids"]) == (["甲", "甲", "丙"], ["7", None, "8"])
+
+
 @pytest.mark.parametrize("field, value", [
     ("rating", "9.x"), ("rating", 11), ("votes", "many"), ("votes", -3), ("douban_id", None),
     ("imdb_id", "1375666"), ("director_ids", ["12", "34"]), ("title", ""),

@@ -58,7 +58,9 @@ def merge_people(stored: list[tuple[str, str | None]], incoming: list[tuple[str,
         known = ids_by_name.get(name, set())
         if pid is None and len(known) == 1:  # two namesakes with ids: which one is meant is unknown
             pid = next(iter(known))
-        if (name, pid) not in filled:
+        # One credit per person: an id filled in from the stored list may be one the incoming list already
+        # names under another spelling.
+        if (name, pid) not in filled and (pid is None or all(pid != p for _, p in filled)):
             filled.append((name, pid))
     if supersedes and filled:
         return filled

@@ -259,15 +259,18 @@ def normalise_record(raw: dict[str, Any], *, identified: bool = True) -> dict[st
         if not isinstance(ids, (list, tuple)) or len(ids) != len(names):
             raise RecordError(ID_FIELD[role], f"must be a list as long as {role}")
         people: list[tuple[str, str | None]] = []
-        seen: set[tuple[str, str | None]] = set()
+        seen: set[str] = set()
         for name, pid in zip(names, ids):
             name, pid = _checked(_str(name, role), role, "name"), _str(pid, ID_FIELD[role])
             if name is None:
                 continue
             if pid is not None and not (pid.isascii() and pid.isdigit() and len(pid) <= 20):
                 raise RecordError(ID_FIELD[role], f"person id {short(pid)} is not a number")
-            if (name, pid) not in seen:  # the same credit listed twice keeps its first billing
-                seen.add((name, pid))
+            # The same person listed twice keeps their first billing: one person per id (the store keeps one
+            # name per id, so a second spelling would come back as a duplicate credit), else per name.
+            key = f"id:{pid}" if pid is not None else f"name:{name}"
+            if key not in seen:
+                seen.add(key)
                 people.append((name, pid))
         rec[role] = [n for n, _ in people]
         rec[ID_FIELD[role]] = [p for _, p in people]
