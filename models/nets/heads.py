@@ -43,19 +43,8 @@ class Head(nn.Module):
 
     def loss(self, out: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The batch's mean loss; with `weight` (one per film), the mean of each film's loss times its weight."""
-        if weight is not None:
-            return (self.film_loss(out, y) * weight).mean()
-        if self.kind == "regression":
-            pred = out.squeeze(-1) + self.centre
-            if self.loss_name == "huber":
-                return nn.functional.huber_loss(pred, y, delta=self.huber_delta)
-            if self.loss_name == "l1":
-                return nn.functional.l1_loss(pred, y)
-            return nn.functional.mse_loss(pred, y)
-        if self.kind == "classification":
-            target = ((y - self.low) / self.width).long().clamp(0, len(self.centres) - 1)
-            return nn.functional.cross_entropy(out, target)
-        return -(self.soft_labels(y) * torch.log_softmax(out, -1)).sum(-1).mean()
+        per_film = self.film_loss(out, y)
+        return per_film.mean() if weight is None else (per_film * weight).mean()
 
     def film_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """[B] each film's loss: what `loss` averages."""
