@@ -26,7 +26,6 @@ Writes only scratch files (the encoded set under the shipped params.yaml) and no
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import numpy as np
 import yaml
 
 # forward_backtest sits beside this script (run as `python bench/forward_bias.py`).
-from forward_backtest import KADN, encode_store
+from forward_backtest import KADN, encode_store, variant_params
 
 from models.stages import backtest
 from models.stages.backtest import fit_year, plan_years, year_rows
@@ -59,19 +58,6 @@ VARIANTS = {
 }
 FLAGS = ("people", "line")  # variants that change code, not params.yaml
 EDGES = [0.001, 0.25, 0.5, 0.75]  # known-share bins: none known, then the forecast's own bins
-
-
-def changed(base: dict, changes: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if key in FLAGS:
-            continue
-        node = out
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return out
 
 
 def earlier_people(restricted_for):
@@ -184,7 +170,8 @@ def main() -> int:
     for name, biases in trend_alone(enc, reported, base["train"]["common"]["trend_years"]).items():
         print(f"| {name} | " + " | ".join(f"{b:+.3f}" for b in biases) + f" | {np.mean(biases):+.3f} |")
 
-    results = {name: fits(enc, changed(base, c), set(c) & set(FLAGS), years) for name, c in VARIANTS.items()}
+    results = {name: fits(enc, variant_params({k: v for k, v in c.items() if k not in FLAGS}), set(c) & set(FLAGS),
+                          years) for name, c in VARIANTS.items()}
     print("\n2. Each row's mean MAE and bias over the years\n")
     print("| params | " + " | ".join(f"{r} MAE | {r} bias" for r in ROWS) + " |\n|---|" + "---:|" * 2 * len(ROWS))
     for name, per_row in results.items():
