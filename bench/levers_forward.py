@@ -85,6 +85,7 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "epochs": ("nets", "train.nets.epochs", [15, 30, 60]),
     "patience": ("nets", "train.nets.patience", [3, 6, 12]),
     "dim": ("nets", "train.kadn.dim", [8, 16, 32]),  # the K-ADN pair's own (params.yaml train.kadn)
+    "hint_weight": ("nets", "train.kadn.hint_weight", [0.0, 0.03, 0.1, 0.3, 1.0]),  # eq. 6's lambda
     "student": ("nets", "train.nets.student", [[128, 32], [256, 64], [512, 128]]),
     "teacher": ("nets", "train.nets.teacher", [[512, 256, 128], [1024, 512, 256], [2048, 1024, 512]]),
     "blend_loss": ("blend", "blend.loss", ["squared", "absolute"]),
