@@ -95,8 +95,12 @@ MIN_MARGIN = 0.005
 
 
 def get(params: dict, dotted: str):
+    """The value at a dotted key; a net's own key it does not set (train.kadn.X) is train.nets' value."""
     node = params
-    for part in dotted.split("."):
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if part not in node and parts[: i - 1] == ["train"] and parts[i - 1] in NETS:
+            return get(params, ".".join(["train", "nets", *parts[i:]]))
         node = node[part]
     return node
 
