@@ -12,7 +12,7 @@ and LightGBM:
    unless a strictly earlier training film has them, as a forecast film's are (with `min_count: 1`, so a
    forecast knows everyone seen once), and (`line`) every training year's level read off the trend's line, as
    the plain script detrends, instead of the year's own mean; and people read through their records alone,
-   as the plain script reads them (`train.common.people_tokens: false`);
+   as the plain script reads them (both rows in `train.common.records_only`);
 3. the bias per share of the film's people the model knows;
 4. the forecasts moved by the mean of the earlier years' forward residuals (overall and per known-share bin),
    a correction learned forward.
@@ -54,7 +54,7 @@ VARIANTS = {
     "no year token": {"train.common.year_token": False},
     "people known from earlier films": {"train.common.min_count": 1, "people": True},
     "the trend one line for every year": {"line": True},
-    "people as records alone, no tokens": {"train.common.people_tokens": False},
+    "people as records alone, no tokens": {"train.common.records_only": list(ROWS)},
 }
 FLAGS = ("people", "line")  # variants that change code, not params.yaml
 EDGES = [0.001, 0.25, 0.5, 0.75]  # known-share bins: none known, then the forecast's own bins
@@ -62,8 +62,8 @@ EDGES = [0.001, 0.25, 0.5, 0.75]  # known-share bins: none known, then the forec
 
 def earlier_people(restricted_for):
     """`restricted_for` with each person token of a film set to OOV unless a strictly earlier fit row holds it."""
-    def restrict(enc: Encoded, fit_rows: np.ndarray, common):
-        restricted = restricted_for(enc, fit_rows, common)
+    def restrict(enc: Encoded, fit_rows: np.ndarray, common, name: str):
+        restricted = restricted_for(enc, fit_rows, common, name)
         release = np.asarray(enc.release, np.int64)
         order = fit_rows[np.argsort(release[fit_rows], kind="stable")]
         for group in ("directors", "writers", "actors"):

@@ -18,7 +18,9 @@ A lever value is one change to params.yaml, the rest at their defaults. Only the
 are refitted; the others keep the default's forward predictions, and the blend is refitted on the mix
 (a net's lever cannot move the SVR). Groups: `common` (refits svm, lightgbm, catboost, kadn; rows those
 and the blend; decided on svm, kadn and blend), `nets` (refits kadn; rows kadn, its teacher and the blend;
-decided on kadn), `blend` (no refit; decided on the blend). Each net is one seed, as in the backtest, but
+decided on kadn), `blend` (no refit; decided on the blend), `members` (a choice made per model, e.g. which
+models read people through their records alone: refits as `common`, decided on the blend, which is what a
+forecast sums). Each net is one seed, as in the backtest, but
 fitted for `--replicates` seeds (train.common.seed + r) and every figure is the mean over them: one seed's
 student moves by more than most levers do.
 
@@ -59,6 +61,7 @@ from models.training.runtime import run_task, runtime
 from pipeline.errors import KadnError
 from pipeline.features.encode import Encoded, load_encoded
 from pipeline.params import Params, parse
+from pipeline.registry import NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +70,9 @@ GROUPS = {
                "rows": ("svm", "lightgbm", "catboost", "kadn", "blend"), "decide": ("svm", "kadn", "blend")},
     "nets": {"fit": ("kadn",), "rows": ("kadn", "kadn_teacher", "blend"), "decide": ("kadn",)},
     "blend": {"fit": (), "rows": ("blend",), "decide": ("blend",)},
+    # How each member reads people: a choice per model, judged by what the forecast sums (the blend).
+    "members": {"fit": ("svm", "lightgbm", "catboost", "kadn"),
+                "rows": ("svm", "lightgbm", "catboost", "kadn", "blend"), "decide": ("blend",)},
 }
 # Candidates the blend's members may gain (their default forward predictions are fitted once for it).
 EXTRA_MEMBERS = ("lightgbm", "ridge", "kd", "at", "deepfm")
@@ -80,7 +86,10 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "track_actors": ("common", "train.common.track_records.actors", [2, 3, 5]),
     "track_counts": ("common", "train.common.track_records.counts", [False, True]),
     "track_earlier": ("common", "train.common.track_records.earlier", [False, True]),
-    "people_tokens": ("common", "train.common.people_tokens", [True, False]),
+    # People through their records alone: nobody, LightGBM (better so on both sets' folds when every model
+    # was), every baseline, every model.
+    "records_only": ("members", "train.common.records_only",
+                     [[], ["lightgbm"], ["ridge", "svm", "lightgbm", "catboost"], list(NAMES)]),
     "token_dropout": ("nets", "train.nets.token_dropout", [0.0, 0.25, 0.5, 0.75]),
     "epochs": ("nets", "train.nets.epochs", [15, 30, 60]),
     "patience": ("nets", "train.nets.patience", [3, 6, 12]),

@@ -52,7 +52,14 @@ def _strictly_increasing(values: list) -> list:
     return values
 
 
+def _distinct(values: list) -> list:
+    if len(set(values)) < len(values):
+        raise ValueError("names a value twice")
+    return values
+
+
 Increasing = AfterValidator(_strictly_increasing)  # a list's annotation: bin edges, years
+Distinct = AfterValidator(_distinct)
 REQUIRABLE = ("directors", "writers", "actors", "genres", "countries", "languages", "release_date", "runtime_min")
 
 
@@ -164,9 +171,9 @@ class Common(Section):
     # training years, taken out of the target before fitting and added back to predictions; null: off.
     trend_years: Positive | None
     year_token: bool  # the release year as a categorical token (false: every year is the OOV id)
-    # Directors, writers and actors as tokens (ids with their own embeddings or columns) beside their track
-    # records; false: every person is the OOV id, so a model reads people through their records alone.
-    people_tokens: bool
+    # Models that read directors, writers and actors through their track records alone: in their vocabularies
+    # every person is the OOV id. The others read each person as a token (an embedding or a column) too.
+    records_only: Annotated[list[BaselineName | NetName], Distinct]
     # Each training film's sample weight halves every this many years of its age (models.training.recency),
     # in every model that takes sample weights; null: every film weighs alike.
     recency_half_life: Annotated[float, Field(gt=0)] | None

@@ -218,23 +218,34 @@ def test_catboost_reads_ids_as_categories_when_asked_and_says_so_in_its_meta(cat
     assert metas["categorical"]["cv"]["out"]["mae"] != metas["multi_hot"]["cv"]["out"]["mae"]
 
 
-def test_without_people_tokens_every_person_is_unknown_but_their_records_stay(catalogue, tmp_path):
+def test_a_records_only_model_knows_nobody_but_their_records_while_the_others_keep_people(catalogue, tmp_path):
     from models.serving.artifacts import load_model
     from models.training.data import restricted_for
     from pipeline.features.encode import OOV, PAD
 
     enc = load_encoded(catalogue)
     params = fast_params()
-    params["train"]["common"]["people_tokens"] = False
-    x = restricted_for(enc, np.arange(len(enc)), fast(params).train.common).x
+    params["train"]["common"]["records_only"] = ["ridge"]
+    common, rows = fast(params).train.common, np.arange(len(enc))
+    x = restricted_for(enc, rows, common, "ridge").x
     for group in names("people"):
         assert set(np.unique(x[group]).tolist()) <= {PAD, OOV}
     assert (x["genres"] > OOV).any() and (x["year"] > OOV).any()  # only the people groups are dropped
+    other = restricted_for(enc, rows, common, "svm").x  # a model not named keeps its people
+    assert all((other[g] > OOV).any() for g in names("people"))
     params["train"]["ridge"]["grid"] = {}
     run_train("ridge", fast(params), catalogue, tmp_path / "records")
     saved = load_model(tmp_path / "records", "ridge").vocab
     assert all(saved["sizes"][g] == 2 for g in names("people"))  # PAD and OOV: the saved model knows nobody
     assert saved["track"]  # ...and reads people through their track records
-    params["train"]["common"]["people_tokens"] = True
+    params["train"]["common"]["records_only"] = []
     run_train("ridge", fast(params), catalogue, tmp_path / "tokens")
     assert all(load_model(tmp_path / "tokens", "ridge").vocab["sizes"][g] > 2 for g in names("people"))
+
+
+@pytest.mark.parametrize("value, message", [(["ridge", "ridge"], "twice"), (["forest"], "records_only")])
+def test_records_only_refuses_a_name_twice_or_a_model_that_does_not_exist(value, message):
+    params = fast_params()
+    params["train"]["common"]["records_only"] = value
+    with pytest.raises(KadnError, match=message):
+        fast(params)

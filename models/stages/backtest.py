@@ -97,7 +97,7 @@ def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, np
     common = params.train.common
     train_rows, scored = year_rows(enc, year)
     fit_rows, val_rows = fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range)
-    restricted = restricted_for(enc, fit_rows, common)
+    restricted = restricted_for(enc, fit_rows, common, name)
     build = features_from(enc, restricted.x, "pre_release", common.track_records,
                           trend_scores(enc, fit_rows, common))
     x, _ = build(fit_rows)

@@ -98,7 +98,7 @@ def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, pr
     """The model on the fixed split's training rows (validated on its val rows): (FittedModel, the restricted
     vocabularies, the dense inputs' statistics)."""
     train_rows, val_rows = enc.index("train"), enc.index("val")
-    restricted = restricted_for(enc, train_rows, common)
+    restricted = restricted_for(enc, train_rows, common, name)
     build = features_from(enc, restricted.x, feature_set, common.track_records,
                           trend_scores(enc, train_rows, common))
     x, dense = build(train_rows)

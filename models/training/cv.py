@@ -39,7 +39,7 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     spec = common.cv
     y = enc.rating.astype(np.float32)
     fit_rows, val_rows = fold_split(train_rows, spec.val, spec.seed + k, enc.in_range)
-    restricted = restricted_for(enc, fit_rows, common)
+    restricted = restricted_for(enc, fit_rows, common, name)
     # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
     # only their scores (the nets' validation rows and the held-out fold are never a source).
     build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, fit_rows, common))

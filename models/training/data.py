@@ -63,10 +63,12 @@ class FitData:
         return {g: len(f) for g, f in self.freq.items()}
 
 
-def restricted_for(enc: Encoded, train_rows: np.ndarray, common: Common) -> Restricted:
-    """The vocabularies of a fit on `train_rows`: `min_count` applied, the year token dropped unless
-    `train.common.year_token` (the target trend carries the release time either way, models.training.trend)."""
-    dropped = (() if common.year_token else ("year",)) + (() if common.people_tokens else groups.names("people"))
+def restricted_for(enc: Encoded, train_rows: np.ndarray, common: Common, name: str) -> Restricted:
+    """Model `name`'s vocabularies of a fit on `train_rows`: `min_count` applied, the year token dropped unless
+    `train.common.year_token` (the target trend carries the release time either way, models.training.trend),
+    the people groups dropped for a model in `train.common.records_only` (its track records still read them)."""
+    people = groups.names("people") if name in common.records_only else ()
+    dropped = (() if common.year_token else ("year",)) + people
     return enc.restrict(train_rows, common.min_count, dropped)
 
 
