@@ -113,6 +113,16 @@ def test_no_record_and_file_forecasts_write_nothing(trained, url, tmp_path, caps
     assert code == 0 and out == "" and "no forecast recorded" in err
 
 
+def test_ids_of_films_already_rated_are_scored_but_not_recorded(trained, url, capsys):
+    rated = store.load_records(store.connect(url))[0]["douban_id"]
+    assert rated not in NEW
+    args = forecast_args(trained, url)
+    code, out, err = run([args[0], "--ids", f"{rated},{NEW[0]}", *args[3:]], capsys)
+    assert code == 0 and str(rated) in out and str(NEW[0]) in out, err
+    assert [r["douban_id"] for r in ledger(url)] == [NEW[0]]
+    assert "1 recorded in the ledger" in err and "1 already rated, not recorded" in err
+
+
 def by_hand(rows: list[dict]) -> dict[tuple[str, str], dict]:
     """The scorecard's figures from the ledger's rows, one forecast per film and month here."""
     out = {}

@@ -4,7 +4,7 @@ Which films:
 - default: every stored film ($DATABASE_URL) with no usable score, whatever its date: no score shown, or
   fewer than `clean.min_votes` raters (the clean stage's rule 4). `--since DATE` keeps those released on or
   after DATE.
-- `--ids 35267208,...`: those stored subjects, scored or not.
+- `--ids 35267208,...`: those stored subjects, scored or not (only those without a usable score are recorded).
 - `FILE`: every row of a file in any layout `kadn import` reads (models.serving.predict.read_films), with or without
   Douban ids; a row without one is labelled by its title and line.
 
@@ -422,10 +422,16 @@ def _forecast(args, params: Params) -> int:
             if args.swap else forecast(films, ready, Path(args.models), params, reasons, args.explain))
     calibrated = ready.calibrated
     # Stored films only: a file's row is the user's version of a film (or no film of Douban's yet), and a
-    # what-if is no forecast of the film.
+    # what-if is no forecast of the film. Nor is a score made once the film's own is out (--ids may name such
+    # films): only films still without a usable score enter the ledger the scorecard judges.
     real = [r for r in rows if "what_if" not in r]
-    recorded = 0 if args.file or args.no_record else record(real, args.model, Path(args.models), args.database_url)
+    pending = {f["douban_id"] for f in unscored(films, params)}
+    ledgered = [r for r in real if r["douban_id"] in pending]
+    recorded = 0 if args.file or args.no_record else record(ledgered, args.model, Path(args.models),
+                                                             args.database_url)
     where += f"; {recorded} recorded in the ledger" if recorded else ""
+    if ids is not None and not args.no_record and len(ledgered) < len(real):
+        where += f"; {len(real) - len(ledgered)} already rated, not recorded (a forecast is made before the score)"
     if out is not None:
         write_rows(rows, out)
         print(f"forecast: {len(real)} films from {where} -> {out}{chosen}", file=sys.stderr)
