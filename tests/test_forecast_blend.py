@@ -125,6 +125,20 @@ def test_the_blends_intervals_come_from_its_own_forward_residuals(trained, tmp_p
         assert row["high"] == pytest.approx(min(10.0, row["predicted"] + 1.5), abs=2e-3)
 
 
+def test_a_blend_sum_past_the_top_of_the_scale_is_forecast_as_ten(trained, tmp_path):
+    films = select_films(fast(), None, None, f"sqlite:///{trained / 'store.sqlite'}")[0][:5]
+    models = tmp_path / "models"
+    shutil.copytree(trained / "models", models)
+    meta = json.loads((models / NAME / "meta.json").read_text())
+    meta["intercept"] += 20.0  # every film's weighted sum far above 10
+    (models / NAME / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    rehash(models / NAME)
+    rows = forecast(films, "blend", models, fast(), with_reasons=False)
+    raw = [load_blend(models).intercept + sum(m["weight"] * m["score"] for m in r["members"].values()) for r in rows]
+    assert min(raw) > 20
+    assert all(r["predicted"] == r["high"] == 10.0 and 0 <= r["low"] < 10.0 for r in rows)
+
+
 def test_the_blends_effects_are_its_forecast_minus_its_forecast_with_the_value_unknown(trained):
     people = known_people(trained)
     (row,) = forecast([film(1, **people)], "blend", trained / "models", fast())

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from models.serving import explain
 from models.serving.artifacts import SavedModel, load_model
 from models.serving.predict import read_films, score_films
@@ -43,6 +45,7 @@ from pipeline.film import store
 from pipeline.film.records import date_sort_key, parse_date, short
 from pipeline.params import Params, load
 
+SCALE = (0.0, 10.0)  # Douban's scores
 FLAT = ("douban_id", "line", "title", "release_date", "predicted", "low", "high", "level", "known_share", "unknown",
         "unknown_text")
 
@@ -206,10 +209,15 @@ def forecast(films: list[dict], model: str | Forecaster, models_dir: Path, param
     known = conformal.known_share(scored.x)
     half = calibration.half_width(known)
     rows = []
+    low, high = SCALE
+    # A score and its interval stay on Douban's scale: the blend's weights, fitted forward, stretch its
+    # members' scores (they add up to more than 1), so a film every member rates near the top could pass 10.
+    scores = np.clip(np.asarray(scores, np.float64), low, high)
     for f, s, h, k, u, why, more in zip(films, scores, half, known, scored.unknown, reasons, extra):
         rows.append({"douban_id": f.get("douban_id"), "line": f.get("line"), "title": f.get("title"),
-                     "release_date": f.get("release_date"), "predicted": round(float(s), 3), "low": round(max(0.0, float(s - h)), 3),
-                     "high": round(min(10.0, float(s + h)), 3), "level": calibration.level,
+                     "release_date": f.get("release_date"), "predicted": round(float(s), 3),
+                     "low": round(max(low, float(s - h)), 3), "high": round(min(high, float(s + h)), 3),
+                     "level": calibration.level,
                      "known_share": round(float(k), 3), "unknown": sum(u.values()), "unknown_fields": u, **why,
                      **more})
     return rows
@@ -425,12 +433,13 @@ def _forecast(args, params: Params) -> int:
     # what-if is no forecast of the film. Nor is a score made once the film's own is out (--ids may name such
     # films): only films still without a usable score enter the ledger the scorecard judges.
     real = [r for r in rows if "what_if" not in r]
-    pending = {f["douban_id"] for f in unscored(films, params)}
-    ledgered = [r for r in real if r["douban_id"] in pending]
-    recorded = 0 if args.file or args.no_record else record(ledgered, args.model, Path(args.models),
-                                                             args.database_url)
+    recorded, ledgered = 0, real
+    if not (args.file or args.no_record):
+        pending = {f["douban_id"] for f in unscored(films, params)}
+        ledgered = [r for r in real if r["douban_id"] in pending]
+        recorded = record(ledgered, args.model, Path(args.models), args.database_url)
     where += f"; {recorded} recorded in the ledger" if recorded else ""
-    if ids is not None and not args.no_record and len(ledgered) < len(real):
+    if len(ledgered) < len(real):
         where += f"; {len(real) - len(ledgered)} already rated, not recorded (a forecast is made before the score)"
     if out is not None:
         write_rows(rows, out)
