@@ -13,6 +13,9 @@ Per row and reported year, coverage of the interval calibrated on the earlier fi
 - `last year`: the previous year's residuals alone
 - `recent x2`: weighted (non-exchangeable) split-conformal, Barber et al. 2023: a residual of a year k years
   before counts 2^-(k-1) (the half-life fixed beforehand, never searched), the film scored counting 1
+- `adaptive g`: adaptive conformal inference (Gibbs and Candes 2021) a year at a time: the shipped calibration
+  at a level moved by g times the shortfall of every earlier fitted year (the level minus the coverage that
+  year's own adaptive interval had), so a run of under-covered years widens the next one (`--gammas`)
 and the year's own `q80` (the 80% quantile of its |residuals|, which no interval may read) beside the
 calibration's, and the binomial range: the central 90% of the coverage of `films` films if each were covered
 with probability 0.8.
@@ -36,6 +39,23 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("shipped", "one bin", "last year", "recent x2")
 
 
+def adaptive(data: dict, mine: np.ndarray, cfg, gamma: float) -> dict[int, np.ndarray]:
+    """{year: the half-widths of its films} under adaptive conformal inference for every fitted year with an
+    earlier one: year k calibrated as shipped, at level + gamma * sum over the earlier years j >= 1 of
+    (level - coverage of year j's own interval), the level kept within [0.5, 0.99]."""
+    years = sorted({int(y) for y in data["year"][mine]})
+    err = np.abs(data["pred"] - data["y"])
+    out, shortfall = {}, 0.0
+    for year in years[1:]:
+        now, past = mine & (data["year"] == year), mine & (data["year"] < year)
+        level = min(0.99, max(0.5, cfg.level + gamma * shortfall))
+        half = calibrate(err[past], data["known"][past], cfg.model_copy(update={"level": level})).half_width(
+            data["known"][now])
+        out[year] = half
+        shortfall += cfg.level - float(np.mean(err[now] <= half))
+    return out
+
+
 def weighted_quantile(scores: np.ndarray, weights: np.ndarray, level: float) -> float:
     """The `level` quantile of the weighted scores with the scored film's own weight (1) at +infinity: the
     non-exchangeable split-conformal quantile (infinite when the finite scores' weight cannot reach it)."""
@@ -52,21 +72,29 @@ def main() -> int:
                         help="which years are reported")
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--rows", nargs="*")
+    parser.add_argument("--gammas", nargs="*", type=float, default=[0.5, 1.0],
+                        help="the adaptive variants' step sizes")
+    parser.add_argument("--years", nargs="*", type=int,
+                        help="report these fitted years (default: the backtest's reported ones)")
     args = parser.parse_args()
+    variants = VARIANTS + tuple(f"adaptive {g:g}" for g in args.gammas)
     cfg = load(args.params).forecast
     with np.load(args.forward, allow_pickle=False) as npz:
         data = {k: npz[k] for k in npz.files}
     figures = json.loads(Path(args.backtest).read_text(encoding="utf-8"))["backtest"]
     rows = args.rows or list(dict.fromkeys(data["model"].tolist()))
-    print("| row | year | films | shipped | one bin | last year | recent x2 | binomial 90% | q80 of the year | "
+    print(f"| row | year | films | {' | '.join(variants)} | binomial 90% | q80 of the year | "
           "shipped half-widths (bins) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
+    print("|---|---:|---:|" + "---:|" * len(variants) + "---|---:|---|")
     low_bins: dict[str, list] = {}
-    summary: dict[str, list] = {name: [] for name in VARIANTS}
+    summary: dict[str, list] = {name: [] for name in variants}
     for row in rows:
         mine = data["model"] == row
-        reported = [int(y) for y in figures[row] if y.isdigit()]
+        reported = args.years or [int(y) for y in figures[row] if y.isdigit()]
+        adapted = {g: adaptive(data, mine, cfg, g) for g in args.gammas}
         for year in reported:
+            if year not in adapted[args.gammas[0]] if args.gammas else False:
+                continue  # the row's first fitted year: nothing earlier to calibrate on
             now, past = mine & (data["year"] == year), mine & (data["year"] < year)
             err = np.abs(data["pred"][now] - data["y"][now])
             res, known = np.abs(data["pred"][past] - data["y"][past]), data["known"][past]
@@ -76,12 +104,13 @@ def main() -> int:
             age = year - data["year"][past]
             variants = [half, conformal_quantile(res, cfg.level),
                         conformal_quantile(np.abs(data["pred"][prev] - data["y"][prev]), cfg.level),
-                        weighted_quantile(res, 0.5 ** (age - 1.0), cfg.level)]
+                        weighted_quantile(res, 0.5 ** (age - 1.0), cfg.level)] + [adapted[g][year]
+                                                                                   for g in args.gammas]
             n = len(err)
             lo, hi = binom.ppf(0.05, n, cfg.level) / n, binom.ppf(0.95, n, cfg.level) / n
             bins = ", ".join(f"{h:.2f} ({a:.2f}-{b:.2f})" for h, a, b in zip(cal.half_widths, cal.edges, cal.edges[1:]))
             cells = " | ".join(f"{np.mean(err <= v):.3f}" for v in variants)
-            for name, v in zip(VARIANTS, variants):
+            for name, v in zip(summary, variants):
                 summary[name].append((np.mean(err <= v), np.mean(2 * np.broadcast_to(v, err.shape))))
             print(f"| {row} | {year} | {n} | {cells} | {lo:.2f}-{hi:.2f} | {np.quantile(err, cfg.level):.2f} "
                   f"(cal. {np.quantile(res, cfg.level):.2f}) | {bins} |")
