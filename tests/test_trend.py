@@ -44,7 +44,7 @@ def test_seen_years_keep_their_level_and_later_years_follow_the_line():
 def test_dropping_the_year_token_leaves_every_year_unknown(falling):
     enc = load_encoded(falling)
     common = fast().train.common.model_copy(update={"year_token": False})
-    x = restricted_for(enc, np.arange(len(enc)), common).x
+    x = restricted_for(enc, np.arange(len(enc)), common, "ridge").x
     assert set(np.unique(x["year"])) <= {PAD, OOV} and (x["month"] > OOV).any()
 
 
