@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.training.conformal import read_forward
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,8 +30,9 @@ def main() -> int:
     parser.add_argument("--backtest", default=str(ROOT / "artifacts" / "metrics" / "backtest.json"))
     parser.add_argument("--blend", default=str(ROOT / "artifacts" / "models" / "blend" / "meta.json"))
     args = parser.parse_args()
-    with np.load(args.forward, allow_pickle=False) as npz:
-        data = {k: npz[k] for k in npz.files}
+    data = read_forward(args.forward)
+    if data is None:
+        sys.exit(f"{args.forward}: missing; `make repro` (or `kadn backtest`) first")
     meta = json.loads(Path(args.blend).read_text(encoding="utf-8"))
     names = [m["name"] for m in meta["members"]]
     weights = np.array([m["weight"] for m in meta["members"]])

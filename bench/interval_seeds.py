@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from models.stages.backtest import blended, fit_all, plan_years, year_rows
-from models.training.conformal import calibrate
+from models.training.conformal import calibrate, read_forward
 from pipeline.features.encode import load_encoded
 from pipeline.params import load
 
@@ -59,8 +59,9 @@ def main() -> int:
     cfg = params.forecast
     enc = load_encoded(Path(args.encoded))
     plan = plan_years(enc, params.backtest)
-    with np.load(args.forward, allow_pickle=False) as npz:
-        data = {k: npz[k] for k in npz.files}
+    data = read_forward(args.forward)
+    if data is None:
+        sys.exit(f"{args.forward}: missing; `make repro` (or `kadn backtest`) first")
     started = time.perf_counter()
     many, many_known = fit_all(enc, params, plan.years, progress=True)
     print(f"{len(args.models)} net(s) x {len(plan.years)} years with {seeds} seeds: "

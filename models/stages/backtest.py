@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from models.training.config import BASELINES, REPORTED, model_config
-from models.training.conformal import calibrate, known_share
+from models.training.conformal import FORWARD_KEYS, calibrate, known_share
 from models.training.data import features_from, fit_data, fold_split, restricted_for, trend_scores
 from models.training.fit import fit_model
 from models.training.runtime import run_task, runtime
@@ -162,7 +162,7 @@ def _errors(err: np.ndarray) -> dict:
 
 def save_forward(path: Path, enc: Encoded, forward: dict, known: dict) -> None:
     """Every row's forward predictions, one entry per (row, year, film): what `kadn forecast` calibrates on."""
-    parts = {k: [] for k in ("model", "year", "douban_id", "known", "pred", "y")}
+    parts: dict[str, list] = {k: [] for k in FORWARD_KEYS}
     for row, per_year in forward.items():
         for year, pred in per_year.items():
             scored = year_rows(enc, year)[1]

@@ -97,14 +97,10 @@ def forward_predictions(path: Path, enc: Encoded, members: list[str],
     the films of `leave_out` (douban ids); a KadnError naming the file when it is missing, lacks a member or
     belongs to another encoding."""
     rerun = "re-run `kadn backtest` (or `dvc repro`)"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in ("model", "year", "douban_id", "pred", "y")}
-    except FileNotFoundError:
+    data = conformal.read_forward(path)
+    if data is None:
         raise KadnError(f"{path}: missing (blend.weights: forward fits the weights on the backtest's forward "
-                        f"predictions); {rerun}, or set blend.weights: out_of_fold") from None
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise KadnError(f"{path}: damaged ({str(exc)[:80]}); {rerun}") from None
+                        f"predictions); {rerun}, or set blend.weights: out_of_fold")
     order = np.argsort(enc.douban_id)
     forward: dict[str, dict[int, np.ndarray]] = {}
     y: dict[int, np.ndarray] = {}

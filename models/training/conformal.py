@@ -136,18 +136,30 @@ def for_model(data: dict[str, np.ndarray], output: str, cfg: ForecastConfig) -> 
     return calibrate(data[key][keep] - data["y"][keep], data["known"][keep], cfg)
 
 
-def forward(path: Path, model: str, cfg: ForecastConfig) -> Calibration | None:
-    """The calibration on `model`'s forward residuals in the backtest's forward.npz (each film scored by a
-    model trained on earlier films only, models.stages.backtest), or None when the file or the model is not there."""
+FORWARD_KEYS = ("model", "year", "douban_id", "pred", "y", "known")
+
+
+def read_forward(path: Path) -> dict[str, np.ndarray] | None:
+    """The backtest's forward.npz (models.stages.backtest: a row per model and film, each film scored by a model
+    trained on earlier films only) as {key: array}; None when the file is not there, a KadnError when damaged."""
     path = Path(path)
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
-            rows = npz["model"] == model
-            residuals, known = (npz["pred"] - npz["y"])[rows], npz["known"][rows]
+            return {k: npz[k] for k in FORWARD_KEYS}
     except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise KadnError(f"{path}: damaged ({str(exc)[:80]}); re-run `kadn backtest`") from None
+        raise KadnError(f"{path}: damaged ({str(exc)[:80]}); re-run `kadn backtest` (or `dvc repro`)") from None
+
+
+def forward(path: Path, model: str, cfg: ForecastConfig) -> Calibration | None:
+    """The calibration on `model`'s forward residuals in the backtest's forward.npz, or None when the file or
+    the model is not there."""
+    data = read_forward(path)
+    if data is None:
+        return None
+    rows = data["model"] == model
+    residuals, known = (data["pred"] - data["y"])[rows], data["known"][rows]
     return calibrate(residuals, known, cfg) if len(residuals) else None
 
 
