@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import binom
 
-from models.training.conformal import calibrate, conformal_quantile
+from models.training.conformal import calibrate, conformal_quantile, read_forward
 from pipeline.params import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +79,9 @@ def main() -> int:
     args = parser.parse_args()
     variants = VARIANTS + tuple(f"adaptive {g:g}" for g in args.gammas)
     cfg = load(args.params).forecast
-    with np.load(args.forward, allow_pickle=False) as npz:
-        data = {k: npz[k] for k in npz.files}
+    data = read_forward(args.forward)
+    if data is None:
+        sys.exit(f"{args.forward}: missing; `make repro` (or `kadn backtest`) first")
     figures = json.loads(Path(args.backtest).read_text(encoding="utf-8"))["backtest"]
     rows = args.rows or list(dict.fromkeys(data["model"].tolist()))
     print(f"| row | year | films | {' | '.join(variants)} | binomial 90% | q80 of the year | "
@@ -93,9 +94,9 @@ def main() -> int:
         reported = args.years or [int(y) for y in figures[row] if y.isdigit()]
         adapted = {g: adaptive(data, mine, cfg, g) for g in args.gammas}
         for year in reported:
-            if year not in adapted[args.gammas[0]] if args.gammas else False:
-                continue  # the row's first fitted year: nothing earlier to calibrate on
             now, past = mine & (data["year"] == year), mine & (data["year"] < year)
+            if not past.any():
+                continue  # the row's first fitted year (`--years`): nothing earlier to calibrate on
             err = np.abs(data["pred"][now] - data["y"][now])
             res, known = np.abs(data["pred"][past] - data["y"][past]), data["known"][past]
             cal = calibrate(res, known, cfg)
