@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.film.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release
+from pipeline.film.records import ATTRIBUTES, FIELDS, ID_FIELD, ROLES, first_release, one_credit_each
 
 SCALARS = ("title", "year", "runtime_min", "rating", "votes", "review_count", "comment_count", "imdb_id",
            "wish_count", "watched_count")
@@ -58,10 +58,9 @@ def merge_people(stored: list[tuple[str, str | None]], incoming: list[tuple[str,
         known = ids_by_name.get(name, set())
         if pid is None and len(known) == 1:  # two namesakes with ids: which one is meant is unknown
             pid = next(iter(known))
-        # One credit per person: an id filled in from the stored list may be one the incoming list already
-        # names under another spelling.
-        if (name, pid) not in filled and (pid is None or all(pid != p for _, p in filled)):
-            filled.append((name, pid))
+        filled.append((name, pid))
+    # An id filled in from the stored list may be one the incoming list already names under another spelling.
+    filled = one_credit_each(filled)
     if supersedes and filled:
         return filled
     ids = {pid for _, pid in filled if pid is not None}

@@ -233,6 +233,19 @@ def _str_list(value: Any, field: str) -> list[str]:
     return out
 
 
+def one_credit_each(people: list[tuple[str, str | None]]) -> list[tuple[str, str | None]]:
+    """(name, person id) credits with each person once, at their first billing: one per id (the store keeps one
+    name per id, so a second spelling would come back as a duplicate credit), else one per name."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for name, pid in people:
+        key = ("id", pid) if pid is not None else ("name", name)
+        if key not in seen:
+            seen.add(key)
+            out.append((name, pid))
+    return out
+
+
 def normalise_record(raw: dict[str, Any], *, identified: bool = True) -> dict[str, Any]:
     """Check one record and return it in canonical form (raises RecordError naming the field).
 
@@ -259,19 +272,14 @@ def normalise_record(raw: dict[str, Any], *, identified: bool = True) -> dict[st
         if not isinstance(ids, (list, tuple)) or len(ids) != len(names):
             raise RecordError(ID_FIELD[role], f"must be a list as long as {role}")
         people: list[tuple[str, str | None]] = []
-        seen: set[str] = set()
         for name, pid in zip(names, ids):
             name, pid = _checked(_str(name, role), role, "name"), _str(pid, ID_FIELD[role])
             if name is None:
                 continue
             if pid is not None and not (pid.isascii() and pid.isdigit() and len(pid) <= 20):
                 raise RecordError(ID_FIELD[role], f"person id {short(pid)} is not a number")
-            # The same person listed twice keeps their first billing: one person per id (the store keeps one
-            # name per id, so a second spelling would come back as a duplicate credit), else per name.
-            key = f"id:{pid}" if pid is not None else f"name:{name}"
-            if key not in seen:
-                seen.add(key)
-                people.append((name, pid))
+            people.append((name, pid))
+        people = one_credit_each(people)
         rec[role] = [n for n, _ in people]
         rec[ID_FIELD[role]] = [p for _, p in people]
 
