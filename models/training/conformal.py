@@ -136,7 +136,7 @@ def for_model(data: dict[str, np.ndarray], output: str, cfg: ForecastConfig) -> 
     return calibrate(data[key][keep] - data["y"][keep], data["known"][keep], cfg)
 
 
-FORWARD_KEYS = ("model", "year", "douban_id", "pred", "y", "known")
+FORWARD_KEYS = ("model", "year", "douban_id", "known", "pred", "y")  # the order the backtest writes them in
 
 
 def read_forward(path: Path) -> dict[str, np.ndarray] | None:
