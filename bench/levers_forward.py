@@ -95,6 +95,11 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "patience": ("nets", "train.nets.patience", [3, 6, 12]),
     "dim": ("nets", "train.kadn.dim", [8, 16, 32]),  # the K-ADN pair's own (params.yaml train.kadn)
     "hint_weight": ("nets", "train.kadn.hint_weight", [0.0, 0.03, 0.1, 0.3, 1.0]),  # eq. 6's lambda
+    # The pair's training settings, chosen before only on random folds (docs/models.md): the student's own.
+    "loss": ("nets", "train.kadn.regression_loss", ["mse", "l1", "huber"]),
+    "head": ("nets", "train.kadn.head", ["regression", "soft"]),
+    "dropout": ("nets", "train.kadn.dropout", [0.1, 0.3, 0.5]),
+    "lr": ("nets", "train.kadn.lr", [0.0003, 0.001, 0.003]),
     "student": ("nets", "train.nets.student", [[128, 32], [256, 64], [512, 128]]),
     "teacher": ("nets", "train.nets.teacher", [[512, 256, 128], [1024, 512, 256], [2048, 1024, 512]]),
     "blend_loss": ("blend", "blend.loss", ["squared", "absolute"]),
