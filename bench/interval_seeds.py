@@ -72,7 +72,7 @@ def main() -> int:
     if any(m in many for m in members):  # the blend with those members averaged, weights fitted forward
         forward = {m: many[m] if m in many else per_year(data, m)[0] for m in members}
         known = {m: many_known[m] if m in many else per_year(data, m)[1] for m in members}
-        many["blend"], many_known["blend"] = blended(forward, known, y, members, params.blend.loss)
+        many["blend"], many_known["blend"] = blended(forward, known, y, params.blend)
         rows.append("blend")
     print(f"| row | year | MAE, {shipped} seed(s) | MAE, {seeds} seed(s) | coverage: {shipped} (the backtest's) | "
           f"{seeds}, calibrated on {shipped} | {seeds}, on {seeds} | width on {shipped} | on {seeds} |")

@@ -104,6 +104,8 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "teacher": ("nets", "train.nets.teacher", [[512, 256, 128], [1024, 512, 256], [2048, 1024, 512]]),
     "blend_loss": ("blend", "blend.loss", ["squared", "absolute"]),
     "blend_members": ("blend", "blend.members", []),
+    # The forward weights' intercept from the latest 1-3 fitted years (the level a forecast misses by drifts).
+    "blend_intercept_years": ("blend", "blend.intercept_years", [None, 1, 2, 3]),
 }
 MIN_MARGIN = 0.005
 
@@ -215,7 +217,7 @@ def run_set(label: str, encoded: Path, base: dict, levers: list[str], count: int
         for r in range(replicates):
             rows = rows_of(name, json.dumps(value), r)
             known = {row: rows["known"] for row in rows}
-            rows["blend"] = blended(rows, known, y, list(p.blend.members), p.blend.loss)[0]
+            rows["blend"] = blended(rows, known, y, p.blend)[0]
             per_rep.append({row: figures(rows[row], y, years_out) for row in rows_wanted})
         mean = {row: {part: {k: round(float(np.mean([f[row][part][k] for f in per_rep])), 4)
                              for k in per_rep[0][row][part]} for part in ("origins", "bias")}

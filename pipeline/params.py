@@ -404,6 +404,9 @@ class BlendConfig(Section):
     # What the saved weights are fitted on: the members' forward predictions in the backtest's forward.npz (every
     # member must then be in backtest.models; `kadn blend` says so), or their random-CV out-of-fold ones.
     weights: Literal["forward", "out_of_fold"]
+    # Forward weights only: the intercept re-centred on the residuals of the latest this many fitted years (the
+    # members' weights still from every year); null: fitted with the weights on every year.
+    intercept_years: Positive | None
 
 
 class Params(Section):

@@ -12,6 +12,7 @@ from models.stages.blend import cross_fitted, fit_weights, load_oof, run_blend
 from models.stages.train import run_train
 from models.training import conformal
 from models.training.data import kfold
+from models.training.stacking import fit_forward
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
 from tests.model_support import encoded_catalogue, fast, fast_params
@@ -36,6 +37,26 @@ def test_absolute_loss_weights_minimise_the_mae_and_stay_non_negative():
     assert (absolute.coef_ >= 0).all() and absolute.coef_[2] == pytest.approx(0, abs=1e-9)
     mae = {k: np.abs(m.predict(preds) - y).mean() for k, m in (("absolute", absolute), ("squared", squared))}
     assert mae["absolute"] < mae["squared"] - 0.01  # least squares chases the outliers, LAD does not
+
+
+@pytest.mark.parametrize("loss", ["absolute", "squared"])
+def test_intercept_years_recentre_the_level_on_the_latest_years_and_keep_the_weights(loss):
+    rng = np.random.default_rng(4)
+    years = [2014, 2015, 2016, 2017]
+    y = {t: rng.normal(7, 1, 80) for t in years}
+    # Two members that miss each year by a level that drifts: +0.6 in 2014 down to 0 in 2017.
+    shift = {2014: 0.6, 2015: 0.4, 2016: 0.2, 2017: 0.0}
+    forward = {"a": {t: y[t] + shift[t] + rng.normal(0, 0.3, 80) for t in years},
+               "b": {t: y[t] + shift[t] + rng.normal(0, 0.6, 80) for t in years}}
+    blend = fast().blend.model_copy(update={"members": ["a", "b"], "loss": loss})
+    every = fit_forward(forward, y, years, blend)
+    latest = fit_forward(forward, y, years, blend.model_copy(update={"intercept_years": 1}))
+    np.testing.assert_array_equal(latest.coef_, every.coef_)  # the weights still see every year
+    centre = np.median if loss == "absolute" else np.mean
+    stack = np.stack([forward["a"][2017], forward["b"][2017]], -1)
+    assert abs(centre(latest.predict(stack) - y[2017])) < 1e-9  # the latest year's residuals centre on 0
+    assert centre(every.predict(stack) - y[2017]) < -0.1  # fitted on every year, the level lags the drift
+    assert latest.intercept_ > every.intercept_
 
 
 def test_blend_loss_is_checked():

@@ -34,7 +34,7 @@ from models.training.stacking import fit_forward
 from pipeline.errors import KadnError
 from pipeline.features.encode import Encoded, load_encoded
 from pipeline.io import atomic_path, write_json
-from pipeline.params import BacktestConfig, Params, load
+from pipeline.params import BacktestConfig, BlendConfig, Params, load
 
 MIN_TRAIN = 10  # fewer earlier films than this: a year cannot be backtested
 DECIMALS = 3
@@ -112,13 +112,13 @@ def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, np
     return {**preds, "known": known_share(restricted.x, scored)}
 
 
-def blended(forward: dict, known: dict, y: dict, members: list[str], loss: str) -> tuple[dict, dict]:
+def blended(forward: dict, known: dict, y: dict, blend: BlendConfig) -> tuple[dict, dict]:
     """The blend's forward predictions and known shares for every year after the first: weights fitted on
     the members' forward predictions of the earlier years only."""
     preds, shares = {}, {}
-    years = sorted(y)
+    years, members = sorted(y), blend.members
     for i, year in enumerate(years[1:], 1):
-        weights = fit_forward(forward, y, members, years[:i], loss)
+        weights = fit_forward(forward, y, years[:i], blend)
         preds[year] = weights.predict(np.stack([forward[m][year] for m in members], -1))
         shares[year] = known[members[0]][year]
     return preds, shares
@@ -217,7 +217,7 @@ def run_backtest(params: Params, encoded_dir: Path, out: Path, progress: bool = 
         y = {year: enc.rating[year_rows(enc, year)[1]].astype(np.float64) for year in plan.years}
         members = params.blend.members
         if len(plan.years) > 1 and all(m in forward for m in members):
-            forward["blend"], known["blend"] = blended(forward, known, y, members, params.blend.loss)
+            forward["blend"], known["blend"] = blended(forward, known, y, params.blend)
         figures = {row: row_figures(pred, known[row], y, plan.reported, params) for row, pred in forward.items()}
     fragment = {"backtest": figures}
     if forward_out is not None:

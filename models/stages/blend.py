@@ -148,7 +148,7 @@ def blend_row(params: Params, enc: Encoded, root: Path, digest: str,
                                     f"test split, {spec.repeats} CV repeat(s)")
     if forward is not None:
         scored, target, years = forward_predictions(forward, enc, members, enc.douban_id[test])
-        shipped = fit_forward(scored, target, members, years, params.blend.loss)
+        shipped = fit_forward(scored, target, years, params.blend)
         fitted_on = (f"forward predictions of the {sum(len(v) for v in target.values())} films of backtest years "
                      f"{years[0]}-{years[-1]} outside the test split (each scored by models trained on earlier "
                      f"films)")

@@ -10,6 +10,7 @@ from scipy.optimize import linprog
 from sklearn.linear_model import LinearRegression
 
 from pipeline.errors import KadnError
+from pipeline.params import BlendConfig
 
 
 class AbsoluteWeights:
@@ -33,12 +34,24 @@ class AbsoluteWeights:
         return preds @ self.coef_ + self.intercept_
 
 
-def fit_forward(forward: dict[str, dict[int, np.ndarray]], y: dict[int, np.ndarray], members: list[str],
-                years: list[int], loss: str) -> LinearRegression | AbsoluteWeights:
-    """Stacking weights fitted on the members' forward predictions (`forward[member][year]`, each year's films
-    scored by a model trained on earlier films only) of `years`, against their scores `y[year]`."""
-    stack = np.concatenate([np.stack([forward[m][year] for m in members], -1) for year in years])
-    return fit_weights(stack, np.concatenate([y[year] for year in years]), loss)
+def fit_forward(forward: dict[str, dict[int, np.ndarray]], y: dict[int, np.ndarray], years: list[int],
+                blend: BlendConfig) -> LinearRegression | AbsoluteWeights:
+    """Stacking weights of `blend.members` fitted on their forward predictions (`forward[member][year]`, each
+    year's films scored by a model trained on earlier films only) of `years`, against their scores `y[year]`.
+
+    With `blend.intercept_years` the intercept is then moved so that the residuals of the latest that many of
+    `years` centre on zero (their median for the absolute loss, their mean for the squared): how the members
+    rank holds from year to year, the level they miss by need not."""
+    def stack(of: list[int]) -> np.ndarray:
+        return np.concatenate([np.stack([forward[m][year] for m in blend.members], -1) for year in of])
+
+    weights = fit_weights(stack(years), np.concatenate([y[year] for year in years]), blend.loss)
+    if blend.intercept_years:
+        recent = years[-blend.intercept_years:]
+        residual = weights.predict(stack(recent)) - np.concatenate([y[year] for year in recent])
+        weights.intercept_ = float(weights.intercept_) - float(
+            np.median(residual) if blend.loss == "absolute" else residual.mean())
+    return weights
 
 
 def fit_weights(preds: np.ndarray, y: np.ndarray, loss: str) -> LinearRegression | AbsoluteWeights:
