@@ -35,7 +35,7 @@ def blend_params() -> dict:
     params["train"]["nets"].update(epochs=8, dim=8, student=[16])
     # Weights on the out-of-fold predictions: these tests need no backtest (tests/test_blend.py fits the
     # forward ones).
-    params["blend"] = {"members": MEMBERS, "loss": "absolute", "weights": "out_of_fold"}
+    params["blend"].update(members=MEMBERS, loss="absolute", weights="out_of_fold")
     return params
 
 
