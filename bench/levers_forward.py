@@ -100,6 +100,13 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "head": ("nets", "train.kadn.head", ["regression", "soft"]),
     "dropout": ("nets", "train.kadn.dropout", [0.1, 0.3, 0.5]),
     "lr": ("nets", "train.kadn.lr", [0.0003, 0.001, 0.003]),
+    "batch": ("nets", "train.kadn.batch", [16, 32, 64]),
+    "weight_decay": ("nets", "train.kadn.weight_decay", [0.0, 1e-5, 1e-4]),
+    "adaptive_l2": ("nets", "train.kadn.adaptive_l2", [0.0, 0.001, 0.01]),  # eq. 3
+    "block_gradient": ("nets", "train.kadn.block_gradient", [True, False]),
+    "dense_width": ("nets", "train.kadn.dense_width", [16, 32, 64]),
+    "attention_hidden": ("nets", "train.kadn.attention_hidden", [8, 16, 36]),
+    "linear": ("nets", "train.kadn.linear", [False, True]),  # a first-order (wide) term beside the MLP
     "student": ("nets", "train.nets.student", [[128, 32], [256, 64], [512, 128]]),
     "teacher": ("nets", "train.nets.teacher", [[512, 256, 128], [1024, 512, 256], [2048, 1024, 512]]),
     "blend_loss": ("blend", "blend.loss", ["squared", "absolute"]),
