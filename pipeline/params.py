@@ -142,6 +142,15 @@ class Tune(Section):
     seed: NonNegative
     # Inner folds the grid is scored on (the mean of their validation MAEs); null: one inner split of `val`.
     folds: Annotated[int, Field(ge=2)] | None
+    # Which rows the one inner split holds back: `random` (a seeded share) or `latest` (the latest-released
+    # share, so a setting is judged on films later than those it learned from, as a forecast is).
+    split: Literal["random", "latest"]
+
+    @model_validator(mode="after")
+    def _latest_is_one_split(self):
+        if self.split == "latest" and self.folds is not None:
+            raise ValueError("split latest holds back one share of the latest films: set folds to null")
+        return self
 
 
 class TrackRecords(Section):

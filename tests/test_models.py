@@ -608,3 +608,33 @@ def test_a_grid_scored_on_inner_folds_picks_the_best_mean_and_never_sees_a_fold_
     assert {v for _, v in calls} == {tuple(inner_split(np.arange(60), 0.2, 3)[1])}
     with pytest.raises(KadnError, match="tune.folds is 61, but this fit has only 60 films"):
         tune_baseline("ridge", X, y, cfg, shipped("train.common.tune", folds=61), 0, 1)
+
+
+def test_a_grid_tuned_on_the_latest_films_validates_on_them_and_fits_on_the_earlier_ones(monkeypatch):
+    import models.training.baselines as baselines
+    from models.training.baselines import tune_baseline
+    from models.training.data import latest_split
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, 0.5, -0.5]) + rng.normal(scale=0.1, size=50)
+    time = rng.permutation(np.arange(2000, 2050) + 0.5)  # one film a year, in shuffled row order
+    time[7] = np.nan  # a film with no release date is never held back
+    seen = []
+
+    def score(kind, cfg, X_tune, y_, fit_rows, val_rows, seed, threads, weight=None):
+        seen.append((np.asarray(fit_rows), np.asarray(val_rows)))
+        return cfg.alpha  # the smallest alpha wins: only where it is validated matters here
+
+    monkeypatch.setattr(baselines, "validation_mae", score)
+    cfg = shipped("train.ridge", alpha=1.0, grid={"alpha": [1.0, 10.0]})
+    latest = shipped("train.common.tune", val=0.2, folds=None, split="latest")
+    _, chosen = tune_baseline("ridge", X, y, cfg, latest, 0, 1, time=time)
+    assert chosen == {"alpha": 1.0} and len(seen) == 2
+    fit_rows, val_rows = seen[0]
+    assert len(val_rows) == 10 and 7 in fit_rows
+    assert np.nanmax(time[fit_rows]) < time[val_rows].min()  # every validation film is later than every fit film
+    assert sorted(np.concatenate([fit_rows, val_rows])) == list(range(50))
+    np.testing.assert_array_equal(latest_split(time, 0.2)[1], val_rows)
+    with pytest.raises(KadnError, match="tune.split is latest, but the films have no release dates"):
+        tune_baseline("ridge", X, y, cfg, latest, 0, 1)

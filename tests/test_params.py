@@ -92,6 +92,8 @@ def test_each_section_refuses_a_misspelt_key_in_one_line(tmp_path, section, key,
     (["train", "kadn"], "lr", None, "train: kadn with its preset: lr: Input should be a valid number"),
     (["models"], "nets", ["kadn", "gpt"], "models.nets.1: Input should be 'fm', 'deepfm', 'at', 'kd' or 'kadn'"),
     (["clean"], "required", "x" * 500, "clean.required: Input should be a valid list, not 'xxxxxxxx"),
+    (["train", "common"], "tune", {"val": 0.2, "seed": 11, "folds": 3, "split": "latest"},
+     "train.common.tune: split latest holds back one share of the latest films: set folds to null"),
 ])
 def test_wrong_values_are_refused_naming_key_and_file(section, key, value, message):
     with pytest.raises(KadnError) as info:

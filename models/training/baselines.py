@@ -23,7 +23,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.svm import SVR
 from tqdm import tqdm
 
-from models.training.data import categorical_columns, inner_split, kfold
+from models.training.data import categorical_columns, inner_split, kfold, latest_split
 from pipeline.errors import KadnError
 from pipeline.params import Baseline, Tune
 
@@ -126,7 +126,8 @@ def _split_scores(kind: str, cfg: Baseline, settings: list[dict], X, y: np.ndarr
 
 
 def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: int, threads: int,
-                  inner_X=None, progress: bool = False, weight: np.ndarray | None = None):
+                  inner_X=None, progress: bool = False, weight: np.ndarray | None = None,
+                  time: np.ndarray | None = None):
     """(fitted model, chosen setting): grid search on inner validation, then a refit on all the rows.
 
     Each setting is scored by its mean validation MAE over `tune.folds` inner folds of the rows of X/y (or on
@@ -134,7 +135,8 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
     only; the held-out rows of a fold never reach this function. `inner_X(fit_positions)`, if given, rebuilds
     the same rows' matrix from the inner fit rows alone: track records read scores, and the inner validation
     rows' scores must not reach the features either. `weight` (one per row of y, or None): every fit's
-    sample weights; the settings are still judged by plain validation MAE.
+    sample weights; the settings are still judged by plain validation MAE. `time` (one per row of y): release
+    times, which `tune.split: latest` holds back the latest of.
     """
     settings = grid_settings(cfg)
     chosen: dict = {}
@@ -143,8 +145,15 @@ def tune_baseline(kind: str, X, y: np.ndarray, cfg: Baseline, tune: Tune, seed: 
             # `kadn train` checks this before any fit (Common.check_folds); this catches the other fits (backtest).
             raise KadnError(f"train.common.tune.folds is {tune.folds}, but this fit has only {len(y)} films; lower "
                             "it in the params file")
-        splits = (kfold(len(y), tune.folds, 1, tune.seed) if tune.folds
-                  else [inner_split(np.arange(len(y)), tune.val, tune.seed)])
+        if tune.folds:
+            splits = kfold(len(y), tune.folds, 1, tune.seed)
+        elif tune.split == "latest":
+            if time is None or not np.isfinite(time).any():
+                raise KadnError("train.common.tune.split is latest, but the films have no release dates; set it "
+                                "to random")
+            splits = [latest_split(time, tune.val)]
+        else:
+            splits = [inner_split(np.arange(len(y)), tune.val, tune.seed)]
         totals, best = np.zeros(len(settings)), np.inf
         # A bar over the grid, like the nets' bar over epochs: an SVR grid takes minutes on the full data.
         with tqdm(total=len(settings) * len(splits), desc=f"{kind} tuning", file=sys.stderr,

@@ -301,6 +301,14 @@ def fold_split(rows: np.ndarray, val_fraction: float, seed: int, in_range: np.nd
     return np.sort(np.concatenate([fit, rows[~in_range[rows]]])), val
 
 
+def latest_split(time: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The latest-released `val_fraction` of positions 0..len(time)-1 held back for validation (ties by
+    position; a film without a release time always fits): (fit positions, validation positions), sorted."""
+    order = np.argsort(np.where(np.isfinite(time), time, -np.inf), kind="stable")
+    n_val = max(1, round(len(time) * val_fraction))
+    return np.sort(order[:-n_val]), np.sort(order[-n_val:])
+
+
 def inner_split(rows: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded share of `rows` held back for validation: (fit rows, validation rows), both sorted."""
     order = np.random.default_rng(seed).permutation(rows)

@@ -25,7 +25,8 @@ def fit(trained, name: str, cfg: Baseline, common: Common, data: FitData, seed: 
     trained.estimator, trained.chosen = tune_baseline(name, baseline_input(x, sizes, train_rows, common.oov, inputs),
                                                       data.y[train_rows],
                                                       cfg, common.tune, seed, common.threads, inner, progress=progress,
-                                                      weight=data.train_weights())
+                                                      weight=data.train_weights(),
+                                                      time=None if data.time is None else data.time[train_rows])
 
 
 def raw_scores(trained, rows: np.ndarray) -> dict[str, np.ndarray]:
