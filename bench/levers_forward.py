@@ -86,6 +86,8 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "track_actors": ("common", "train.common.track_records.actors", [2, 3, 5]),
     "track_counts": ("common", "train.common.track_records.counts", [False, True]),
     "track_earlier": ("common", "train.common.track_records.earlier", [False, True]),
+    # The baselines' grid judged on a random share of their training films or on the latest-released share.
+    "tune_split": ("common", "train.common.tune.split", ["random", "latest"]),
     # People through their records alone: nobody, LightGBM (better so on both sets' folds when every model
     # was), every baseline, every model.
     "records_only": ("members", "train.common.records_only",
