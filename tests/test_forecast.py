@@ -231,12 +231,22 @@ def test_cli_writes_each_format_and_prints_a_table(trained, tmp_path, capsys):
     (["--ids", "999999999"], "not stored in sqlite:///"),
     (["-o", "out.txt"], "unknown output format '.txt'"),
     (["--model", "nope"], "unknown model 'nope'"),
+    # A file named is a file wanted: only the default forward.npz may be absent (out-of-fold residuals then).
+    (["--forward", "no-such-forward.npz"], "--forward no-such-forward.npz: no such file"),
 ])
 def test_bad_arguments_get_one_line(trained, tmp_path, capsys, extra, message):
     code, out, err = run_cli(["forecast", *common_args(trained), *extra], capsys)
     assert code == 1 and out == "" and message in err and len(err.strip().splitlines()) == 1
     if "not stored" in message:
         assert "scrapy crawl douban -a ids=999999999" in err
+
+
+def test_a_forward_file_that_is_no_npz_archive_gets_one_line(trained, tmp_path, capsys):
+    bad = tmp_path / "forward.npz"
+    bad.write_text("not an archive\n", encoding="utf-8")
+    code, out, err = run_cli(["forecast", *common_args(trained), "--forward", str(bad)], capsys)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert f"{bad}: not a forward.npz" in err and "kadn backtest" in err
 
 
 def test_a_bad_film_in_a_file_gets_one_line_naming_it_and_writes_nothing(trained, tmp_path, capsys):

@@ -425,6 +425,8 @@ def _forecast(args, params: Params) -> int:
     # scorings per film, only on --explain, as the terminal.
     reasons = args.explain or out is not None
     forward = Path(args.forward) if args.forward else Path(args.models).parent / "backtest" / "forward.npz"
+    if args.forward and not forward.is_file():  # only the default may be absent (then out-of-fold residuals)
+        raise KadnError(f"--forward {forward}: no such file; `kadn backtest --forward FILE` writes one")
     ready = prepare(args.model, Path(args.models), params, forward)
     rows = (what_if(films, args.swap, ready, Path(args.models), params, reasons, args.explain)
             if args.swap else forecast(films, ready, Path(args.models), params, reasons, args.explain))

@@ -10,6 +10,7 @@ residuals are no larger than those of better-known ones, so intervals widen as l
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,6 +146,8 @@ def read_forward(path: Path) -> dict[str, np.ndarray] | None:
     path = Path(path)
     if not path.exists():
         return None
+    if not zipfile.is_zipfile(path):
+        raise KadnError(f"{path}: not a forward.npz (an .npz archive); re-run `kadn backtest` (or `dvc repro`)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in FORWARD_KEYS}
