@@ -88,6 +88,8 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "track_earlier": ("common", "train.common.track_records.earlier", [False, True]),
     # The baselines' grid judged on a random share of their training films or on the latest-released share.
     "tune_split": ("common", "train.common.tune.split", ["random", "latest"]),
+    # What the baselines learn from: the nets' fit rows, or every training film (the nets' stopping share too).
+    "baseline_rows": ("common", "train.common.baseline_rows", ["fit", "all"]),
     # People through their records alone: nobody, LightGBM (better so on both sets' folds when every model
     # was), every baseline, every model.
     "records_only": ("members", "train.common.records_only",

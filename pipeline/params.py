@@ -186,6 +186,10 @@ class Common(Section):
     # Each training film's sample weight halves every this many years of its age (models.training.recency),
     # in every model that takes sample weights; null: every film weighs alike.
     recency_half_life: Annotated[float, Field(gt=0)] | None
+    # What the baselines learn from: `fit`, the nets' fit rows (the share the nets stop on left out, so every
+    # model sees the same films), or `all`, every training film (a baseline stops on nothing; its grid has an
+    # inner split of its own).
+    baseline_rows: Literal["fit", "all"]
 
     def check_folds(self, films: int, smallest_fit: int | None = None) -> None:
         """Fold counts against the data a stage is about to fit: a fold without films would fail deep inside

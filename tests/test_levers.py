@@ -249,3 +249,37 @@ def test_records_only_refuses_a_name_twice_or_a_model_that_does_not_exist(value,
     params["train"]["common"]["records_only"] = value
     with pytest.raises(KadnError, match=message):
         fast(params)
+
+
+def test_baseline_rows_all_lets_a_baseline_learn_from_the_share_the_nets_stop_on(catalogue, tmp_path, monkeypatch):
+    from models.stages import backtest
+    from models.training.data import fold_split, rows_for
+
+    enc = load_encoded(catalogue)
+    params = fast_params()
+    params["train"]["ridge"]["grid"] = {}
+    common = fast(params).train.common
+    fit_rows, val_rows = fold_split(enc.index("train"), 0.2, 1, enc.in_range)
+    assert rows_for("ridge", fit_rows, val_rows, common) == (fit_rows, val_rows)  # `fit`: as every model
+    params["train"]["common"]["baseline_rows"] = "all"
+    common = fast(params).train.common
+    ridge_rows, ridge_val = rows_for("ridge", fit_rows, val_rows, common)
+    assert sorted(ridge_rows) == sorted(np.concatenate([fit_rows, val_rows])) and len(ridge_val) == 0
+    kadn_rows, kadn_val = rows_for("kadn", fit_rows, val_rows, common)
+    assert (kadn_rows == fit_rows).all() and (kadn_val == val_rows).all()  # a net still stops on its share
+    # The fixed split: the saved ridge learned from the train and val films; it says so, and its fit differs.
+    meta = run_train("ridge", fast(params), catalogue, tmp_path / "all")
+    assert (meta["train_rows"], meta["val_rows"]) == (len(enc.index("train")) + len(enc.index("val")), 0)
+    params["train"]["common"]["baseline_rows"] = "fit"
+    before = run_train("ridge", fast(params), catalogue, tmp_path / "fit")
+    assert before["train_rows"] == len(enc.index("train")) and before["cv"]["out"] != meta["cv"]["out"]
+    # The backtest's fits take the same rows (each year's films before it).
+    seen = []
+    real = backtest.fit_model
+    monkeypatch.setattr(backtest, "fit_model", lambda name, cfg, common, data, *a, **k: (
+        seen.append((name, len(data.train_rows), len(data.val_rows))), real(name, cfg, common, data, *a, **k))[1])
+    for value in ("fit", "all"):
+        params["train"]["common"]["baseline_rows"] = value
+        backtest.fit_year(enc, fast(params), 2019, "ridge")
+    (_, fit_n, fit_val), (_, all_n, all_val) = seen
+    assert all_n == fit_n + fit_val and all_val == 0 and fit_val > 0

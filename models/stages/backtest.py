@@ -27,7 +27,7 @@ import numpy as np
 
 from models.training.config import BASELINES, REPORTED, model_config
 from models.training.conformal import FORWARD_KEYS, calibrate, known_share
-from models.training.data import features_from, fit_data, fold_split, restricted_for, trend_scores
+from models.training.data import features_from, fit_data, fold_split, restricted_for, rows_for, trend_scores
 from models.training.fit import fit_model
 from models.training.runtime import run_task, runtime
 from models.training.stacking import fit_forward
@@ -96,7 +96,8 @@ def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, np
     their known shares}."""
     common = params.train.common
     train_rows, scored = year_rows(enc, year)
-    fit_rows, val_rows = fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range)
+    fit_rows, val_rows = rows_for(name, *fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range),
+                                  common)
     restricted = restricted_for(enc, fit_rows, common, name)
     build = features_from(enc, restricted.x, "pre_release", common.track_records,
                           trend_scores(enc, fit_rows, common))

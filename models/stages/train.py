@@ -26,6 +26,7 @@ from models.training.data import (
     fit_data,
     fold_split,
     restricted_for,
+    rows_for,
     trend_scores,
 )
 from models.training.fit import fit_model
@@ -97,7 +98,7 @@ def smallest_fit(enc: Encoded, common: Common) -> int:
 def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, progress: bool = False):
     """The model on the fixed split's training rows (validated on its val rows): (FittedModel, the restricted
     vocabularies, the dense inputs' statistics)."""
-    train_rows, val_rows = enc.index("train"), enc.index("val")
+    train_rows, val_rows = rows_for(name, enc.index("train"), enc.index("val"), common)
     restricted = restricted_for(enc, train_rows, common, name)
     build = features_from(enc, restricted.x, feature_set, common.track_records,
                           trend_scores(enc, train_rows, common))
@@ -110,7 +111,7 @@ def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, pr
 def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv, chosen,
           held):
     track_cfg = common.track_records
-    train_rows, val_rows = enc.index("train"), enc.index("val")
+    train_rows, val_rows = rows_for(name, enc.index("train"), enc.index("val"), common)
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
             "track_records": track_cfg.model_dump(), "notes": notes,
             "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}

@@ -19,7 +19,15 @@ from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from tqdm import tqdm
 
 from models.training.conformal import known_share
-from models.training.data import cv_folds, features_from, fit_data, fold_split, restricted_for, trend_scores
+from models.training.data import (
+    cv_folds,
+    features_from,
+    fit_data,
+    fold_split,
+    restricted_for,
+    rows_for,
+    trend_scores,
+)
 from models.training.fit import fit_model
 from models.training.runtime import run_task
 from pipeline.features.encode import Encoded
@@ -38,10 +46,11 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     held-out rows with their scores and known shares: what intervals are calibrated on, models.training.conformal)."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
-    fit_rows, val_rows = fold_split(train_rows, spec.val, spec.seed + k, enc.in_range)
+    fit_rows, val_rows = rows_for(name, *fold_split(train_rows, spec.val, spec.seed + k, enc.in_range), common)
     restricted = restricted_for(enc, fit_rows, common, name)
     # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
-    # only their scores (the nets' validation rows and the held-out fold are never a source).
+    # only their scores (the held-out fold is never a source, nor the nets' validation rows unless a baseline
+    # learns from them: train.common.baseline_rows).
     build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, fit_rows, common))
     x, _ = build(fit_rows)
     trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, fit_rows, val_rows),

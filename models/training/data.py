@@ -19,7 +19,7 @@ import torch
 
 from models.training import track_records
 from models.training.trend import Trend, release_time
-from pipeline import groups
+from pipeline import groups, registry
 from pipeline.features.encode import OOV, PAD, POPULARITY, Encoded, Restricted
 from pipeline.params import Common, TrackRecords
 
@@ -299,6 +299,16 @@ def fold_split(rows: np.ndarray, val_fraction: float, seed: int, in_range: np.nd
         return inner_split(rows, val_fraction, seed)
     fit, val = inner_split(rows[in_range[rows]], val_fraction, seed)
     return np.sort(np.concatenate([fit, rows[~in_range[rows]]])), val
+
+
+def rows_for(name: str, fit_rows: np.ndarray, val_rows: np.ndarray, common: Common
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Model `name`'s (fit rows, validation rows) of a fit whose nets learn from `fit_rows` and stop on
+    `val_rows`: the same for every model, or with `train.common.baseline_rows: all` a baseline's fit rows are
+    both (and it has no validation rows: it stops on nothing)."""
+    if common.baseline_rows == "all" and name in registry.BASELINES:
+        return np.union1d(fit_rows, val_rows), val_rows[:0]
+    return fit_rows, val_rows
 
 
 def latest_split(time: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
