@@ -41,6 +41,7 @@ VARIANTS = {
     "no_token": {"train.common.year_token": False},
     "earlier_tracks": {"train.common.track_records.earlier": True},
     "history": {"clean.history": True},
+    "baselines_all_rows": {"train.common.baseline_rows": "all"},  # the baselines learn from every training film
 }
 
 
