@@ -17,7 +17,8 @@ def fit(trained, name: str, cfg: Baseline, common: Common, data: FitData, seed: 
     """The tuned estimator and its chosen settings into `trained`. `features(source_rows)`, if given, rebuilds
     the inputs from other source rows: the inner tuning split then reads features of its inner fit rows alone."""
     sizes, x, train_rows, inputs = trained.sizes, trained.x, data.train_rows, trained.inputs
-    # The baselines see exactly the nets' training rows; their grid is searched on an inner split of them.
+    # The baselines' rows (train.common.baseline_rows: the nets' fit rows, or all); their grid is searched on an
+    # inner split of them.
     inner = None
     if features is not None:
         def inner(fit_positions):
