@@ -12,7 +12,7 @@ import yaml
 import models.stages.backtest as backtest
 import models.training.stacking as stacking
 from models.stages.backtest import plan_years, run_backtest, year_rows
-from models.training.data import fold_split
+from models.training.data import fold_split, rows_for
 from pipeline.cli import main
 from pipeline.errors import KadnError
 from pipeline.features.encode import load_encoded
@@ -71,7 +71,9 @@ def test_each_year_trains_on_earlier_films_and_scores_its_own(catalogue, tmp_pat
     assert set(figures["mean"]) == {"2016", "2018", "mean", "pooled"}
     # The mean model predicts each year with its training films' mean: its errors are checkable by hand.
     train, scored = year_rows(enc, 2016)
-    fit_rows = fold_split(train, params.train.common.cv.val, params.train.common.cv.seed + 2016, enc.in_range)[0]
+    # ...its fit rows as the backtest draws them (train.common.baseline_rows: a baseline's may be all of them).
+    fit_rows = rows_for("mean", *fold_split(train, params.train.common.cv.val, params.train.common.cv.seed + 2016,
+                                            enc.in_range), params.train.common)[0]
     err = enc.rating[fit_rows].astype(np.float64).mean() - enc.rating[scored]
     assert figures["mean"]["2016"]["mae"] == pytest.approx(np.abs(err).mean(), abs=1e-3)
     assert figures["mean"]["2016"]["bias"] == pytest.approx(err.mean(), abs=1e-3)
