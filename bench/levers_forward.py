@@ -90,6 +90,8 @@ LEVERS: dict[str, tuple[str, str, list]] = {
     "tune_split": ("common", "train.common.tune.split", ["random", "latest"]),
     # What the baselines learn from: the nets' fit rows, or every training film (the nets' stopping share too).
     "baseline_rows": ("common", "train.common.baseline_rows", ["fit", "all"]),
+    # Where a fit reads vocabularies and track records from: its fit rows, or its validation share too (nets).
+    "sources": ("nets", "train.common.sources", ["fit", "all"]),
     # People through their records alone: nobody, LightGBM (better so on both sets' folds when every model
     # was), every baseline, every model.
     "records_only": ("members", "train.common.records_only",

@@ -190,6 +190,10 @@ class Common(Section):
     # model sees the same films), or `all`, every training film (a baseline stops on nothing; its grid has an
     # inner split of its own).
     baseline_rows: Literal["fit", "all"]
+    # The films a fit reads its vocabularies, track records and dense statistics from: `fit`, those it learns
+    # from (a net's validation share left out), or `all`, every training film (the share then only decides when
+    # a net stops; its seed ensemble learns from it with rotate_val).
+    sources: Literal["fit", "all"]
 
     def check_folds(self, films: int, smallest_fit: int | None = None) -> None:
         """Fold counts against the data a stage is about to fit: a fold without films would fail deep inside

@@ -285,3 +285,30 @@ def test_baseline_rows_all_lets_a_baseline_learn_from_the_share_the_nets_stop_on
         backtest.fit_year(enc, fast(params), 2019, "ridge")
     (_, fit_n, fit_val), (_, all_n, all_val) = seen
     assert all_n == fit_n + fit_val and all_val == 0 and fit_val > 0
+
+
+def test_sources_all_reads_vocabularies_and_track_records_from_the_validation_share_too(catalogue, monkeypatch):
+    from models.stages import backtest
+    from models.training.data import fold_split, sources_for
+
+    enc = load_encoded(catalogue)
+    params = fast_params()
+    fit_rows, val_rows = fold_split(enc.index("train"), 0.2, 1, enc.in_range)
+    for value, expected in (("fit", fit_rows), ("all", np.union1d(fit_rows, val_rows))):
+        params["train"]["common"]["sources"] = value
+        assert np.array_equal(sources_for(fit_rows, val_rows, fast(params).train.common), expected)
+    # In a backtest year the net still learns from its fit rows and stops on its validation rows, while its
+    # vocabularies are read from both with `all`.
+    restricted_from, fitted = [], []
+    real_restricted, real_fit = backtest.restricted_for, backtest.fit_model
+    monkeypatch.setattr(backtest, "restricted_for", lambda enc_, rows, *a: (
+        restricted_from.append(rows), real_restricted(enc_, rows, *a))[1])
+    monkeypatch.setattr(backtest, "fit_model", lambda name, cfg, common, data, *a, **k: (
+        fitted.append((data.train_rows, data.val_rows)), real_fit(name, cfg, common, data, *a, **k))[1])
+    for value in ("fit", "all"):
+        params["train"]["common"]["sources"] = value
+        backtest.fit_year(enc, fast(params), 2019, "kadn")
+    (fit_train, fit_val), (all_train, all_val) = fitted
+    assert np.array_equal(fit_train, all_train) and np.array_equal(fit_val, all_val) and len(fit_val) > 0
+    assert np.array_equal(restricted_from[0], fit_train)
+    assert np.array_equal(restricted_from[1], np.union1d(fit_train, fit_val))

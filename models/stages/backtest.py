@@ -27,7 +27,15 @@ import numpy as np
 
 from models.training.config import BASELINES, REPORTED, model_config
 from models.training.conformal import FORWARD_KEYS, calibrate, known_share
-from models.training.data import features_from, fit_data, fold_split, restricted_for, rows_for, trend_scores
+from models.training.data import (
+    features_from,
+    fit_data,
+    fold_split,
+    restricted_for,
+    rows_for,
+    sources_for,
+    trend_scores,
+)
 from models.training.fit import fit_model
 from models.training.runtime import run_task, runtime
 from models.training.stacking import fit_forward
@@ -98,10 +106,11 @@ def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, np
     train_rows, scored = year_rows(enc, year)
     fit_rows, val_rows = rows_for(name, *fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range),
                                   common)
-    restricted = restricted_for(enc, fit_rows, common, name)
+    sources = sources_for(fit_rows, val_rows, common)
+    restricted = restricted_for(enc, sources, common, name)
     build = features_from(enc, restricted.x, "pre_release", common.track_records,
-                          trend_scores(enc, fit_rows, common))
-    x, _ = build(fit_rows)
+                          trend_scores(enc, sources, common))
+    x, _ = build(sources)
     model_cfg = model_config(params.train, name)
     if name not in BASELINES and params.backtest.seeds is not None:
         model_cfg = model_cfg.model_copy(update={"seeds": params.backtest.seeds})

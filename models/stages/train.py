@@ -27,6 +27,7 @@ from models.training.data import (
     fold_split,
     restricted_for,
     rows_for,
+    sources_for,
     trend_scores,
 )
 from models.training.fit import fit_model
@@ -99,10 +100,11 @@ def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, pr
     """The model on the fixed split's training rows (validated on its val rows): (FittedModel, the restricted
     vocabularies, the dense inputs' statistics)."""
     train_rows, val_rows = rows_for(name, enc.index("train"), enc.index("val"), common)
-    restricted = restricted_for(enc, train_rows, common, name)
+    sources = sources_for(train_rows, val_rows, common)
+    restricted = restricted_for(enc, sources, common, name)
     build = features_from(enc, restricted.x, feature_set, common.track_records,
-                          trend_scores(enc, train_rows, common))
-    x, dense = build(train_rows)
+                          trend_scores(enc, sources, common))
+    x, dense = build(sources)
     trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, train_rows, val_rows), common.seed,
                         progress, build)
     return trained, restricted, dense
@@ -120,7 +122,8 @@ def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, rest
     files, kind_meta, curve = registry.kind_module(name, "saved").files(trained, cfg, restricted)
     meta.update(kind_meta)
     (out / SKIPPED).unlink(missing_ok=True)
-    saved_track = (track_records.payload(enc, train_rows, track_cfg, trend_scores(enc, train_rows, common))
+    sources = sources_for(train_rows, val_rows, common)
+    saved_track = (track_records.payload(enc, sources, track_cfg, trend_scores(enc, sources, common))
                    if track_cfg.enabled else None)
     vocab = vocab_payload(enc, restricted, digest, dense, feature_set, saved_track)
     vocab["trend"] = trained.trend.to_dict()  # models.training.trend: added back to every score of the saved model

@@ -26,6 +26,7 @@ from models.training.data import (
     fold_split,
     restricted_for,
     rows_for,
+    sources_for,
     trend_scores,
 )
 from models.training.fit import fit_model
@@ -47,12 +48,13 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     spec = common.cv
     y = enc.rating.astype(np.float32)
     fit_rows, val_rows = rows_for(name, *fold_split(train_rows, spec.val, spec.seed + k, enc.in_range), common)
-    restricted = restricted_for(enc, fit_rows, common, name)
+    sources = sources_for(fit_rows, val_rows, common)
+    restricted = restricted_for(enc, sources, common, name)
     # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
     # only their scores (the held-out fold is never a source, nor the nets' validation rows unless a baseline
     # learns from them: train.common.baseline_rows).
-    build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, fit_rows, common))
-    x, _ = build(fit_rows)
+    build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, sources, common))
+    x, _ = build(sources)
     trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, fit_rows, val_rows),
                         common.seed + 1000 * (k + 1), features=build)
     preds = trained.scores(held_rows)

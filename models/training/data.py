@@ -311,6 +311,12 @@ def rows_for(name: str, fit_rows: np.ndarray, val_rows: np.ndarray, common: Comm
     return fit_rows, val_rows
 
 
+def sources_for(fit_rows: np.ndarray, val_rows: np.ndarray, common: Common) -> np.ndarray:
+    """The rows a fit reads vocabularies, track records and dense statistics from (`train.common.sources`):
+    its fit rows, or its validation rows too."""
+    return np.union1d(fit_rows, val_rows) if common.sources == "all" else fit_rows
+
+
 def latest_split(time: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """The latest-released `val_fraction` of positions 0..len(time)-1 held back for validation (ties by
     position; a film without a release time always fits): (fit positions, validation positions), sorted."""
