@@ -289,6 +289,7 @@ def test_baseline_rows_all_lets_a_baseline_learn_from_the_share_the_nets_stop_on
 
 def test_sources_all_reads_vocabularies_and_track_records_from_the_validation_share_too(catalogue, monkeypatch):
     from models.stages import backtest
+    from models.training import data as fit_inputs_module
     from models.training.data import fold_split, sources_for
 
     enc = load_encoded(catalogue)
@@ -300,8 +301,8 @@ def test_sources_all_reads_vocabularies_and_track_records_from_the_validation_sh
     # In a backtest year the net still learns from its fit rows and stops on its validation rows, while its
     # vocabularies are read from both with `all`.
     restricted_from, fitted = [], []
-    real_restricted, real_fit = backtest.restricted_for, backtest.fit_model
-    monkeypatch.setattr(backtest, "restricted_for", lambda enc_, rows, *a: (
+    real_restricted, real_fit = fit_inputs_module.restricted_for, backtest.fit_model
+    monkeypatch.setattr(fit_inputs_module, "restricted_for", lambda enc_, rows, *a: (
         restricted_from.append(rows), real_restricted(enc_, rows, *a))[1])
     monkeypatch.setattr(backtest, "fit_model", lambda name, cfg, common, data, *a, **k: (
         fitted.append((data.train_rows, data.val_rows)), real_fit(name, cfg, common, data, *a, **k))[1])

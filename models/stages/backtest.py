@@ -27,15 +27,7 @@ import numpy as np
 
 from models.training.config import BASELINES, REPORTED, model_config
 from models.training.conformal import FORWARD_KEYS, calibrate, known_share
-from models.training.data import (
-    features_from,
-    fit_data,
-    fold_split,
-    restricted_for,
-    rows_for,
-    sources_for,
-    trend_scores,
-)
+from models.training.data import fit_inputs, fold_split
 from models.training.fit import fit_model
 from models.training.runtime import run_task, runtime
 from models.training.stacking import fit_forward
@@ -104,22 +96,16 @@ def fit_year(enc: Encoded, params: Params, year: int, name: str) -> dict[str, np
     their known shares}."""
     common = params.train.common
     train_rows, scored = year_rows(enc, year)
-    fit_rows, val_rows = rows_for(name, *fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range),
-                                  common)
-    sources = sources_for(fit_rows, val_rows, common)
-    restricted = restricted_for(enc, sources, common, name)
-    build = features_from(enc, restricted.x, "pre_release", common.track_records,
-                          trend_scores(enc, sources, common))
-    x, _ = build(sources)
+    inputs = fit_inputs(enc, name, common, "pre_release",
+                        *fold_split(train_rows, common.cv.val, common.cv.seed + year, enc.in_range))
     model_cfg = model_config(params.train, name)
     if name not in BASELINES and params.backtest.seeds is not None:
         model_cfg = model_cfg.model_copy(update={"seeds": params.backtest.seeds})
-    trained = fit_model(name, model_cfg, common, fit_data(enc, x, restricted, fit_rows, val_rows),
-                        common.seed + year, features=build)
+    trained = fit_model(name, model_cfg, common, inputs.data, common.seed + year, features=inputs.build)
     outputs = trained.scores(scored)
     preds = {reported: outputs[output] for reported, (artifact, output) in REPORTED.items()
              if artifact == name and output in outputs}
-    return {**preds, "known": known_share(restricted.x, scored)}
+    return {**preds, "known": known_share(inputs.restricted.x, scored)}
 
 
 def blended(forward: dict, known: dict, y: dict, blend: BlendConfig) -> tuple[dict, dict]:

@@ -22,10 +22,8 @@ from models.training.data import (
     FEATURE_SETS,
     cv_folds,
     dense_columns,
-    features_from,
-    fit_data,
+    fit_inputs,
     fold_split,
-    restricted_for,
     rows_for,
     sources_for,
     trend_scores,
@@ -99,15 +97,9 @@ def smallest_fit(enc: Encoded, common: Common) -> int:
 def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, progress: bool = False):
     """The model on the fixed split's training rows (validated on its val rows): (FittedModel, the restricted
     vocabularies, the dense inputs' statistics)."""
-    train_rows, val_rows = rows_for(name, enc.index("train"), enc.index("val"), common)
-    sources = sources_for(train_rows, val_rows, common)
-    restricted = restricted_for(enc, sources, common, name)
-    build = features_from(enc, restricted.x, feature_set, common.track_records,
-                          trend_scores(enc, sources, common))
-    x, dense = build(sources)
-    trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, train_rows, val_rows), common.seed,
-                        progress, build)
-    return trained, restricted, dense
+    inputs = fit_inputs(enc, name, common, feature_set, enc.index("train"), enc.index("val"))
+    trained = fit_model(name, cfg, common, inputs.data, common.seed, progress, inputs.build)
+    return trained, inputs.restricted, inputs.dense
 
 
 def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv, chosen,

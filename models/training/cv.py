@@ -19,16 +19,7 @@ from sklearn.metrics import mean_absolute_error, root_mean_squared_error
 from tqdm import tqdm
 
 from models.training.conformal import known_share
-from models.training.data import (
-    cv_folds,
-    features_from,
-    fit_data,
-    fold_split,
-    restricted_for,
-    rows_for,
-    sources_for,
-    trend_scores,
-)
+from models.training.data import cv_folds, fit_inputs, fold_split
 from models.training.fit import fit_model
 from models.training.runtime import run_task
 from pipeline.features.encode import Encoded
@@ -47,20 +38,14 @@ def cv_fold(enc: Encoded, name: str, cfg: Baseline | NetConfig, common: Common, 
     held-out rows with their scores and known shares: what intervals are calibrated on, models.training.conformal)."""
     spec = common.cv
     y = enc.rating.astype(np.float32)
-    fit_rows, val_rows = rows_for(name, *fold_split(train_rows, spec.val, spec.seed + k, enc.in_range), common)
-    sources = sources_for(fit_rows, val_rows, common)
-    restricted = restricted_for(enc, sources, common, name)
-    # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read
-    # only their scores (the held-out fold is never a source, nor the nets' validation rows unless a baseline
-    # learns from them: train.common.baseline_rows).
-    build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, sources, common))
-    x, _ = build(sources)
-    trained = fit_model(name, cfg, common, fit_data(enc, x, restricted, fit_rows, val_rows),
-                        common.seed + 1000 * (k + 1), features=build)
+    # Dense inputs (if any) are standardised on the fold's training rows alone, and track records read only
+    # their scores: the held-out fold is never a source.
+    inputs = fit_inputs(enc, name, common, feature_set, *fold_split(train_rows, spec.val, spec.seed + k, enc.in_range))
+    trained = fit_model(name, cfg, common, inputs.data, common.seed + 1000 * (k + 1), features=inputs.build)
     preds = trained.scores(held_rows)
     scores = {out: errors(pred, y[held_rows]) for out, pred in preds.items()}
     held = {"repeat": k // spec.folds, "fold": k % spec.folds, "rows": held_rows,
-            "known": known_share(restricted.x, held_rows), "pred": preds}
+            "known": known_share(inputs.restricted.x, held_rows), "pred": preds}
     return scores, (trained.chosen if trained.estimator is not None else None), held
 
 

@@ -10,6 +10,7 @@ dense inputs.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,6 +198,31 @@ def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_
         return with_dense(x_groups, enc.popularity, source, feature_set, track, fed)
 
     return build
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What one fit of a model reads (`fit_inputs`): its FitData, vocabularies, the feature builder a
+    baseline's inner tuning split calls again, and the dense inputs' statistics."""
+
+    data: FitData
+    restricted: Restricted
+    build: Callable[[np.ndarray], tuple[dict[str, np.ndarray], Dense | None]]
+    dense: Dense | None
+
+
+def fit_inputs(enc: Encoded, name: str, common: Common, feature_set: str, fit_rows: np.ndarray,
+               val_rows: np.ndarray) -> FitInputs:
+    """The inputs of model `name` for a fit whose nets learn from `fit_rows` and stop on `val_rows` (the fixed
+    split, a CV fold, a backtest year alike): the rows the model learns from (`rows_for`), and its
+    vocabularies, track records, target trend and dense statistics read from its sources (`sources_for`)
+    alone, never from rows outside the fit."""
+    fit_rows, val_rows = rows_for(name, fit_rows, val_rows, common)
+    sources = sources_for(fit_rows, val_rows, common)
+    restricted = restricted_for(enc, sources, common, name)
+    build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, sources, common))
+    x, dense = build(sources)
+    return FitInputs(fit_data(enc, x, restricted, fit_rows, val_rows), restricted, build, dense)
 
 
 def saved_dense(vocab: dict, popularity: np.ndarray, track: np.ndarray | None) -> np.ndarray:
