@@ -18,16 +18,7 @@ from models.serving.artifacts import SKIPPED, encoded_digest, save_model, vocab_
 from models.training import conformal, track_records
 from models.training.config import MODELS, model_config
 from models.training.cv import gather_folds, submit_folds
-from models.training.data import (
-    FEATURE_SETS,
-    cv_folds,
-    dense_columns,
-    fit_inputs,
-    fold_split,
-    rows_for,
-    sources_for,
-    trend_scores,
-)
+from models.training.data import FEATURE_SETS, cv_folds, dense_columns, fit_inputs, fold_split
 from models.training.fit import fit_model
 from models.training.runtime import run_task, runtime
 from pipeline import registry
@@ -75,12 +66,12 @@ def start_train(name: str, params: Params, encoded_dir: Path, out_root: Path, pr
     folds = submit_folds(pool, enc, name, cfg, common, feature_set)
 
     def finish() -> dict:
-        trained, restricted, dense = fixed.result()
+        trained, restricted, dense, record = fixed.result()
         chosen: list = []
         held: list = []
         cv = gather_folds(folds, name, feature_set, progress, chosen, held)
-        return _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv,
-                     chosen, held)
+        return _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, record,
+                     cv, chosen, held)
 
     return finish
 
@@ -96,28 +87,28 @@ def smallest_fit(enc: Encoded, common: Common) -> int:
 
 def fit_fixed(enc: Encoded, name: str, cfg, common: Common, feature_set: str, progress: bool = False):
     """The model on the fixed split's training rows (validated on its val rows): (FittedModel, the restricted
-    vocabularies, the dense inputs' statistics)."""
+    vocabularies, the dense inputs' statistics, what the saved folder records of the fit: its row counts and
+    the track-record payload, read from the fit's own sources)."""
     inputs = fit_inputs(enc, name, common, feature_set, enc.index("train"), enc.index("val"))
     trained = fit_model(name, cfg, common, inputs.data, common.seed, progress, inputs.build)
-    return trained, inputs.restricted, inputs.dense
-
-
-def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, cv, chosen,
-          held):
     track_cfg = common.track_records
-    train_rows, val_rows = rows_for(name, enc.index("train"), enc.index("val"), common)
+    record = {"train_rows": int(len(inputs.data.train_rows)), "val_rows": int(len(inputs.data.val_rows)),
+              "track": (track_records.payload(enc, inputs.sources, track_cfg, inputs.scores)
+                        if track_cfg.enabled else None)}
+    return trained, inputs.restricted, inputs.dense, record
+
+
+def _save(name, enc, digest, out, cfg, common, feature_set, notes, trained, restricted, dense, record, cv, chosen,
+          held):
     meta = {"name": name, "kind": name, "config": cfg.model_dump(), "feature_set": feature_set,
-            "track_records": track_cfg.model_dump(), "notes": notes,
-            "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)), "cv": cv}
+            "track_records": common.track_records.model_dump(), "notes": notes,
+            "train_rows": record["train_rows"], "val_rows": record["val_rows"], "cv": cv}
     if trained.estimator is not None:
         meta["chosen"], meta["cv_chosen"] = trained.chosen, chosen
     files, kind_meta, curve = registry.kind_module(name, "saved").files(trained, cfg, restricted)
     meta.update(kind_meta)
     (out / SKIPPED).unlink(missing_ok=True)
-    sources = sources_for(train_rows, val_rows, common)
-    saved_track = (track_records.payload(enc, sources, track_cfg, trend_scores(enc, sources, common))
-                   if track_cfg.enabled else None)
-    vocab = vocab_payload(enc, restricted, digest, dense, feature_set, saved_track)
+    vocab = vocab_payload(enc, restricted, digest, dense, feature_set, record["track"])
     vocab["trend"] = trained.trend.to_dict()  # models.training.trend: added back to every score of the saved model
     save_model(out, files, vocab, meta, curve)
     conformal.save(out, held, enc.split, enc.douban_id, enc.rating)  # for intervals and the blend

@@ -203,12 +203,15 @@ def features_from(enc, x_groups: dict[str, np.ndarray], feature_set: str, track_
 @dataclass(frozen=True)
 class FitInputs:
     """What one fit of a model reads (`fit_inputs`): its FitData, vocabularies, the feature builder a
-    baseline's inner tuning split calls again, and the dense inputs' statistics."""
+    baseline's inner tuning split calls again, the dense inputs' statistics, and the rows (and their
+    trend-free scores) its vocabularies and track records were read from, which a saved model keeps."""
 
     data: FitData
     restricted: Restricted
     build: Callable[[np.ndarray], tuple[dict[str, np.ndarray], Dense | None]]
     dense: Dense | None
+    sources: np.ndarray
+    scores: np.ndarray
 
 
 def fit_inputs(enc: Encoded, name: str, common: Common, feature_set: str, fit_rows: np.ndarray,
@@ -220,9 +223,10 @@ def fit_inputs(enc: Encoded, name: str, common: Common, feature_set: str, fit_ro
     fit_rows, val_rows = rows_for(name, fit_rows, val_rows, common)
     sources = sources_for(fit_rows, val_rows, common)
     restricted = restricted_for(enc, sources, common, name)
-    build = features_from(enc, restricted.x, feature_set, common.track_records, trend_scores(enc, sources, common))
+    scores = trend_scores(enc, sources, common)
+    build = features_from(enc, restricted.x, feature_set, common.track_records, scores)
     x, dense = build(sources)
-    return FitInputs(fit_data(enc, x, restricted, fit_rows, val_rows), restricted, build, dense)
+    return FitInputs(fit_data(enc, x, restricted, fit_rows, val_rows), restricted, build, dense, sources, scores)
 
 
 def saved_dense(vocab: dict, popularity: np.ndarray, track: np.ndarray | None) -> np.ndarray:
