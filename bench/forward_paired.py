@@ -33,23 +33,29 @@ def reported_years(years: np.ndarray, calibration_years: int) -> list[int]:
     return sorted(int(y) for y in np.unique(years))[calibration_years:]
 
 
-def absolute_errors(data: dict[str, np.ndarray], row: str, years: list[int]) -> dict[int, np.ndarray]:
-    """{year: |pred - y| per film}, films in douban_id order so that two rows pair film by film."""
+def absolute_errors(data: dict[str, np.ndarray], row: str, years: list[int]
+                    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{year: (douban ids, |pred - y|) of the row's films}, in douban_id order so that two rows pair film by film."""
     out = {}
     for year in years:
         take = (data["model"] == row) & (data["year"] == year)
         order = np.argsort(data["douban_id"][take], kind="stable")
-        out[year] = np.abs(data["pred"][take] - data["y"][take])[order]
+        out[year] = data["douban_id"][take][order], np.abs(data["pred"][take] - data["y"][take])[order]
     return out
 
 
-def paired(a: dict[int, np.ndarray], b: dict[int, np.ndarray], ids: dict[int, tuple[np.ndarray, np.ndarray]],
-           draws: int, seed: int) -> dict:
+def mae(errors: dict[int, tuple[np.ndarray, np.ndarray]]) -> float:
+    """The mean over the years of each year's MAE, as metrics.json reports a row."""
+    return float(np.mean([e.mean() for _, e in errors.values()]))
+
+
+def paired(a: dict[int, tuple[np.ndarray, np.ndarray]], b: dict[int, tuple[np.ndarray, np.ndarray]], draws: int,
+           seed: int) -> dict:
     """Mean over years of (row a's MAE - row b's), its bootstrap 95% interval, and the years a was lower."""
-    for year, (ids_a, ids_b) in ids.items():
-        if not np.array_equal(ids_a, ids_b):
+    for year in a:
+        if not np.array_equal(a[year][0], b[year][0]):
             raise SystemExit(f"year {year}: the two rows score different films; not a paired comparison")
-    diffs = [a[y] - b[y] for y in a]
+    diffs = [a[y][1] - b[y][1] for y in a]
     rng = np.random.default_rng(seed)
     boot = np.mean([[d[rng.integers(0, len(d), len(d))].mean() for d in diffs] for _ in range(draws)], axis=1)
     low, high = np.percentile(boot, [2.5, 97.5])
@@ -73,12 +79,8 @@ def main() -> None:
     if args.against not in rows:
         sys.exit(f"{args.forward}: no row {args.against!r} (rows: {', '.join(rows)})")
     years = args.years or reported_years(data["year"], load(args.params).backtest.calibration_years)
-
-    def ids(row):
-        return {y: np.sort(data["douban_id"][(data["model"] == row) & (data["year"] == y)]) for y in years}
-
-    base, base_ids = absolute_errors(data, args.against, years), ids(args.against)
-    base_mae = np.mean([e.mean() for e in base.values()])
+    base = absolute_errors(data, args.against, years)
+    base_mae = mae(base)
     print(f"{args.forward}, years {years[0]}-{years[-1]}: each row's forward MAE minus {args.against}'s "
           f"({base_mae:.4f}); 95% bootstrap interval over each year's films ({args.draws} draws)")
     print(f"{'row':<14}{'MAE':>8}{'minus':>9}{'95% interval':>20}  lower in")
@@ -87,10 +89,9 @@ def main() -> None:
         if row == args.against:
             continue
         errors = absolute_errors(data, row, years)
-        r = paired(errors, base, {y: (ids(row)[y], base_ids[y]) for y in years}, args.draws, args.seed)
-        results.append((np.mean([e.mean() for e in errors.values()]), row, r))
-    for mae, row, r in sorted(results):
-        print(f"{row:<14}{mae:>8.4f}{r['diff']:>+9.4f}   [{r['low']:+.4f}, {r['high']:+.4f}]  "
+        results.append((mae(errors), row, paired(errors, base, args.draws, args.seed)))
+    for row_mae, row, r in sorted(results):
+        print(f"{row:<14}{row_mae:>8.4f}{r['diff']:>+9.4f}   [{r['low']:+.4f}, {r['high']:+.4f}]  "
               f"{r['lower_years']}/{r['years']} years")
 
 
